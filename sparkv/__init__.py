@@ -1,0 +1,1 @@
+from sparkv.config import EvictionConfig, PressConfig, SparKConfig, ThinKConfig, parse_press  # noqa: F401

@@ -1,0 +1,211 @@
+"""The compressed key layouts, stored for real, and their exact byte counts.
+
+Every container here owns compact tensors (no views into larger buffers), so the bytes counted from the layout
+equal the bytes of the storages really allocated; ``allocated_bytes`` measures the latter independently.
+
+SparK layout per (batch row b, KV head h, token t) — spec §3, "What must be stored":
+    kept_values [B, H, S, DK]   model dtype, the DK kept entries in channel order
+    kept_bits   [B, H, S, NW]   int32 words, NW = ceil(D / 32); bit j % 32 of word j // 32 set iff channel j kept
+    sign_bits   [B, H, S, NW]   int32 words; bit set iff K[t, j] > 0 (sign(0) -> -1); only pruned bits are read
+    scale       [B, H, S]       model dtype, r_t (see ``sparkv.methods.spark`` for each recovery)
+    u           [B, H, D]       float32, the per-head channel factor u_j
+Bytes per (token, KV head), bf16, D = 128: 2·DK + 16 + 16 + 2 (λ = 0.5: 162 B; λ = 0.8: 86 B; dense: 256 B).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+WORD_BITS = 32
+_BIT_WEIGHTS = {}
+
+
+def num_words(head_dim: int) -> int:
+    """int32 words needed for a ``head_dim``-bit map."""
+    return (head_dim + WORD_BITS - 1) // WORD_BITS
+
+
+def _weights(device: torch.device) -> torch.Tensor:
+    key = str(device)
+    if key not in _BIT_WEIGHTS:
+        _BIT_WEIGHTS[key] = torch.bitwise_left_shift(torch.ones(WORD_BITS, dtype=torch.int64, device=device),
+                                                     torch.arange(WORD_BITS, device=device))
+    return _BIT_WEIGHTS[key]
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """Pack a boolean ``[..., D]`` map into int32 words ``[..., ceil(D/32)]`` (channel j -> bit j%32 of word j//32)."""
+    if mask.dtype != torch.bool:
+        raise TypeError(f"pack_bits expects a bool tensor, got {mask.dtype}")
+    d = mask.shape[-1]
+    nw = num_words(d)
+    padded = torch.nn.functional.pad(mask, (0, nw * WORD_BITS - d)) if nw * WORD_BITS != d else mask
+    words = (padded.view(*mask.shape[:-1], nw, WORD_BITS).to(torch.int64) * _weights(mask.device)).sum(-1)
+    # Reinterpret the unsigned 32-bit pattern as int32 (two's complement).
+    words = torch.where(words >= 2**31, words - 2**32, words)
+    return words.to(torch.int32)
+
+
+def unpack_bits(words: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: int32 words ``[..., NW]`` -> bool ``[..., head_dim]``."""
+    if words.dtype != torch.int32:
+        raise TypeError(f"unpack_bits expects int32 words, got {words.dtype}")
+    shifts = torch.arange(WORD_BITS, device=words.device, dtype=torch.int32)
+    bits = torch.bitwise_and(torch.bitwise_right_shift(words.unsqueeze(-1), shifts), 1)
+    return bits.flatten(-2)[..., :head_dim].bool()
+
+
+def _tensor_fields(obj) -> list[torch.Tensor]:
+    return [v for f in fields(obj) if isinstance(v := getattr(obj, f.name), torch.Tensor)]
+
+
+def layout_bytes(obj) -> int:
+    """Bytes of every tensor of a layout, counted from shapes and dtypes."""
+    return sum(t.numel() * t.element_size() for t in _tensor_fields(obj))
+
+
+def allocated_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (what the allocator really handed out)."""
+    seen: dict[tuple[str, int], int] = {}
+    for t in tensors:
+        if t is None:
+            continue
+        storage = t.untyped_storage()
+        seen[(str(t.device), storage.data_ptr())] = storage.nbytes()
+    return sum(seen.values())
+
+
+@dataclass
+class DenseKeys:
+    """Uncompressed keys ``[B, H, S, D]`` (full cache, eviction only, or λ = 0 controls)."""
+
+    keys: torch.Tensor
+
+    @property
+    def head_dim(self) -> int:
+        return self.keys.shape[-1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.keys.shape[-2]
+
+    def nbytes(self) -> int:
+        return layout_bytes(self)
+
+    def to_dense(self) -> torch.Tensor:
+        return self.keys
+
+
+@dataclass
+class SparKKeys:
+    """Per-token unstructured pruned keys with the metadata their recovery needs (module docstring).
+
+    ``recovery`` decides which optional fields exist:
+        mean, mean_linear:     sign_bits, scale, u
+        constant:              sign_bits (magnitude ``constant``; no per-token or per-head data)
+        zero:                  none
+        gaussian, exponential: sign_bits, scale (mean pruned saliency), spread (its std; gaussian only), u
+    """
+
+    kept_values: torch.Tensor
+    kept_bits: torch.Tensor
+    head_dim: int
+    recovery: str = "mean"
+    sign_bits: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+    u: torch.Tensor | None = None
+    spread: torch.Tensor | None = None
+    constant: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        b, h, s, dk = self.kept_values.shape
+        nw = num_words(self.head_dim)
+        if not (0 < dk <= self.head_dim):
+            raise ValueError(f"kept channels must be in [1, {self.head_dim}], got {dk}")
+        if self.kept_bits.shape != (b, h, s, nw) or self.kept_bits.dtype != torch.int32:
+            raise ValueError(f"kept_bits must be int32 [{b}, {h}, {s}, {nw}], got {tuple(self.kept_bits.shape)}")
+        needs_signs = self.recovery != "zero"
+        needs_scale = self.recovery in ("mean", "mean_linear", "gaussian", "exponential")
+        if needs_signs and (self.sign_bits is None or self.sign_bits.shape != self.kept_bits.shape):
+            raise ValueError(f"recovery {self.recovery!r} needs sign_bits shaped like kept_bits")
+        if needs_scale and (self.scale is None or self.scale.shape != (b, h, s) or self.u is None
+                            or self.u.shape != (b, h, self.head_dim)):
+            raise ValueError(f"recovery {self.recovery!r} needs scale [B, H, S] and u [B, H, D]")
+        if self.recovery == "gaussian" and (self.spread is None or self.spread.shape != (b, h, s)):
+            raise ValueError("recovery 'gaussian' needs spread [B, H, S]")
+
+    @property
+    def kept(self) -> int:
+        return self.kept_values.shape[-1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.kept_values.shape[-2]
+
+    def nbytes(self) -> int:
+        return layout_bytes(self)
+
+
+@dataclass
+class ThinKKeys:
+    """Structured pruned keys: the same DK channels for every token of a (b, h) (spec §5).
+
+    kept_values [B, H, S, DK] model dtype;  channel_idx [B, H, DK] int16, ascending.
+    Pruned channels read as zero (ThinK has no recovery).
+    """
+
+    kept_values: torch.Tensor
+    channel_idx: torch.Tensor
+    head_dim: int
+
+    @property
+    def kept(self) -> int:
+        return self.kept_values.shape[-1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.kept_values.shape[-2]
+
+    def nbytes(self) -> int:
+        return layout_bytes(self)
+
+
+Keys = DenseKeys | SparKKeys | ThinKKeys
+
+
+@dataclass
+class CompressedKV:
+    """One layer's compressed prompt: keys in one of the layouts above, dense values, per-row lengths.
+
+    values  [B, H, S, D] model dtype.
+    lengths [B] int32: row b's valid tokens are ``0 .. lengths[b]-1`` (left-aligned); the rest is padding.
+    """
+
+    keys: Keys
+    values: torch.Tensor
+    lengths: torch.Tensor
+
+    def __post_init__(self) -> None:
+        b, h, s, _ = self.values.shape
+        if self.keys.num_tokens != s:
+            raise ValueError(f"keys hold {self.keys.num_tokens} tokens but values hold {s}")
+        if self.lengths.shape != (b,):
+            raise ValueError(f"lengths must be [{b}], got {tuple(self.lengths.shape)}")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.values.shape[-2]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*_tensor_fields(self.keys), self.values, self.lengths]
+
+    def nbytes(self) -> int:
+        """Exact bytes of the layout, all metadata included."""
+        return self.keys.nbytes() + self.values.numel() * self.values.element_size() + \
+            self.lengths.numel() * self.lengths.element_size()
+
+    def allocated_bytes(self) -> int:
+        return allocated_bytes(self.tensors())

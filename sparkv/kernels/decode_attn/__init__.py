@@ -1,0 +1,36 @@
+"""decode_attn: attention over a compressed prefix + dense tail. ``backend``: auto | torch | triton."""
+
+from __future__ import annotations
+
+import torch
+
+from sparkv.cache.layout import CompressedKV, SparKKeys, ThinKKeys
+from sparkv.kernels.dispatch import resolve_backend
+from sparkv.kernels.decode_attn.reference import decode_attn_ref
+
+
+def _fused_supports(query: torch.Tensor, prefix: CompressedKV | None) -> bool:
+    if query.shape[2] != 1 or query.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if prefix is None:
+        return True
+    keys = prefix.keys
+    if isinstance(keys, ThinKKeys):
+        return False
+    return not (isinstance(keys, SparKKeys) and keys.recovery in ("gaussian", "exponential"))
+
+
+def decode_attn(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torch.Tensor | None,
+                tail_values: torch.Tensor | None, scaling: float, backend: str = "auto") -> torch.Tensor:
+    """Dispatch to :func:`decode_attn_ref` or the Triton split-K kernel (see ``decode_attn_ref`` for arguments).
+
+    ``auto`` takes Triton on CUDA for one-token decode in fp16/bf16 and the PyTorch path otherwise.
+    """
+    if resolve_backend(backend, query.device, supported=_fused_supports(query, prefix)) == "triton":
+        from sparkv.kernels.decode_attn.fused import decode_attn_triton
+
+        return decode_attn_triton(query, prefix, tail_keys, tail_values, scaling)
+    return decode_attn_ref(query, prefix, tail_keys, tail_values, scaling)
+
+
+__all__ = ["decode_attn", "decode_attn_ref"]

@@ -1,0 +1,107 @@
+"""PyTorch attention over a compressed prompt plus a dense tail, recovering pruned keys on the fly (spec §3).
+
+Tokens are processed in blocks with an online softmax, so no dense copy of all keys ever exists. For SparK keys
+the score of token t is computed in the factored form the kernel uses:
+
+    score_t = Σ_{j kept} q_j K[t, j]  +  r_t · Σ_{j pruned} sign[t, j] · (q ⊙ u)_j
+
+(``constant``: r_t = c, u = 1; ``zero``: no second term; ``gaussian`` / ``exponential`` recover the block's keys).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, ThinKKeys, unpack_bits
+from sparkv.kernels.recover.reference import recover_block_ref
+
+NEG_INF = float("-inf")
+
+
+def _block_scores(keys, q: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """Scores ``[B, H, G·Q, end-start]`` float32 of grouped queries ``q [B, H, G·Q, D]`` against one key block."""
+    if isinstance(keys, DenseKeys):
+        return q @ keys.keys[:, :, start:end].float().transpose(-1, -2)
+    if isinstance(keys, ThinKKeys):
+        idx = keys.channel_idx.long().unsqueeze(2).expand(-1, -1, q.shape[2], -1)
+        return q.gather(-1, idx) @ keys.kept_values[:, :, start:end].float().transpose(-1, -2)
+    if not isinstance(keys, SparKKeys):
+        raise TypeError(f"unknown key layout {type(keys).__name__}")
+    if keys.recovery in ("gaussian", "exponential"):
+        return q @ recover_block_ref(keys, start, end).transpose(-1, -2)
+    d = keys.head_dim
+    kept = unpack_bits(keys.kept_bits[:, :, start:end], d)
+    kept_dense = torch.zeros(kept.shape, dtype=torch.float32, device=q.device)
+    kept_dense[kept] = keys.kept_values[:, :, start:end].float().reshape(-1)
+    scores = q @ kept_dense.transpose(-1, -2)
+    if keys.recovery == "zero":
+        return scores
+    positive = unpack_bits(keys.sign_bits[:, :, start:end], d)
+    signed_pruned = torch.where(kept, 0.0, torch.where(positive, 1.0, -1.0))
+    if keys.recovery == "constant":
+        return scores + keys.constant * (q @ signed_pruned.transpose(-1, -2))
+    qu = q * keys.u.unsqueeze(-2)
+    r = keys.scale[:, :, start:end].float().unsqueeze(-2)
+    return scores + r * (qu @ signed_pruned.transpose(-1, -2))
+
+
+def decode_attn_ref(
+    query: torch.Tensor,
+    prefix: CompressedKV | None,
+    tail_keys: torch.Tensor | None,
+    tail_values: torch.Tensor | None,
+    scaling: float,
+    block_size: int = 1024,
+) -> torch.Tensor:
+    """Attention of new queries over a compressed prefix and a dense tail.
+
+    Args:
+        query: ``[B, HQ, Q, D]``, the Q newest positions (the last Q tail tokens are their own keys).
+        prefix: the compressed prompt (``lengths`` masks each row's padding), or None.
+        tail_keys, tail_values: ``[B, H, ST, D]`` dense keys/values appended after compression, or None.
+            Query i sees tail tokens ``0 .. ST - Q + i`` (causal).
+        scaling: softmax scale.
+        block_size: tokens per block.
+
+    Returns:
+        ``[B, HQ, Q, D]`` in the query dtype; accumulation in float32.
+    """
+    b, hq, nq, d = query.shape
+    ref = prefix.values if prefix is not None else tail_values
+    if ref is None:
+        raise ValueError("attention needs a prefix or a tail")
+    h = ref.shape[1]
+    g = hq // h
+    q = (query.float() * scaling).view(b, h, g * nq, d)
+    m = torch.full((b, h, g * nq, 1), NEG_INF, device=query.device)
+    l = torch.zeros_like(m)
+    acc = torch.zeros(b, h, g * nq, ref.shape[-1], device=query.device)
+
+    def absorb(scores: torch.Tensor, values: torch.Tensor) -> None:
+        nonlocal m, l, acc
+        m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
+        safe = torch.where(m_new == NEG_INF, 0.0, m_new)
+        p = torch.exp(scores - safe)
+        alpha = torch.exp(m - safe)
+        l = l * alpha + p.sum(-1, keepdim=True)
+        acc = acc * alpha + p @ values.float()
+        m = m_new
+
+    if prefix is not None:
+        lengths = prefix.lengths.to(query.device).view(b, 1, 1, 1)
+        for start in range(0, prefix.num_tokens, block_size):
+            end = min(start + block_size, prefix.num_tokens)
+            scores = _block_scores(prefix.keys, q, start, end)
+            pos = torch.arange(start, end, device=query.device).view(1, 1, 1, -1)
+            scores = scores.masked_fill(pos >= lengths, NEG_INF)
+            absorb(scores, prefix.values[:, :, start:end])
+    if tail_keys is not None and tail_keys.shape[-2] > 0:
+        st = tail_keys.shape[-2]
+        q_pos = (st - nq + torch.arange(nq, device=query.device)).repeat(g).view(1, 1, g * nq, 1)
+        for start in range(0, st, block_size):
+            end = min(start + block_size, st)
+            scores = q @ tail_keys[:, :, start:end].float().transpose(-1, -2)
+            pos = torch.arange(start, end, device=query.device).view(1, 1, 1, -1)
+            absorb(scores.masked_fill(pos > q_pos, NEG_INF), tail_values[:, :, start:end])
+    out = acc / l
+    return out.view(b, hq, nq, -1).to(query.dtype)
