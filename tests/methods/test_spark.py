@@ -1,0 +1,64 @@
+"""SparK's math against loop implementations written straight from the spec."""
+
+import math
+
+import pytest
+import torch
+
+from sparkv.config import SparKConfig, kept_channels
+from sparkv.methods.spark import entry_uniforms, sample_saliency, select_kept_mask, window_statistic
+
+
+def test_kept_channels_matches_spec_examples():
+    assert kept_channels(128, 0.5) == 64
+    assert kept_channels(128, 0.8) == 26
+    assert kept_channels(64, 0.8) == 13
+    assert kept_channels(128, 0.0) == 128
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5"])
+def test_ratio_outside_range_is_rejected(bad):
+    with pytest.raises(ValueError, match="channel_prune_ratio"):
+        SparKConfig(channel_prune_ratio=bad)
+
+
+@pytest.mark.parametrize("g", [1, 3, 8])
+def test_window_statistic_matches_loop(g):
+    torch.manual_seed(g)
+    b, h, w, d = 2, 2, 5, 8
+    q = torch.randn(b, h * g, w, d)
+    a = window_statistic(q, h)
+    for bi in range(b):
+        for hi in range(h):
+            for j in range(d):
+                qbar = [sum(q[bi, hi * g + gi, wi, j].item() for gi in range(g)) / g for wi in range(w)]
+                assert a[bi, hi, j].item() == pytest.approx(math.sqrt(sum(x * x for x in qbar)), rel=1e-5)
+
+
+def test_select_ties_go_to_lower_channel():
+    s = torch.tensor([[1.0, 3.0, 3.0, 3.0, 0.5, 3.0]])
+    assert select_kept_mask(s, 2).tolist() == [[False, True, True, False, False, False]]
+    assert select_kept_mask(s, 5).tolist() == [[True, True, True, True, False, True]]
+
+
+def test_select_matches_python_sort():
+    torch.manual_seed(0)
+    s = torch.randint(0, 5, (50, 16)).float()  # many ties on purpose
+    mask = select_kept_mask(s, 7)
+    for row, m in zip(s.tolist(), mask.tolist()):
+        order = sorted(range(16), key=lambda j: (-row[j], j))[:7]
+        assert [j for j in range(16) if m[j]] == sorted(order)
+
+
+def test_sampler_is_blockwise_consistent_and_distributed():
+    shape = (2, 3, 40, 16)
+    whole = entry_uniforms(shape, seed=7, stream=1, device="cpu")
+    block = entry_uniforms((2, 3, 10, 16), seed=7, stream=1, device="cpu", token_offset=25)
+    assert torch.equal(whole[:, :, 25:35], block)
+    assert not torch.equal(whole, entry_uniforms(shape, seed=8, stream=1, device="cpu"))
+    assert 0.0 < whole.min() and whole.max() < 1.0 and abs(whole.mean().item() - 0.5) < 0.02
+    mu = torch.full((4, 4, 256), 2.0)
+    draws = sample_saliency("exponential", mu, None, 64, seed=1)
+    assert abs(draws.mean().item() - 2.0) < 0.05
+    gauss = sample_saliency("gaussian", mu, torch.full_like(mu, 0.5), 64, seed=1)
+    assert abs(gauss.mean().item() - 2.0) < 0.02 and abs(gauss.std().item() - 0.5) < 0.02
