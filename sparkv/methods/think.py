@@ -129,6 +129,12 @@ def think_select_channels(scores: torch.Tensor, kept: int) -> torch.Tensor:
     -------
     LongTensor ``[B, H, kept]``
         Kept channel indices, ascending.
+
+    Limitations
+    -----------
+    Structured and without recovery: the same ``kept`` channels serve every token of the head, and the pruned
+    channels contribute exactly 0 to every logit (see the module docstring). Memory is only saved if the cache
+    stores the ``kept`` channels plus this index list instead of zeroing channels of a dense tensor.
     """
     if scores.dim() != 3:
         raise ValueError(f"scores must be [B, H, D], got shape {tuple(scores.shape)}")
