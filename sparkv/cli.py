@@ -1,0 +1,191 @@
+"""``sparkv`` command line: generate, demo, memory, and the eval suite (``sparkv eval ...``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sparkv.config import parse_press
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+
+try:  # the eval harness lives in its own module; mount it when present
+    from sparkv.eval.cli import eval_app
+
+    app.add_typer(eval_app, name="eval", help="Accuracy suites: RULER (offline), needle grid, LongBench (local).")
+except ImportError:  # pragma: no cover - only while the harness is absent
+    pass
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _press_from_options(press: str, key_ratio: float, budget: int | None, token_ratio: float | None, recovery: str,
+                        saliency: str, backend: str):
+    try:
+        return parse_press(press, key_ratio=key_ratio, budget=budget, token_ratio=token_ratio, recovery=recovery,
+                           saliency=saliency, backend=backend)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+def _memory_fields(memory) -> dict:
+    return {
+        "dense_kv_bytes": memory.dense_kv_bytes,
+        "compressed_kv_bytes": memory.compressed_kv_bytes,
+        "allocated_kv_bytes": memory.allocated_kv_bytes,
+        "nominal_kv_bytes": memory.nominal_kv_bytes,
+    }
+
+
+def _memory_line(memory) -> str:
+    dense = memory.dense_kv_bytes
+    ratio = lambda n: f"{100 * n / dense:.1f}%" if dense else "-"  # noqa: E731
+    return (f"KV cache: dense {_fmt_bytes(dense)} | compressed (exact) {_fmt_bytes(memory.compressed_kv_bytes)} "
+            f"({ratio(memory.compressed_kv_bytes)}) | allocated {_fmt_bytes(memory.allocated_kv_bytes)} | "
+            f"nominal (paper-style) {_fmt_bytes(memory.nominal_kv_bytes)} ({ratio(memory.nominal_kv_bytes)})")
+
+
+@app.command()
+def generate(
+    context_file: Path = typer.Option(..., "--context-file", exists=True, dir_okay=False, help="Text file."),
+    question: str = typer.Option(..., "--question", help="Question asked after the context."),
+    model: str = typer.Option("smollm2", "--model", help="smollm2 | local folder | hub id"),
+    press: str = typer.Option("snapkv+spark", "--press", help="full | snapkv | pyramidkv | streamingllm | think | "
+                              "spark | eviction+channel, e.g. snapkv+spark"),
+    key_ratio: float = typer.Option(0.5, "--key-ratio", help="λ, key channels pruned per token, in [0, 1)."),
+    budget: int | None = typer.Option(None, "--budget", help="Tokens kept by eviction (window included)."),
+    token_ratio: float | None = typer.Option(None, "--token-ratio", help="Fraction of tokens evicted, in [0, 1)."),
+    recovery: str = typer.Option("mean", "--recovery", help="mean | mean_linear | zero | constant | gaussian | "
+                                 "exponential"),
+    saliency: str = typer.Option("code", "--saliency", help="code (a·K²) | paper (a·|K|)"),
+    backend: str = typer.Option("auto", "--backend", help="auto | torch | triton"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
+    device: str | None = typer.Option(None, "--device"),
+    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template"),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+) -> None:
+    """Answer QUESTION about the text in CONTEXT_FILE through a compressed KV cache."""
+    import sparkv
+
+    if budget is None and token_ratio is None and any(p in press for p in ("snapkv", "pyramidkv", "streamingllm")):
+        budget = 512
+    press_cfg = _press_from_options(press, key_ratio, budget, token_ratio, recovery, saliency, backend)
+    context = context_file.read_text(encoding="utf-8")
+    if not context.strip():
+        raise typer.BadParameter(f"--context-file {context_file} is empty")
+    lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
+    result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
+                             chat_template=chat_template)
+    channels = press_cfg.channels
+    record = {
+        "answer": result.answer,
+        "model": model,
+        "press": press_cfg.name,
+        "key_ratio": channels.channel_prune_ratio if channels is not None else 0.0,
+        "recovery": getattr(channels, "recovery", None),
+        "budget": press_cfg.eviction.token_budget if press_cfg.eviction is not None else None,
+        "token_ratio": press_cfg.eviction.token_ratio if press_cfg.eviction is not None else None,
+        "context_tokens": result.context_tokens,
+        **_memory_fields(result.memory),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(record) + "\n")
+        return
+    print(result.answer)
+    console.print(_memory_line(result.memory))
+
+
+DEMO_NEEDLE = "The secret ingredient of the best pizza in Lisbon is {value}."
+DEMO_QUESTION = "What is the secret ingredient of the best pizza in Lisbon? Answer in a few words."
+
+
+@app.command()
+def demo(
+    model: str = typer.Option("smollm2", "--model"),
+    context_tokens: int = typer.Option(2000, "--context-tokens", min=200),
+    depth: float = typer.Option(0.5, "--depth", min=0.0, max=1.0, help="Needle position, 0 = start, 1 = end."),
+    value: str = typer.Option("smoked paprika", "--value", help="The fact hidden in the haystack."),
+    key_ratio: float = typer.Option(0.5, "--key-ratio"),
+    budget: int = typer.Option(512, "--budget"),
+    backend: str = typer.Option("auto", "--backend"),
+    max_new_tokens: int = typer.Option(24, "--max-new-tokens", min=1),
+) -> None:
+    """Needle in a haystack on the embedded default: full cache vs SnapKV vs SnapKV+SparK vs SparK alone."""
+    import sparkv
+    from sparkv.data import paul_graham_essays
+    from sparkv.eval.tasks.niah import build_context
+
+    lm, tokenizer = sparkv.load_model(model)
+    needle = DEMO_NEEDLE.format(value=value)
+    context = build_context(tokenizer, paul_graham_essays(), needle, context_tokens, depth)
+    presses = {name: _press_from_options(name, key_ratio, budget, None, "mean", "code", backend)
+               for name in ("full", "snapkv", "snapkv+spark", "spark")}
+    results = sparkv.generate_many(lm, tokenizer, context, DEMO_QUESTION, list(presses.values()),
+                                   max_new_tokens=max_new_tokens)
+    table = Table(title=f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token Paul Graham haystack; "
+                        f"λ={key_ratio}, budget={budget}")
+    for col in ("press", "found", "answer", "KV exact", "KV allocated", "vs dense", "nominal (paper)"):
+        table.add_column(col)
+    for name, res in zip(presses, results):
+        mem = res.memory
+        found = value.lower() in res.answer.lower()
+        table.add_row(name, "yes" if found else "no", res.answer.strip().replace("\n", " ")[:60],
+                      _fmt_bytes(mem.compressed_kv_bytes), _fmt_bytes(mem.allocated_kv_bytes),
+                      f"{100 * mem.compressed_kv_bytes / mem.dense_kv_bytes:.1f}%", _fmt_bytes(mem.nominal_kv_bytes))
+    Console().print(table)
+
+
+@app.command()
+def memory(
+    model: str = typer.Option("smollm2", "--model"),
+    context_tokens: int = typer.Option(4096, "--context-tokens", min=64),
+    key_ratios: str = typer.Option("0.5,0.8", "--key-ratios"),
+    budget: int = typer.Option(512, "--budget"),
+    backend: str = typer.Option("auto", "--backend"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Memory table: SparK at each λ, with and without SnapKV, on a real prompt (bytes counted three ways)."""
+    import sparkv
+    from sparkv.data import paul_graham_essays
+    from sparkv.eval.tasks.niah import build_context
+
+    lm, tokenizer = sparkv.load_model(model)
+    context = build_context(tokenizer, paul_graham_essays(), "", context_tokens, 0.5)
+    names = ["full", "snapkv"]
+    presses = [_press_from_options("full", 0.0, None, None, "mean", "code", backend),
+               _press_from_options("snapkv", 0.0, budget, None, "mean", "code", backend)]
+    for ratio in [float(r) for r in key_ratios.split(",")]:
+        for base in ("spark", "snapkv+spark"):
+            names.append(f"{base} λ={ratio}")
+            presses.append(_press_from_options(base, ratio, budget, None, "mean", "code", backend))
+    results = sparkv.generate_many(lm, tokenizer, context, "Summarise the text in one sentence.", presses,
+                                   max_new_tokens=1)
+    rows = [{"press": n, "context_tokens": r.context_tokens, **_memory_fields(r.memory)} for n, r in zip(names, results)]
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    dense = rows[0]["dense_kv_bytes"]
+    print(f"| press | tokens | exact bytes | allocated bytes | nominal (paper) | exact / full |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['press']} | {r['context_tokens']} | {r['compressed_kv_bytes']:,} | {r['allocated_kv_bytes']:,} | "
+              f"{r['nominal_kv_bytes']:,} | {100 * r['compressed_kv_bytes'] / dense:.1f}% |")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,72 @@
+"""End to end on the packaged SmolLM2-135M-Instruct (real weights, real text): SparK λ=0.5 keeps the needles.
+
+Marked ``model``: it converts the packaged GGUF once (~30 s) and runs 2k-token prefills on the CPU.
+"""
+
+import json
+
+import pytest
+
+sparkv = pytest.importorskip("sparkv")
+pytestmark = pytest.mark.model
+
+NEEDLES = [
+    ("The special magic number of Rotterdam is 7481.", "What is the special magic number of Rotterdam?", "7481"),
+    ("The password to the old lighthouse is tangerine.", "What is the password to the old lighthouse?", "tangerine"),
+]
+DEPTHS = (0.25, 0.5, 0.75)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    try:
+        return sparkv.load_model("smollm2", dtype="float32", device="cpu")
+    except FileNotFoundError as err:  # the package is installed by `make test`; a bare checkout says why
+        pytest.skip(str(err))
+
+
+def test_spark_half_retrieves_what_full_cache_retrieves(smollm2):
+    from sparkv.data import paul_graham_essays
+    from sparkv.eval.tasks.niah import build_context
+
+    model, tokenizer = smollm2
+    haystack = paul_graham_essays()
+    presses = [sparkv.parse_press("full"), sparkv.parse_press("spark", key_ratio=0.5)]
+    found = {"full": 0, "spark": 0}
+    missed = []
+    for needle, question, answer in NEEDLES:
+        for depth in DEPTHS:
+            context = build_context(tokenizer, haystack, needle, 2000, depth)
+            full, spark = sparkv.generate_many(model, tokenizer, context, question, presses, max_new_tokens=16)
+            assert 1900 <= full.context_tokens <= 2200
+            hit_full = answer in full.answer.lower()
+            hit_spark = answer in spark.answer.lower()
+            found["full"] += hit_full
+            found["spark"] += hit_spark
+            if hit_full and not hit_spark:
+                missed.append((needle, depth, spark.answer))
+            assert spark.memory.compressed_kv_bytes < full.memory.compressed_kv_bytes
+    # The full cache must find most needles, or this test says nothing about SparK.
+    assert found["full"] >= 4, found
+    assert not missed, json.dumps(missed)
+
+
+def test_cli_generate_json(tmp_path, smollm2):
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("Alice keeps her bicycle in the blue shed behind the bakery. " * 20
+                   + "The code word for the meeting is marmalade. " + "The weather was mild that week. " * 20)
+    result = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "What is the code word?",
+                                      "--press", "snapkv+spark", "--key-ratio", "0.8", "--budget", "128",
+                                      "--max-new-tokens", "8", "--json", "--dtype", "float32", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    for field in ("answer", "model", "press", "key_ratio", "budget", "context_tokens", "dense_kv_bytes",
+                  "compressed_kv_bytes", "allocated_kv_bytes", "nominal_kv_bytes"):
+        assert field in record
+    assert record["press"] == "snapkv+spark" and record["key_ratio"] == 0.8 and record["budget"] == 128
+    assert record["compressed_kv_bytes"] == record["allocated_kv_bytes"]
+    assert record["compressed_kv_bytes"] < record["dense_kv_bytes"]
