@@ -1,0 +1,211 @@
+"""Tables and plots of finished runs: ``sparkv eval report RUN_DIR...``.
+
+- one markdown table (task x press) per (benchmark, model), merging the runs given (a later run's cell wins);
+- a memory table (mean KV-cache bytes relative to the dense cache) per press;
+- ``accuracy_vs_key_ratio.png`` when the runs hold one method at several key ratios λ (one line per method,
+  budget and recovery; presses without channel pruning as horizontal references);
+- NIAH heatmaps (one panel per press) are written by the runner itself (:func:`plot_niah_heatmap`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """``config.json`` and ``metrics.json`` of a run folder; ``FileNotFoundError`` when either is missing."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"run folder {str(d)!r} does not exist")
+    metrics_path = d / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{str(d)!r} has no metrics.json (is it a finished `sparkv eval` run?)")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    config_path = d / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    return {"dir": str(d), "metrics": metrics, "config": config}
+
+
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _label_order(labels: Iterable[str], meta: dict[str, dict[str, Any]]) -> list[str]:
+    """Full first, then eviction only, then by method, key ratio and label."""
+    def key(label: str) -> tuple:
+        m = meta.get(label, {})
+        method = m.get("method") or label
+        return (method != "full", "+" in method or method in ("spark", "think"), method,
+                m.get("budget") or 0, m.get("key_ratio") or 0.0, label)
+    return sorted(set(labels), key=key)
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Group runs by (benchmark, model); merge their scores, averages and memory per press label."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        m = run["metrics"]
+        cfg = run["config"].get("config", {})
+        key = (m.get("benchmark", cfg.get("benchmark", "?")), str(cfg.get("model", "?")))
+        g = groups.setdefault(key, {"scores": defaultdict(dict), "memory": {}, "presses": {}, "dirs": [],
+                                    "by_length": defaultdict(dict)})
+        g["dirs"].append(run["dir"])
+        for task, cells in m.get("scores", {}).items():
+            g["scores"][task].update(cells)
+        g["memory"].update(m.get("memory", {}))
+        g["presses"].update(m.get("presses", {}))
+        for length, cells in m.get("by_length", {}).items():
+            g["by_length"][length].update(cells)
+    for g in groups.values():
+        labels = list(g["presses"])
+        g["average"] = {}
+        for label in labels:
+            values = [cells[label] for cells in g["scores"].values()
+                      if label in cells and not (isinstance(cells[label], float) and math.isnan(cells[label]))]
+            g["average"][label] = sum(values) / len(values) if values else float("nan")
+    return groups
+
+
+def render_markdown(runs: list[dict[str, Any]]) -> str:
+    """The report text: one section per (benchmark, model)."""
+    out: list[str] = []
+    for (benchmark, model), g in merge_runs(runs).items():
+        labels = _label_order(g["presses"], g["presses"])
+        out.append(f"## {benchmark} — model `{model}`\n")
+        out.append("Runs: " + ", ".join(f"`{d}`" for d in g["dirs"]) + "\n")
+        rows = [[task] + [_fmt(cells.get(label)) for label in labels] for task, cells in sorted(g["scores"].items())]
+        rows.append(["**average**"] + [f"**{_fmt(g['average'].get(label))}**" for label in labels])
+        out.append(_table(["task"] + [f"`{label}`" for label in labels], rows) + "\n")
+        if len(g["by_length"]) > 1:
+            rows = [[length] + [_fmt(cells.get(label)) for label in labels]
+                    for length, cells in sorted(g["by_length"].items(), key=lambda kv: float(kv[0]))]
+            out.append("By length (mean over tasks and samples):\n")
+            out.append(_table(["length"] + [f"`{label}`" for label in labels], rows) + "\n")
+        mem_labels = [label for label in labels if g["memory"].get(label)]
+        if mem_labels:
+            rows = []
+            for label in mem_labels:
+                mem = g["memory"][label]
+                dense = mem.get("dense_kv_bytes")
+                rows.append([f"`{label}`", _fmt(dense / 2**20 if dense else None)]
+                            + [_fmt(mem.get(k)) for k in ("nominal_over_dense", "compressed_over_dense",
+                                                           "allocated_over_dense")])
+            out.append("KV cache (mean over samples; ratios to the dense cache of the same prompt):\n")
+            out.append(_table(["press", "dense MiB", "nominal", "exact layout", "allocated"], rows) + "\n")
+    return "\n".join(out)
+
+
+def key_ratio_points(runs: list[dict[str, Any]]) -> tuple[dict[str, list[tuple[float, float]]], dict[str, float]]:
+    """Average score vs λ: ``{series: [(λ, score)...]}`` and ``{reference label: score}``."""
+    series: dict[str, dict[float, float]] = defaultdict(dict)
+    references: dict[str, float] = {}
+    for (benchmark, model), g in merge_runs(runs).items():
+        prefix = f"{benchmark}/{model}: " if len(merge_runs(runs)) > 1 else ""
+        for label, meta in g["presses"].items():
+            score = g["average"].get(label)
+            if score is None or (isinstance(score, float) and math.isnan(score)):
+                continue
+            if meta.get("key_ratio") is None:
+                references[prefix + label] = score
+                continue
+            method = meta.get("method") or label
+            size = meta.get("budget") if meta.get("budget") is not None else (
+                f"r{meta['token_ratio']:g}" if meta.get("token_ratio") is not None else None)
+            name = method + (f" @{size}" if size is not None else "")
+            if meta.get("recovery") not in (None, "mean"):
+                name += f" ({meta['recovery']})"
+            series[prefix + name][float(meta["key_ratio"])] = score
+    return {k: sorted(v.items()) for k, v in series.items()}, references
+
+
+def plot_key_ratio(runs: list[dict[str, Any]], path: str | Path) -> bool:
+    """Write the accuracy-vs-λ plot when some series has two λ or more; returns whether it was written."""
+    series, references = key_ratio_points(runs)
+    if not any(len(points) >= 2 for points in series.values()):
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, points in sorted(series.items()):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o", label=name)
+    for i, (name, score) in enumerate(sorted(references.items())):
+        ax.axhline(score, linestyle="--", linewidth=1, color=f"C{(len(series) + i) % 10}", label=name)
+    ax.set_xlabel("key channel pruning ratio λ")
+    ax.set_ylabel("average score")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_niah_heatmap(records: list[dict[str, Any]], path: str | Path, labels: list[str] | None = None) -> None:
+    """Needle-in-a-haystack heatmap: depth (rows) x length (columns), one panel per press label."""
+    plt = _plt()
+    import numpy as np
+
+    labels = [label for label in (labels or sorted({r["label"] for r in records})) if any(r["label"] == label for r in records)]
+    lengths = sorted({r["length"] for r in records})
+    depths = sorted({r["depth"] for r in records})
+    n = max(len(labels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(max(3.0, 1.2 + 0.6 * len(lengths)) * n + 1.2, 0.45 * len(depths) + 2.4),
+                             squeeze=False, constrained_layout=True)
+    image = None
+    for i, (ax, label) in enumerate(zip(axes[0], labels)):
+        grid = np.full((len(depths), len(lengths)), np.nan)
+        for r in records:
+            if r["label"] == label:
+                grid[depths.index(r["depth"]), lengths.index(r["length"])] = r["score"]
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        mean = float(np.nanmean(grid)) if np.isfinite(grid).any() else float("nan")
+        ax.set_title(f"{label}\nmean {mean:.2f}", fontsize=9)
+        ax.set_xticks(range(len(lengths)), [str(x) for x in lengths], rotation=45, fontsize=8)
+        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=8)
+        ax.set_xlabel("context length (tokens)", fontsize=8)
+        if i == 0:
+            ax.set_ylabel("needle depth (0 = start)", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="score")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> tuple[str, list[Path]]:
+    """Render the report of ``run_dirs`` into ``out_dir`` (default: the first run); returns (markdown, files)."""
+    if not run_dirs:
+        raise ValueError("give at least one run folder")
+    runs = [load_run(d) for d in run_dirs]
+    out = Path(out_dir) if out_dir is not None else Path(run_dirs[0])
+    out.mkdir(parents=True, exist_ok=True)
+    text = "# sparkv evaluation report\n\n" + render_markdown(runs)
+    files = []
+    plot = out / "accuracy_vs_key_ratio.png"
+    if plot_key_ratio(runs, plot):
+        text += f"\n![accuracy vs key ratio]({plot.name})\n"
+        files.append(plot)
+    report = out / "report.md"
+    report.write_text(text, encoding="utf-8")
+    files.insert(0, report)
+    return text, files

@@ -1,0 +1,1 @@
+"""Task generators / loaders: ``ruler`` (synthetic, offline), ``niah`` (length x depth grid), ``longbench``."""

@@ -1,0 +1,146 @@
+"""LongBench from local JSONL files the tests write: loading, prompts, middle truncation, rules, errors, scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparkv.eval.config import EvalConfig, EvalError
+from sparkv.eval.runner import run_eval
+from sparkv.eval.tasks.longbench import (DATASET2MAXLEN, DATASET2PROMPT, LONGBENCH_TASKS, NO_CHAT_TEMPLATE,
+                                         build_sample, generate_longbench, read_jsonl, task_file, truncate_middle)
+
+ENGLISH_16 = ("narrativeqa qasper multifieldqa_en hotpotqa 2wikimqa musique gov_report qmsum multi_news trec "
+              "triviaqa samsum passage_count passage_retrieval_en lcc repobench-p").split()
+
+
+def record(task, i, context="Alice met Bob in Paris. " * 5, answers=("Paris",), **extra):
+    return {"input": f"Where did Alice meet Bob? ({i})", "context": context, "answers": list(answers),
+            "length": 40 + i * 5000, "dataset": task, "language": "en", "all_classes": extra.pop("all_classes", None),
+            "_id": f"{task}-{i}", **extra}
+
+
+def write(tmp_path, task, records, name=None):
+    path = tmp_path / (name or f"{task}.jsonl")
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_sixteen_english_tasks_configured():
+    assert sorted(LONGBENCH_TASKS) == sorted(ENGLISH_16)
+    assert set(DATASET2MAXLEN) == set(ENGLISH_16)
+    assert DATASET2MAXLEN["gov_report"] == 512 and DATASET2MAXLEN["hotpotqa"] == 32
+    for task in ENGLISH_16:
+        assert DATASET2PROMPT[task].count("{context}") == 1
+
+
+def test_read_jsonl_and_errors(tmp_path):
+    write(tmp_path, "hotpotqa", [record("hotpotqa", i) for i in range(3)])
+    rows = read_jsonl(tmp_path / "hotpotqa.jsonl", limit=2)
+    assert [r["_id"] for r in rows] == ["hotpotqa-0", "hotpotqa-1"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "x", "context": "y"}\n')
+    with pytest.raises(ValueError, match="missing field"):
+        read_jsonl(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(ValueError, match=":1: not valid JSON"):
+        read_jsonl(bad)
+
+
+def test_task_file_lookup(tmp_path):
+    (tmp_path / "data").mkdir()
+    write(tmp_path / "data", "qasper", [record("qasper", 0)])
+    assert task_file(tmp_path, "qasper").name == "qasper.jsonl"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        task_file(tmp_path / "nope", "qasper")
+    with pytest.raises(FileNotFoundError, match="no hotpotqa.jsonl"):
+        task_file(tmp_path, "hotpotqa")
+    with pytest.raises(ValueError, match="unknown LongBench task"):
+        task_file(tmp_path, "dureader")
+    with pytest.raises(ValueError, match="LongBench-E has no task"):
+        task_file(tmp_path, "narrativeqa", longbench_e=True)
+
+
+def test_prompt_is_the_official_template(fmt):
+    r = record("hotpotqa", 0)
+    s = build_sample("hotpotqa", r, fmt, max_length=10_000)
+    assert s.context + s.question == DATASET2PROMPT["hotpotqa"].format(**r)
+    assert s.question.endswith(f"Question: {r['input']}\nAnswer:")
+    assert s.max_new_tokens == 32 and s.chat_template and s.metric == "longbench:hotpotqa"
+    for task in NO_CHAT_TEMPLATE:
+        if task in DATASET2PROMPT:
+            assert not build_sample(task, record(task, 0, all_classes=["a"]), fmt, 10_000).chat_template
+    code = build_sample("lcc", record("lcc", 0, context="def f(x):\n    return {x}\n"), fmt, 10_000)
+    assert code.context.endswith("return {x}\n") and code.question == "Next line of code:\n"
+
+
+def test_middle_truncation(fmt):
+    long_context = " ".join(f"Sentence number {i} is here." for i in range(400))
+    r = record("narrativeqa", 0, context=long_context)
+    full = DATASET2PROMPT["narrativeqa"].format(**r)
+    assert fmt.count_text(full) > 600
+    s = build_sample("narrativeqa", r, fmt, max_length=300)
+    assert s.meta["truncated"]
+    assert s.context.startswith("You are given a story")  # the head survives
+    assert s.question == DATASET2PROMPT["narrativeqa"].split("{context}")[1].format(**r)  # the tail survives
+    assert "number 200 is" not in s.context  # the middle is gone
+    assert fmt.count_text(s.context + s.question) <= 302  # decode/re-encode may merge at the seam
+    text, cut = truncate_middle(fmt, "short text", 300)
+    assert text == "short text" and not cut
+
+
+def test_run_longbench_with_scripted_backend(tmp_path, scripted):
+    data = tmp_path / "lb"
+    data.mkdir()
+    write(data, "hotpotqa", [record("hotpotqa", i) for i in range(3)])
+    write(data, "passage_count", [record("passage_count", i, answers=["5"]) for i in range(2)])
+    write(data, "trec", [record("trec", i, answers=["Location"], all_classes=["Location", "Human"]) for i in range(2)])
+    cfg = EvalConfig(benchmark="longbench", data_dir=str(data), tasks=["hotpotqa", "passage_count", "trec"],
+                     presses=["full", "snapkv"], budgets=[96], out=str(tmp_path / "run"))
+    m = run_eval(cfg, backend=scripted, progress=False)
+    # the scripted "full" press answers with the references, snapkv with noise
+    assert m["scores"]["hotpotqa"] == {"full": 100.0, "snapkv@96": 0.0}
+    assert m["scores"]["passage_count"]["full"] == 100.0
+    assert m["scores"]["trec"]["full"] == 100.0
+    assert m["counts"]["hotpotqa"] == {"full": 3, "snapkv@96": 3}
+    assert set(m["by_length_bucket"]["hotpotqa"]) == {"0-4k", "4-8k", "8k+"}
+    rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    trec = [r for r in rows if r["task"] == "trec"][0]
+    assert trec["all_classes"] == ["Location", "Human"] and trec["metric"] == "longbench:trec"
+
+
+def test_longbench_errors(tmp_path, scripted):
+    with pytest.raises(EvalError, match="does not exist"):
+        run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path / "missing"), out=str(tmp_path / "o")),
+                 backend=scripted, progress=False)
+    with pytest.raises(EvalError, match="needs --data-dir"):
+        run_eval(EvalConfig(benchmark="longbench", out=str(tmp_path / "o")), backend=scripted, progress=False)
+    write(tmp_path, "qasper", [record("qasper", 0)])
+    with pytest.raises(EvalError, match="unknown LongBench task"):
+        run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path), tasks=["qasper", "dureader"],
+                            out=str(tmp_path / "o")), backend=scripted, progress=False)
+    with pytest.raises(EvalError, match="exceeds the model's context"):
+        run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path), tasks=["qasper"], max_length=8100,
+                            out=str(tmp_path / "o")), backend=scripted, progress=False)
+
+
+def test_generate_longbench_rejects_duplicate_ids(tmp_path, fmt):
+    write(tmp_path, "musique", [record("musique", 0), record("musique", 0)])
+    with pytest.raises(ValueError, match="duplicate _id"):
+        list(generate_longbench("musique", tmp_path, fmt, 1000))
+
+
+def test_default_max_length_fits_the_model(tmp_path, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    long_context = " ".join(f"Sentence number {i} is here." for i in range(600))
+    write(tmp_path, "narrativeqa", [record("narrativeqa", 0, context=long_context)])
+    write(tmp_path, "lcc", [record("lcc", 0, context=long_context, answers=["x = 1"])])
+    backend = ScriptedBackend(bpe_tokenizer, max_context=700)
+    run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path), tasks=["narrativeqa", "lcc"],
+                        out=str(tmp_path / "o")), backend=backend, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert r["truncated"] and r["prompt_tokens"] + DATASET2MAXLEN[r["task"]] <= 700
+        assert r["prompt_tokens"] + DATASET2MAXLEN[r["task"]] > 650  # and uses nearly all of it

@@ -1,0 +1,139 @@
+"""`sparkv eval` through typer's CliRunner (scripted backend, no model) and report rendering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sparkv.eval.cli import eval_app
+from sparkv.eval.report import key_ratio_points, render_markdown, write_report
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def no_model(monkeypatch, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    backends = []
+
+    def make(cfg):
+        backends.append(ScriptedBackend(bpe_tokenizer))
+        return backends[-1]
+
+    monkeypatch.setattr("sparkv.eval.runner.make_backend", make)
+    return backends
+
+
+def invoke(*args):
+    return runner.invoke(eval_app, [str(a) for a in args])
+
+
+def test_niah_command_writes_results_and_heatmap(tmp_path, no_model):
+    out = tmp_path / "niah"
+    r = invoke("niah", "--needle", "The code word is zebra-42.", "--question", "What is the code word?",
+               "--answer", "zebra-42", "--lengths", "300,600", "--depths", "0.25,0.5,0.75", "--press", "full",
+               "--press", "snapkv+spark", "--key-ratio", "0.5", "--budget", "96", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    records = json.loads((out / "results.json").read_text())
+    assert len(records) == 2 * 3 * 2
+    for rec in records:
+        assert {"length", "depth", "press", "key_ratio", "score", "prediction"} <= set(rec)
+    full = [x for x in records if x["press"] == "full"]
+    assert all(x["score"] == 1.0 for x in full) and all(x["key_ratio"] is None for x in full)
+    spark = [x for x in records if x["press"] == "snapkv+spark"]
+    assert {x["key_ratio"] for x in spark} == {0.5} and {x["label"] for x in spark} == {"snapkv@96+spark@0.5"}
+    assert (out / "heatmap.png").stat().st_size > 1000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["by_depth"]) == {"0.25", "0.5", "0.75"}
+    # resumed: nothing left to generate
+    r = invoke("niah", "--needle", "The code word is zebra-42.", "--question", "What is the code word?",
+               "--answer", "zebra-42", "--lengths", "300,600", "--depths", "0.25,0.5,0.75", "--press",
+               "full,snapkv+spark", "--key-ratio", "0.5", "--budget", "96", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert no_model[-1].calls == []
+
+
+def test_ruler_command_with_yaml(tmp_path, no_model):
+    y = tmp_path / "c.yaml"
+    y.write_text("tasks: [niah_single_2]\nlengths: [900]\nlimit: 2\npress: [full, snapkv]\nbudget: 96\n")
+    r = invoke("ruler", "--config", y, "--limit", "1", "--no-chat-template", "--out", tmp_path / "r", "--quiet")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert cfg["limit"] == 1 and cfg["tasks"] == ["niah_single_2"] and cfg["budgets"] == [96]
+    assert cfg["chat_template"] is False and cfg["presses"] == ["full", "snapkv"]
+    assert "niah_single_2" in r.output and "average" in r.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["ruler", "--tasks", "niah_single_9"], "unknown RULER task"),
+    (["ruler", "--press", "snapkv+foo"], "unknown press component"),
+    (["ruler", "--key-ratio", "abc"], "key_ratio must be numbers"),
+    (["ruler", "--haystack", "/nonexistent/file.txt"], "does not exist"),
+    (["niah", "--depths", "50"], "depths must be fractions"),
+    (["longbench", "--data-dir", "/nonexistent/lb"], "does not exist"),
+    (["longbench"], "needs --data-dir"),
+    (["ruler", "--lengths", "9000"], "exceed the model's context of 8192"),
+])
+def test_cli_errors(tmp_path, no_model, args, message):
+    r = invoke(*args, "--out", tmp_path / "x", "--quiet")
+    assert r.exit_code == 2
+    assert message in " ".join(r.output.split())
+
+
+def test_longbench_unknown_task(tmp_path, no_model):
+    (tmp_path / "qasper.jsonl").write_text('{"input": "q", "context": "c", "answers": ["a"], "_id": "1"}\n')
+    r = invoke("longbench", "--data-dir", tmp_path, "--tasks", "qasper,lsht", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "unknown LongBench task 'lsht'" in " ".join(r.output.split())
+
+
+def _fake_run(path, benchmark, scores, presses, memory=None, model="smollm2"):
+    path.mkdir(parents=True)
+    labels = list(presses)
+    average = {label: sum(s[label] for s in scores.values()) / len(scores) for label in labels}
+    (path / "metrics.json").write_text(json.dumps({"benchmark": benchmark, "presses": presses, "scores": scores,
+                                                   "average": average, "memory": memory or {}}))
+    (path / "config.json").write_text(json.dumps({"config": {"benchmark": benchmark, "model": model}}))
+    return path
+
+
+def _press(method, key_ratio=None, budget=None, recovery=None):
+    return {"press": method, "method": method, "key_ratio": key_ratio, "budget": budget, "token_ratio": None,
+            "recovery": recovery}
+
+
+def test_report_tables_and_key_ratio_plot(tmp_path):
+    a = _fake_run(tmp_path / "a", "ruler", {"vt": {"full": 90.0, "snapkv@128+spark@0.5": 80.0},
+                                              "cwe": {"full": 70.0, "snapkv@128+spark@0.5": 60.0}},
+                  {"full": _press("full"), "snapkv@128+spark@0.5": _press("snapkv+spark", 0.5, 128, "mean")},
+                  memory={"snapkv@128+spark@0.5": {"dense_kv_bytes": 2**20, "compressed_over_dense": 0.1,
+                                                    "nominal_over_dense": 0.05, "allocated_over_dense": 0.12}})
+    b = _fake_run(tmp_path / "b", "ruler", {"vt": {"snapkv@128+spark@0.8": 50.0, "snapkv@128+think@0.8": 10.0},
+                                              "cwe": {"snapkv@128+spark@0.8": 40.0, "snapkv@128+think@0.8": 0.0}},
+                  {"snapkv@128+spark@0.8": _press("snapkv+spark", 0.8, 128, "mean"),
+                   "snapkv@128+think@0.8": _press("snapkv+think", 0.8, 128)})
+    md = render_markdown([json.loads(json.dumps({"dir": str(a), "metrics": json.loads((a / "metrics.json").read_text()),
+                                                  "config": json.loads((a / "config.json").read_text())}))])
+    assert "| task | `full` | `snapkv@128+spark@0.5` |" in md
+    assert "| vt | 90.00 | 80.00 |" in md and "| **average** | **80.00** | **70.00** |" in md
+    assert "| `snapkv@128+spark@0.5` | 1.00 | 0.05 | 0.10 | 0.12 |" in md
+    text, files = write_report([a, b], tmp_path / "rep")
+    assert "`snapkv@128+think@0.8`" in text and "| vt | 90.00 |" in text  # merged table of both runs
+    assert [f.name for f in files] == ["report.md", "accuracy_vs_key_ratio.png"]
+    assert files[1].stat().st_size > 1000
+    from sparkv.eval.report import load_run
+    series, refs = key_ratio_points([load_run(a), load_run(b)])
+    assert series["snapkv+spark @128"] == [(0.5, 70.0), (0.8, 45.0)] and refs == {"full": 80.0}
+    # CLI
+    r = invoke("report", a, b, "--out", tmp_path / "rep2")
+    assert r.exit_code == 0 and "## ruler" in r.output and (tmp_path / "rep2" / "report.md").exists()
+    r = invoke("report", tmp_path / "missing")
+    assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_report_without_lambda_sweep_has_no_plot(tmp_path):
+    a = _fake_run(tmp_path / "a", "niah", {"niah": {"full": 100.0}}, {"full": _press("full")})
+    text, files = write_report([a])
+    assert [f.name for f in files] == ["report.md"] and "## niah" in text

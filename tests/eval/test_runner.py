@@ -1,0 +1,163 @@
+"""Runner: press sweeps, config layering, resumable predictions, guards, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparkv.config import parse_press
+from sparkv.eval.config import EvalConfig, EvalError, press_label
+from sparkv.eval.runner import PredictionStore, compute_metrics, run_eval
+
+
+def ruler_cfg(tmp_path, **kw):
+    base = dict(benchmark="ruler", tasks=["niah_single_1", "vt"], lengths=[1200], limit=3, presses=["full", "snapkv+spark"],
+                key_ratios=[0.5, 0.8], budgets=[96], out=str(tmp_path / "run"))
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def test_press_labels_and_expansion():
+    assert press_label(parse_press("full")) == "full"
+    assert press_label(parse_press("snapkv", budget=128)) == "snapkv@128"
+    assert press_label(parse_press("snapkv", token_ratio=0.5)) == "snapkv@r0.5"
+    assert press_label(parse_press("snapkv+spark", budget=128, key_ratio=0.8)) == "snapkv@128+spark@0.8"
+    assert press_label(parse_press("spark", key_ratio=0.5, recovery="constant")) == "spark@0.5/constant0.01"
+    assert press_label(parse_press("pyramidkv+think", budget=256, key_ratio=0.5)) == "pyramidkv@256+think@0.5"
+    cfg = EvalConfig(presses=["full,snapkv", "snapkv+spark", "spark", "think"], key_ratios="0.5,0.8",
+                     recoveries=["mean", "zero"], budgets=[128])
+    labels = [label for label, _, _ in cfg.press_configs()]
+    assert labels == ["full", "snapkv@128", "snapkv@128+spark@0.5", "snapkv@128+spark@0.5/zero",
+                      "snapkv@128+spark@0.8", "snapkv@128+spark@0.8/zero", "spark@0.5", "spark@0.5/zero",
+                      "spark@0.8", "spark@0.8/zero", "think@0.5", "think@0.8"]
+
+
+def test_config_errors():
+    with pytest.raises(EvalError, match="unknown press component"):
+        EvalConfig(presses=["snapkv+magic"])
+    with pytest.raises(EvalError, match="key ratio"):
+        EvalConfig(presses=["spark"], key_ratios=[1.5])
+    with pytest.raises(EvalError, match="not both"):
+        EvalConfig(budgets=[128], token_ratio=0.5)
+    with pytest.raises(EvalError, match="recovery"):
+        EvalConfig(recoveries=["median"])
+    with pytest.raises(EvalError, match="depths"):
+        EvalConfig(benchmark="niah", depths=[25])
+    with pytest.raises(EvalError, match="benchmark"):
+        EvalConfig(benchmark="mmlu")
+
+
+def test_defaults_yaml_cli_layering(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("model: my-model\npress: [full, snapkv+think]\nkey-ratio: 0.8\nbudget: 128\nseed: 5\nlimit: 7\n")
+    cfg = EvalConfig.resolve("ruler", y, {"seed": 9, "limit": None, "presses": None})
+    assert cfg.model == "my-model" and cfg.seed == 9 and cfg.limit == 7
+    assert cfg.presses == ["full", "snapkv+think"] and cfg.key_ratios == [0.8] and cfg.budgets == [128]
+    assert cfg.recoveries == ["mean"] and cfg.out == "runs/ruler"  # defaults
+    y.write_text("nonsense_key: 1\n")
+    with pytest.raises(EvalError, match="unknown config key"):
+        EvalConfig.resolve("ruler", y, {})
+    with pytest.raises(EvalError, match="does not exist"):
+        EvalConfig.resolve("ruler", tmp_path / "missing.yaml", {})
+
+
+def test_run_writes_outputs_and_uses_one_call_per_sample(tmp_path, scripted):
+    cfg = ruler_cfg(tmp_path)
+    m = run_eval(cfg, backend=scripted, progress=False)
+    out = tmp_path / "run"
+    assert {p.name for p in out.iterdir()} >= {"config.json", "predictions.jsonl", "metrics.json"}
+    labels = ["full", "snapkv@96+spark@0.5", "snapkv@96+spark@0.8"]
+    assert len(scripted.calls) == 6 and all(call[2] == labels for call in scripted.calls)
+    assert m["scores"]["niah_single_1"]["full"] == 100.0
+    assert m["average"]["full"] == 100.0
+    assert m["presses"]["snapkv@96+spark@0.8"]["key_ratio"] == 0.8
+    assert m["memory"]["snapkv@96+spark@0.5"]["allocated_over_dense"] == pytest.approx(0.5)
+    assert m["by_length"]["1200"]["full"] == 100.0
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["key_ratios"] == [0.5, 0.8] and config["max_context"] == 8192
+    assert [p["label"] for p in config["presses"]] == labels
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 18
+    assert {"task", "id", "label", "press", "key_ratio", "prediction", "answers", "score", "memory"} <= set(rows[0])
+
+
+def test_resume_after_interruption_and_new_presses(tmp_path, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    cfg = ruler_cfg(tmp_path)
+    first = ScriptedBackend(bpe_tokenizer, fail_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(cfg, backend=first, progress=False)
+    assert len(PredictionStore(tmp_path / "run" / "predictions.jsonl").rows) == 4 * 3
+    # a torn last line (killed mid-write) is ignored and regenerated
+    with open(tmp_path / "run" / "predictions.jsonl", "a") as f:
+        f.write('{"task": "vt", "id": "1200-2", "lab')
+    second = ScriptedBackend(bpe_tokenizer)
+    run_eval(cfg, backend=second, progress=False)
+    assert [(t, i) for t, i, _ in second.calls] == [("vt", "1200-1"), ("vt", "1200-2")]
+    # nothing left: a rerun generates nothing
+    third = ScriptedBackend(bpe_tokenizer)
+    m = run_eval(cfg, backend=third, progress=False)
+    assert third.calls == [] and m["counts"]["vt"]["full"] == 3
+    # a new press and a new λ: only those are generated, for every sample
+    fourth = ScriptedBackend(bpe_tokenizer)
+    m = run_eval(ruler_cfg(tmp_path, presses=["full", "snapkv+spark", "snapkv"], key_ratios=[0.5, 0.8, 0.3]),
+                 backend=fourth, progress=False)
+    assert len(fourth.calls) == 6 and all(c[2] == ["snapkv@96+spark@0.3", "snapkv@96"] for c in fourth.calls)
+    assert set(m["presses"]) == {"full", "snapkv@96", "snapkv@96+spark@0.3", "snapkv@96+spark@0.5",
+                                 "snapkv@96+spark@0.8"}
+    # fewer samples: metrics only count the current plan
+    m = run_eval(ruler_cfg(tmp_path, limit=1), backend=ScriptedBackend(bpe_tokenizer), progress=False)
+    assert m["counts"]["vt"]["full"] == 1
+
+
+def test_changed_data_config_refuses_to_mix(tmp_path, scripted, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    run_eval(ruler_cfg(tmp_path, limit=1), backend=scripted, progress=False)
+    with pytest.raises(EvalError, match="seed: 42 -> 7"):
+        run_eval(ruler_cfg(tmp_path, limit=1, seed=7), backend=scripted, progress=False)
+    fresh = ScriptedBackend(bpe_tokenizer)
+    run_eval(ruler_cfg(tmp_path, limit=1, seed=7), backend=fresh, overwrite=True, progress=False)
+    assert len(fresh.calls) == 2
+
+
+def test_max_context_guard(tmp_path, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    small = ScriptedBackend(bpe_tokenizer, max_context=1024)
+    with pytest.raises(EvalError, match="exceed the model's context of 1024"):
+        run_eval(ruler_cfg(tmp_path), backend=small, progress=False)
+    with pytest.raises(EvalError, match="exceed the model's context of 400"):
+        run_eval(ruler_cfg(tmp_path, max_context=400), backend=ScriptedBackend(bpe_tokenizer), progress=False)
+    # niah: the question and generation on top of an allowed length still must fit
+    cfg = EvalConfig(benchmark="niah", lengths=[500], depths=[0.5], out=str(tmp_path / "n"), max_context=510)
+    with pytest.raises(EvalError, match="prompt tokens"):
+        run_eval(cfg, backend=ScriptedBackend(bpe_tokenizer), progress=False)
+
+
+def test_backend_value_errors_become_eval_errors(tmp_path, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    class Short(ScriptedBackend):
+        def generate_many(self, sample, presses):
+            raise ValueError("context too short for press 'snapkv'")
+
+    with pytest.raises(EvalError, match="niah_single_1/1200-0: context too short"):
+        run_eval(ruler_cfg(tmp_path), backend=Short(bpe_tokenizer), progress=False)
+
+
+def test_compute_metrics_recomputes_scores():
+    rows = [
+        {"task": "a", "id": "1", "label": "full", "metric": "string_match_all", "prediction": "x y",
+         "answers": ["x", "y"], "score": 0.0, "length": 100},
+        {"task": "a", "id": "2", "label": "full", "metric": "string_match_all", "prediction": "x",
+         "answers": ["x", "y"], "length": 200},
+        {"task": "b", "id": "1", "label": "full", "metric": "substring", "prediction": "no", "answers": ["yes"],
+         "length": 100},
+    ]
+    m = compute_metrics(rows, "ruler")
+    assert m["scores"] == {"a": {"full": 75.0}, "b": {"full": 0.0}}
+    assert m["average"] == {"full": 37.5}
+    assert m["by_length"] == {"100": {"full": 50.0}, "200": {"full": 50.0}}
