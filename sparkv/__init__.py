@@ -1,1 +1,23 @@
 from sparkv.config import EvictionConfig, PressConfig, SparKConfig, ThinKConfig, parse_press  # noqa: F401
+
+# Heavier parts (transformers, the cache) load on first use; importing sparkv registers and patches nothing.
+_LAZY = {
+    "Press": "sparkv.integration.transformers",
+    "GenerationResult": "sparkv.integration.transformers",
+    "generate": "sparkv.integration.transformers",
+    "generate_many": "sparkv.integration.transformers",
+    "MemoryReport": "sparkv.memory",
+    "memory_report": "sparkv.memory",
+    "build_cache": "sparkv.cache.build",
+    "compress_layer": "sparkv.methods.compose",
+    "load_model": "sparkv.models",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparkv' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -162,11 +162,6 @@ class PressConfig:
         parts = [p.method for p in (self.eviction, self.channels) if p is not None]
         return "+".join(parts) if parts else "full"
 
-    @property
-    def prompt_window(self) -> int:
-        """Fewest prompt tokens this press can work with (its largest observation window)."""
-        return max([p.window for p in (self.eviction, self.channels) if p is not None and hasattr(p, "window")] or [1])
-
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
 

@@ -1,0 +1,94 @@
+"""Build a transformers ``Cache`` of sparkv layers for a model.
+
+One layer per decoder layer, by the text config's ``layer_types``:
+    ``full_attention``    -> :class:`~sparkv.cache.layer.PressedLayer` (compressed with the press)
+    ``sliding_attention`` -> :class:`~sparkv.cache.layer.DenseSlidingLayer` (transformers' sliding layer, dense)
+Other layer types raise. The cache is a plain ``transformers.Cache(layers=[...])``: no layer type is registered
+globally.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache
+
+from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer
+from sparkv.config import PressConfig
+
+__all__ = ["build_cache", "fork_cache", "layer_types", "text_config"]
+
+SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def text_config(model_or_config):
+    """The decoder text config of a model or config (``config.text_config`` for multimodal Gemma3)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    getter = getattr(config, "get_text_config", None)
+    return getter(decoder=True) if getter is not None else config
+
+
+def layer_types(config) -> list[str]:
+    """Per-layer attention type of a text config (``layer_types``, else inferred from ``sliding_window``)."""
+    n = config.num_hidden_layers
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        sliding = getattr(config, "sliding_window", None)
+        types = ["sliding_attention" if sliding is not None else "full_attention"] * n
+    types = list(types)[:n]
+    for i, t in enumerate(types):
+        if t not in SUPPORTED_LAYER_TYPES:
+            raise ValueError(f"layer {i} has attention type {t!r}; sparkv supports {', '.join(SUPPORTED_LAYER_TYPES)}")
+    if "full_attention" not in types:
+        raise ValueError(
+            f"every layer of this model uses sliding-window attention (sliding_window={config.sliding_window}); "
+            "sparkv compresses full-attention layers only. For Mistral checkpoints whose config sets a "
+            "sliding_window larger than your contexts, set config.sliding_window = None")
+    return types
+
+
+def build_cache(model_or_config, press: PressConfig | None, *, tail_chunk: int = DEFAULT_TAIL_CHUNK,
+                record_window: int = 0, check: bool = True) -> Cache:
+    """A fresh cache for ``model_or_config`` that compresses every full-attention layer with ``press``.
+
+    Args:
+        model_or_config: a transformers model or its config.
+        press: the press; None builds a *recording* cache (dense prefill kept, see :func:`fork_cache`).
+        tail_chunk: decode tail growth, in tokens.
+        record_window: recording caches only: number of last prompt queries kept per layer.
+        check: run the architecture check (``sparkv.integration.transformers.check_model_supported``).
+    """
+    if check:
+        from sparkv.integration.transformers import check_model_supported
+
+        check_model_supported(model_or_config)
+    if press is not None and not isinstance(press, PressConfig):
+        raise TypeError(f"press must be a PressConfig, got {type(press).__name__}")
+    config = text_config(model_or_config)
+    types = layer_types(config)
+    n = len(types)
+    layers = []
+    for i, t in enumerate(types):
+        if t == "sliding_attention":
+            layers.append(DenseSlidingLayer(sliding_window=config.sliding_window))
+        else:
+            layers.append(PressedLayer(press, i, n, tail_chunk=tail_chunk, record_window=record_window,
+                                       config=config))
+    return Cache(layers=layers)
+
+
+@torch.no_grad()
+def fork_cache(recorded: Cache, press: PressConfig, *, tail_chunk: int | None = None) -> Cache:
+    """A new cache holding ``recorded``'s prefill compressed with ``press``; ``recorded`` is left unchanged.
+
+    ``recorded`` must come from ``build_cache(model, None, record_window=W)`` with ``W`` at least the press's window,
+    after one prefill pass under the ``"sparkv"`` attention implementation.
+    """
+    layers = []
+    for layer in recorded.layers:
+        if isinstance(layer, PressedLayer):
+            layers.append(layer.fork(press, tail_chunk))
+        elif isinstance(layer, DenseSlidingLayer):
+            layers.append(layer.copy())
+        else:
+            raise TypeError(f"cannot fork a cache layer of type {type(layer).__name__}")
+    return Cache(layers=layers)

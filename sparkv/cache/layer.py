@@ -1,0 +1,336 @@
+"""transformers cache layers that hold a compressed prompt for real.
+
+:class:`PressedLayer` is one full-attention layer of a sparkv cache. Its life:
+
+1. **prefill** — ``update`` stores the dense prompt keys/values (``self.keys``/``self.values``, exactly what
+   :class:`transformers.DynamicLayer` would hold) and returns an :class:`AttentionHandle` instead of tensors;
+2. the ``"sparkv"`` attention function (``sparkv.integration.transformers``) recognises the handle, computes dense
+   attention over the prompt and calls :meth:`PressedLayer.finish_prefill` with the layer's own queries; the layer
+   compresses itself right there (``sparkv.methods.compose.compress_layer``) and frees the dense prompt, so at most
+   one layer's dense prompt is alive at a time;
+3. **decode** — ``update`` appends the new tokens to a dense *tail* (a buffer grown by ``tail_chunk`` tokens, not a
+   ``torch.cat`` per step) and returns the handle again; the attention function runs
+   ``sparkv.kernels.decode_attn.decode_attn`` over the compressed prefix plus the tail.
+
+Why a handle: transformers' attention functions never see the cache (``cache.update`` returns ``(keys, values)``,
+then ``fn(module, query, keys, values, mask, ...)`` is called), so the compressed layer cannot be passed as tensors.
+``update`` returns ``(handle, handle)``; the handle carries the layer.
+
+``get_seq_length`` is the *logical* length (prompt positions, left padding included, plus tail tokens), whatever
+eviction removed, so transformers computes the right RoPE positions and mask sizes after eviction.
+
+A layer built without a press (``press=None``) is a *recording* layer: prefill keeps the dense prompt plus the last
+``record_window`` queries and the padding mask, so several presses can later be applied to one shared prefill
+(:meth:`PressedLayer.fork`, used by ``sparkv.generate_many``). A recording layer cannot decode.
+
+:class:`DenseSlidingLayer` is transformers' own ``DynamicSlidingWindowLayer`` (used for Gemma3's sliding layers and
+any ``sliding_attention`` layer), kept dense: it never holds more than ``sliding_window - 1`` tokens, so its size is
+bounded by the window whatever the context length, and SparK's saving would be small there; its queries only see the
+window, which eviction would have to respect position by position. It only adds a compaction so that the bytes it
+holds are exactly the bytes its tensors have (transformers keeps a slice view of a one-token-larger buffer).
+
+Neither class sets ``_layer_type`` (that would replace transformers' global layer mapping); build a cache with
+``transformers.Cache(layers=[...])`` (``sparkv.cache.build``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers.cache_utils import CacheLayerMixin, DynamicSlidingWindowLayer
+
+from sparkv.cache.layout import CompressedKV, allocated_bytes
+from sparkv.config import PressConfig
+
+__all__ = ["AttentionHandle", "PressedLayer", "DenseSlidingLayer", "DEFAULT_TAIL_CHUNK"]
+
+DEFAULT_TAIL_CHUNK = 64
+ATTN_IMPLEMENTATION = "sparkv"
+
+
+class AttentionHandle:
+    """What :meth:`PressedLayer.update` returns in place of key/value tensors; carries the layer."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer: PressedLayer) -> None:
+        self.layer = layer
+
+    def __repr__(self) -> str:
+        return f"AttentionHandle(layer={self.layer.layer_idx})"
+
+
+def _mask_to_valid(attention_mask, batch: int, seq_len: int, device) -> torch.Tensor | None:
+    """Valid-token mask ``[B, S]`` of a prefill from its 4D attention mask (None: all valid).
+
+    The last query of a left-padded prompt is a real token and sees every valid key, so its mask row is the padding
+    mask. Boolean masks (sdpa style) and additive float masks (eager style) are both accepted.
+    """
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 4:
+        raise TypeError(f"sparkv expects a 4D attention mask or None during prefill, got {type(attention_mask)}")
+    row = attention_mask[:, 0, -1, :seq_len]
+    if row.dtype != torch.bool:
+        row = row > torch.finfo(row.dtype).min / 2
+    return row.expand(batch, seq_len).to(device)
+
+
+class PressedLayer(CacheLayerMixin):
+    """A full-attention cache layer that compresses its prompt with a press (module docstring).
+
+    Args:
+        press: the press, or None for a recording layer.
+        layer_idx: index of this layer in the model.
+        num_layers: number of decoder layers (PyramidKV's per-layer budget).
+        tail_chunk: tokens added to the decode tail buffer whenever it is full.
+        record_window: recording layers only: how many last prompt queries to keep.
+    """
+
+    is_compileable = False
+    is_sliding = False
+    is_croppable = False
+
+    def __init__(self, press: PressConfig | None, layer_idx: int, num_layers: int,
+                 tail_chunk: int = DEFAULT_TAIL_CHUNK, record_window: int = 0, config=None) -> None:
+        super().__init__()
+        if press is not None and not isinstance(press, PressConfig):
+            raise TypeError(f"press must be a PressConfig or None, got {type(press).__name__}")
+        if not isinstance(tail_chunk, int) or tail_chunk < 1:
+            raise ValueError(f"tail_chunk must be an integer >= 1, got {tail_chunk!r}")
+        self.press = press
+        self.layer_idx = layer_idx
+        self.num_layers = num_layers
+        self.tail_chunk = tail_chunk
+        self.record_window = record_window
+        self.config = config  # the text config whose _attn_implementation must be "sparkv"
+        self.handle = AttentionHandle(self)
+        self._clear()
+
+    # --- state ------------------------------------------------------------------------------------------------
+
+    def _clear(self) -> None:
+        self.keys = None  # dense prompt, only between prefill `update` and compression
+        self.values = None
+        self.prefix: CompressedKV | None = None
+        self.tail_keys: torch.Tensor | None = None  # [B, H, capacity, D] buffers
+        self.tail_values: torch.Tensor | None = None
+        self.tail_len = 0
+        self.prompt_len = 0
+        self.pending = False  # dense prompt stored, waiting for the attention function
+        self.window_queries: torch.Tensor | None = None  # recording layers
+        self.valid_mask: torch.Tensor | None = None
+        self.scaling: float | None = None
+        self.is_initialized = False
+
+    @property
+    def recording(self) -> bool:
+        return self.press is None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self.dtype = key_states.dtype
+        self.is_initialized = True
+
+    def _check_attention_implementation(self) -> None:
+        impl = getattr(self.config, "_attn_implementation", ATTN_IMPLEMENTATION) if self.config is not None \
+            else ATTN_IMPLEMENTATION
+        if impl != ATTN_IMPLEMENTATION:
+            raise RuntimeError(
+                f"a sparkv cache needs the model's attention implementation to be {ATTN_IMPLEMENTATION!r}, found "
+                f"{impl!r}: run the model inside `with press(model):` (sparkv.Press) or call "
+                f"sparkv.integration.transformers.use_sparkv_attention(model)")
+
+    # --- transformers API -------------------------------------------------------------------------------------
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        """Store new tokens; returns ``(handle, handle)`` for the ``"sparkv"`` attention function."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self._check_attention_implementation()
+        if self.pending:
+            raise RuntimeError(
+                f"layer {self.layer_idx}: the prompt was stored but never compressed, the 'sparkv' attention function "
+                "did not run for it (was the attention implementation changed in between?)")
+        if self.prefix is None and not self.recording:
+            # Prefill: keep the dense prompt until the attention function has used it and compresses it.
+            self.keys, self.values = key_states, value_states
+            self.prompt_len = key_states.shape[-2]
+            self.pending = True
+        elif self.recording:
+            if self.keys is not None:
+                raise RuntimeError("a recording sparkv layer holds one prefill only; fork it with a press "
+                                   "(PressedLayer.fork / sparkv.cache.build.fork_cache) before decoding")
+            self.keys, self.values = key_states, value_states
+            self.prompt_len = key_states.shape[-2]
+            self.pending = True
+        else:
+            self._append_tail(key_states, value_states)
+        return self.handle, self.handle
+
+    def get_seq_length(self) -> int:
+        """Logical length: prompt positions (padding included) plus tail tokens, whatever was evicted."""
+        return self.prompt_len + self.tail_len
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reset(self) -> None:
+        self._clear()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove != 0:
+            raise NotImplementedError("a sparkv layer cannot be cropped (assisted decoding is not supported)")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise NotImplementedError("beam search is not supported by sparkv caches (use greedy decoding or sampling)")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            raise NotImplementedError("a filled sparkv layer cannot be expanded along the batch")
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            raise NotImplementedError("a filled sparkv layer cannot be sliced along the batch")
+
+    def offload(self):
+        raise NotImplementedError("sparkv caches do not support offloading")
+
+    def prefetch(self):
+        raise NotImplementedError("sparkv caches do not support offloading")
+
+    # --- prefill -> compressed ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def finish_prefill(self, query: torch.Tensor, attention_mask, scaling: float | None) -> None:
+        """Called by the attention function right after dense prefill attention: compress (or record).
+
+        Args:
+            query: ``[B, HQ, S, D]`` this layer's prompt queries, exactly as attention used them.
+            attention_mask: the 4D mask attention used (None when transformers skipped it: no padding).
+            scaling: the layer's attention scale.
+        """
+        if not self.pending:
+            raise RuntimeError(f"layer {self.layer_idx} has no prompt waiting for compression")
+        b, _, s, _ = self.keys.shape
+        valid = _mask_to_valid(attention_mask, b, s, self.keys.device)
+        self.pending = False
+        self.scaling = scaling
+        if self.recording:
+            self.window_queries = query[:, :, max(0, s - self.record_window):].clone()
+            self.valid_mask = valid
+            return
+        from sparkv.methods.compose import compress_layer, window_size
+
+        keys, values = self.keys, self.values
+        self.keys = self.values = None
+        w = window_size(self.press)
+        self.prefix = compress_layer(self.press, query[:, :, max(0, s - w):] if w else None, keys, values, valid,
+                                     scaling, self.layer_idx, self.num_layers)
+
+    def fork(self, press: PressConfig, tail_chunk: int | None = None) -> PressedLayer:
+        """A new layer holding this recording layer's prompt compressed with ``press`` (the prompt is not modified)."""
+        from sparkv.methods.compose import compress_layer, window_size
+
+        if not self.recording or self.keys is None or self.pending:
+            raise RuntimeError("fork needs a recording layer that has seen a complete prefill")
+        w = window_size(press)
+        if w > self.window_queries.shape[2] and self.window_queries.shape[2] < self.prompt_len:
+            raise ValueError(f"press {press.name!r} needs {w} window queries but only {self.window_queries.shape[2]} "
+                             "were recorded (record_window too small)")
+        new = PressedLayer(press, self.layer_idx, self.num_layers, tail_chunk or self.tail_chunk, config=self.config)
+        new.device, new.dtype, new.is_initialized = self.device, self.dtype, True
+        new.prompt_len = self.prompt_len
+        new.scaling = self.scaling
+        s = self.window_queries.shape[2]
+        new.prefix = compress_layer(press, self.window_queries[:, :, max(0, s - w):] if w else None, self.keys,
+                                    self.values, self.valid_mask, self.scaling, self.layer_idx, self.num_layers)
+        return new
+
+    # --- decode tail --------------------------------------------------------------------------------------------
+
+    def _append_tail(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        n = key_states.shape[-2]
+        need = self.tail_len + n
+        capacity = 0 if self.tail_keys is None else self.tail_keys.shape[-2]
+        if need > capacity:
+            new_capacity = -(-need // self.tail_chunk) * self.tail_chunk
+            b, h, _, dk = key_states.shape
+            dv = value_states.shape[-1]
+            new_k = torch.empty(b, h, new_capacity, dk, dtype=key_states.dtype, device=key_states.device)
+            new_v = torch.empty(b, h, new_capacity, dv, dtype=value_states.dtype, device=value_states.device)
+            if self.tail_len:
+                new_k[:, :, : self.tail_len] = self.tail_keys[:, :, : self.tail_len]
+                new_v[:, :, : self.tail_len] = self.tail_values[:, :, : self.tail_len]
+            self.tail_keys, self.tail_values = new_k, new_v
+        self.tail_keys[:, :, self.tail_len: need] = key_states
+        self.tail_values[:, :, self.tail_len: need] = value_states
+        self.tail_len = need
+
+    def tail(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Views of the used part of the tail, ``[B, H, tail_len, D]`` each (None before any decode token)."""
+        if self.tail_keys is None:
+            return None, None
+        return self.tail_keys[:, :, : self.tail_len], self.tail_values[:, :, : self.tail_len]
+
+    # --- accounting -----------------------------------------------------------------------------------------------
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor this layer holds (prefix layout, tail buffers, a dense prompt if any, recordings)."""
+        out = [] if self.prefix is None else list(self.prefix.tensors())
+        for t in (self.tail_keys, self.tail_values, self.keys, self.values, self.window_queries, self.valid_mask):
+            if t is not None:
+                out.append(t)
+        return out
+
+    def layout_bytes(self) -> int:
+        """Exact bytes of what the layer holds: the compressed prefix (all metadata) plus the tail buffers (their
+        whole capacity: the unused slots are allocated too) plus any dense prompt or recording."""
+        total = 0 if self.prefix is None else self.prefix.nbytes()
+        for t in (self.tail_keys, self.tail_values, self.keys, self.values, self.window_queries, self.valid_mask):
+            if t is not None:
+                total += t.numel() * t.element_size()
+        return total
+
+    def tail_reserved_bytes(self) -> int:
+        """Bytes of tail slots allocated but not yet filled (at most ``tail_chunk`` tokens' worth)."""
+        if self.tail_keys is None:
+            return 0
+        free = self.tail_keys.shape[-2] - self.tail_len
+        per_token = (self.tail_keys[:, :, :1].numel() * self.tail_keys.element_size()
+                     + self.tail_values[:, :, :1].numel() * self.tail_values.element_size())
+        return free * per_token
+
+    def allocated_bytes(self) -> int:
+        return allocated_bytes(self.tensors())
+
+    def __repr__(self) -> str:
+        state = "recording" if self.recording else ("compressed" if self.prefix is not None else "empty")
+        name = "record" if self.press is None else self.press.name
+        return f"PressedLayer({self.layer_idx}, press={name}, {state}, length={self.get_seq_length()})"
+
+
+class DenseSlidingLayer(DynamicSlidingWindowLayer):
+    """transformers' ``DynamicSlidingWindowLayer``, kept dense, whose tensors own their storage exactly.
+
+    transformers keeps ``full[:, :, -(window - 1):]`` of a freshly concatenated buffer, i.e. a view one token larger
+    than what it shows; this subclass clones that view so the held bytes equal the counted bytes.
+    """
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        out = super().update(key_states, value_states, *args, **kwargs)
+        from sparkv.methods.compose import compact
+
+        self.keys, self.values = compact(self.keys), compact(self.values)
+        return out
+
+    def copy(self) -> DenseSlidingLayer:
+        """A deep copy (tensors cloned), so two caches can decode from one prefill."""
+        new = copy.copy(self)
+        if self.keys is not None:
+            new.keys, new.values = self.keys.clone(), self.values.clone()
+        return new

@@ -1,0 +1,525 @@
+"""sparkv inside transformers: attention + mask registered under ``"sparkv"``, a kvpress-like ``Press``, ``generate``.
+
+Nothing here runs at import: :func:`register` adds the attention and mask functions to transformers'
+``AttentionInterface`` / ``AttentionMaskInterface`` (the documented extension points; no transformers function is
+patched), and is called by :class:`Press`, :func:`use_sparkv_attention`, :func:`generate`, :func:`generate_many`.
+
+The cache/attention handshake
+-----------------------------
+transformers calls ``cache.update(k, v, layer_idx)`` and then ``attention_fn(module, query, keys, values, mask,
+scaling=...)``; the attention function never sees the cache. A sparkv cache layer
+(:class:`sparkv.cache.layer.PressedLayer`) therefore returns an :class:`~sparkv.cache.layer.AttentionHandle` in place
+of both tensors. :func:`sparkv_attention_forward` recognises it:
+
+- prefill (the layer holds a dense prompt waiting for compression): dense attention with transformers' own sdpa
+  function and the model's causal/padding mask, exactly as ``attn_implementation="sdpa"`` would compute it; then the
+  layer compresses itself from these very queries (the last ``W`` of them) and the padding mask — the same result as
+  compressing every layer at the end of prefill, since a layer's keys, values and queries do not depend on later
+  layers' caches;
+- decode: ``sparkv.kernels.decode_attn.decode_attn`` over the compressed prefix and the dense tail, backend from the
+  press (``auto``: Triton on CUDA for fp16/bf16 one-token steps, PyTorch otherwise; ``torch``/``triton`` force one);
+- anything else (plain tensors: a sliding layer, a ``DynamicCache``, no cache): transformers' sdpa function.
+
+The mask function is transformers' sdpa mask (the 4D boolean mask, or None where sdpa's ``is_causal`` suffices).
+
+transformers versions (5.17 and 5.24 are tested)
+-----------------------------------------------
+- 5.24 names the cache argument ``cache`` (``past_key_values`` is deprecated), 5.17 only knows
+  ``past_key_values``: :func:`cache_kwarg` reads the model's ``forward`` signature.
+- 5.24 calls ``cache.update(k, v, idx, kwargs=...)``, 5.17 ``cache.update(k, v, idx)``: the layer accepts both.
+- Both look attention and mask functions up by ``config._attn_implementation`` at call time, and both accept a
+  registered name in ``set_attn_implementation``; the sdpa functions are fetched from the interfaces' global
+  mappings at call time, so whatever transformers registered as ``"sdpa"`` is what the dense paths use.
+
+Limits: prefill runs once per cache (a later multi-token forward is appended to the tail, attended causally);
+``prefill_chunk_size``, beam search, assisted decoding, ``output_attentions`` and offloading are not supported.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from sparkv.cache.layout import DenseKeys
+from sparkv.kernels.dispatch import resolve_backend
+from sparkv.cache.build import build_cache, fork_cache, layer_types, text_config
+from sparkv.cache.layer import ATTN_IMPLEMENTATION, DEFAULT_TAIL_CHUNK, AttentionHandle
+from sparkv.config import PressConfig, parse_press
+from sparkv.memory import MemoryReport, memory_report
+from sparkv.methods.compose import required_prompt_tokens, window_size
+
+__all__ = [
+    "ATTN_IMPLEMENTATION",
+    "SUPPORTED_MODEL_TYPES",
+    "GenerationResult",
+    "Press",
+    "cache_kwarg",
+    "check_model_supported",
+    "generate",
+    "generate_many",
+    "register",
+    "sparkv_attention_forward",
+    "sparkv_mask",
+    "use_sparkv_attention",
+]
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral", "gemma3_text", "gemma3")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_model_supported(model_or_config) -> None:
+    """Raise ``ValueError`` unless sparkv supports this model (architecture and attention features)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"model_type {model_type!r} is not supported by sparkv; supported model types: "
+                         f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    tc = text_config(config)
+    if getattr(tc, "attn_logit_softcapping", None) is not None:
+        raise ValueError(f"attn_logit_softcapping={tc.attn_logit_softcapping} (attention logit soft-capping) is not "
+                         "supported by sparkv's attention")
+    if getattr(tc, "use_bidirectional_attention", False) or getattr(tc, "is_causal", True) is False:
+        raise ValueError("bidirectional attention (use_bidirectional_attention / is_causal=False) is not supported "
+                         "by sparkv")
+    if getattr(tc, "is_heterogeneous", False):
+        raise ValueError("heterogeneous per-layer configs (per_layer_config) are not supported by sparkv")
+    layer_types(tc)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Attention and mask functions
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _sdpa_attention():
+    from transformers.modeling_utils import AttentionInterface
+
+    return AttentionInterface._global_mapping["sdpa"]
+
+
+def sparkv_mask(*args, **kwargs):
+    """The ``"sparkv"`` mask function: transformers' sdpa mask (boolean 4D, or None when causal suffices)."""
+    from transformers.masking_utils import AttentionMaskInterface
+
+    return AttentionMaskInterface._global_mapping["sdpa"](*args, **kwargs)
+
+
+def sparkv_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                             scaling: float | None = None, **kwargs):
+    """The ``"sparkv"`` attention function (module docstring). Returns ``([B, Q, HQ, D], None)``."""
+    if not isinstance(key, AttentionHandle):
+        return _sdpa_attention()(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                 **kwargs)
+    if kwargs.get("output_attentions"):
+        raise ValueError("output_attentions is not supported with a sparkv cache")
+    if getattr(module, "training", False) and dropout:
+        raise ValueError("sparkv caches are for inference: put the model in eval mode")
+    layer = key.layer
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    if layer.pending:
+        out, _ = _sdpa_attention()(module, query, layer.keys, layer.values, attention_mask, dropout=dropout,
+                                   scaling=scaling, **kwargs)
+        layer.finish_prefill(query, attention_mask, scaling)
+        return out, None
+    if layer.prefix is None:
+        raise RuntimeError(f"sparkv layer {layer.layer_idx} has no compressed prompt to attend to")
+    from sparkv.kernels.decode_attn import decode_attn
+
+    tail_keys, tail_values = layer.tail()
+    if _is_plain_dense(layer.prefix, query) and resolve_backend(layer.press.backend, query.device) == "torch":
+        # Nothing pruned, no padding, one new token: the very computation a plain DynamicCache does, so full and
+        # λ = 0 presses reproduce the dense model bit for bit on the PyTorch path.
+        keys = layer.prefix.keys.keys if tail_keys is None else torch.cat([layer.prefix.keys.keys, tail_keys], 2)
+        values = layer.prefix.values if tail_values is None else torch.cat([layer.prefix.values, tail_values], 2)
+        return _sdpa_attention()(module, query, keys, values, None, dropout=dropout, scaling=scaling, **kwargs)
+    out = decode_attn(query, layer.prefix, tail_keys, tail_values, scaling, backend=layer.press.backend)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _is_plain_dense(prefix, query) -> bool:
+    return (isinstance(prefix.keys, DenseKeys) and query.shape[2] == 1
+            and bool((prefix.lengths == prefix.num_tokens).all()))
+
+
+def register() -> None:
+    """Register :func:`sparkv_attention_forward` and :func:`sparkv_mask` under ``"sparkv"`` (idempotent)."""
+    from transformers.masking_utils import AttentionMaskInterface
+    from transformers.modeling_utils import AttentionInterface
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, sparkv_attention_forward)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sparkv_mask)
+
+
+def _all_configs(model) -> list:
+    """The model's config, its sub-configs and its sub-models' configs, parents before children, each once."""
+    seen, out = set(), []
+    queue = deque([model.config])
+    for module in model.modules():
+        if getattr(module, "config", None) is not None and hasattr(module.config, "_attn_implementation"):
+            queue.append(module.config)
+    while queue:
+        cfg = queue.popleft()
+        if id(cfg) in seen:
+            continue
+        seen.add(id(cfg))
+        out.append(cfg)
+        for key in getattr(cfg, "sub_configs", {}) or {}:
+            sub = getattr(cfg, key, None)
+            if sub is not None and hasattr(sub, "_attn_implementation"):
+                queue.append(sub)
+    return out
+
+
+@contextmanager
+def use_sparkv_attention(model):
+    """Within the block, ``model`` runs with ``attn_implementation="sparkv"``; the previous ones are restored after."""
+    check_model_supported(model)
+    register()
+    saved = [(cfg, cfg._attn_implementation) for cfg in _all_configs(model)]
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    try:
+        yield model
+    finally:
+        for cfg, impl in saved:
+            cfg._attn_implementation = impl
+
+
+def cache_kwarg(model) -> str:
+    """Name of the cache argument of ``model.forward`` / ``generate``: ``cache`` (5.24) or ``past_key_values``."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Press
+# --------------------------------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+class Press:
+    """A press to apply to a model, kvpress style.
+
+    Example::
+
+        press = Press("snapkv+spark", key_ratio=0.5, budget=512)
+        with press(model):
+            out = model.generate(**inputs, max_new_tokens=32)   # a sparkv cache is passed for you
+        print(press.memory().summary())
+
+    Inside ``with press(model):`` the model's attention implementation is ``"sparkv"`` (restored on exit) and
+    ``model.generate`` gets a fresh cache from :meth:`make_cache` unless the call passes one (``cache`` /
+    ``past_key_values``); this is an instance attribute set for the block only, removed on exit. Outside ``generate``
+    pass ``press.make_cache(model)`` yourself, e.g. ``model(input_ids, past_key_values=cache)`` (``cache=`` on
+    transformers >= 5.24). A plain forward without a cache runs dense.
+
+    Args:
+        config: a ``PressConfig`` or a press spec (``"spark"``, ``"snapkv+spark"``, ...; see ``parse_press``).
+        tail_chunk: decode tail growth, in tokens.
+        **parse_kwargs: ``parse_press`` options when ``config`` is a string (``key_ratio``, ``budget``, ...).
+    """
+
+    def __init__(self, config: PressConfig | str | None = None, *, tail_chunk: int = DEFAULT_TAIL_CHUNK,
+                 **parse_kwargs) -> None:
+        if config is None:
+            config = "full"
+        if isinstance(config, str):
+            config = parse_press(config, **parse_kwargs)
+        elif parse_kwargs:
+            raise TypeError(f"options {sorted(parse_kwargs)} only apply to a press spec string")
+        if not isinstance(config, PressConfig):
+            raise TypeError(f"config must be a PressConfig or a press spec string, got {type(config).__name__}")
+        if not isinstance(tail_chunk, int) or tail_chunk < 1:
+            raise ValueError(f"tail_chunk must be an integer >= 1, got {tail_chunk!r}")
+        self.config = config
+        self.tail_chunk = tail_chunk
+        self.last_cache = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def __repr__(self) -> str:
+        return f"Press({self.config!r})"
+
+    def make_cache(self, model):
+        """A fresh sparkv cache for ``model`` (checks the architecture); also kept as ``last_cache``."""
+        check_model_supported(model)
+        register()
+        self.last_cache = build_cache(model, self.config, tail_chunk=self.tail_chunk, check=False)
+        return self.last_cache
+
+    def memory(self, cache=None) -> MemoryReport:
+        """Memory report of ``cache`` (default: the last cache made)."""
+        cache = cache if cache is not None else self.last_cache
+        if cache is None:
+            raise RuntimeError("no cache yet: run the model inside `with press(model):` first")
+        return memory_report(cache)
+
+    @contextmanager
+    def __call__(self, model):
+        with use_sparkv_attention(model):
+            previous = model.__dict__.get("generate", _MISSING)
+            bound = model.generate
+            name = cache_kwarg(model)
+
+            def generate(*args, **kwargs):
+                if kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
+                    kwargs.pop("cache", None)
+                    kwargs.pop("past_key_values", None)
+                    kwargs[name] = self.make_cache(model)
+                return bound(*args, **kwargs)
+
+            generate.__doc__ = bound.__doc__
+            object.__setattr__(model, "generate", generate)
+            try:
+                yield self
+            finally:
+                if previous is _MISSING:
+                    model.__dict__.pop("generate", None)
+                else:
+                    object.__setattr__(model, "generate", previous)
+
+
+def _as_press(press) -> Press:
+    if isinstance(press, Press):
+        return press
+    return Press(press)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# generate
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationResult:
+    """What :func:`generate` returns.
+
+    Attributes:
+        answer: the decoded answer (a list for a batch), cut at the first end-of-sequence token.
+        context_tokens: prompt tokens (context + question + template), per row for a batch.
+        memory: the KV cache accounting after generation (``sparkv.memory.MemoryReport``).
+        press: the press name.
+        token_ids: generated token ids per row (end-of-sequence and what follows removed).
+    """
+
+    answer: str | list[str]
+    context_tokens: int | list[int]
+    memory: MemoryReport
+    press: str = ""
+    token_ids: list[list[int]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class _Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    lengths: list[int]
+    single: bool
+    pad_token_id: int
+
+
+def _as_list(name: str, value, n: int | None = None) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value) if value is not None else []
+    if n is not None and len(items) == 1 and n > 1:
+        items = items * n
+    if any(not isinstance(v, str) for v in items):
+        raise TypeError(f"{name} must be a string or a list of strings")
+    return items
+
+
+def build_prompts(tokenizer, context, question, chat_template: bool = True, answer_prefix: str = "") -> list[str]:
+    """Prompt texts: context then question, in the tokenizer's chat template when it has one and asked to;
+    ``answer_prefix`` is appended after the template's generation prompt (the start of the reply)."""
+    contexts = _as_list("context", context)
+    if not contexts or any(not c.strip() for c in contexts):
+        raise ValueError("context must be a non-empty string (or a non-empty list of non-empty strings)")
+    questions = _as_list("question", question if question is not None else "", len(contexts))
+    if len(questions) != len(contexts):
+        raise ValueError(f"question must be one string or one per context ({len(contexts)}), got {len(questions)}")
+    texts = [f"{c}\n\n{q}" if q.strip() else c for c, q in zip(contexts, questions)]
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        return [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
+                                              tokenize=False) + answer_prefix for t in texts]
+    return [t + answer_prefix for t in texts]
+
+
+def _encode(model, tokenizer, context, question, chat_template: bool, answer_prefix: str = "") -> _Batch:
+    texts = build_prompts(tokenizer, context, question, chat_template, answer_prefix)
+    templated = chat_template and bool(getattr(tokenizer, "chat_template", None))
+    rows = [tokenizer(t, add_special_tokens=not templated)["input_ids"] for t in texts]
+    lengths = [len(r) for r in rows]
+    if min(lengths) == 0:
+        raise ValueError("context encodes to no tokens")
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.generation_config.eos_token_id
+        pad = eos[0] if isinstance(eos, (list, tuple)) else (eos if eos is not None else 0)
+    s = max(lengths)
+    ids = torch.full((len(rows), s), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), s), dtype=torch.long)
+    for i, r in enumerate(rows):  # left padding
+        ids[i, s - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, s - len(r):] = 1
+    device = model.device
+    return _Batch(ids.to(device), mask.to(device), lengths, isinstance(context, str), int(pad))
+
+
+def _check_context_length(batch: _Batch, presses: list[Press]) -> None:
+    shortest = min(batch.lengths)
+    for p in presses:
+        need = required_prompt_tokens(p.config)
+        if shortest < need:
+            raise ValueError(
+                f"context too short for press {p.name!r}: the prompt has {shortest} tokens but the press's observation "
+                f"window needs at least {need} (channels.window / eviction.window); use a longer context or a "
+                "smaller window")
+
+
+def _eos_ids(model, gen_kwargs) -> set[int]:
+    eos = gen_kwargs.get("eos_token_id", model.generation_config.eos_token_id)
+    if eos is None:
+        return set()
+    if isinstance(eos, torch.Tensor):
+        eos = eos.tolist()
+    return set(eos) if isinstance(eos, (list, tuple, set)) else {int(eos)}
+
+
+def _reset_peak(model) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+
+
+def _result(tokenizer, new_tokens: torch.Tensor, eos: set[int], batch: _Batch, cache, press: Press):
+    token_ids = []
+    for row in new_tokens.tolist():
+        cut = next((i for i, t in enumerate(row) if t in eos), len(row))
+        token_ids.append(row[:cut])
+    answers = [tokenizer.decode(r, skip_special_tokens=True) for r in token_ids]
+    return GenerationResult(
+        answer=answers[0] if batch.single else answers,
+        context_tokens=batch.lengths[0] if batch.single else list(batch.lengths),
+        memory=memory_report(cache),
+        press=press.name,
+        token_ids=token_ids,
+    )
+
+
+def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict) -> dict:
+    kwargs = dict(do_sample=do_sample, pad_token_id=batch.pad_token_id)
+    kwargs.update(gen_kwargs)
+    for bad in ("cache", "past_key_values"):
+        if bad in kwargs:
+            raise ValueError(f"sparkv.generate builds its own cache; do not pass {bad}")
+    if kwargs.get("num_beams", 1) != 1:
+        raise ValueError("beam search (num_beams > 1) is not supported by sparkv caches")
+    if kwargs.get("prefill_chunk_size") is not None:
+        raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
+    return kwargs
+
+
+@torch.no_grad()
+def generate(model, tokenizer, context, question, press, max_new_tokens: int = 32, chat_template: bool = True,
+             do_sample: bool = False, answer_prefix: str = "", **gen_kwargs) -> GenerationResult:
+    """Answer ``question`` about ``context`` with ``model`` under ``press``.
+
+    The prompt is context then question (in the tokenizer's chat template when it has one and ``chat_template``);
+    a list of contexts (and one question or one per context) runs as one left-padded batch. The whole prompt is
+    prefilled densely, each layer is compressed right after its prefill attention, and the answer is decoded
+    (``model.generate``) over the compressed prompt plus the dense tail of generated tokens.
+
+    Args:
+        model: a supported transformers causal LM (``SUPPORTED_MODEL_TYPES``).
+        tokenizer: its tokenizer.
+        context: a string or a list of strings (a batch).
+        question: a string, or one per context.
+        press: a :class:`Press`, a ``PressConfig`` or a press spec string (``"snapkv+spark"``).
+        max_new_tokens, do_sample, **gen_kwargs: passed to ``model.generate``.
+        chat_template: use the tokenizer's chat template if it has one.
+        answer_prefix: text that starts the reply (after the template's generation prompt); part of the prompt.
+
+    Returns:
+        :class:`GenerationResult` (answer, context_tokens, memory, ...).
+
+    Raises:
+        ValueError: empty context, context shorter than the press window, unsupported architecture or option.
+    """
+    press = _as_press(press)
+    check_model_supported(model)
+    batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
+    _check_context_length(batch, [press])
+    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs)
+    _reset_peak(model)
+    with press(model):
+        cache = press.make_cache(model)
+        out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max_new_tokens,
+                             **{cache_kwarg(model): cache}, **kwargs)
+    sequences = out.sequences if hasattr(out, "sequences") else out
+    return _result(tokenizer, sequences[:, batch.input_ids.shape[1]:], _eos_ids(model, gen_kwargs), batch, cache,
+                   press)
+
+
+@torch.no_grad()
+def generate_many(model, tokenizer, context, question, presses, max_new_tokens: int = 32,
+                  chat_template: bool = True, do_sample: bool = False, answer_prefix: str = "",
+                  **gen_kwargs) -> list[GenerationResult]:
+    """:func:`generate` for several presses sharing one dense prefill.
+
+    The prompt is prefilled once with a recording cache (dense keys/values plus the last ``W`` queries of every
+    layer, ``W`` the largest window of the presses) and the first answer token is generated from that prefill (the
+    prefill attention is dense whatever the press, so this token is the one every separate run would produce). Then
+    for each press the recorded prompt is compressed into a fresh cache and decoding continues from the first token.
+    With greedy decoding the answers equal separate :func:`generate` calls; with sampling the first token is drawn
+    once and shared by all presses. The dense prompt stays alive until every press has run (peak memory).
+
+    Returns:
+        one :class:`GenerationResult` per press, in order.
+    """
+    presses = [_as_press(p) for p in presses]
+    if not presses:
+        raise ValueError("presses must hold at least one press")
+    check_model_supported(model)
+    batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
+    _check_context_length(batch, presses)
+    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    min_new = kwargs.pop("min_new_tokens", None)
+    eos = _eos_ids(model, gen_kwargs)
+    name = cache_kwarg(model)
+    s = batch.input_ids.shape[1]
+    record_window = max(window_size(p.config) for p in presses)
+    recorder = build_cache(model, None, record_window=record_window, check=False)
+    results = []
+    with use_sparkv_attention(model):
+        first_kwargs = dict(kwargs, **({"min_new_tokens": 1} if min_new else {}))
+        first = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=1,
+                               **{name: recorder}, **first_kwargs)
+        first = first.sequences if hasattr(first, "sequences") else first
+        tok0 = first[:, s:s + 1]
+        done = all(t in eos for t in tok0[:, 0].tolist())
+        for press in presses:
+            _reset_peak(model)
+            cache = fork_cache(recorder, press.config, tail_chunk=press.tail_chunk)
+            if max_new_tokens > 1 and not done:
+                rest_kwargs = dict(kwargs, **({"min_new_tokens": max(min_new - 1, 0)} if min_new else {}))
+                out = model.generate(torch.cat([batch.input_ids, tok0], dim=1),
+                                     attention_mask=torch.cat([batch.attention_mask,
+                                                               torch.ones_like(tok0)], dim=1),
+                                     max_new_tokens=max_new_tokens - 1, **{name: cache}, **rest_kwargs)
+                out = out.sequences if hasattr(out, "sequences") else out
+                new = out[:, s:]
+            else:
+                new = tok0
+            results.append(_result(tokenizer, new, eos, batch, cache, press))
+    return results

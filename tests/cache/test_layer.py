@@ -1,0 +1,200 @@
+"""PressedLayer / DenseSlidingLayer / build_cache: the transformers cache side of sparkv, without a model."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from transformers.cache_utils import Cache, DynamicSlidingWindowLayer
+
+from sparkv.cache.build import build_cache, fork_cache, layer_types
+from sparkv.cache.layer import AttentionHandle, DenseSlidingLayer, PressedLayer
+from sparkv.config import PressConfig, SparKConfig
+from sparkv.kernels.recover.reference import recover_ref
+from sparkv.memory import memory_report
+from sparkv.methods.compose import compress_layer
+from tests.utils import gemma3_config, llama_config, mistral_config
+
+SPARKV_CONFIG = types.SimpleNamespace(_attn_implementation="sparkv")
+
+
+def press(ratio=0.5, window=8):
+    return PressConfig(channels=SparKConfig(channel_prune_ratio=ratio, window=window), backend="torch")
+
+
+def kv(B=2, H=2, S=20, D=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, H, S, D, generator=g), torch.randn(B, H, S, D, generator=g)
+
+
+def prefilled(p=None, S=20, **kw):
+    layer = PressedLayer(p or press(), 0, 2, config=SPARKV_CONFIG, **kw)
+    k, v = kv(S=S)
+    q = torch.randn(2, 4, S, 16)
+    handle, same = layer.update(k, v)
+    assert isinstance(handle, AttentionHandle) and handle is same and handle.layer is layer
+    assert layer.pending and layer.keys is k
+    layer.finish_prefill(q, None, 0.25)
+    return layer, q, k, v
+
+
+def test_prefill_compresses_and_frees_the_dense_prompt():
+    layer, q, k, v = prefilled()
+    assert not layer.pending and layer.keys is None and layer.values is None
+    ref = compress_layer(press(), q[:, :, -8:], k, v, None, 0.25, 0, 2)
+    torch.testing.assert_close(recover_ref(layer.prefix.keys), recover_ref(ref.keys), rtol=0, atol=0)
+    assert layer.get_seq_length() == 20 and layer.get_mask_sizes(1) == (21, 0)
+
+
+def test_padding_mask_from_4d_mask():
+    layer = PressedLayer(PressConfig(backend="torch"), 0, 1, config=SPARKV_CONFIG)
+    k, v = kv(S=10)
+    layer.update(k, v)
+    mask = torch.ones(2, 1, 10, 10, dtype=torch.bool).tril()
+    mask[0, :, :, :3] = False  # row 0: 3 left-padding tokens
+    layer.finish_prefill(torch.randn(2, 4, 10, 16), mask, 0.25)
+    assert layer.prefix.lengths.tolist() == [7, 10]
+    torch.testing.assert_close(layer.prefix.values[0, :, :7], v[0, :, 3:], rtol=0, atol=0)
+    # Additive float masks (eager style) work the same.
+    layer2 = PressedLayer(PressConfig(backend="torch"), 0, 1, config=SPARKV_CONFIG)
+    layer2.update(k, v)
+    fmask = torch.where(mask, 0.0, torch.finfo(torch.float32).min)
+    layer2.finish_prefill(torch.randn(2, 4, 10, 16), fmask, 0.25)
+    assert layer2.prefix.lengths.tolist() == [7, 10]
+
+
+def test_tail_grows_by_chunks_and_keeps_logical_length():
+    layer, *_ = prefilled(tail_chunk=4)
+    written_k, written_v = [], []
+    for step in range(9):
+        k, v = kv(S=1, seed=100 + step)
+        written_k.append(k)
+        written_v.append(v)
+        assert layer.update(k, v)[0] is layer.handle
+        assert layer.get_seq_length() == 20 + step + 1
+        assert layer.tail_keys.shape[-2] == 4 * ((step + 1 + 3) // 4)  # capacity: whole chunks
+    tk, tv = layer.tail()
+    torch.testing.assert_close(tk, torch.cat(written_k, 2), rtol=0, atol=0)
+    torch.testing.assert_close(tv, torch.cat(written_v, 2), rtol=0, atol=0)
+    # A multi-token update (e.g. a continuation) lands in the tail too.
+    k, v = kv(S=5, seed=7)
+    layer.update(k, v)
+    assert layer.tail_len == 14 and layer.tail_keys.shape[-2] == 16
+    assert layer.tail_reserved_bytes() == 2 * (2 * 2 * 2 * 16 * 4)  # 2 free slots, K and V, B=2, H=2, D=16, fp32
+
+
+def test_update_refuses_other_attention_implementations():
+    layer = PressedLayer(press(), 0, 1, config=types.SimpleNamespace(_attn_implementation="sdpa"))
+    k, v = kv()
+    with pytest.raises(RuntimeError, match="sparkv"):
+        layer.update(k, v)
+
+
+def test_unsupported_cache_operations_raise():
+    layer, *_ = prefilled()
+    with pytest.raises(NotImplementedError, match="beam"):
+        layer.reorder_cache(torch.tensor([1, 0]))
+    with pytest.raises(NotImplementedError):
+        layer.crop(-1)
+    with pytest.raises(NotImplementedError):
+        layer.batch_repeat_interleave(2)
+    layer.crop(0)
+    layer.reset()
+    assert layer.get_seq_length() == 0 and layer.prefix is None
+
+
+def test_recording_layer_forks_into_the_same_compression():
+    rec = PressedLayer(None, 0, 2, config=SPARKV_CONFIG, record_window=16)
+    k, v = kv(S=20)
+    q = torch.randn(2, 4, 20, 16)
+    rec.update(k, v)
+    rec.finish_prefill(q, None, 0.25)
+    assert rec.keys is k and rec.window_queries.shape == (2, 4, 16, 16)
+    forked = rec.fork(press())
+    direct, *_ = prefilled_with(k, v, q)
+    torch.testing.assert_close(recover_ref(forked.prefix.keys), recover_ref(direct.prefix.keys), rtol=0, atol=0)
+    assert forked.get_seq_length() == 20 and rec.keys is k  # the recording is untouched
+    with pytest.raises(RuntimeError, match="fork"):
+        rec.update(*kv(S=1))
+
+
+def prefilled_with(k, v, q):
+    layer = PressedLayer(press(), 0, 2, config=SPARKV_CONFIG)
+    layer.update(k, v)
+    layer.finish_prefill(q, None, 0.25)
+    return layer, q, k, v
+
+
+def test_dense_sliding_layer_is_compact_and_bounded():
+    layer = DenseSlidingLayer(sliding_window=8)
+    assert isinstance(layer, DynamicSlidingWindowLayer) and layer.is_sliding
+    k, v = kv(S=20)
+    full_k, _ = layer.update(k, v)
+    assert full_k.shape[-2] == 20 and layer.keys.shape[-2] == 7
+    for step in range(3):
+        layer.update(*kv(S=1, seed=step))
+        for t in (layer.keys, layer.values):
+            assert t.shape[-2] == 7 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    assert layer.get_seq_length() == 23
+    copy = layer.copy()
+    assert copy.keys.data_ptr() != layer.keys.data_ptr()
+    torch.testing.assert_close(copy.keys, layer.keys)
+
+
+def test_build_cache_layer_types():
+    cache = build_cache(gemma3_config(), press())
+    assert isinstance(cache, Cache)
+    kinds = [type(layer).__name__ for layer in cache.layers]
+    assert kinds == ["DenseSlidingLayer", "PressedLayer", "DenseSlidingLayer", "PressedLayer"]
+    assert cache.is_sliding == [True, False, True, False]
+    assert cache.layers[1].layer_idx == 1 and cache.layers[1].num_layers == 4
+    llama = build_cache(llama_config(), press())
+    assert all(isinstance(layer, PressedLayer) for layer in llama.layers) and len(llama.layers) == 2
+    assert llama.get_seq_length() == 0 and not llama.is_compileable
+
+
+def test_build_cache_rejects_all_sliding_and_unknown_layer_types():
+    with pytest.raises(ValueError, match="sliding_window"):
+        build_cache(mistral_config(sliding_window=4096), press())
+    cfg = llama_config()
+    cfg.layer_types = ["full_attention", "linear_attention"]
+    with pytest.raises(ValueError, match="linear_attention"):
+        layer_types(cfg)
+
+
+def test_memory_report_counts_every_byte():
+    layer, *_ = prefilled(tail_chunk=4)
+    for step in range(3):
+        layer.update(*kv(S=1, seed=step))
+    sliding = DenseSlidingLayer(sliding_window=8)
+    sliding.update(*kv(S=20))
+    cache = Cache(layers=[layer, sliding])
+    rep = memory_report(cache)
+    assert rep.compressed_kv_bytes == rep.allocated_kv_bytes
+    prefix = layer.prefix.nbytes()
+    tail = 2 * (2 * 2 * 4 * 16 * 4)  # K and V buffers of capacity 4
+    window = 2 * (2 * 2 * 7 * 16 * 4)
+    assert rep.compressed_kv_bytes == prefix + tail + window
+    assert rep.dense_kv_bytes == 2 * (2 * 2 * 23 * 16 * 4) + window
+    survivors = 2 * 2 * 20 * 16 * 4 * 2  # K+V bytes of the 20 prompt tokens, both rows
+    assert rep.nominal_kv_bytes == round(survivors * (1 - 0.5 / 2)) + 2 * (2 * 2 * 3 * 16 * 4) + window
+    assert rep.tail_reserved_bytes == 2 * (2 * 2 * 1 * 16 * 4)
+    assert rep.peak_gpu_bytes is None and rep.compressed_layers == 1 and rep.num_layers == 2
+    assert 0 < rep.compression_ratio and "compressed" in rep.summary() and "per_layer" not in rep.to_dict()
+
+
+def test_fork_cache_copies_sliding_layers():
+    cache = build_cache(gemma3_config(), None, record_window=8)
+    cfg = types.SimpleNamespace(_attn_implementation="sparkv")
+    for layer in cache.layers:
+        if isinstance(layer, PressedLayer):
+            layer.config = cfg
+            k, v = torch.randn(1, 1, 12, 64), torch.randn(1, 1, 12, 64)
+            layer.update(k, v)
+            layer.finish_prefill(torch.randn(1, 2, 12, 64), None, 0.125)
+        else:
+            layer.update(torch.randn(1, 1, 12, 64), torch.randn(1, 1, 12, 64))
+    forked = fork_cache(cache, press(window=8))
+    assert forked.layers[1].prefix is not None and forked.layers[1].get_seq_length() == 12
+    assert forked.layers[0].keys.data_ptr() != cache.layers[0].keys.data_ptr()

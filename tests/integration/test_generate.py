@@ -1,0 +1,159 @@
+"""sparkv.generate / generate_many end to end on tiny random models: every press of the grammar, left-padded
+batches, one shared prefill for many presses, and the byte accounting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sparkv
+from sparkv.cache.layout import num_words
+from sparkv.config import EvictionConfig, PressConfig, SparKConfig, kept_channels, parse_press
+from sparkv.integration.transformers import GenerationResult, Press, build_prompts
+from tests.utils import CONTEXT, QUESTION, tiny_model, tiny_tokenizer
+
+# Like kvpress' default_presses: (spec, [parse_press kwargs, easy -> hard]). Every name and pair of the grammar.
+PRESS_MATRIX = [
+    ("full", [{}]),
+    ("spark", [dict(key_ratio=0.0), dict(key_ratio=0.5),
+               *[dict(key_ratio=0.8, recovery=r) for r in ("mean_linear", "zero", "constant", "gaussian",
+                                                            "exponential")],
+               dict(key_ratio=0.8, saliency="paper")]),
+    ("think", [dict(key_ratio=0.5), dict(key_ratio=0.8)]),
+    ("snapkv", [dict(budget=200), dict(budget=80), dict(token_ratio=0.7)]),
+    ("pyramidkv", [dict(budget=120), dict(budget=80)]),
+    ("streamingllm", [dict(budget=80), dict(token_ratio=0.7)]),
+    ("snapkv+spark", [dict(budget=80, key_ratio=0.5), dict(budget=70, key_ratio=0.8)]),
+    ("snapkv+think", [dict(budget=80, key_ratio=0.5)]),
+    ("pyramidkv+spark", [dict(budget=80, key_ratio=0.8)]),
+    ("pyramidkv+think", [dict(budget=80, key_ratio=0.5)]),
+    ("streamingllm+spark", [dict(budget=80, key_ratio=0.5)]),
+    ("streamingllm+think", [dict(budget=80, key_ratio=0.5)]),
+]
+CASES = [(spec, kw) for spec, kws in PRESS_MATRIX for kw in kws]
+IDS = [spec + "-" + "-".join(f"{k}={v}" for k, v in kw.items()) for spec, kw in CASES]
+CONTEXTS = [CONTEXT, CONTEXT[60:], CONTEXT[:150] + " The end."]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return tiny_model("gemma3_text")
+
+
+@pytest.mark.parametrize("spec,kw", CASES, ids=IDS)
+def test_every_press_runs_prefill_and_decode(llama, tok, spec, kw):
+    press = parse_press(spec, **kw)
+    r = sparkv.generate(llama, tok, CONTEXTS[:2], QUESTION, press, max_new_tokens=4)
+    assert isinstance(r, GenerationResult) and r.press == press.name
+    assert len(r.answer) == 2 and len(r.context_tokens) == 2 and all(len(t) <= 4 for t in r.token_ids)
+    m = r.memory
+    assert m.compressed_kv_bytes == m.allocated_kv_bytes > 0
+    assert m.nominal_kv_bytes <= m.dense_kv_bytes
+    assert m.compressed_layers == 2
+    kept = [row["kept_tokens"] for row in m.per_layer]
+    if press.eviction is not None and "budget" in kw:
+        valid = sum(min(t, kw["budget"]) for t in r.context_tokens)
+        if press.eviction.method == "pyramidkv":  # per-layer budgets falling around the mean budget
+            assert sum(kept) / len(kept) <= valid + 2 and kept[0] >= kept[-1]
+        else:
+            assert kept == [valid] * 2
+    elif press.eviction is None:
+        assert kept == [sum(r.context_tokens)] * 2
+
+
+@pytest.mark.parametrize("spec", ["spark", "snapkv+think", "streamingllm+spark"])
+def test_gemma3_sliding_layers_stay_dense(gemma, tok, spec):
+    r = sparkv.generate(gemma, tok, CONTEXTS[:2], QUESTION, Press(spec, budget=80), max_new_tokens=12)
+    kinds = [row["kind"] for row in r.memory.per_layer]
+    assert kinds == ["sliding", "compressed", "sliding", "compressed"]
+    assert r.memory.compressed_kv_bytes == r.memory.allocated_kv_bytes
+    # The sliding layers never hold more than window - 1 = 7 tokens per row.
+    assert r.memory.per_layer[0]["kept_tokens"] == 2 * 7
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen2"])
+@pytest.mark.parametrize("spec", ["full", "spark", "snapkv+spark", "pyramidkv+think", "streamingllm+spark"])
+def test_left_padded_batch_equals_single_rows(tok, arch, spec):
+    model = tiny_model(arch)
+    press = Press(spec, key_ratio=0.5, budget=80)
+    batch = sparkv.generate(model, tok, CONTEXTS, QUESTION, press, max_new_tokens=6)
+    assert len(set(batch.context_tokens)) == 3  # really padded
+    for i, context in enumerate(CONTEXTS):
+        one = sparkv.generate(model, tok, context, QUESTION, press, max_new_tokens=6)
+        assert one.context_tokens == batch.context_tokens[i]
+        assert one.token_ids[0] == batch.token_ids[i], f"row {i}"
+        assert one.answer == batch.answer[i]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_generate_many_equals_separate_generate(tok, arch):
+    model = tiny_model(arch)
+    presses = [parse_press(s, key_ratio=0.5, budget=80) for s in
+               ("full", "spark", "think", "snapkv+spark", "pyramidkv", "streamingllm+think")]
+    presses.append(PressConfig(channels=SparKConfig(channel_prune_ratio=0.8, window=16)))
+    many = sparkv.generate_many(model, tok, CONTEXTS, QUESTION, presses, max_new_tokens=6)
+    assert [r.press for r in many] == [p.name for p in presses]
+    for press, r in zip(presses, many):
+        alone = sparkv.generate(model, tok, CONTEXTS, QUESTION, press, max_new_tokens=6)
+        assert r.token_ids == alone.token_ids, press.name
+        assert r.answer == alone.answer and r.context_tokens == alone.context_tokens
+        assert r.memory.compressed_kv_bytes == alone.memory.compressed_kv_bytes
+        assert r.memory.compressed_kv_bytes == r.memory.allocated_kv_bytes
+
+
+def test_generate_many_single_token_and_single_context(llama, tok):
+    presses = ["full", "spark"]
+    many = sparkv.generate_many(llama, tok, CONTEXT, QUESTION, presses, max_new_tokens=1)
+    alone = [sparkv.generate(llama, tok, CONTEXT, QUESTION, p, max_new_tokens=1) for p in presses]
+    assert [r.token_ids for r in many] == [r.token_ids for r in alone]
+    assert isinstance(many[0].answer, str) and isinstance(many[0].context_tokens, int)
+
+
+def test_bytes_match_the_layout_formula(llama, tok):
+    """compressed == allocated == formula: SparK prefix + values + lengths + per-head u + tail buffers."""
+    cfg = llama.config
+    h, d, layers = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads, cfg.num_hidden_layers
+    new = 5
+    press = Press(PressConfig(eviction=EvictionConfig(method="snapkv", token_budget=90),
+                              channels=SparKConfig(channel_prune_ratio=0.5)), tail_chunk=8)
+    r = sparkv.generate(llama, tok, CONTEXTS[:2], QUESTION, press, max_new_tokens=new, min_new_tokens=new)
+    b, s = 2, max(r.context_tokens)
+    dk, nw, es = kept_channels(d, 0.5), num_words(d), 4
+    n = 90
+    prefix = b * h * n * (dk * es + 2 * nw * 4 + es) + b * h * d * 4 + b * h * n * d * es + b * 4
+    tail = 2 * b * h * 8 * d * es  # new - 1 = 4 tokens fed back, capacity one chunk of 8
+    assert r.memory.compressed_kv_bytes == r.memory.allocated_kv_bytes == layers * (prefix + tail)
+    assert r.memory.dense_kv_bytes == layers * 2 * b * h * (s + new - 1) * d * es
+    nominal = layers * (sum(min(90, t) for t in r.context_tokens) * h * 2 * d * es * 0.75 + 2 * b * h * 4 * d * es)
+    assert r.memory.nominal_kv_bytes == round(nominal)
+    assert r.memory.tail_reserved_bytes == layers * 2 * b * h * 4 * d * es
+
+
+def test_prompt_uses_chat_template_and_answer_prefix(tok):
+    [templated] = build_prompts(tok, "ctx", "q?", chat_template=True, answer_prefix="Answer:")
+    assert templated == "<s><|user|>ctx\n\nq?\n<|assistant|>Answer:"
+    [plain] = build_prompts(tok, "ctx", "q?", chat_template=False)
+    assert plain == "ctx\n\nq?"
+    assert build_prompts(tok, ["a", "b"], "q", chat_template=False) == ["a\n\nq", "b\n\nq"]
+    with pytest.raises(ValueError, match="question"):
+        build_prompts(tok, ["a", "b"], ["q1", "q2", "q3"])
+
+
+def test_sampling_through_generate(llama, tok):
+    torch.manual_seed(0)
+    r = sparkv.generate(llama, tok, CONTEXTS[:2], QUESTION, Press("snapkv+spark", budget=80), max_new_tokens=5,
+                        do_sample=True, temperature=0.7)
+    assert len(r.token_ids) == 2
+    many = sparkv.generate_many(llama, tok, CONTEXTS[:2], QUESTION, ["spark", Press("snapkv", budget=80)],
+                                max_new_tokens=4, do_sample=True)
+    assert len(many) == 2 and all(len(x.token_ids) == 2 for x in many)

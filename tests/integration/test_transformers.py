@@ -1,0 +1,287 @@
+"""sparkv inside transformers, on tiny random models (fp32, CPU): exactness at λ = 0, recovery inside the model,
+the attention/cache handshake, the context manager, and the errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+import sparkv
+from sparkv.cache.layer import PressedLayer
+from sparkv.config import parse_press
+from sparkv.integration.transformers import (
+    Press,
+    cache_kwarg,
+    check_model_supported,
+    use_sparkv_attention,
+)
+from sparkv.kernels.recover.reference import recover_ref
+from tests.utils import CONFIGS, CONTEXT, PAD, encode, teacher_forced_logits, tiny_model, tiny_tokenizer
+
+ARCHS = list(CONFIGS)
+
+
+def assert_logits_close(got, ref, rel=1e-6):
+    """``max |got - ref| <= rel * max(1, max |ref|)``: float32 rounding of a differently ordered attention sum,
+    relative to the logit scale (the tiny models' logits reach ~5)."""
+    bound = rel * max(1.0, ref.abs().max().item())
+    err = (got - ref).abs().max().item()
+    assert err <= bound, f"max |diff| {err:.3e} > {bound:.3e}"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def arch_model(request):
+    return request.param, tiny_model(request.param)
+
+
+@pytest.mark.parametrize("spec", ["spark", "full"])
+def test_lambda_zero_matches_plain_transformers(arch_model, tok, spec):
+    """λ = 0 (and the full press): logits within 1e-6 of a plain DynamicCache/sdpa run, greedy tokens identical."""
+    arch, model = arch_model
+    ids, mask = encode(tok, [CONTEXT])
+    plain = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=PAD)
+    press = Press(spec, key_ratio=0.0)
+    with press(model):
+        ours = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=PAD)
+    assert torch.equal(plain, ours)
+    assert isinstance(press.last_cache.layers[-1], PressedLayer) and press.last_cache.layers[-1].prefix is not None
+
+    forced = plain[:, ids.shape[1]:]
+    ref = teacher_forced_logits(model, ids, mask, DynamicCache(config=model.config), forced)
+    with use_sparkv_attention(model):
+        got = teacher_forced_logits(model, ids, mask, press.make_cache(model), forced)
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)  # prefill: the same sdpa call
+    for r, g in zip(ref[1:], got[1:]):
+        torch.testing.assert_close(g, r, rtol=0, atol=1e-6)  # dense prefix, no padding: the same sdpa call
+
+
+def test_gemma3_multimodal_text_only(tok):
+    """model_type "gemma3" (vision tower + text model): the text layers are compressed, the rest is untouched."""
+    from tests.utils import tiny_gemma3_multimodal
+
+    model = tiny_gemma3_multimodal()
+    ids, mask = encode(tok, [CONTEXT])
+    forced = torch.tensor([[10, 20, 30]])
+    ref = teacher_forced_logits(model, ids, mask, DynamicCache(config=model.config), forced)
+    press = Press("spark", key_ratio=0.0)
+    with press(model):
+        assert model.config.vision_config._attn_implementation == "sparkv"  # delegated to sdpa
+        got = teacher_forced_logits(model, ids, mask, press.make_cache(model), forced)
+    assert model.config.text_config._attn_implementation == "sdpa"
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)
+    for r, g in zip(ref[1:], got[1:]):
+        assert_logits_close(g, r)
+    assert [type(layer).__name__ for layer in press.last_cache.layers] == [
+        "DenseSlidingLayer", "PressedLayer", "DenseSlidingLayer", "PressedLayer"]
+
+
+def test_lambda_zero_matches_eager_too(tok):
+    model = tiny_model("llama", attn="eager")
+    ids, mask = encode(tok, [CONTEXT])
+    plain = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=PAD)
+    ref = teacher_forced_logits(model, ids, mask, DynamicCache(config=model.config), plain[:, ids.shape[1]:])
+    press = Press("spark", key_ratio=0.0)
+    with press(model):
+        got = teacher_forced_logits(model, ids, mask, press.make_cache(model), plain[:, ids.shape[1]:])
+    assert model.config._attn_implementation == "eager"
+    for r, g in zip(ref, got):
+        assert_logits_close(g, r, rel=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["spark", "think", "snapkv+spark"])
+def test_positive_ratio_runs_and_differs(arch_model, tok, spec):
+    arch, model = arch_model
+    ids, mask = encode(tok, [CONTEXT])
+    forced = torch.tensor([[10, 20, 30]])
+    ref = teacher_forced_logits(model, ids, mask, DynamicCache(config=model.config), forced)
+    press = Press(spec, key_ratio=0.75, budget=100)
+    with use_sparkv_attention(model):
+        got = teacher_forced_logits(model, ids, mask, press.make_cache(model), forced)
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)  # prefill attention is dense: identical
+    decode_diff = max((g - r).abs().max().item() for g, r in zip(got[1:], ref[1:]))
+    assert all(torch.isfinite(g).all() for g in got)
+    assert decode_diff > 1e-4, f"{arch} {spec}: compression left the decode logits unchanged"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark", "pyramidkv+think"])
+def test_decode_equals_attention_over_recovered_keys(tok, arch, spec):
+    """One decode step inside the model: packed-key attention == attention over materialised K̂ (recover_ref)."""
+    model = tiny_model(arch)
+    ids, mask = encode(tok, [CONTEXT])
+    s = ids.shape[1]
+    press = Press(spec, key_ratio=0.5, budget=100, recovery="mean")
+    kw = cache_kwarg(model)
+    new = torch.tensor([[42]])
+    with use_sparkv_attention(model):
+        cache = press.make_cache(model)
+        model(ids, attention_mask=mask, use_cache=True, **{kw: cache})
+        got = model(new, use_cache=True, position_ids=torch.tensor([[s]]), **{kw: cache}).logits[:, -1]
+    oracle = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        n = int(layer.prefix.lengths[0])
+        k_hat = recover_ref(layer.prefix.keys)[:, :, :n].to(model.dtype)
+        oracle.update(k_hat, layer.prefix.values[:, :, :n], i)
+    if spec != "spark":
+        assert oracle.get_seq_length() < s  # eviction really removed tokens
+    ref = model(new, use_cache=True, position_ids=torch.tensor([[s]]), **{kw: oracle}).logits[:, -1]
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
+def test_cache_logical_length_after_eviction(tok):
+    model = tiny_model("llama")
+    ids, mask = encode(tok, [CONTEXT])
+    press = Press("snapkv", budget=80)
+    with press(model):
+        model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=PAD)
+    cache = press.last_cache
+    s = ids.shape[1]
+    for layer in cache.layers:
+        assert layer.prefix.num_tokens == 80
+        assert layer.get_seq_length() == s + 3  # the last generated token is never fed back
+    assert cache.get_seq_length() == s + 3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs(tok, dtype):
+    model = tiny_model("qwen3", dtype=dtype)
+    r = sparkv.generate(model, tok, [CONTEXT, CONTEXT[30:]], "Q?", Press("snapkv+spark", budget=100),
+                        max_new_tokens=4)
+    assert len(r.answer) == 2
+    assert r.memory.compressed_kv_bytes == r.memory.allocated_kv_bytes
+    ids, mask = encode(tok, [CONTEXT])
+    press = Press("spark", key_ratio=0.5)
+    with use_sparkv_attention(model):
+        logits = teacher_forced_logits(model, ids, mask, press.make_cache(model), torch.tensor([[5, 6]]))
+    assert all(torch.isfinite(x.float()).all() for x in logits)
+    assert press.last_cache.layers[0].prefix.keys.kept_values.dtype == dtype
+
+
+def test_sampling_matches_plain_at_lambda_zero(tok):
+    model = tiny_model("llama")
+    ids, mask = encode(tok, [CONTEXT, CONTEXT[50:]])
+    torch.manual_seed(123)
+    plain = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=True, top_k=20, pad_token_id=PAD)
+    torch.manual_seed(123)
+    with Press("spark", key_ratio=0.0)(model):
+        ours = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=True, top_k=20,
+                              pad_token_id=PAD)
+    assert torch.equal(plain, ours)
+
+
+def test_context_manager_restores_the_model(tok):
+    model = tiny_model("gemma3_text")
+    ids, mask = encode(tok, [CONTEXT])
+    before = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=PAD)
+    press = Press("snapkv+spark", budget=100)
+    with press(model) as p:
+        assert p is press
+        assert model.config._attn_implementation == "sparkv"
+        assert "generate" in model.__dict__
+        # A forward without a cache inside the block runs dense (plain tensors are delegated to sdpa).
+        dense = model(ids, attention_mask=mask).logits
+        model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=PAD)
+        assert press.last_cache is not None
+    assert model.config._attn_implementation == "sdpa"
+    assert "generate" not in model.__dict__
+    with pytest.raises(KeyError):
+        with press(model):
+            raise KeyError("boom")
+    assert model.config._attn_implementation == "sdpa" and "generate" not in model.__dict__
+    after = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=PAD)
+    assert torch.equal(before, after)
+    torch.testing.assert_close(dense, model(ids, attention_mask=mask).logits, rtol=0, atol=0)
+
+
+def test_explicit_cache_is_not_replaced(tok):
+    model = tiny_model("llama")
+    ids, mask = encode(tok, [CONTEXT])
+    press = Press("spark")
+    mine = press.make_cache(model)
+    with press(model):
+        model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=PAD,
+                       **{cache_kwarg(model): mine})
+    assert press.last_cache is mine and mine.layers[0].prefix is not None
+
+
+def test_cache_without_sparkv_attention_raises(tok):
+    model = tiny_model("llama")
+    ids, mask = encode(tok, [CONTEXT])
+    cache = Press("spark").make_cache(model)
+    with pytest.raises(RuntimeError, match="attention implementation"):
+        model(ids, attention_mask=mask, use_cache=True, **{cache_kwarg(model): cache})
+
+
+def test_forced_torch_backend(tok):
+    model = tiny_model("llama")
+    r = sparkv.generate(model, tok, CONTEXT, "Q?", parse_press("spark", backend="torch"), max_new_tokens=3)
+    assert isinstance(r.answer, str) and r.memory.compressed_layers == 2
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+def test_error_key_ratio_out_of_range():
+    with pytest.raises(ValueError, match="channel_prune_ratio"):
+        parse_press("spark", key_ratio=1.0)
+    with pytest.raises(ValueError, match="channel_prune_ratio"):
+        Press("snapkv+think", key_ratio=-0.1)
+
+
+def test_error_budget_not_above_window():
+    with pytest.raises(ValueError, match="token_budget.*window"):
+        parse_press("snapkv+spark", budget=64)
+
+
+def test_error_empty_context(tok):
+    model = tiny_model("llama")
+    for bad in ("", "   ", []):
+        with pytest.raises(ValueError, match="context"):
+            sparkv.generate(model, tok, bad, "Q?", "spark")
+
+
+def test_error_context_shorter_than_window(tok):
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="context too short.*window"):
+        sparkv.generate(model, tok, "A short one.", "Q?", "snapkv+spark", chat_template=False)
+    # Straight through model.generate too: the check happens when the layer compresses.
+    ids, mask = encode(tok, ["A short one."])
+    with pytest.raises(ValueError, match="context too short.*window"):
+        with Press("spark")(model):
+            model.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=PAD)
+
+
+def test_error_unsupported_architecture():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=300))
+    with pytest.raises(ValueError, match=r"model_type 'gpt2'.*llama, qwen2, qwen3, mistral, gemma3_text, gemma3"):
+        Press("spark").make_cache(model)
+    with pytest.raises(ValueError, match="gpt2"):
+        with Press("spark")(model):
+            pass
+    assert model.config._attn_implementation != "sparkv"
+
+
+def test_error_unsupported_attention_features():
+    from tests.utils import gemma3_config, mistral_config
+
+    with pytest.raises(ValueError, match="attn_logit_softcapping"):
+        check_model_supported(gemma3_config(attn_logit_softcapping=50.0))
+    with pytest.raises(ValueError, match="sliding_window"):
+        check_model_supported(mistral_config(sliding_window=4096))
+
+
+def test_error_unsupported_generate_options(tok):
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="num_beams"):
+        sparkv.generate(model, tok, CONTEXT, "Q?", "spark", num_beams=2)
+    with pytest.raises(ValueError, match="cache"):
+        sparkv.generate(model, tok, CONTEXT, "Q?", "spark", past_key_values=DynamicCache())
