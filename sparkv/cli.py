@@ -124,13 +124,15 @@ def demo(
     budget: int = typer.Option(512, "--budget"),
     backend: str = typer.Option("auto", "--backend"),
     max_new_tokens: int = typer.Option(24, "--max-new-tokens", min=1),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
+    device: str | None = typer.Option(None, "--device"),
 ) -> None:
     """Needle in a haystack on the embedded default: full cache vs SnapKV vs SnapKV+SparK vs SparK alone."""
     import sparkv
     from sparkv.data import paul_graham_essays
     from sparkv.eval.tasks.niah import build_context
 
-    lm, tokenizer = sparkv.load_model(model)
+    lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
     needle = DEMO_NEEDLE.format(value=value)
     context = build_context(tokenizer, paul_graham_essays(), needle, context_tokens, depth)
     presses = {name: _press_from_options(name, key_ratio, budget, None, "mean", "code", backend)
@@ -140,14 +142,14 @@ def demo(
     table = Table(title=f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token Paul Graham haystack; "
                         f"λ={key_ratio}, budget={budget}")
     for col in ("press", "found", "answer", "KV exact", "KV allocated", "vs dense", "nominal (paper)"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True, max_width=72 if col == "answer" else None)
     for name, res in zip(presses, results):
         mem = res.memory
         found = value.lower() in res.answer.lower()
-        table.add_row(name, "yes" if found else "no", res.answer.strip().replace("\n", " ")[:60],
+        table.add_row(name, "yes" if found else "no", res.answer.strip().replace("\n", " ")[:72],
                       _fmt_bytes(mem.compressed_kv_bytes), _fmt_bytes(mem.allocated_kv_bytes),
                       f"{100 * mem.compressed_kv_bytes / mem.dense_kv_bytes:.1f}%", _fmt_bytes(mem.nominal_kv_bytes))
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 @app.command()
@@ -157,6 +159,8 @@ def memory(
     key_ratios: str = typer.Option("0.5,0.8", "--key-ratios"),
     budget: int = typer.Option(512, "--budget"),
     backend: str = typer.Option("auto", "--backend"),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
+    device: str | None = typer.Option(None, "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Memory table: SparK at each λ, with and without SnapKV, on a real prompt (bytes counted three ways)."""
@@ -164,7 +168,7 @@ def memory(
     from sparkv.data import paul_graham_essays
     from sparkv.eval.tasks.niah import build_context
 
-    lm, tokenizer = sparkv.load_model(model)
+    lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
     context = build_context(tokenizer, paul_graham_essays(), "", context_tokens, 0.5)
     names = ["full", "snapkv"]
     presses = [_press_from_options("full", 0.0, None, None, "mean", "code", backend),
@@ -179,12 +183,16 @@ def memory(
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
-    dense = rows[0]["dense_kv_bytes"]
-    print(f"| press | tokens | exact bytes | allocated bytes | nominal (paper) | exact / full |")
-    print("|---|---|---|---|---|---|")
+    print(f"{model}, {lm.dtype}, {rows[0]['context_tokens']} prompt tokens, budget {budget}; bytes of K and V, "
+          "all layers")
+    print("| press | dense (plain cache) | exact (all metadata) | allocated (measured) | nominal (paper-style) "
+          "| exact / dense | nominal / dense |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['press']} | {r['context_tokens']} | {r['compressed_kv_bytes']:,} | {r['allocated_kv_bytes']:,} | "
-              f"{r['nominal_kv_bytes']:,} | {100 * r['compressed_kv_bytes'] / dense:.1f}% |")
+        dense = r["dense_kv_bytes"]
+        print(f"| {r['press']} | {dense:,} | {r['compressed_kv_bytes']:,} | {r['allocated_kv_bytes']:,} | "
+              f"{r['nominal_kv_bytes']:,} | {100 * r['compressed_kv_bytes'] / dense:.1f}% | "
+              f"{100 * r['nominal_kv_bytes'] / dense:.1f}% |")
 
 
 if __name__ == "__main__":  # pragma: no cover
