@@ -1,0 +1,146 @@
+"""Shared benchmark helpers: timing, environment record, correctness gate, markdown tables, JSON output.
+
+Protocol (../shared/spec/benchmarks.md): median over CUDA-event-timed calls after warm-up, the L2 flushed before
+every timed call (``triton.testing.do_bench``'s loop; optionally the call replayed from a CUDA graph), random data,
+every config checked against the reference in the same run before it is timed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# ``cpu`` for a dry run of a script's code paths under TRITON_INTERPRET=1 (tiny shapes; numbers meaningless).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True) -> float:
+    """Median GPU time of ``fn()`` in microseconds, L2 flushed (256 MB memset) before every timed call.
+
+    ``graph=True`` captures ``fn`` in a CUDA graph and times its replays with CUDA events, so what is measured is
+    the kernels' time, not Python / launch overhead (a small decode step otherwise measures the host: our
+    launcher's two Triton launches cost ~0.1-0.2 ms of CPU in this VM). Otherwise the same loop as
+    ``triton.testing.do_bench`` (median). Without CUDA (dry runs under ``TRITON_INTERPRET=1``) a wall-clock median.
+    """
+    if not torch.cuda.is_available():
+        import statistics
+        import time
+
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            times.append(1e6 * (time.perf_counter() - t))
+        return statistics.median(times)
+    import statistics
+
+    import triton
+
+    run = fn
+    fn()  # compile / autotune outside the capture
+    torch.cuda.synchronize()
+    if graph:
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                fn()
+                fn()
+            torch.cuda.current_stream().wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                fn()
+            run = g.replay
+        except RuntimeError as e:  # a backend that refuses capture is timed eagerly
+            print(f"note: CUDA graph capture failed ({e}); timing eagerly", flush=True)
+            torch.cuda.synchronize()
+    driver = triton.runtime.driver.active
+    cache = driver.get_empty_cache_for_benchmark()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        driver.clear_cache(cache)
+        run()
+    end.record()
+    torch.cuda.synchronize()
+    estimate_ms = max(start.elapsed_time(end) / 5, 1e-3)
+    for _ in range(max(1, int(warmup / estimate_ms))):
+        run()
+    n = max(5, int(rep / estimate_ms))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    for i in range(n):
+        driver.clear_cache(cache)
+        starts[i].record()
+        run()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return 1e3 * statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``‖out − ref‖ / ‖ref‖`` in float64; NaN anywhere counts as failure (inf)."""
+    if torch.isnan(out).any():
+        return float("inf")
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def environment() -> dict:
+    """Device, date and versions for the results file."""
+    import triton
+
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env["device"] = props.name
+        env["sms"] = props.multi_processor_count
+        env["memory_gib"] = round(props.total_memory / 2**30, 1)
+        env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+        try:
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    else:
+        env["device"] = "cpu"
+    return env
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """``columns``: (key, header, format spec). Missing values print as ``-``."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            v = row.get(key)
+            cells.append("-" if v is None else format(v, fmt) if fmt else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def fmt_ctx(tokens: int) -> str:
+    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)

@@ -1,0 +1,217 @@
+"""Decode attention over SparK-compressed keys vs dense attention (torch SDPA flash / cuDNN and our dense kernel).
+
+One command makes the whole table and the JSON file:
+
+    PYTHONPATH=. python benchmarks/decode_attention.py            # -> benchmarks/results/decode_attention_h200.json
+
+Rows: Llama-3.1-8B head layout (32 query heads, 8 KV heads, D = 128) and SmolLM2 (9 / 3, D = 64), bf16, one new
+token per row, contexts 8K / 32K / 128K, batch 1 and 8, key ratio λ 0 (our kernel on DenseKeys), 0.5, 0.8.
+Every config is checked against the fp32 PyTorch reference before it is timed (relative error < 1e-2).
+``bytes`` is what one decode step must read: the prefix layout (``CompressedKV.nbytes()``: kept values, bitmaps,
+scales, u, dense values, lengths) plus the query; SDPA reads the dense keys and values plus the query.
+
+``--explore`` times every autotune candidate and split size at (32K, b8) and (128K, b1) instead (tuning aid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DEVICE, RESULTS, bench_us, environment, fmt_ctx, markdown_table, rel_err, write_json  # noqa: E402
+
+from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
+from sparkv.config import kept_channels  # noqa: E402
+from sparkv.kernels.decode_attn.fused import FWD_CONFIGS, decode_attn_fwd_kernel, decode_attn_triton  # noqa: E402
+from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
+from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
+
+MODELS = [
+    {"model": "llama-3.1-8b", "q_heads": 32, "kv_heads": 8, "head_dim": 128},
+    {"model": "smollm2", "q_heads": 9, "kv_heads": 3, "head_dim": 64},
+]
+RATIOS = (0.0, 0.5, 0.8)
+TOL = 1e-2
+
+
+def sdpa_us(q, k, v, scale, backend):
+    """(median µs, output) of one SDPA backend with ``enable_gqa=True``, or (None, None) if it refuses the case."""
+    from torch.nn.attention import sdpa_kernel
+
+    def fn():
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=True)
+
+    try:
+        out = fn()
+    except RuntimeError:
+        return None, None
+    return bench_us(fn), out
+
+
+def make_shape(b, hq, h, s, d, dtype, seed):
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+    q = torch.randn(b, hq, 1, d, device=DEVICE, dtype=dtype, generator=gen)
+    k = torch.randn(b, h, s, d, device=DEVICE, dtype=dtype, generator=gen)
+    v = torch.randn(b, h, s, d, device=DEVICE, dtype=dtype, generator=gen)
+    stat = torch.rand(b, h, d, device=DEVICE, generator=gen) + 0.05
+    lens = torch.full((b,), s, dtype=torch.int32, device=DEVICE)
+    return q, k, v, stat, lens
+
+
+def run_table(args, save=None) -> list[dict]:
+    rows = []
+    for m in MODELS:
+        if args.head_dims and m["head_dim"] not in args.head_dims:
+            continue
+        hq, h, d = m["q_heads"], m["kv_heads"], m["head_dim"]
+        scale = d ** -0.5
+        for s in args.contexts:
+            for b in args.batches:
+                torch.cuda.empty_cache()
+                q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=s + b + d)
+                base = dict(m, context=s, batch=b, dtype="bf16")
+                dense = CompressedKV(DenseKeys(k), v, lens)
+                ref = decode_attn_ref(q.float(), dense, None, None, scale, block_size=8192)
+                flash_us, flash_out = sdpa_us(q, k, v, scale, torch.nn.attention.SDPBackend.FLASH_ATTENTION)
+                cudnn_us, cudnn_out = sdpa_us(q, k, v, scale, torch.nn.attention.SDPBackend.CUDNN_ATTENTION)
+                for name, out in (("flash", flash_out), ("cudnn", cudnn_out)):
+                    if out is not None and rel_err(out, ref) > TOL:
+                        print(f"warning: SDPA {name} rel err {rel_err(out, ref):.2e} at {base}", flush=True)
+                best_sdpa = min((t for t in (flash_us, cudnn_us) if t is not None), default=None)
+                dense_bytes = k.nbytes + v.nbytes + q.nbytes
+                dense_us = None
+                for lam in RATIOS:
+                    dk = kept_channels(d, lam)
+                    prefix = dense if lam == 0 else CompressedKV(select_pack_triton(k, stat, dk), v, lens)
+                    exp = ref if lam == 0 else decode_attn_ref(q.float(), prefix, None, None, scale, block_size=8192)
+                    out = decode_attn_triton(q, prefix, None, None, scale)
+                    err = rel_err(out, exp)
+                    row = dict(base, key_ratio=lam, kept=dk, rel_err=err)
+                    if err > TOL:
+                        row["error"] = f"relative error {err:.2e} > {TOL}"
+                        print(f"FAILED check: {row}", flush=True)
+                        rows.append(row)
+                        continue
+                    us = bench_us(lambda: decode_attn_triton(q, prefix, None, None, scale))
+                    row["config"] = str(getattr(decode_attn_fwd_kernel, "best_config", ""))
+                    if lam == 0:
+                        dense_us = us
+                    nbytes = prefix.nbytes() + q.nbytes
+                    row.update(bytes=nbytes, us=us, tbps=nbytes / us / 1e6, sdpa_flash_us=flash_us,
+                               sdpa_cudnn_us=cudnn_us, sdpa_tbps=dense_bytes / best_sdpa / 1e6 if best_sdpa else None,
+                               speedup_vs_sdpa=best_sdpa / us if best_sdpa else None,
+                               speedup_vs_dense_kernel=dense_us / us if dense_us else None)
+                    rows.append(row)
+                    print(f"{m['model']:>13} {fmt_ctx(s):>5} b{b} λ={lam:<3} {us:9.1f} µs {row['tbps']:.2f} TB/s "
+                          f"sdpa {best_sdpa or 0:8.1f} µs  x{row['speedup_vs_sdpa'] or 0:.2f} vs sdpa  err {err:.1e}",
+                          flush=True)
+                    del prefix
+                del q, k, v, dense, ref
+                gc.collect()
+                if save is not None:
+                    save(rows)
+    return rows
+
+
+def explore(args) -> list[dict]:
+    """Time every autotune candidate and several split sizes at the target shapes (D = 128, GQA 4)."""
+    from sparkv.kernels.autotune import num_sms
+
+    rows = []
+    sms = num_sms(0)
+    shapes = ((32768, 8), (131072, 1)) if DEVICE == "cuda" else ((600, 2),)
+    for s, b in shapes:
+        q, k, v, stat, lens = make_shape(b, 32, 8, s, 128, torch.bfloat16, seed=1)
+        for lam in args.explore_ratios:
+            prefix = CompressedKV(DenseKeys(k), v, lens) if lam == 0 else \
+                CompressedKV(select_pack_triton(k, stat, kept_channels(128, lam)), v, lens)
+            ref = decode_attn_ref(q.float(), prefix, None, None, 128 ** -0.5, block_size=8192)
+            nbytes = prefix.nbytes() + q.nbytes
+            if DEVICE == "cpu":
+                configs = [triton.Config({"BS": 16, "EXPAND": 0}, num_warps=4, num_stages=1)]
+            elif lam > 0:
+                configs = FWD_CONFIGS
+            else:
+                configs =  [c for c in FWD_CONFIGS if c.kwargs["EXPAND"] == FWD_CONFIGS[0].kwargs["EXPAND"]]
+            for per_sm in (2, 4, 8):
+                align = 256 if DEVICE == "cuda" else 32
+                splits = max(1, min(s // align, math.ceil(per_sm * sms / (b * 8))))
+                chunk = math.ceil(s / splits / align) * align
+                for c in configs if per_sm == 4 else configs[:3]:
+                    cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+                    try:
+                        out = decode_attn_triton(q, prefix, None, None, 128 ** -0.5, chunk=chunk, config=cfg)
+                        err = rel_err(out, ref)
+                        us = bench_us(lambda: decode_attn_triton(q, prefix, None, None, 128 ** -0.5, chunk=chunk,
+                                                                 config=cfg))
+                    except Exception as e:  # noqa: BLE001 - report and go on
+                        print(f"config {cfg} failed: {e!r}"[:400], flush=True)
+                        continue
+                    row = dict(context=s, batch=b, key_ratio=lam, per_sm=per_sm, chunk=chunk, **cfg, us=us,
+                               tbps=nbytes / us / 1e6, rel_err=err)
+                    rows.append(row)
+                    print(f"{fmt_ctx(s):>5} b{b} λ={lam:<3} per_sm={per_sm} chunk={chunk:<6} BS={cfg['BS']:<3} "
+                          f"E={cfg['EXPAND']} pf={cfg.get('PF')} w={cfg['num_warps']} st={cfg['num_stages']}  {us:8.1f} µs "
+                          f"{row['tbps']:.2f} TB/s  err {err:.1e}", flush=True)
+            del prefix
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows
+
+
+COLUMNS = [
+    ("model", "model", ""), ("context", "context", ""), ("batch", "batch", ""), ("head_dim", "D", ""),
+    ("key_ratio", "λ", ""), ("kept", "DK", ""), ("bytes", "bytes read", ",d"), ("us", "µs", ".1f"),
+    ("tbps", "TB/s", ".2f"), ("sdpa_flash_us", "SDPA flash µs", ".1f"), ("sdpa_cudnn_us", "SDPA cuDNN µs", ".1f"),
+    ("speedup_vs_sdpa", "vs best SDPA", ".2f"), ("speedup_vs_dense_kernel", "vs our dense", ".2f"),
+    ("rel_err", "rel err", ".1e"),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=RESULTS / "decode_attention_h200.json")
+    p.add_argument("--contexts", type=lambda x: [int(t) for t in x.split(",")], default=[8192, 32768, 131072])
+    p.add_argument("--batches", type=lambda x: [int(t) for t in x.split(",")], default=[1, 8])
+    p.add_argument("--head-dims", type=lambda x: [int(t) for t in x.split(",")], default=None)
+    p.add_argument("--explore", action="store_true", help="time every config / split size at the target shapes")
+    p.add_argument("--explore-ratios", type=lambda x: [float(t) for t in x.split(",")], default=[0.0, 0.5, 0.8])
+    args = p.parse_args()
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit("decode_attention.py needs a CUDA device (or TRITON_INTERPRET=1 for a dry run at tiny shapes)")
+    t0 = time.time()
+    env = environment()
+    if args.explore:
+        rows = explore(args)
+        write_json(args.out, {**env, "command": " ".join(sys.argv), "rows": rows})
+        return
+    command = "PYTHONPATH=. python benchmarks/decode_attention.py " + " ".join(sys.argv[1:])
+    versions = {k: env.get(k) for k in ("torch", "triton", "transformers", "cuda")}
+
+    def save(rows):  # after every shape, so a run cut short still leaves its rows
+        write_json(args.out, {**env, "command": command.strip(), "versions": versions, "rows": rows})
+
+    rows = run_table(args, save)
+    save(rows)
+    print()
+    print(f"{env.get('device')} · {env['date']} · torch {env['torch']} · triton {env['triton']} · "
+          f"transformers {env.get('transformers')}")
+    print(markdown_table(rows, COLUMNS))
+    print(f"\n({time.time() - t0:.0f} s; JSON: {args.out})")
+
+
+if __name__ == "__main__":
+    main()

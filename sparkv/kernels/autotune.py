@@ -1,0 +1,67 @@
+"""Autotuning helpers shared by the Triton kernels.
+
+``autotune`` wraps :func:`triton.autotune` and collapses the config list to one config under
+``TRITON_INTERPRET=1`` (the interpreter runs every program in NumPy, one at a time: benchmarking configs there
+would only burn CPU time, and small blocks keep the CPU tests quick). ``SPARKV_AUTOTUNE=0`` does the same on a
+GPU with the first config (quick GPU test runs: one compile per kernel specialisation instead of one per config).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import triton
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _fix_interpreter_index() -> None:
+    """Make the interpreter's ``tensor.__index__`` work with NumPy >= 2.4 (triton-lang/triton#9171, fixed upstream
+    by #9172 after triton 3.6.0): scalars there are 1-element arrays, which ``int()`` no longer accepts, so every
+    ``range`` with run-time bounds failed. Touches nothing outside ``TRITON_INTERPRET=1``."""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_sparkv_index_fix", False):
+        return
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._sparkv_index_fix = True
+    interpreter._patch_lang_tensor = patched
+
+
+if interpreting():
+    _fix_interpreter_index()
+
+
+def autotune(configs: list[triton.Config], key: list[str], interpret_config: triton.Config | None = None, **kwargs):
+    """:func:`triton.autotune` over ``configs``, or over ``[interpret_config or configs[0]]`` in the interpreter.
+
+    Args:
+        configs: candidate configs for the GPU.
+        key: argument names whose change triggers a new search (keep sequence lengths out of it).
+        interpret_config: the single config used under ``TRITON_INTERPRET=1`` (default: the first of ``configs``).
+        **kwargs: passed to :func:`triton.autotune` (``prune_configs_by``, ``warmup``, ``rep``...).
+    """
+    if interpreting():
+        configs = [interpret_config if interpret_config is not None else configs[0]]
+    elif os.environ.get("SPARKV_AUTOTUNE") == "0":
+        configs = configs[:1]
+    return triton.autotune(configs=configs, key=key, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device_index: int) -> int:
+    """Multiprocessor count of a CUDA device (cached); 8 when interpreting on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 8
+    return torch.cuda.get_device_properties(device_index).multi_processor_count

@@ -1,0 +1,522 @@
+"""Triton split-K (flash-decoding) attention of one new token over a compressed prefix and a dense tail.
+
+Work split: one program per (split, b, KV head). A split is a run of ``CHUNK`` prefix tokens (or ``CHUNK_T`` tail
+tokens); each program walks its run in tiles of ``BS`` tokens with an online softmax (base 2) and writes a
+normalised partial output ``[G, D]`` plus its log-sum-exp; ``decode_attn_combine_kernel`` merges the splits.
+
+GQA: the ``G`` query heads of a KV head form one ``[BG, D]`` block (``BG`` = G padded to 16), so every key tile is
+read and decoded once per KV head and reused by all G heads through ``tl.dot``.
+
+SparK tiles (no dense key is ever written to memory). For a tile of ``BS`` tokens, with channel ``j`` = bit
+``j % 32`` of word ``j // 32``:
+    kept    its bit in ``kept_bits``;  rank = kept bits below ``j`` (exclusive cumsum of the per-word popcounts
+            + a masked popcount);
+    K_kept  ``kept_values[t, rank]`` where kept, else 0. ``EXPAND`` picks how:
+            ``EXPAND_PTX`` (GPU default): a ``[BS, NWP, 32]`` tile built by inline PTX, two channels per asm
+            (``_expand_asm``); the gathers are prefetched ``PF`` tiles ahead (``prefetch.global.L1``);
+            ``EXPAND_GLOBAL``: the same in Triton, gathering from global memory;
+            ``EXPAND_TILE`` (interpreter): ``tl.gather`` from a ``[BS, BDK]`` tile loaded contiguously;
+    scores  ``q · K_keptᵀ`` (model dtype operands, fp32 accumulate)
+            + ``r_t · ((q ⊙ u) · Sgnᵀ)`` with ``Sgn = ±1`` on pruned channels, 0 on kept ones (bf16 operands: ±1 is
+            exact, and bf16 keeps ``q ⊙ u`` in range for fp16 models), which is spec §3's
+            ``Σ_kept q_j K[t, j] + r_t·Σ_pruned sign[t, j]·(q ⊙ u)_j``; ``constant``: ``r_t = c``, ``u = 1``;
+            ``zero``: no second term.
+Dense tiles (DenseKeys prefix — the λ = 0 control — and the tail) take ``q · Kᵀ`` directly.
+
+Performance (H200, BENCHMARKS.md): dense tiles run at SDPA speed (~4.1-4.4 TB/s at 32K·b8 / 128K·b8); SparK tiles
+are bound by the L1/TEX pipe (ncu: 84 %): each warp-wide 2-byte gather touches ~8-16 token rows. See BENCHMARKS.md.
+
+Casts: loads stay in the model dtype for the dots; scores, softmax statistics and the accumulator are fp32;
+the output is cast to the query dtype by the combine kernel. Under ``TRITON_INTERPRET=1`` every tile is cast to
+fp32 right after loading (``F32``) because the interpreter has no bf16 arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
+from sparkv.kernels.autotune import autotune, interpreting, num_sms
+
+LOG2E = 1.4426950408889634
+LAYOUT_NONE, LAYOUT_DENSE, LAYOUT_SPARK = 0, 1, 2
+REC_MEAN, REC_ZERO, REC_CONSTANT = 0, 1, 2
+_RECOVERY_IDS = {"mean": REC_MEAN, "mean_linear": REC_MEAN, "zero": REC_ZERO, "constant": REC_CONSTANT}
+
+# Split sizes are multiples of this so that every config's BS divides them.
+CHUNK_ALIGN = 256
+# Launch about this many programs per multiprocessor (several resident programs hide the load latency);
+# measured on the H200: 4 for dense tiles, 8 for SparK tiles (latency-bound gathers).
+PROGRAMS_PER_SM = {"dense": 4, "spark": 8}
+
+
+def _expand_asm(with_sign: bool) -> str:
+    """PTX for two channels (``pack=2``) of a SparK tile: the kept value (or 0) and, optionally, the pruned sign
+    (+1 / -1 as bf16, 0 where kept), each pair packed in one 32-bit register. Operands per channel: kept word,
+    [sign word], bit mask ``1 << i``, low mask ``(1 << i) - 1``, int32 offset of the word's first kept value,
+    64-bit base address of the (b, h) slice of ``kept_values``."""
+    n_out = 2 if with_sign else 1
+    names = ["kw", "sw", "bit", "low", "off", "base"] if with_sign else ["kw", "bit", "low", "off", "base"]
+
+    def op(name: str, lane: int) -> str:
+        return f"${n_out + 2 * names.index(name) + lane}"
+
+    lines = ["{", ".reg .pred pk, ps;", ".reg .b32 w, c;", ".reg .b64 a;", ".reg .b16 k0, k1, s0, s1;"]
+    for lane in (0, 1):
+        lines += [
+            f"and.b32 w, {op('kw', lane)}, {op('bit', lane)};",
+            "setp.ne.b32 pk, w, 0;",
+            f"and.b32 w, {op('kw', lane)}, {op('low', lane)};",
+            "popc.b32 c, w;",
+            f"add.u32 c, c, {op('off', lane)};",
+            f"mad.wide.u32 a, c, 2, {op('base', lane)};",
+            f"mov.b16 k{lane}, 0;",
+            f"@pk ld.global.nc.b16 k{lane}, [a];",
+        ]
+        if with_sign:
+            lines += [
+                f"and.b32 w, {op('sw', lane)}, {op('bit', lane)};",
+                "setp.ne.b32 ps, w, 0;",
+                f"selp.b16 s{lane}, 0x3F80, 0xBF80, ps;",
+                f"@pk mov.b16 s{lane}, 0;",
+            ]
+    lines.append("mov.b32 $0, {k0, k1};")
+    if with_sign:
+        lines.append("mov.b32 $1, {s0, s1};")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+ASM_KEPT_SIGN = tl.constexpr(_expand_asm(True))
+ASM_KEPT = tl.constexpr(_expand_asm(False))
+# How a SparK tile is rebuilt (module docstring).
+EXPAND_TILE, EXPAND_GLOBAL, EXPAND_PTX = 0, 1, 2
+
+
+@triton.jit
+def _popc(x, USE_POPC: tl.constexpr):
+    if USE_POPC:
+        return libdevice.popc(x)
+    else:
+        # SWAR popcount (the interpreter has no libdevice).
+        x = x - ((x >> 1) & 0x55555555)
+        x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+        x = (x + (x >> 4)) & 0x0F0F0F0F
+        return ((x * 0x01010101) >> 24) & 0x3F
+
+
+@triton.jit
+def _absorb(b_s, b_v, b_m, b_l, b_acc):
+    """Online-softmax step (base 2): scores ``[BG, BS]`` (masked with -inf), values ``[BS, BD]``."""
+    b_mn = tl.maximum(b_m, tl.max(b_s, axis=1))
+    b_p = tl.exp2(b_s - b_mn[:, None])
+    b_alpha = tl.exp2(b_m - b_mn)
+    b_l = b_l * b_alpha + tl.sum(b_p, axis=1)
+    b_acc = b_acc * b_alpha[:, None] + tl.dot(b_p.to(b_v.dtype), b_v)
+    return b_mn, b_l, b_acc
+
+
+def _config(bs: int, warps: int, stages: int, expand: int, pf: int = 1) -> triton.Config:
+    return triton.Config({"BS": bs, "EXPAND": expand, "PF": pf}, num_warps=warps, num_stages=stages)
+
+
+# GPU candidates. EXPAND / PF only matter for SparK tiles; for other layouts the duplicates are pruned.
+FWD_CONFIGS = [
+    _config(64, 4, 2, EXPAND_PTX),
+    _config(32, 4, 3, EXPAND_PTX),
+    _config(32, 4, 3, EXPAND_PTX, pf=2),
+    _config(32, 2, 3, EXPAND_PTX),
+    _config(64, 4, 3, EXPAND_PTX),
+    _config(64, 8, 2, EXPAND_PTX),
+    _config(128, 8, 2, EXPAND_PTX),
+]
+# Global gather: slower on the H200, kept as the simple GPU alternative (and tested there).
+OTHER_CONFIGS = [_config(64, 4, 2, EXPAND_GLOBAL)]
+# EXPAND_TILE is the interpreter's mode only: on sm_90 triton 3.6 fails an assertion in OptimizeThreadLocality
+# for some tile-gather shapes (e.g. D = 64 with 8 warps), and it was the slowest mode where it compiled.
+INTERPRET_CONFIG = _config(16, 4, 1, EXPAND_TILE, pf=0)
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    if named_args.get("LAYOUT", kwargs.get("LAYOUT")) == LAYOUT_SPARK:
+        return configs
+    first = configs[0].kwargs
+    return [c for c in configs if (c.kwargs["EXPAND"], c.kwargs["PF"]) == (first["EXPAND"], first["PF"])]
+
+
+@autotune(
+    configs=FWD_CONFIGS,
+    key=["G", "D", "DK", "LAYOUT", "RECOVERY", "HAS_TAIL", "WORK"],
+    interpret_config=INTERPRET_CONFIG,
+    prune_configs_by={"early_config_prune": _prune_configs},
+)
+@triton.heuristics({
+    # 128-byte lines of kept values in one tile (+1 for a row straddling the end): one prefetch lane each.
+    "NL": lambda args: triton.next_power_of_2(triton.cdiv(args["BS"] * args["DK"] * 2, 128) + 1),
+})
+@triton.jit(do_not_specialize=["S", "ST", "CHUNK", "CHUNK_T", "NSP", "NS", "WORK"])
+def decode_attn_fwd_kernel(
+    q,  # [B, HQ, 1, D] contiguous
+    kd,  # DenseKeys prefix [B, H, S, D] (LAYOUT_DENSE)
+    kv,  # kept_values [B, H, S, DK] (LAYOUT_SPARK)
+    kb,  # kept_bits [B, H, S, NW]
+    sb,  # sign_bits [B, H, S, NW]
+    r,  # scale [B, H, S]
+    u,  # [B, H, D] float32
+    v,  # prefix values [B, H, S, D]
+    lens,  # [B] int32 valid prefix tokens per row
+    tk,  # tail keys [B, H, ST, D]
+    tv,  # tail values [B, H, ST, D]
+    o_part,  # [B*H, NS, G, D] float32
+    lse_part,  # [B*H, NS, G] float32 (base 2)
+    scale,  # softmax scale * log2(e)
+    const,  # constant recovery magnitude
+    S, ST, CHUNK, CHUNK_T, NSP, NS,
+    WORK,  # log4 of B·H·S: a coarse size class for the autotuner (unused by the kernel)
+    s_kd_b, s_kd_h, s_kd_s,
+    s_v_b, s_v_h, s_v_s,
+    s_tk_b, s_tk_h, s_tk_s,
+    s_tv_b, s_tv_h, s_tv_s,
+    H: tl.constexpr,
+    G: tl.constexpr,
+    BG: tl.constexpr,
+    D: tl.constexpr,
+    BD: tl.constexpr,
+    NW: tl.constexpr,
+    NWP: tl.constexpr,
+    DK: tl.constexpr,
+    BDK: tl.constexpr,
+    LAYOUT: tl.constexpr,
+    RECOVERY: tl.constexpr,
+    HAS_TAIL: tl.constexpr,
+    EXPAND: tl.constexpr,
+    PF: tl.constexpr,
+    NL: tl.constexpr,
+    USE_POPC: tl.constexpr,
+    F32: tl.constexpr,
+    BS: tl.constexpr,
+):
+    i_s, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_b64, i_h64, i_bh64 = i_b.to(tl.int64), i_h.to(tl.int64), i_bh.to(tl.int64)
+
+    o_g = tl.arange(0, BG)
+    o_j = tl.arange(0, BD)
+    m_g = o_g < G
+    m_j = o_j < D
+
+    # The G query heads of this KV head: [BG, BD] (padding rows and channels are 0).
+    p_q = q + (i_b64 * (H * G) + i_h * G + o_g[:, None]) * D + o_j[None, :]
+    b_q = tl.load(p_q, mask=m_g[:, None] & m_j[None, :], other=0)
+    if F32:
+        b_q = b_q.to(tl.float32)
+
+    b_m = tl.full([BG], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([BG], dtype=tl.float32)
+    b_acc = tl.zeros([BG, BD], dtype=tl.float32)
+
+    if i_s < NSP:
+        start = i_s * CHUNK
+        end = tl.minimum(start + CHUNK, tl.load(lens + i_b))
+        if LAYOUT == 1:
+            for t0 in range(start, end, BS):
+                o_t = t0 + tl.arange(0, BS)
+                m_t = o_t < end
+                m_tj = m_t[:, None] & m_j[None, :]
+                p_k = kd + i_b64 * s_kd_b + i_h64 * s_kd_h + o_t[:, None].to(tl.int64) * s_kd_s + o_j[None, :]
+                p_v = v + i_b64 * s_v_b + i_h64 * s_v_h + o_t[:, None].to(tl.int64) * s_v_s + o_j[None, :]
+                b_k = tl.load(p_k, mask=m_tj, other=0)
+                b_v = tl.load(p_v, mask=m_tj, other=0)
+                if F32:
+                    b_k = b_k.to(tl.float32)
+                    b_v = b_v.to(tl.float32)
+                b_s = tl.dot(b_q, tl.trans(b_k)) * scale
+                b_s = tl.where(m_t[None, :], b_s, float("-inf"))
+                b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
+        elif LAYOUT == 2:
+            o_w = tl.arange(0, NWP)
+            m_w = o_w < NW
+            if RECOVERY == 0:
+                b_u = tl.load(u + i_bh64 * D + o_j, mask=m_j, other=0)
+                b_qu = (b_q.to(tl.float32) * b_u[None, :])
+            else:
+                b_qu = b_q.to(tl.float32)
+            if not F32:
+                b_qu = b_qu.to(tl.bfloat16)
+            p_kv0 = kv + i_bh64 * S * DK
+            if EXPAND == 2:
+                # PTX expansion: bit masks per channel of a word, the slice's base address as a 64-bit integer.
+                o_b = tl.arange(0, 32)
+                b_bit = (1 << o_b)[None, None, :]
+                b_low = ((1 << o_b) - 1)[None, None, :]
+                b_base = tl.zeros([BS, NWP, 32], dtype=tl.int64) + p_kv0.to(tl.int64)
+                # Prefetch: the gathers below are the first touch of kept_values, so without it every tile waits
+                # a DRAM round trip. One 128-byte line per lane, PF tiles ahead, clamped to this split's range.
+                o_l = tl.arange(0, NL)
+                a_lo = p_kv0.to(tl.int64) + start * (DK * 2)
+                a_hi = p_kv0.to(tl.int64) + end * (DK * 2) - 1
+            else:
+                o_i = tl.arange(0, BDK)
+                b_jw = tl.broadcast_to((o_j // 32)[None, :], (BS, BD))
+                b_jb = (o_j % 32)[None, :]
+                b_low2 = ((tl.full([BD], 1, tl.int64) << (o_j % 32).to(tl.int64)) - 1).to(tl.int32)[None, :]
+            for t0 in range(start, end, BS):
+                o_t = t0 + tl.arange(0, BS)
+                m_t = o_t < end
+                o_t64 = o_t.to(tl.int64)
+                if EXPAND == 2 and PF > 0:
+                    a_pf = p_kv0.to(tl.int64) + (t0 + PF * BS) * (DK * 2) + o_l * 128
+                    a_pf = tl.maximum(tl.minimum(a_pf, a_hi), a_lo)
+                    tl.inline_asm_elementwise("prefetch.global.L1 [$1];\nmov.u32 $0, 0;", "=r,l", [a_pf],
+                                              dtype=tl.int32, is_pure=False, pack=1)
+                if EXPAND == 2:
+                    # [BS, NWP, 32]: token, word, bit. Words of tokens past `end` load as 0 (nothing kept).
+                    p_w = i_bh64 * S * NW + o_t64[:, None, None] * NW + o_w[None, :, None]
+                    m_w3 = m_t[:, None, None] & m_w[None, :, None]
+                    b_kw = tl.load(kb + p_w, mask=m_w3, other=0)
+                    b_cnt = _popc(b_kw, USE_POPC)
+                    # int32 offset (within this (b, h)) of the word's first kept value.
+                    b_off = (o_t * DK)[:, None, None] + tl.cumsum(b_cnt, axis=1) - b_cnt
+                    if RECOVERY != 1:
+                        b_sw = tl.load(sb + p_w, mask=m_w3, other=0)
+                        b_k, b_sgn = tl.inline_asm_elementwise(
+                            ASM_KEPT_SIGN, "=r,=r,r,r,r,r,r,r,r,r,r,r,l,l",
+                            [b_kw, b_sw, b_bit, b_low, b_off, b_base],
+                            dtype=(b_q.dtype, tl.bfloat16), is_pure=True, pack=2)
+                        b_sgn = tl.reshape(b_sgn, (BS, BD))
+                    else:
+                        b_k = tl.inline_asm_elementwise(
+                            ASM_KEPT, "=r,r,r,r,r,r,r,r,r,l,l",
+                            [b_kw, b_bit, b_low, b_off, b_base], dtype=b_q.dtype, is_pure=True, pack=2)
+                    b_k = tl.reshape(b_k, (BS, BD))
+                else:
+                    p_w = i_bh64 * S * NW + o_t64[:, None] * NW + o_w[None, :]
+                    b_kb = tl.load(kb + p_w, mask=m_t[:, None] & m_w[None, :], other=0)
+                    b_kw = tl.gather(b_kb, b_jw, axis=1)
+                    m_kept = ((b_kw >> b_jb) & 1) != 0
+                    b_cnt = _popc(b_kb, USE_POPC)
+                    b_rank = tl.gather(tl.cumsum(b_cnt, axis=1) - b_cnt, b_jw, axis=1) + _popc(b_kw & b_low2, USE_POPC)
+                    b_rank = tl.where(m_kept, b_rank, 0)
+                    if EXPAND == 1:
+                        b_k = tl.load(p_kv0 + o_t64[:, None] * DK + b_rank, mask=m_kept, other=0)
+                    else:
+                        p_kv = p_kv0 + o_t64[:, None] * DK + o_i[None, :]
+                        b_kt = tl.load(p_kv, mask=m_t[:, None] & (o_i < DK)[None, :], other=0)
+                        b_k = tl.where(m_kept, tl.gather(b_kt, b_rank, axis=1), 0)
+                    if RECOVERY != 1:
+                        b_sw = tl.gather(tl.load(sb + p_w, mask=m_t[:, None] & m_w[None, :], other=0), b_jw, axis=1)
+                        b_sgn = tl.where(m_kept, 0.0, tl.where(((b_sw >> b_jb) & 1) != 0, 1.0, -1.0))
+                        if not F32:
+                            b_sgn = b_sgn.to(tl.bfloat16)
+                p_v = v + i_b64 * s_v_b + i_h64 * s_v_h + o_t64[:, None] * s_v_s + o_j[None, :]
+                b_v = tl.load(p_v, mask=m_t[:, None] & m_j[None, :], other=0)
+                if F32:
+                    b_k = b_k.to(tl.float32)
+                    b_v = b_v.to(tl.float32)
+                b_s = tl.dot(b_q, tl.trans(b_k)) * scale
+                if RECOVERY != 1:
+                    b_rec = tl.dot(b_qu, tl.trans(b_sgn))
+                    if RECOVERY == 0:
+                        b_r = tl.load(r + i_bh64 * S + o_t, mask=m_t, other=0).to(tl.float32)
+                        b_s += b_rec * (b_r * scale)[None, :]
+                    else:
+                        b_s += b_rec * (const * scale)
+                b_s = tl.where(m_t[None, :], b_s, float("-inf"))
+                b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
+    else:
+        if HAS_TAIL:
+            start = (i_s - NSP) * CHUNK_T
+            end = tl.minimum(start + CHUNK_T, ST)
+            for t0 in range(start, end, BS):
+                o_t = t0 + tl.arange(0, BS)
+                m_t = o_t < end
+                m_tj = m_t[:, None] & m_j[None, :]
+                p_k = tk + i_b64 * s_tk_b + i_h64 * s_tk_h + o_t[:, None].to(tl.int64) * s_tk_s + o_j[None, :]
+                p_v = tv + i_b64 * s_tv_b + i_h64 * s_tv_h + o_t[:, None].to(tl.int64) * s_tv_s + o_j[None, :]
+                b_k = tl.load(p_k, mask=m_tj, other=0)
+                b_v = tl.load(p_v, mask=m_tj, other=0)
+                if F32:
+                    b_k = b_k.to(tl.float32)
+                    b_v = b_v.to(tl.float32)
+                b_s = tl.dot(b_q, tl.trans(b_k)) * scale
+                b_s = tl.where(m_t[None, :], b_s, float("-inf"))
+                b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
+
+    # Normalised partial output and its log-sum-exp (base 2); an empty split writes 0 and -inf.
+    m_nonempty = b_l > 0
+    b_ls = tl.where(m_nonempty, b_l, 1.0)
+    b_o = b_acc / b_ls[:, None]
+    b_lse = tl.where(m_nonempty, b_m + tl.log2(b_ls), float("-inf"))
+    p_o = o_part + ((i_bh64 * NS + i_s) * G + o_g[:, None]) * D + o_j[None, :]
+    tl.store(p_o, b_o, mask=m_g[:, None] & m_j[None, :])
+    tl.store(lse_part + (i_bh64 * NS + i_s) * G + o_g, b_lse, mask=m_g)
+
+
+@triton.jit(do_not_specialize=["NS"])
+def decode_attn_combine_kernel(
+    o_part,  # [B*H, NS, G, D] float32
+    lse_part,  # [B*H, NS, G] float32
+    o,  # [B, HQ, 1, D]
+    NS,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BD: tl.constexpr,
+    BNS: tl.constexpr,
+):
+    i_bhg = tl.program_id(0).to(tl.int64)  # = (b*H + h)*G + g = b*HQ + hq
+    i_bh, i_g = i_bhg // G, i_bhg % G
+    o_j = tl.arange(0, BD)
+    m_j = o_j < D
+    b_m = tl.full([1], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([1], dtype=tl.float32)
+    b_acc = tl.zeros([BD], dtype=tl.float32)
+    for s0 in range(0, NS, BNS):
+        o_s = s0 + tl.arange(0, BNS)
+        m_s = o_s < NS
+        b_lse = tl.load(lse_part + (i_bh * NS + o_s) * G + i_g, mask=m_s, other=float("-inf"))
+        b_mn = tl.maximum(b_m, tl.max(b_lse, axis=0))
+        b_safe = tl.where(b_mn == float("-inf"), 0.0, b_mn)
+        b_w = tl.exp2(b_lse - b_safe)
+        b_alpha = tl.exp2(b_m - b_safe)
+        p_o = o_part + ((i_bh * NS + o_s[:, None]) * G + i_g) * D + o_j[None, :]
+        b_o = tl.load(p_o, mask=m_s[:, None] & m_j[None, :], other=0)
+        b_acc = b_acc * b_alpha + tl.sum(b_w[:, None] * b_o, axis=0)
+        b_l = b_l * b_alpha + tl.sum(b_w, axis=0)
+        b_m = b_mn
+    tl.store(o + i_bhg * D + o_j, (b_acc / b_l).to(o.dtype.element_ty), mask=m_j)
+
+
+def _choose_chunk(tokens: int, parallel: int, device: torch.device, align: int, per_sm: int) -> int:
+    """Tokens per split: about ``per_sm`` programs per multiprocessor, at least one ``align`` tile."""
+    sms = num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
+        if device.type == "cuda" else 8
+    splits = max(1, min(triton.cdiv(tokens, align), triton.cdiv(per_sm * sms, max(parallel, 1))))
+    return triton.cdiv(triton.cdiv(tokens, splits), align) * align
+
+
+def decode_attn_triton(
+    query: torch.Tensor,
+    prefix: CompressedKV | None,
+    tail_keys: torch.Tensor | None,
+    tail_values: torch.Tensor | None,
+    scaling: float,
+    chunk: int | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """One-token decode attention over a compressed prefix and a dense tail (Triton, split-K).
+
+    Same contract as :func:`sparkv.kernels.decode_attn.reference.decode_attn_ref` with ``Q = 1`` (the new token
+    sees every tail token and each row's first ``prefix.lengths[b]`` prefix tokens).
+
+    Args:
+        query: ``[B, HQ, 1, D]`` fp16 / bf16 (fp32 too under ``TRITON_INTERPRET=1``).
+        prefix: :class:`CompressedKV` with :class:`DenseKeys` or :class:`SparKKeys` (recovery ``mean``,
+            ``mean_linear``, ``zero`` or ``constant``) keys, or None.
+        tail_keys, tail_values: ``[B, H, ST, D]`` dense (any strides with unit last stride), or None.
+        scaling: softmax scale.
+        chunk: prefix tokens per split (a multiple of 256 on GPU); default from the multiprocessor count
+            (``PROGRAMS_PER_SM``).
+        config: fixed launch parameters ``{BS, EXPAND, PF, num_warps, num_stages}`` instead of autotuning (tests,
+            benchmarks); ``EXPAND`` picks how SparK tiles are rebuilt (``EXPAND_*``; ``EXPAND_PTX`` needs a GPU),
+            ``PF`` how many tiles ahead the PTX path prefetches.
+
+    Returns:
+        ``[B, HQ, 1, D]`` in the query dtype.
+    """
+    if query.dim() != 4 or query.shape[2] != 1:
+        raise ValueError(f"query must be [B, HQ, 1, D], got {tuple(query.shape)}")
+    b, hq, _, d = query.shape
+    interp = interpreting()
+    allowed = (torch.float16, torch.bfloat16, torch.float32) if interp else (torch.float16, torch.bfloat16)
+    if query.dtype not in allowed:
+        raise ValueError(f"query dtype must be one of {allowed}, got {query.dtype}")
+    has_tail = tail_keys is not None and tail_keys.shape[-2] > 0
+    if prefix is None and not has_tail:
+        raise ValueError("attention needs a prefix or a tail")
+    ref = prefix.values if prefix is not None else tail_values
+    h = ref.shape[1]
+    if hq % h:
+        raise ValueError(f"query heads ({hq}) must be a multiple of KV heads ({h})")
+    g = hq // h
+    dev = query.device
+    q = query.contiguous()
+    bd = max(32, triton.next_power_of_2(d))
+    nw = num_words(d)
+    dummy = q
+
+    layout, rec, dk, const = LAYOUT_NONE, REC_ZERO, 1, 0.0
+    kd = kv = kb = sb = r = u = v = lens = dummy
+    s = 0
+    s_kd = s_v = (0, 0, 0)
+    if prefix is not None:
+        keys = prefix.keys
+        s = prefix.num_tokens
+        v = prefix.values
+        if v.stride(-1) != 1:
+            v = v.contiguous()
+        s_v = v.stride()[:3]
+        lens = prefix.lengths.to(device=dev, dtype=torch.int32)
+        if isinstance(keys, DenseKeys):
+            layout = LAYOUT_DENSE
+            kd = keys.keys if keys.keys.stride(-1) == 1 else keys.keys.contiguous()
+            s_kd = kd.stride()[:3]
+        elif isinstance(keys, SparKKeys):
+            if keys.recovery not in _RECOVERY_IDS:
+                raise ValueError(f"recovery {keys.recovery!r} is not supported by the Triton kernel; use 'torch'")
+            layout, rec, dk = LAYOUT_SPARK, _RECOVERY_IDS[keys.recovery], keys.kept
+            kv, kb = keys.kept_values.contiguous(), keys.kept_bits.contiguous()
+            if rec != REC_ZERO:
+                sb = keys.sign_bits.contiguous()
+            if rec == REC_MEAN:
+                r, u = keys.scale.contiguous(), keys.u.float().contiguous()
+            const = float(keys.constant)
+        else:
+            raise ValueError(f"key layout {type(keys).__name__} is not supported by the Triton kernel; use 'torch'")
+        if keys.head_dim != d:
+            raise ValueError(f"query head_dim {d} != key head_dim {keys.head_dim}")
+    st = tail_keys.shape[-2] if has_tail else 0
+    tk = tv = dummy
+    s_tk = s_tv = (0, 0, 0)
+    if has_tail:
+        tk = tail_keys if tail_keys.stride(-1) == 1 else tail_keys.contiguous()
+        tv = tail_values if tail_values.stride(-1) == 1 else tail_values.contiguous()
+        s_tk, s_tv = tk.stride()[:3], tv.stride()[:3]
+
+    if interp and config is not None and config.get("EXPAND", EXPAND_TILE) >= EXPAND_PTX:
+        raise ValueError("EXPAND_PTX needs a GPU; use EXPAND_TILE or EXPAND_GLOBAL under TRITON_INTERPRET=1")
+    if layout == LAYOUT_SPARK and kv.dtype != q.dtype:
+        raise ValueError(f"kept_values dtype {kv.dtype} must match the query dtype {q.dtype}")
+    align = 32 if interp else CHUNK_ALIGN
+    per_sm = PROGRAMS_PER_SM["spark" if layout == LAYOUT_SPARK else "dense"]
+    chunk_p = chunk or (_choose_chunk(s, b * h, dev, align, per_sm) if s > 0 else align)
+    chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
+    nsp = triton.cdiv(s, chunk_p) if s > 0 else 0
+    ns = nsp + (triton.cdiv(st, chunk_t) if st > 0 else 0)
+    o_part = torch.empty(b * h, ns, g, d, dtype=torch.float32, device=dev)
+    lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
+    kernel = decode_attn_fwd_kernel
+    launch = {}
+    if config is not None:
+        kernel = decode_attn_fwd_kernel.fn
+        launch = dict(config)
+        launch.setdefault("EXPAND", EXPAND_TILE if interp else EXPAND_PTX)
+        launch.setdefault("BS", 16 if interp else 64)
+        launch.setdefault("PF", 0 if interp else 1)
+    kernel[(ns, b * h)](
+        q, kd, kv, kb, sb, r, u, v, lens, tk, tv, o_part, lse_part,
+        float(scaling) * LOG2E, const,
+        s, st, chunk_p, chunk_t, nsp, ns, max(b * h * (s + st), 1).bit_length() // 2,
+        *s_kd, *s_v, *s_tk, *s_tv,
+        H=h, G=g, BG=max(16, triton.next_power_of_2(g)), D=d, BD=bd, NW=nw, NWP=triton.next_power_of_2(nw),
+        DK=dk, BDK=triton.next_power_of_2(dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
+        USE_POPC=not interp, F32=interp or query.dtype == torch.float32, **launch,
+    )
+    out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=dev)
+    decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d, BD=bd, BNS=16 if interp else 32)
+    return out
+
+
+__all__ = ["decode_attn_triton", "decode_attn_fwd_kernel", "decode_attn_combine_kernel"]

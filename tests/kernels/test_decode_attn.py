@@ -1,0 +1,182 @@
+"""``decode_attn_triton`` vs ``decode_attn_ref`` (fp32), plus the core chain on the Triton path:
+attention over packed keys == attention over the materialised K̂, and == dense attention at λ = 0.
+
+CPU: Triton interpreter, small shapes. GPU (``gpu`` marker): full shapes, bf16 / fp16, every expansion mode.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparkv.cache.layout import CompressedKV, DenseKeys
+from sparkv.config import kept_channels
+from sparkv.kernels.decode_attn import decode_attn
+from sparkv.kernels.decode_attn.fused import EXPAND_GLOBAL, EXPAND_TILE, FWD_CONFIGS, OTHER_CONFIGS, decode_attn_triton
+from sparkv.kernels.decode_attn.reference import decode_attn_ref
+from sparkv.kernels.recover.reference import recover_ref
+from sparkv.kernels.select_pack.reference import select_pack_ref
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+RTOL = {torch.bfloat16: 1e-2, torch.float16: 1e-2, torch.float32: 1e-5}
+CPU_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert not torch.isnan(out).any(), "output holds NaN (unwritten or poisoned values)"
+    return ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+def make_case(b, h, g, s, st, d, dk, dtype, recovery="mean", lengths=None, seed=0):
+    """Random query, compressed prefix (``dk=None``: DenseKeys; ``s=0``: no prefix) and dense tail."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype).to(DEVICE)
+
+    query = rnd(b, h * g, 1, d)
+    prefix = None
+    if s > 0:
+        keys, values = rnd(b, h, s, d), rnd(b, h, s, d)
+        if lengths is None:
+            lengths = [s] + [max(1, (s * (i + 1)) // (b + 1)) for i in range(b - 1)]
+        lens = torch.tensor(lengths, dtype=torch.int32, device=DEVICE)
+        if dk is None:
+            layout = DenseKeys(keys)
+        else:
+            stat = (torch.rand(b, h, d, generator=gen) + 0.05).to(DEVICE)
+            layout = select_pack_ref(keys, stat, dk, "code", recovery, recovery_constant=0.3)
+        prefix = CompressedKV(layout, values, lens)
+    tail_k = rnd(b, h, st, d) if st else None
+    tail_v = rnd(b, h, st, d) if st else None
+    return query, prefix, tail_k, tail_v
+
+
+def reference(query, prefix, tail_k, tail_v, scaling):
+    return decode_attn_ref(query.float(), prefix, tail_k, tail_v, scaling)
+
+
+def run_and_check(query, prefix, tail_k, tail_v, rtol, **kw):
+    d = query.shape[-1]
+    out = decode_attn_triton(query, prefix, tail_k, tail_v, d ** -0.5, **kw)
+    assert out.shape == query.shape and out.dtype == query.dtype
+    err = rel_err(out, reference(query, prefix, tail_k, tail_v, d ** -0.5))
+    assert err < rtol, f"relative error {err:.2e} >= {rtol:.0e}"
+    return out
+
+
+# --- CPU tier (interpreter) ---------------------------------------------------------------------------------
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("recovery", ["mean", "mean_linear", "zero", "constant"])
+def test_decode_recoveries(recovery, poison_empty):
+    case = make_case(2, 2, 3, 63, 5, 64, 13, torch.float32, recovery)
+    run_and_check(*case, RTOL[torch.float32])
+
+
+SHAPES = [
+    # (B, H, G, S, ST, D, DK)
+    (1, 1, 1, 1, 0, 64, 13),
+    (2, 2, 3, 63, 4, 64, 32),
+    (2, 1, 8, 200, 0, 128, 26),
+    (1, 2, 1, 63, 17, 128, 64),
+    (2, 1, 3, 63, 1, 256, 128),
+    (1, 1, 2, 40, 3, 100, 50),  # head_dim that is no power of two
+]
+
+
+@pytest.mark.parametrize("b,h,g,s,st,d,dk", SHAPES, ids=[f"B{b}-H{h}-G{g}-S{s}-T{st}-D{d}-DK{dk}" for b, h, g, s, st, d, dk in SHAPES])
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=["bf16", "fp16", "fp32"])
+def test_decode_shapes(b, h, g, s, st, d, dk, dtype, poison_empty):
+    run_and_check(*make_case(b, h, g, s, st, d, dk, dtype, seed=s + d), RTOL[dtype])
+
+
+@pytest.mark.parametrize("expand", [EXPAND_TILE, EXPAND_GLOBAL])
+def test_decode_expand_modes_cpu(expand, poison_empty):
+    case = make_case(2, 2, 3, 70, 2, 128, 26, torch.float32)
+    run_and_check(*case, RTOL[torch.float32], config={"EXPAND": expand, "BS": 32})
+
+
+@pytest.mark.interpret
+def test_decode_dense_prefix_and_tail_only(poison_empty):
+    run_and_check(*make_case(2, 2, 4, 70, 3, 128, None, torch.bfloat16), RTOL[torch.bfloat16])
+    run_and_check(*make_case(2, 2, 4, 0, 20, 64, None, torch.float16), RTOL[torch.float16])
+
+
+def test_decode_split_boundaries_and_empty_rows(poison_empty):
+    # Several splits (chunk 32 under the interpreter), a row whose length ends mid-tile, a row with one token.
+    case = make_case(3, 1, 2, 130, 0, 64, 13, torch.float32, lengths=[130, 33, 1])
+    run_and_check(*case, RTOL[torch.float32])
+    run_and_check(*case, RTOL[torch.float32], chunk=64)
+
+
+def test_decode_chain_packed_equals_materialised(poison_empty):
+    """Attention over packed keys == attention over the materialised K̂ == (λ = 0) dense attention."""
+    query, prefix, tail_k, tail_v = make_case(2, 2, 3, 63, 3, 64, 13, torch.float32)
+    packed = decode_attn_triton(query, prefix, tail_k, tail_v, 0.125)
+    dense_hat = CompressedKV(DenseKeys(recover_ref(prefix.keys)), prefix.values, prefix.lengths)
+    materialised = decode_attn_triton(query, dense_hat, tail_k, tail_v, 0.125)
+    assert rel_err(packed, materialised) < 1e-5
+
+    query, prefix, tail_k, tail_v = make_case(2, 2, 3, 63, 3, 64, None, torch.float32)
+    stat = torch.rand(2, 2, 64, device=DEVICE) + 0.1
+    full = CompressedKV(select_pack_ref(prefix.keys.keys, stat, 64), prefix.values, prefix.lengths)
+    assert rel_err(decode_attn_triton(query, full, tail_k, tail_v, 0.125),
+                   decode_attn_triton(query, prefix, tail_k, tail_v, 0.125)) < 1e-5
+
+
+def test_decode_dispatch_and_errors():
+    query, prefix, tail_k, tail_v = make_case(1, 1, 2, 10, 2, 64, 13, torch.bfloat16)
+    out = decode_attn(query, prefix, tail_k, tail_v, 0.125, backend="triton")
+    assert rel_err(out, reference(query, prefix, tail_k, tail_v, 0.125)) < 1e-2
+    with pytest.raises(ValueError, match="Q = 1|\\[B, HQ, 1, D\\]"):
+        decode_attn_triton(query.expand(-1, -1, 2, -1), prefix, tail_k, tail_v, 0.125)
+    with pytest.raises(ValueError, match="prefix or a tail"):
+        decode_attn_triton(query, None, None, None, 0.125)
+
+
+# --- GPU tier -------------------------------------------------------------------------------------------------
+
+GPU_SHAPES = [
+    # (B, H, G, S, ST, D, λ)
+    (2, 8, 4, 16384, 37, 128, 0.5),
+    (2, 8, 4, 16384, 37, 128, 0.8),
+    (1, 8, 4, 65536, 0, 128, 0.8),
+    (3, 3, 3, 8192, 5, 64, 0.5),
+    (3, 3, 3, 8192, 5, 64, 0.8),
+    (2, 4, 2, 4096, 9, 256, 0.5),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b,h,g,s,st,d,lam", GPU_SHAPES, ids=[f"B{b}-H{h}-G{g}-S{s}-T{st}-D{d}-L{lam}" for b, h, g, s, st, d, lam in GPU_SHAPES])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_decode_gpu_full(b, h, g, s, st, d, lam, dtype, poison_empty):
+    case = make_case(b, h, g, s, st, d, kept_channels(d, lam), dtype, seed=d)
+    run_and_check(*case, 1e-2)
+
+
+GPU_CONFIGS = FWD_CONFIGS + OTHER_CONFIGS
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"BS{c.kwargs['BS']}-E{c.kwargs['EXPAND']}-W{c.num_warps}-S{c.num_stages}")
+@pytest.mark.parametrize("recovery", ["mean", "mean_linear", "zero", "constant"])
+def test_decode_gpu_configs(config, recovery, poison_empty):
+    """Every autotune candidate (block sizes, expansion modes) on every recovery path."""
+    case = make_case(2, 8, 4, 8192, 3, 128, 26, torch.bfloat16, recovery, lengths=[8192, 5000])
+    launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+    run_and_check(*case, 1e-2, config=launch)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_decode_gpu_dense_and_chain(dtype, poison_empty):
+    query, prefix, tail_k, tail_v = make_case(2, 8, 4, 16384, 7, 128, None, dtype)
+    run_and_check(query, prefix, tail_k, tail_v, 1e-2)
+    stat = torch.rand(2, 8, 128, device=DEVICE) + 0.1
+    packed = CompressedKV(select_pack_ref(prefix.keys.keys, stat, 26), prefix.values, prefix.lengths)
+    dense_hat = CompressedKV(DenseKeys(recover_ref(packed.keys).to(dtype)), prefix.values, prefix.lengths)
+    a = decode_attn_triton(query, packed, tail_k, tail_v, 128 ** -0.5)
+    b_ = decode_attn_triton(query, dense_hat, tail_k, tail_v, 128 ** -0.5)
+    assert rel_err(a, b_) < 1e-2
