@@ -1,0 +1,119 @@
+"""End to end on the GPU: KV bytes, peak memory and decode-step time of ``model.generate`` under each press.
+
+A randomly initialised model with Llama-3.1-8B's attention layout (32 query / 8 KV heads, D = 128, hidden 4096,
+intermediate 14336) costs exactly what the trained one costs; ``--layers`` trims the depth to fit the lease (KV
+bytes scale linearly with it). The full press at λ = 0 is checked token for token against plain transformers
+generation (DynamicCache, sdpa) before anything is timed.
+
+    PYTHONPATH=. python benchmarks/generate.py --context 32768 --batch 4 --layers 8 --new-tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from benchmarks.common import RESULTS, environment
+
+PRESSES = ["full", "spark@0.5", "spark@0.8", "snapkv+spark@0.8"]
+
+
+def build_model(layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=4096, num_hidden_layers=layers, num_attention_heads=32, num_key_value_heads=8,
+                         intermediate_size=14336, vocab_size=128256, rope_theta=500000.0,
+                         max_position_embeddings=131072, attn_implementation="sdpa")
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    return model
+
+
+def timed_generate(model, ids, mask, new_tokens: int, press=None):
+    """One prefill + ``new_tokens`` greedy steps; returns (tokens, prefill s, mean decode-step ms, cache)."""
+    import sparkv
+
+    kwargs = dict(attention_mask=mask, do_sample=False, pad_token_id=0, eos_token_id=None)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    cache = None
+    if press is None:
+        t0 = time.perf_counter()
+        model.generate(ids, max_new_tokens=1, **kwargs)
+        torch.cuda.synchronize()
+        prefill = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=new_tokens, **kwargs)
+    else:
+        p = sparkv.Press(press)
+        with p(model):
+            t0 = time.perf_counter()
+            model.generate(ids, max_new_tokens=1, **kwargs)
+            torch.cuda.synchronize()
+            prefill = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=new_tokens, **kwargs)
+            cache = p.last_cache
+    torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    step_ms = 1e3 * max(total - prefill, 0.0) / max(new_tokens - 1, 1)
+    return out[:, ids.shape[1]:], prefill, step_ms, cache
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--context", type=int, default=32768)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--budget", type=int, default=2048)
+    ap.add_argument("--out", default=str(RESULTS / "generate_h200.json"))
+    args = ap.parse_args()
+
+    import sparkv
+    from sparkv.memory import memory_report
+
+    torch.manual_seed(0)
+    model = build_model(args.layers)
+    ids = torch.randint(1, 128000, (args.batch, args.context), device="cuda")
+    mask = torch.ones_like(ids)
+
+    plain, plain_prefill, plain_step, _ = timed_generate(model, ids, mask, args.new_tokens)
+    plain_peak = torch.cuda.max_memory_allocated()
+    rows = [{"press": "plain DynamicCache", "prefill_s": plain_prefill, "decode_step_ms": plain_step,
+             "peak_gpu_bytes": plain_peak}]
+    for spec in PRESSES:
+        name, _, ratio = spec.partition("@")
+        press = sparkv.parse_press(name, key_ratio=float(ratio or 0.0), budget=args.budget)
+        tokens, prefill, step, cache = timed_generate(model, ids, mask, args.new_tokens, press)
+        report = memory_report(cache)
+        row = {"press": spec, "prefill_s": prefill, "decode_step_ms": step,
+               "peak_gpu_bytes": torch.cuda.max_memory_allocated(), **report.to_dict()}
+        if spec == "full":
+            row["tokens_equal_plain"] = bool(torch.equal(tokens, plain))
+            if not row["tokens_equal_plain"]:
+                raise SystemExit("full press diverged from plain generation: no timing counts")
+        rows.append(row)
+
+    result = {**environment(), "args": vars(args), "rows": rows}
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nLlama-3.1-8B attention layout, {args.layers} layers, context {args.context}, batch {args.batch}, bf16, "
+          f"{args.new_tokens} new tokens, budget {args.budget}")
+    print("| press | KV exact | KV allocated | KV nominal | exact / dense | peak GPU | prefill s | decode ms/step |")
+    print("|---|---|---|---|---|---|---|---|")
+    gib = 2**30
+    for r in rows:
+        exact = r.get("compressed_kv_bytes")
+        dense = r.get("dense_kv_bytes")
+        fmt = lambda n: f"{n / gib:.2f} GiB" if n is not None else "-"  # noqa: E731
+        share = f"{100 * exact / dense:.1f}%" if exact and dense else "-"
+        print(f"| {r['press']} | {fmt(exact)} | {fmt(r.get('allocated_kv_bytes'))} | {fmt(r.get('nominal_kv_bytes'))} "
+              f"| {share} | {fmt(r['peak_gpu_bytes'])} | {r['prefill_s']:.2f} | {r['decode_step_ms']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
