@@ -13,6 +13,7 @@ model (near-uniform logits) its greedy tokens may legitimately diverge from the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -41,24 +42,15 @@ def timed_generate(model, ids, mask, new_tokens: int, press=None):
     kwargs = dict(attention_mask=mask, do_sample=False, pad_token_id=0, eos_token_id=None)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    cache = None
-    if press is None:
+    p = sparkv.Press(press) if press is not None else None
+    with p(model) if p is not None else contextlib.nullcontext():
         t0 = time.perf_counter()
         model.generate(ids, max_new_tokens=1, **kwargs)
         torch.cuda.synchronize()
         prefill = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = model.generate(ids, max_new_tokens=new_tokens, **kwargs)
-    else:
-        p = sparkv.Press(press)
-        with p(model):
-            t0 = time.perf_counter()
-            model.generate(ids, max_new_tokens=1, **kwargs)
-            torch.cuda.synchronize()
-            prefill = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            out = model.generate(ids, max_new_tokens=new_tokens, **kwargs)
-            cache = p.last_cache
+    cache = p.last_cache if p is not None else None
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
     step_ms = 1e3 * max(total - prefill, 0.0) / max(new_tokens - 1, 1)

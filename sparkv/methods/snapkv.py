@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sparkv.methods.shapes import check_window_and_keys
+
 from sparkv.methods.eviction import (
     TokenSelection,
     _check_budget_or_ratio,
@@ -32,19 +34,7 @@ _CHUNK_BYTES = 256 * 2**20
 
 
 def _check_qk(window_queries: torch.Tensor, keys: torch.Tensor) -> tuple[int, int, int, int, int, int]:
-    if window_queries.dim() != 4:
-        raise ValueError(f"window_queries must be [B, HQ, W, D], got shape {tuple(window_queries.shape)}")
-    if keys.dim() != 4:
-        raise ValueError(f"keys must be [B, H, S, D], got shape {tuple(keys.shape)}")
-    B, HQ, W, D = window_queries.shape
-    Bk, H, S, Dk = keys.shape
-    if Bk != B or Dk != D:
-        raise ValueError(
-            f"window_queries [B, HQ, W, D] = {tuple(window_queries.shape)} and keys [B, H, S, D] = "
-            f"{tuple(keys.shape)} must agree on B and D"
-        )
-    if H < 1 or HQ % H != 0:
-        raise ValueError(f"the number of query heads HQ ({HQ}) must be a positive multiple of the KV heads H ({H})")
+    B, HQ, W, D, H, S = check_window_and_keys(window_queries, keys)
     if S < 1:
         raise ValueError("keys must hold at least one token (S >= 1)")
     return B, HQ, W, D, H, S

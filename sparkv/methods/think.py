@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from sparkv.methods.eviction import _check_int, _check_valid_mask
+from sparkv.methods.shapes import check_window_and_keys
 
 __all__ = ["think_channel_scores", "think_select_channels"]
 
@@ -62,19 +63,7 @@ def think_channel_scores(
     Tensor ``[B, H, D]`` float32
         Non-negative scores; a row without valid tokens (or queries) scores 0.
     """
-    if window_queries.dim() != 4:
-        raise ValueError(f"window_queries must be [B, HQ, W, D], got shape {tuple(window_queries.shape)}")
-    if keys.dim() != 4:
-        raise ValueError(f"keys must be [B, H, S, D], got shape {tuple(keys.shape)}")
-    B, HQ, Wq, D = window_queries.shape
-    Bk, H, S, Dk = keys.shape
-    if Bk != B or Dk != D:
-        raise ValueError(
-            f"window_queries [B, HQ, W, D] = {tuple(window_queries.shape)} and keys [B, H, S, D] = "
-            f"{tuple(keys.shape)} must agree on B and D"
-        )
-    if H < 1 or HQ % H != 0:
-        raise ValueError(f"the number of query heads HQ ({HQ}) must be a positive multiple of the KV heads H ({H})")
+    B, HQ, Wq, D, H, S = check_window_and_keys(window_queries, keys)
     if valid_mask is not None and lengths is not None:
         raise ValueError("give at most one of valid_mask and lengths")
     if window is not None:
