@@ -89,8 +89,12 @@ def generate(
     if not context.strip():
         raise typer.BadParameter(f"--context-file {context_file} is empty")
     lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
-    result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
-                             chat_template=chat_template)
+    try:
+        result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
+                                 chat_template=chat_template)
+    except ValueError as err:  # short context, unsupported model or option: say so without a traceback
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
     channels = press_cfg.channels
     record = {
         "answer": result.answer,

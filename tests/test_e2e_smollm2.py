@@ -70,3 +70,16 @@ def test_cli_generate_json(tmp_path, smollm2):
     assert record["press"] == "snapkv+spark" and record["key_ratio"] == 0.8 and record["budget"] == 128
     assert record["compressed_kv_bytes"] == record["allocated_kv_bytes"]
     assert record["compressed_kv_bytes"] < record["dense_kv_bytes"]
+
+
+def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("Too short.")
+    result = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "Why?", "--press", "spark",
+                                      "--no-chat-template", "--dtype", "float32", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "window" in result.output and "Traceback" not in result.output
