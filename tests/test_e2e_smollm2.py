@@ -83,3 +83,26 @@ def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):
                                       "--no-chat-template", "--dtype", "float32", "--device", "cpu"])
     assert result.exit_code == 2
     assert "window" in result.output and "Traceback" not in result.output
+
+
+def test_cli_demo_and_memory_tables(smollm2):
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    runner = CliRunner()
+    demo = runner.invoke(app, ["demo", "--context-tokens", "600", "--max-new-tokens", "12", "--budget", "256",
+                               "--dtype", "float32", "--device", "cpu"])
+    assert demo.exit_code == 0, demo.output
+    for press in ("full", "snapkv", "snapkv+spark", "spark"):
+        assert press in demo.output
+    memory = runner.invoke(app, ["memory", "--context-tokens", "600", "--key-ratios", "0.5,0.8", "--budget", "256",
+                                 "--dtype", "bfloat16", "--device", "cpu", "--json"])
+    assert memory.exit_code == 0, memory.output
+    rows = {r["press"]: r for r in json.loads(memory.stdout.strip().splitlines()[-1])}
+    assert set(rows) == {"full", "snapkv", "spark λ=0.5", "snapkv+spark λ=0.5", "spark λ=0.8", "snapkv+spark λ=0.8"}
+    for r in rows.values():
+        assert r["compressed_kv_bytes"] == r["allocated_kv_bytes"]
+    exact = {k: r["compressed_kv_bytes"] for k, r in rows.items()}
+    assert exact["spark λ=0.8"] < exact["spark λ=0.5"] < exact["full"]
+    assert exact["snapkv+spark λ=0.8"] < exact["snapkv+spark λ=0.5"] < exact["snapkv"] < exact["full"]
