@@ -135,7 +135,8 @@ def sparkv_attention_forward(module, query, key, value, attention_mask, dropout:
     from sparkv.kernels.decode_attn import decode_attn
 
     tail_keys, tail_values = layer.tail()
-    if _is_plain_dense(layer.prefix, query) and resolve_backend(layer.press.backend, query.device) == "torch":
+    # Backend first: the dense check reads lengths, a host sync that a CUDA decode step must not pay.
+    if resolve_backend(layer.press.backend, query.device) == "torch" and _is_plain_dense(layer.prefix, query):
         # Nothing pruned, no padding, one new token: the very computation a plain DynamicCache does, so full and
         # λ = 0 presses reproduce the dense model bit for bit on the PyTorch path.
         keys = layer.prefix.keys.keys if tail_keys is None else torch.cat([layer.prefix.keys.keys, tail_keys], 2)
