@@ -105,7 +105,6 @@ class PressedLayer(CacheLayerMixin):
         self.tail_chunk = tail_chunk
         self.record_window = record_window
         self.config = config  # the text config whose _attn_implementation must be "sparkv"
-        self.handle = AttentionHandle(self)
         self._clear()
 
     # --- state ------------------------------------------------------------------------------------------------
@@ -167,7 +166,10 @@ class PressedLayer(CacheLayerMixin):
             self.pending = True
         else:
             self._append_tail(key_states, value_states)
-        return self.handle, self.handle
+        # A fresh handle per call: a handle stored on the layer would make a reference cycle, and a cache caught in
+        # a cycle keeps its GPU memory until Python's cyclic GC happens to run.
+        handle = AttentionHandle(self)
+        return handle, handle
 
     def get_seq_length(self) -> int:
         """Logical length: prompt positions (padding included) plus tail tokens, whatever was evicted."""

@@ -71,7 +71,7 @@ def test_tail_grows_by_chunks_and_keeps_logical_length():
         k, v = kv(S=1, seed=100 + step)
         written_k.append(k)
         written_v.append(v)
-        assert layer.update(k, v)[0] is layer.handle
+        assert layer.update(k, v)[0].layer is layer
         assert layer.get_seq_length() == 20 + step + 1
         assert layer.tail_keys.shape[-2] == 4 * ((step + 1 + 3) // 4)  # capacity: whole chunks
     tk, tv = layer.tail()
