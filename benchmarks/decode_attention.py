@@ -34,7 +34,7 @@ from common import DEVICE, RESULTS, bench_us, environment, fmt_ctx, markdown_tab
 
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
-from sparkv.kernels.decode_attn.fused import FWD_CONFIGS, decode_attn_fwd_kernel, decode_attn_triton  # noqa: E402
+from sparkv.kernels.decode_attn.fused import DENSE_CONFIGS, SPARK_CONFIGS, decode_attn_fwd_kernel, decode_attn_triton  # noqa: E402
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
 
@@ -142,16 +142,14 @@ def explore(args) -> list[dict]:
             nbytes = prefix.nbytes() + q.nbytes
             if DEVICE == "cpu":
                 configs = [triton.Config({"BS": 16, "EXPAND": 0}, num_warps=4, num_stages=1)]
-            elif lam > 0:
-                configs = FWD_CONFIGS
             else:
-                configs =  [c for c in FWD_CONFIGS if c.kwargs["EXPAND"] == FWD_CONFIGS[0].kwargs["EXPAND"]]
+                configs = SPARK_CONFIGS if lam > 0 else DENSE_CONFIGS
             for per_sm in (2, 4, 8):
                 align = 256 if DEVICE == "cuda" else 32
                 splits = max(1, min(s // align, math.ceil(per_sm * sms / (b * 8))))
                 chunk = math.ceil(s / splits / align) * align
                 for c in configs if per_sm == 4 else configs[:3]:
-                    cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+                    cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, maxnreg=c.maxnreg)
                     try:
                         out = decode_attn_triton(q, prefix, None, None, 128 ** -0.5, chunk=chunk, config=cfg)
                         err = rel_err(out, ref)
@@ -164,7 +162,7 @@ def explore(args) -> list[dict]:
                                tbps=nbytes / us / 1e6, rel_err=err)
                     rows.append(row)
                     print(f"{fmt_ctx(s):>5} b{b} λ={lam:<3} per_sm={per_sm} chunk={chunk:<6} BS={cfg['BS']:<3} "
-                          f"E={cfg['EXPAND']} pf={cfg.get('PF')} w={cfg['num_warps']} st={cfg['num_stages']}  {us:8.1f} µs "
+                          f"E={cfg['EXPAND']} pf={cfg.get('PF')} r={cfg.get('maxnreg')} w={cfg['num_warps']} st={cfg['num_stages']}  {us:8.1f} µs "
                           f"{row['tbps']:.2f} TB/s  err {err:.1e}", flush=True)
             del prefix
         del q, k, v

@@ -41,6 +41,11 @@ if interpreting():
     _fix_interpreter_index()
 
 
+def autotune_disabled() -> bool:
+    """``SPARKV_AUTOTUNE=0``: take the first candidate instead of searching (quick GPU test runs)."""
+    return os.environ.get("SPARKV_AUTOTUNE") == "0"
+
+
 def autotune(configs: list[triton.Config], key: list[str], interpret_config: triton.Config | None = None, **kwargs):
     """:func:`triton.autotune` over ``configs``, or over ``[interpret_config or configs[0]]`` in the interpreter.
 
@@ -52,8 +57,8 @@ def autotune(configs: list[triton.Config], key: list[str], interpret_config: tri
     """
     if interpreting():
         configs = [interpret_config if interpret_config is not None else configs[0]]
-    elif os.environ.get("SPARKV_AUTOTUNE") == "0":
-        configs = configs[:1]
+    elif autotune_disabled() and "prune_configs_by" not in kwargs:
+        configs = configs[:1]  # (a prune function handles SPARKV_AUTOTUNE=0 itself)
     return triton.autotune(configs=configs, key=key, **kwargs)
 
 

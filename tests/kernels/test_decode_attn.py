@@ -12,7 +12,7 @@ import torch
 from sparkv.cache.layout import CompressedKV, DenseKeys
 from sparkv.config import kept_channels
 from sparkv.kernels.decode_attn import decode_attn
-from sparkv.kernels.decode_attn.fused import EXPAND_GLOBAL, EXPAND_TILE, FWD_CONFIGS, OTHER_CONFIGS, decode_attn_triton
+from sparkv.kernels.decode_attn.fused import EXPAND_GLOBAL, EXPAND_TILE, OTHER_CONFIGS, SPARK_CONFIGS, decode_attn_triton
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
 from sparkv.kernels.recover.reference import recover_ref
 from sparkv.kernels.select_pack.reference import select_pack_ref
@@ -156,16 +156,16 @@ def test_decode_gpu_full(b, h, g, s, st, d, lam, dtype, poison_empty):
     run_and_check(*case, 1e-2)
 
 
-GPU_CONFIGS = FWD_CONFIGS + OTHER_CONFIGS
+GPU_CONFIGS = SPARK_CONFIGS + OTHER_CONFIGS
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"BS{c.kwargs['BS']}-E{c.kwargs['EXPAND']}-W{c.num_warps}-S{c.num_stages}")
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"BS{c.kwargs['BS']}-E{c.kwargs['EXPAND']}-W{c.num_warps}-S{c.num_stages}-PF{c.kwargs['PF']}-R{c.maxnreg}")
 @pytest.mark.parametrize("recovery", ["mean", "mean_linear", "zero", "constant"])
 def test_decode_gpu_configs(config, recovery, poison_empty):
     """Every autotune candidate (block sizes, expansion modes) on every recovery path."""
     case = make_case(2, 8, 4, 8192, 3, 128, 26, torch.bfloat16, recovery, lengths=[8192, 5000])
-    launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+    launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=config.maxnreg)
     run_and_check(*case, 1e-2, config=launch)
 
 

@@ -12,19 +12,26 @@ SparK tiles (no dense key is ever written to memory). For a tile of ``BS`` token
     kept    its bit in ``kept_bits``;  rank = kept bits below ``j`` (exclusive cumsum of the per-word popcounts
             + a masked popcount);
     K_kept  ``kept_values[t, rank]`` where kept, else 0. ``EXPAND`` picks how:
-            ``EXPAND_PTX`` (GPU default): a ``[BS, NWP, 32]`` tile built by inline PTX, two channels per asm
-            (``_expand_asm``); the gathers are prefetched ``PF`` tiles ahead (``prefetch.global.L1``);
-            ``EXPAND_GLOBAL``: the same in Triton, gathering from global memory;
+            ``EXPAND_PTX`` (GPU): inline PTX, two channels per asm (``_expand_asm``: popc, mad.wide, predicated
+            ``ld.global.nc.b16``) over a ``[32, BS, NWP]`` (bit, token, word) tile. For that shape Triton puts the
+            lanes of a warp on the channels of ONE token, so a warp-wide gather reads one token's kept values (one
+            or two 128-byte lines); the channel order of the tile is therefore ``bit·NWP + word``, and q, q ⊙ u
+            and the sign tile use the same order (a dot does not care). The bitmap words are loaded as
+            ``[BS, NWP]`` tiles, which Triton software-pipelines through shared memory (num_stages > 1), and
+            broadcast from there; the kept values are prefetched to L1 ``PF`` tiles ahead;
+            ``EXPAND_PTX_TOKENS`` (GPU): the same asm over a ``[BS, NWP, 32]`` tile, whose lanes span 8-16 tokens
+            (more L1 wavefronts per gather); kept as an autotune candidate because it wins at D = 64;
+            ``EXPAND_GLOBAL``: plain Triton, gathering from global memory;
             ``EXPAND_TILE`` (interpreter): ``tl.gather`` from a ``[BS, BDK]`` tile loaded contiguously;
     scores  ``q · K_keptᵀ`` (model dtype operands, fp32 accumulate)
             + ``r_t · ((q ⊙ u) · Sgnᵀ)`` with ``Sgn = ±1`` on pruned channels, 0 on kept ones (bf16 operands: ±1 is
             exact, and bf16 keeps ``q ⊙ u`` in range for fp16 models), which is spec §3's
             ``Σ_kept q_j K[t, j] + r_t·Σ_pruned sign[t, j]·(q ⊙ u)_j``; ``constant``: ``r_t = c``, ``u = 1``;
             ``zero``: no second term.
-Dense tiles (DenseKeys prefix — the λ = 0 control — and the tail) take ``q · Kᵀ`` directly.
+Dense tiles (DenseKeys prefix — the λ = 0 control — and the tail) take ``q · Kᵀ`` directly (``_dense_tiles``).
 
 Performance (H200, BENCHMARKS.md): dense tiles run at SDPA speed (~4.1-4.4 TB/s at 32K·b8 / 128K·b8); SparK tiles
-are bound by the L1/TEX pipe (ncu: 84 %): each warp-wide 2-byte gather touches ~8-16 token rows. See BENCHMARKS.md.
+reach ~2 TB/s (0.54-0.67x of SDPA at D = 128): bound by the tile rebuild, not by bytes. See BENCHMARKS.md.
 
 Casts: loads stay in the model dtype for the dots; scores, softmax statistics and the accumulator are fp32;
 the output is cast to the query dtype by the combine kernel. Under ``TRITON_INTERPRET=1`` every tile is cast to
@@ -39,7 +46,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
-from sparkv.kernels.autotune import autotune, interpreting, num_sms
+from sparkv.kernels.autotune import autotune, autotune_disabled, interpreting, num_sms
 
 LOG2E = 1.4426950408889634
 LAYOUT_NONE, LAYOUT_DENSE, LAYOUT_SPARK = 0, 1, 2
@@ -93,7 +100,7 @@ def _expand_asm(with_sign: bool) -> str:
 ASM_KEPT_SIGN = tl.constexpr(_expand_asm(True))
 ASM_KEPT = tl.constexpr(_expand_asm(False))
 # How a SparK tile is rebuilt (module docstring).
-EXPAND_TILE, EXPAND_GLOBAL, EXPAND_PTX = 0, 1, 2
+EXPAND_TILE, EXPAND_GLOBAL, EXPAND_PTX, EXPAND_PTX_TOKENS = 0, 1, 2, 3
 
 
 @triton.jit
@@ -119,21 +126,33 @@ def _absorb(b_s, b_v, b_m, b_l, b_acc):
     return b_mn, b_l, b_acc
 
 
-def _config(bs: int, warps: int, stages: int, expand: int, pf: int = 1) -> triton.Config:
-    return triton.Config({"BS": bs, "EXPAND": expand, "PF": pf}, num_warps=warps, num_stages=stages)
+def _config(bs: int, warps: int, stages: int, expand: int, pf: int = 1, maxnreg: int | None = None) -> triton.Config:
+    return triton.Config({"BS": bs, "EXPAND": expand, "PF": pf}, num_warps=warps, num_stages=stages, maxnreg=maxnreg)
 
 
-# GPU candidates. EXPAND / PF only matter for SparK tiles; for other layouts the duplicates are pruned.
-FWD_CONFIGS = [
+# GPU candidates for dense tiles (DenseKeys prefix, tail only): EXPAND / PF are unused there.
+DENSE_CONFIGS = [
     _config(64, 4, 2, EXPAND_PTX),
     _config(32, 4, 3, EXPAND_PTX),
-    _config(32, 4, 3, EXPAND_PTX, pf=2),
-    _config(32, 2, 3, EXPAND_PTX),
     _config(64, 4, 3, EXPAND_PTX),
     _config(64, 8, 2, EXPAND_PTX),
     _config(128, 8, 2, EXPAND_PTX),
 ]
-# Global gather: slower on the H200, kept as the simple GPU alternative (and tested there).
+# GPU candidates for SparK tiles (`benchmarks/decode_attention.py --explore` on the H200). EXPAND_PTX: 32-token
+# tiles, 4 warps, 3 stages lead (16-token tiles run at half speed; 8 warps lose; a register cap of 128 is +-3 %);
+# it is the faster layout at D = 128. EXPAND_PTX_TOKENS (the session-1 layout) stays a candidate: it was faster
+# at D = 64.
+SPARK_CONFIGS = [
+    _config(32, 4, 3, EXPAND_PTX, pf=1, maxnreg=128),
+    _config(32, 4, 3, EXPAND_PTX, pf=1),
+    _config(32, 4, 3, EXPAND_PTX, pf=2, maxnreg=128),
+    _config(64, 8, 3, EXPAND_PTX, pf=1, maxnreg=128),
+    _config(64, 4, 2, EXPAND_PTX_TOKENS, pf=1),
+    _config(32, 4, 3, EXPAND_PTX_TOKENS, pf=1),
+    _config(64, 4, 3, EXPAND_PTX_TOKENS, pf=1),
+]
+FWD_CONFIGS = DENSE_CONFIGS + SPARK_CONFIGS
+# Global gather in plain Triton: slower on the H200, kept as the simple GPU alternative (and tested there).
 OTHER_CONFIGS = [_config(64, 4, 2, EXPAND_GLOBAL)]
 # EXPAND_TILE is the interpreter's mode only: on sm_90 triton 3.6 fails an assertion in OptimizeThreadLocality
 # for some tile-gather shapes (e.g. D = 64 with 8 warps), and it was the slowest mode where it compiled.
@@ -141,10 +160,42 @@ INTERPRET_CONFIG = _config(16, 4, 1, EXPAND_TILE, pf=0)
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    if named_args.get("LAYOUT", kwargs.get("LAYOUT")) == LAYOUT_SPARK:
-        return configs
-    first = configs[0].kwargs
-    return [c for c in configs if (c.kwargs["EXPAND"], c.kwargs["PF"]) == (first["EXPAND"], first["PF"])]
+    spark = named_args.get("LAYOUT", kwargs.get("LAYOUT")) == LAYOUT_SPARK
+    keep = [c for c in configs if any(c is k for k in (SPARK_CONFIGS if spark else DENSE_CONFIGS))] or configs[:1]
+    return keep[:1] if autotune_disabled() else keep
+
+
+@triton.jit
+def _prefetch_lines(addr, lo, hi, o_l, L1: tl.constexpr):
+    """Prefetch the 128-byte lines ``addr + 128·o_l``, clamped to ``[lo, hi]`` (byte addresses), to L1 or L2."""
+    a = tl.maximum(tl.minimum(addr + o_l.to(tl.int64) * 128, hi), lo)
+    if L1:
+        tl.inline_asm_elementwise("prefetch.global.L1 [$1];\nmov.u32 $0, 0;", "=r,l", [a], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+    else:
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\nmov.u32 $0, 0;", "=r,l", [a], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
+def _dense_tiles(b_q, k, v, s_k, s_v, start, end, scale, b_m, b_l, b_acc,
+                 D: tl.constexpr, BD: tl.constexpr, F32: tl.constexpr, BS: tl.constexpr):
+    """Absorb dense tokens ``start .. end-1`` of one (b, h): ``k``, ``v`` point at its token 0, ``s_*`` = row strides."""
+    o_j = tl.arange(0, BD)
+    m_j = o_j < D
+    for t0 in range(start, end, BS):
+        o_t = t0 + tl.arange(0, BS)
+        m_t = o_t < end
+        m_tj = m_t[:, None] & m_j[None, :]
+        b_k = tl.load(k + o_t[:, None].to(tl.int64) * s_k + o_j[None, :], mask=m_tj, other=0)
+        b_v = tl.load(v + o_t[:, None].to(tl.int64) * s_v + o_j[None, :], mask=m_tj, other=0)
+        if F32:
+            b_k = b_k.to(tl.float32)
+            b_v = b_v.to(tl.float32)
+        b_s = tl.dot(b_q, tl.trans(b_k)) * scale
+        b_s = tl.where(m_t[None, :], b_s, float("-inf"))
+        b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
+    return b_m, b_l, b_acc
 
 
 @autotune(
@@ -154,8 +205,11 @@ def _prune_configs(configs, named_args, **kwargs):
     prune_configs_by={"early_config_prune": _prune_configs},
 )
 @triton.heuristics({
-    # 128-byte lines of kept values in one tile (+1 for a row straddling the end): one prefetch lane each.
-    "NL": lambda args: triton.next_power_of_2(triton.cdiv(args["BS"] * args["DK"] * 2, 128) + 1),
+    # 128-byte lines one tile of kept values / values / bitmap words spans (+1 for a straddling row); one prefetch
+    # lane each.
+    "NLK": lambda args: triton.next_power_of_2(triton.cdiv(args["BS"] * args["DK"] * 2, 128) + 1),
+    # Tail tile size (dense tiles).
+    "BST": lambda args: args["BS"],
 })
 @triton.jit(do_not_specialize=["S", "ST", "CHUNK", "CHUNK_T", "NSP", "NS", "WORK"])
 def decode_attn_fwd_kernel(
@@ -194,10 +248,11 @@ def decode_attn_fwd_kernel(
     HAS_TAIL: tl.constexpr,
     EXPAND: tl.constexpr,
     PF: tl.constexpr,
-    NL: tl.constexpr,
+    NLK: tl.constexpr,
     USE_POPC: tl.constexpr,
     F32: tl.constexpr,
     BS: tl.constexpr,
+    BST: tl.constexpr,
 ):
     i_s, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -209,8 +264,8 @@ def decode_attn_fwd_kernel(
     m_j = o_j < D
 
     # The G query heads of this KV head: [BG, BD] (padding rows and channels are 0).
-    p_q = q + (i_b64 * (H * G) + i_h * G + o_g[:, None]) * D + o_j[None, :]
-    b_q = tl.load(p_q, mask=m_g[:, None] & m_j[None, :], other=0)
+    p_q = q + (i_b64 * (H * G) + i_h * G + o_g[:, None]) * D
+    b_q = tl.load(p_q + o_j[None, :], mask=m_g[:, None] & m_j[None, :], other=0)
     if F32:
         b_q = b_q.to(tl.float32)
 
@@ -221,43 +276,47 @@ def decode_attn_fwd_kernel(
     if i_s < NSP:
         start = i_s * CHUNK
         end = tl.minimum(start + CHUNK, tl.load(lens + i_b))
+        p_v0 = v + i_b64 * s_v_b + i_h64 * s_v_h
         if LAYOUT == 1:
-            for t0 in range(start, end, BS):
-                o_t = t0 + tl.arange(0, BS)
-                m_t = o_t < end
-                m_tj = m_t[:, None] & m_j[None, :]
-                p_k = kd + i_b64 * s_kd_b + i_h64 * s_kd_h + o_t[:, None].to(tl.int64) * s_kd_s + o_j[None, :]
-                p_v = v + i_b64 * s_v_b + i_h64 * s_v_h + o_t[:, None].to(tl.int64) * s_v_s + o_j[None, :]
-                b_k = tl.load(p_k, mask=m_tj, other=0)
-                b_v = tl.load(p_v, mask=m_tj, other=0)
-                if F32:
-                    b_k = b_k.to(tl.float32)
-                    b_v = b_v.to(tl.float32)
-                b_s = tl.dot(b_q, tl.trans(b_k)) * scale
-                b_s = tl.where(m_t[None, :], b_s, float("-inf"))
-                b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
+            b_m, b_l, b_acc = _dense_tiles(b_q, kd + i_b64 * s_kd_b + i_h64 * s_kd_h, p_v0, s_kd_s, s_v_s, start, end,
+                                           scale, b_m, b_l, b_acc, D, BD, F32, BS)
         elif LAYOUT == 2:
             o_w = tl.arange(0, NWP)
             m_w = o_w < NW
-            if RECOVERY == 0:
-                b_u = tl.load(u + i_bh64 * D + o_j, mask=m_j, other=0)
-                b_qu = (b_q.to(tl.float32) * b_u[None, :])
-            else:
-                b_qu = b_q.to(tl.float32)
-            if not F32:
-                b_qu = b_qu.to(tl.bfloat16)
             p_kv0 = kv + i_bh64 * S * DK
             if EXPAND == 2:
+                # Channel order c = bit·NWP + word for channel j = word·32 + bit: the rebuilt tile is [32, BS, NWP]
+                # (bit, token, word), a shape for which Triton puts a warp's lanes on the channels of ONE token, so
+                # each warp-wide gather reads one token's kept values (one or two 128-byte lines, not 8-16).
+                # q, u and the sign tile follow the same order; the dot does not care.
+                tl.static_assert(BD == 32 * NWP)
+                o_jq = (o_j % NWP) * 32 + o_j // NWP
+                m_jq = o_jq < D
+                b_qs = tl.load(p_q + o_jq[None, :], mask=m_g[:, None] & m_jq[None, :], other=0)
+            else:
+                o_jq = o_j
+                m_jq = m_j
+                b_qs = b_q
+            if RECOVERY == 0:
+                b_u = tl.load(u + i_bh64 * D + o_jq, mask=m_jq, other=0)
+                b_qu = (b_qs.to(tl.float32) * b_u[None, :])
+            else:
+                b_qu = b_qs.to(tl.float32)
+            if not F32:
+                b_qu = b_qu.to(tl.bfloat16)
+            if EXPAND >= 2:
                 # PTX expansion: bit masks per channel of a word, the slice's base address as a 64-bit integer.
                 o_b = tl.arange(0, 32)
-                b_bit = (1 << o_b)[None, None, :]
-                b_low = ((1 << o_b) - 1)[None, None, :]
-                b_base = tl.zeros([BS, NWP, 32], dtype=tl.int64) + p_kv0.to(tl.int64)
-                # Prefetch: the gathers below are the first touch of kept_values, so without it every tile waits
-                # a DRAM round trip. One 128-byte line per lane, PF tiles ahead, clamped to this split's range.
-                o_l = tl.arange(0, NL)
-                a_lo = p_kv0.to(tl.int64) + start * (DK * 2)
-                a_hi = p_kv0.to(tl.int64) + end * (DK * 2) - 1
+                if EXPAND == 2:
+                    b_bit = (1 << o_b)[:, None, None]
+                    b_low = ((1 << o_b) - 1)[:, None, None]
+                    b_base = tl.zeros([32, BS, NWP], dtype=tl.int64) + p_kv0.to(tl.int64)
+                else:
+                    b_bit = (1 << o_b)[None, None, :]
+                    b_low = ((1 << o_b) - 1)[None, None, :]
+                    b_base = tl.zeros([BS, NWP, 32], dtype=tl.int64) + p_kv0.to(tl.int64)
+                # Prefetch PF tiles ahead, clamped to this split.
+                a_kv = p_kv0.to(tl.int64)
             else:
                 o_i = tl.arange(0, BDK)
                 b_jw = tl.broadcast_to((o_j // 32)[None, :], (BS, BD))
@@ -267,30 +326,49 @@ def decode_attn_fwd_kernel(
                 o_t = t0 + tl.arange(0, BS)
                 m_t = o_t < end
                 o_t64 = o_t.to(tl.int64)
-                if EXPAND == 2 and PF > 0:
-                    a_pf = p_kv0.to(tl.int64) + (t0 + PF * BS) * (DK * 2) + o_l * 128
-                    a_pf = tl.maximum(tl.minimum(a_pf, a_hi), a_lo)
-                    tl.inline_asm_elementwise("prefetch.global.L1 [$1];\nmov.u32 $0, 0;", "=r,l", [a_pf],
-                                              dtype=tl.int32, is_pure=False, pack=1)
-                if EXPAND == 2:
-                    # [BS, NWP, 32]: token, word, bit. Words of tokens past `end` load as 0 (nothing kept).
-                    p_w = i_bh64 * S * NW + o_t64[:, None, None] * NW + o_w[None, :, None]
-                    m_w3 = m_t[:, None, None] & m_w[None, :, None]
-                    b_kw = tl.load(kb + p_w, mask=m_w3, other=0)
-                    b_cnt = _popc(b_kw, USE_POPC)
-                    # int32 offset (within this (b, h)) of the word's first kept value.
-                    b_off = (o_t * DK)[:, None, None] + tl.cumsum(b_cnt, axis=1) - b_cnt
+                if EXPAND >= 2:
+                    if PF > 0:
+                        # Kept values to L1 (the gathers hit it); the bitmap words are software-pipelined through
+                        # shared memory by Triton (num_stages > 1).
+                        t_pf = t0 + PF * BS
+                        _prefetch_lines(a_kv + t_pf * (DK * 2), a_kv + start * (DK * 2), a_kv + end * (DK * 2) - 1,
+                                        tl.arange(0, NLK), True)
+                    # Words of tokens past `end` load as 0 (nothing kept); b_off = int32 offset (within this (b, h))
+                    # of each word's first kept value.
+                    if EXPAND == 2:
+                        # [BS, NWP] words broadcast to the [32, BS, NWP] (bit, token, word) tile.
+                        p_w = i_bh64 * S * NW + o_t64[:, None] * NW + o_w[None, :]
+                        m_w2 = m_t[:, None] & m_w[None, :]
+                        b_kw2 = tl.load(kb + p_w, mask=m_w2, other=0)
+                        b_cnt = _popc(b_kw2, USE_POPC)
+                        b_off = tl.broadcast_to(((o_t * DK)[:, None] + tl.cumsum(b_cnt, axis=1) - b_cnt)[None, :, :],
+                                                (32, BS, NWP))
+                        b_kw = tl.broadcast_to(b_kw2[None, :, :], (32, BS, NWP))
+                        if RECOVERY != 1:
+                            b_sw = tl.broadcast_to(tl.load(sb + p_w, mask=m_w2, other=0)[None, :, :], (32, BS, NWP))
+                    else:
+                        # [BS, NWP, 32] (token, word, bit) tile.
+                        p_w = i_bh64 * S * NW + o_t64[:, None, None] * NW + o_w[None, :, None]
+                        m_w3 = m_t[:, None, None] & m_w[None, :, None]
+                        b_kw = tl.load(kb + p_w, mask=m_w3, other=0)
+                        b_cnt = _popc(b_kw, USE_POPC)
+                        b_off = (o_t * DK)[:, None, None] + tl.cumsum(b_cnt, axis=1) - b_cnt
+                        if RECOVERY != 1:
+                            b_sw = tl.load(sb + p_w, mask=m_w3, other=0)
                     if RECOVERY != 1:
-                        b_sw = tl.load(sb + p_w, mask=m_w3, other=0)
                         b_k, b_sgn = tl.inline_asm_elementwise(
                             ASM_KEPT_SIGN, "=r,=r,r,r,r,r,r,r,r,r,r,r,l,l",
                             [b_kw, b_sw, b_bit, b_low, b_off, b_base],
                             dtype=(b_q.dtype, tl.bfloat16), is_pure=True, pack=2)
+                        if EXPAND == 2:
+                            b_sgn = tl.permute(b_sgn, (1, 0, 2))
                         b_sgn = tl.reshape(b_sgn, (BS, BD))
                     else:
                         b_k = tl.inline_asm_elementwise(
                             ASM_KEPT, "=r,r,r,r,r,r,r,r,r,l,l",
                             [b_kw, b_bit, b_low, b_off, b_base], dtype=b_q.dtype, is_pure=True, pack=2)
+                    if EXPAND == 2:
+                        b_k = tl.permute(b_k, (1, 0, 2))
                     b_k = tl.reshape(b_k, (BS, BD))
                 else:
                     p_w = i_bh64 * S * NW + o_t64[:, None] * NW + o_w[None, :]
@@ -311,12 +389,12 @@ def decode_attn_fwd_kernel(
                         b_sgn = tl.where(m_kept, 0.0, tl.where(((b_sw >> b_jb) & 1) != 0, 1.0, -1.0))
                         if not F32:
                             b_sgn = b_sgn.to(tl.bfloat16)
-                p_v = v + i_b64 * s_v_b + i_h64 * s_v_h + o_t64[:, None] * s_v_s + o_j[None, :]
+                p_v = p_v0 + o_t64[:, None] * s_v_s + o_j[None, :]
                 b_v = tl.load(p_v, mask=m_t[:, None] & m_j[None, :], other=0)
                 if F32:
                     b_k = b_k.to(tl.float32)
                     b_v = b_v.to(tl.float32)
-                b_s = tl.dot(b_q, tl.trans(b_k)) * scale
+                b_s = tl.dot(b_qs, tl.trans(b_k)) * scale
                 if RECOVERY != 1:
                     b_rec = tl.dot(b_qu, tl.trans(b_sgn))
                     if RECOVERY == 0:
@@ -329,21 +407,9 @@ def decode_attn_fwd_kernel(
     else:
         if HAS_TAIL:
             start = (i_s - NSP) * CHUNK_T
-            end = tl.minimum(start + CHUNK_T, ST)
-            for t0 in range(start, end, BS):
-                o_t = t0 + tl.arange(0, BS)
-                m_t = o_t < end
-                m_tj = m_t[:, None] & m_j[None, :]
-                p_k = tk + i_b64 * s_tk_b + i_h64 * s_tk_h + o_t[:, None].to(tl.int64) * s_tk_s + o_j[None, :]
-                p_v = tv + i_b64 * s_tv_b + i_h64 * s_tv_h + o_t[:, None].to(tl.int64) * s_tv_s + o_j[None, :]
-                b_k = tl.load(p_k, mask=m_tj, other=0)
-                b_v = tl.load(p_v, mask=m_tj, other=0)
-                if F32:
-                    b_k = b_k.to(tl.float32)
-                    b_v = b_v.to(tl.float32)
-                b_s = tl.dot(b_q, tl.trans(b_k)) * scale
-                b_s = tl.where(m_t[None, :], b_s, float("-inf"))
-                b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
+            b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_b64 * s_tk_b + i_h64 * s_tk_h, tv + i_b64 * s_tv_b + i_h64 * s_tv_h,
+                                           s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, ST), scale,
+                                           b_m, b_l, b_acc, D, BD, F32, BST)
 
     # Normalised partial output and its log-sum-exp (base 2); an empty split writes 0 and -inf.
     m_nonempty = b_l > 0
@@ -419,8 +485,8 @@ def decode_attn_triton(
         scaling: softmax scale.
         chunk: prefix tokens per split (a multiple of 256 on GPU); default from the multiprocessor count
             (``PROGRAMS_PER_SM``).
-        config: fixed launch parameters ``{BS, EXPAND, PF, num_warps, num_stages}`` instead of autotuning (tests,
-            benchmarks); ``EXPAND`` picks how SparK tiles are rebuilt (``EXPAND_*``; ``EXPAND_PTX`` needs a GPU),
+        config: fixed launch parameters ``{BS, EXPAND, PF, num_warps, num_stages, maxnreg}`` instead of autotuning
+            (tests, benchmarks); ``EXPAND`` picks how SparK tiles are rebuilt (``EXPAND_*``; ``EXPAND_PTX`` needs a GPU),
             ``PF`` how many tiles ahead the PTX path prefetches.
 
     Returns:
