@@ -2,6 +2,9 @@
 
 - one markdown table (task x press) per (benchmark, model), merging the runs given (a later run's cell wins);
 - a memory table (mean KV-cache bytes relative to the dense cache) per press;
+- paired differences against a reference press (``full`` when present) from the per-sample predictions: mean
+  difference of the task-averaged score with a 95 % bootstrap interval (samples resampled within each task, the
+  same samples for both presses), so a reader can see which differences the sample size supports;
 - ``accuracy_vs_key_ratio.png`` when the runs hold one method at several key ratios λ (one line per method,
   budget and recovery; presses without channel pruning as horizontal references);
 - NIAH heatmaps (one panel per press) are written by the runner itself (:func:`plot_niah_heatmap`).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -36,7 +40,67 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     config_path = d / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    return {"dir": str(d), "metrics": metrics, "config": config}
+    pred_path = d / "predictions.jsonl"
+    predictions = []
+    if pred_path.is_file():
+        for line in pred_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if isinstance(row.get("score"), (int, float)) and not math.isnan(row["score"]):
+                    predictions.append({k: row.get(k) for k in ("task", "id", "label", "score", "length")})
+    return {"dir": str(d), "metrics": metrics, "config": config, "predictions": predictions}
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def paired_differences(predictions: list[dict[str, Any]], reference: str, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """Per press: task-averaged score minus the reference's on the same samples, with a 95 % bootstrap interval.
+
+    Only samples scored under both presses count. The bootstrap resamples samples within each task (the average is a
+    mean of task means) and applies the same draw to both presses (a paired test), ``resamples`` times.
+
+    Returns:
+        One dict per other press: ``label``, ``tasks``, ``samples`` (paired samples), ``per_task`` (min samples
+        per task), ``score``, ``reference_score``, ``diff``, ``low``, ``high`` (in the score's unit).
+    """
+    table: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for row in predictions:
+        table[(row["task"], str(row["id"]))][row["label"]] = 100.0 * float(row["score"])
+    labels = sorted({row["label"] for row in predictions} - {reference})
+    rng = random.Random(seed)
+    out = []
+    for label in labels:
+        pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for (task, _), scores in sorted(table.items()):
+            if label in scores and reference in scores:
+                pairs[task].append((scores[label], scores[reference]))
+        if not pairs:
+            continue
+        tasks = sorted(pairs)
+        diffs = {t: [a - b for a, b in pairs[t]] for t in tasks}
+
+        def macro(values: dict[str, list[float]]) -> float:
+            return sum(sum(v) / len(v) for v in values.values()) / len(values)
+
+        boot = []
+        for _ in range(resamples):
+            total = 0.0
+            for t in tasks:
+                d = diffs[t]
+                total += sum(d[rng.randrange(len(d))] for _ in d) / len(d)
+            boot.append(total / len(tasks))
+        boot.sort()
+        out.append({
+            "label": label, "tasks": len(tasks), "samples": sum(len(v) for v in pairs.values()),
+            "per_task": min(len(v) for v in pairs.values()),
+            "differ": sum(a != b for v in pairs.values() for a, b in v),
+            "score": macro({t: [a for a, _ in pairs[t]] for t in tasks}),
+            "reference_score": macro({t: [b for _, b in pairs[t]] for t in tasks}),
+            "diff": macro(diffs), "low": boot[int(0.025 * resamples)], "high": boot[int(0.975 * resamples) - 1],
+        })
+    return out
 
 
 def _fmt(x: Any) -> str:
@@ -113,6 +177,20 @@ def render_markdown(runs: list[dict[str, Any]]) -> str:
                                                            "allocated_over_dense")])
             out.append("KV cache (mean over samples; ratios to the dense cache of the same prompt):\n")
             out.append(_table(["press", "dense MiB", "nominal", "exact layout", "allocated"], rows) + "\n")
+        predictions = [p for run in runs if run["dir"] in g["dirs"] for p in run.get("predictions", [])]
+        reference = "full" if "full" in g["presses"] else (labels[0] if labels else None)
+        diffs = paired_differences(predictions, reference) if reference and predictions else []
+        if diffs:
+            order = {label: i for i, label in enumerate(labels)}
+            rows = [[f"`{d['label']}`", _fmt(d["score"]), _fmt(d["reference_score"]), _fmt(d["diff"]),
+                     f"[{_fmt(d['low'])}, {_fmt(d['high'])}]", str(d["differ"]),
+                     f"{d['samples']} ({d['tasks']} tasks, ≥ {d['per_task']} each)"]
+                    for d in sorted(diffs, key=lambda d: order.get(d["label"], len(order)))]
+            out.append(f"Paired difference to `{reference}` on the same samples (task-averaged score; 95 % bootstrap "
+                       f"interval, {BOOTSTRAP_RESAMPLES} resamples within tasks). An interval that contains 0 is "
+                       "not a measured difference; with few samples that differ, the interval is optimistic:\n")
+            out.append(_table(["press", "score", f"`{reference}` on the same samples", "difference", "95 % interval",
+                               "samples that differ", "paired samples"], rows) + "\n")
     return "\n".join(out)
 
 

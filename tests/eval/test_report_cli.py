@@ -137,3 +137,46 @@ def test_report_without_lambda_sweep_has_no_plot(tmp_path):
     a = _fake_run(tmp_path / "a", "niah", {"niah": {"full": 100.0}}, {"full": _press("full")})
     text, files = write_report([a])
     assert [f.name for f in files] == ["report.md"] and "## niah" in text
+
+
+def _pred(task, i, label, score):
+    return {"task": task, "id": f"s{i}", "label": label, "score": score, "length": 100}
+
+
+def test_paired_differences_interval_covers_the_effect_and_tightens_with_samples():
+    from sparkv.eval.report import paired_differences
+
+    def rows(n):
+        out = []
+        for task in ("a", "b"):
+            for i in range(n):
+                out.append(_pred(task, i, "full", 1.0))
+                out.append(_pred(task, i, "same", 1.0))
+                out.append(_pred(task, i, "worse", 0.0 if i % 2 == 0 else 1.0))  # half the samples fail
+        out.append(_pred("a", 999, "worse", 0.0))  # unpaired: ignored
+        return out
+
+    small = {d["label"]: d for d in paired_differences(rows(8), "full", seed=1)}
+    large = {d["label"]: d for d in paired_differences(rows(200), "full", seed=1)}
+    assert small["same"]["diff"] == 0 and small["same"]["differ"] == 0
+    assert small["same"]["low"] == small["same"]["high"] == 0
+    for res in (small, large):
+        w = res["worse"]
+        assert w["diff"] == pytest.approx(-50.0) and w["samples"] == w["differ"] * 2
+        assert w["low"] < -50.0 < w["high"] < 0
+    assert (large["worse"]["high"] - large["worse"]["low"]) < (small["worse"]["high"] - small["worse"]["low"]) / 3
+    assert small["worse"]["samples"] == 16 and small["worse"]["per_task"] == 8
+
+
+def test_report_renders_paired_table_from_predictions(tmp_path):
+    run = tmp_path / "run"
+    _fake_run(run, "ruler", {"t": {"full": 100.0, "spark@0.8": 50.0}},
+              {"full": _press("full"), "spark@0.8": _press("spark", 0.8)})
+    with open(run / "predictions.jsonl", "w") as f:
+        for i in range(6):
+            f.write(json.dumps(_pred("t", i, "full", 1.0)) + "\n")
+            f.write(json.dumps(_pred("t", i, "spark@0.8", float(i % 2))) + "\n")
+    text, _ = write_report([run])
+    assert "Paired difference to `full`" in text
+    line = next(x for x in text.splitlines() if x.startswith("| `spark@0.8`") and "paired" not in x and "(1 tasks" in x)
+    assert "-50.00" in line and "| 3 |" in line
