@@ -175,15 +175,20 @@ def longbench(
 
 @eval_app.command()
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (each with metrics.json).")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (finished, or unfinished: then the "
+                                                    "predictions so far are aggregated).")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Where report.md and plots go (default: first run).")]
     = None,
+    reference: Annotated[Optional[str], typer.Option(
+        "--reference", help="Press label the paired differences are taken against (default: full, if present), "
+        "e.g. 'spark@0.8/zero'.")] = None,
 ) -> None:
-    """Markdown tables (task x press), KV-memory table, and accuracy vs λ plot when the runs vary λ."""
+    """Markdown tables (task x press), KV-memory table, paired differences with 95% intervals, and accuracy vs λ
+    plot when the runs vary λ."""
     from sparkv.eval.report import write_report
 
     try:
-        text, files = write_report(run_dirs, out)
+        text, files = write_report(run_dirs, out, reference=reference)
     except (FileNotFoundError, ValueError) as exc:
         _err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

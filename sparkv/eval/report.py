@@ -35,20 +35,29 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if not d.is_dir():
         raise FileNotFoundError(f"run folder {str(d)!r} does not exist")
     metrics_path = d / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{str(d)!r} has no metrics.json (is it a finished `sparkv eval` run?)")
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    pred_path = d / "predictions.jsonl"
     config_path = d / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    pred_path = d / "predictions.jsonl"
-    predictions = []
+    rows = []
     if pred_path.is_file():
-        for line in pred_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if isinstance(row.get("score"), (int, float)) and not math.isnan(row["score"]):
-                    predictions.append({k: row.get(k) for k in ("task", "id", "label", "score", "length")})
-    return {"dir": str(d), "metrics": metrics, "config": config, "predictions": predictions}
+        rows = [json.loads(line) for line in pred_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    partial = False
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    elif rows:
+        # An interrupted run: aggregate what it predicted so far (the report says so).
+        from sparkv.eval.runner import compute_metrics
+
+        labels = [p["label"] for p in config.get("presses", []) if "label" in p] or None
+        benchmark = config.get("config", {}).get("benchmark", rows[0].get("benchmark", "?"))
+        metrics = compute_metrics(rows, benchmark, labels)
+        partial = True
+    else:
+        raise FileNotFoundError(f"{str(d)!r} has neither metrics.json nor predictions.jsonl (is it a `sparkv eval` "
+                                "run folder?)")
+    predictions = [{k: r.get(k) for k in ("task", "id", "label", "score", "length")} for r in rows
+                   if isinstance(r.get("score"), (int, float)) and not math.isnan(r["score"])]
+    return {"dir": str(d), "metrics": metrics, "config": config, "predictions": predictions, "partial": partial}
 
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -151,13 +160,18 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
     return groups
 
 
-def render_markdown(runs: list[dict[str, Any]]) -> str:
-    """The report text: one section per (benchmark, model)."""
+def render_markdown(runs: list[dict[str, Any]], reference: str | None = None) -> str:
+    """The report text: one section per (benchmark, model); paired differences against ``reference`` (default:
+    ``full`` when present, else the first press)."""
     out: list[str] = []
     for (benchmark, model), g in merge_runs(runs).items():
         labels = _label_order(g["presses"], g["presses"])
         out.append(f"## {benchmark} — model `{model}`\n")
+        partial = [run["dir"] for run in runs if run.get("partial") and run["dir"] in g["dirs"]]
         out.append("Runs: " + ", ".join(f"`{d}`" for d in g["dirs"]) + "\n")
+        if partial:
+            out.append("**Unfinished:** " + ", ".join(f"`{d}`" for d in partial) + " (no metrics.json; scores "
+                       "aggregate the predictions written so far).\n")
         rows = [[task] + [_fmt(cells.get(label)) for label in labels] for task, cells in sorted(g["scores"].items())]
         rows.append(["**average**"] + [f"**{_fmt(g['average'].get(label))}**" for label in labels])
         out.append(_table(["task"] + [f"`{label}`" for label in labels], rows) + "\n")
@@ -178,18 +192,20 @@ def render_markdown(runs: list[dict[str, Any]]) -> str:
             out.append("KV cache (mean over samples; ratios to the dense cache of the same prompt):\n")
             out.append(_table(["press", "dense MiB", "nominal", "exact layout", "allocated"], rows) + "\n")
         predictions = [p for run in runs if run["dir"] in g["dirs"] for p in run.get("predictions", [])]
-        reference = "full" if "full" in g["presses"] else (labels[0] if labels else None)
-        diffs = paired_differences(predictions, reference) if reference and predictions else []
+        ref = reference or ("full" if "full" in g["presses"] else (labels[0] if labels else None))
+        if reference and reference not in g["presses"]:
+            raise ValueError(f"reference press {reference!r} is not in the runs; labels: {', '.join(labels)}")
+        diffs = paired_differences(predictions, ref) if ref and predictions else []
         if diffs:
             order = {label: i for i, label in enumerate(labels)}
             rows = [[f"`{d['label']}`", _fmt(d["score"]), _fmt(d["reference_score"]), _fmt(d["diff"]),
                      f"[{_fmt(d['low'])}, {_fmt(d['high'])}]", str(d["differ"]),
                      f"{d['samples']} ({d['tasks']} tasks, ≥ {d['per_task']} each)"]
                     for d in sorted(diffs, key=lambda d: order.get(d["label"], len(order)))]
-            out.append(f"Paired difference to `{reference}` on the same samples (task-averaged score; 95 % bootstrap "
+            out.append(f"Paired difference to `{ref}` on the same samples (task-averaged score; 95 % bootstrap "
                        f"interval, {BOOTSTRAP_RESAMPLES} resamples within tasks). An interval that contains 0 is "
                        "not a measured difference; with few samples that differ, the interval is optimistic:\n")
-            out.append(_table(["press", "score", f"`{reference}` on the same samples", "difference", "95 % interval",
+            out.append(_table(["press", "score", f"`{ref}` on the same samples", "difference", "95 % interval",
                                "samples that differ", "paired samples"], rows) + "\n")
     return "\n".join(out)
 
@@ -270,14 +286,17 @@ def plot_niah_heatmap(records: list[dict[str, Any]], path: str | Path, labels: l
     plt.close(fig)
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> tuple[str, list[Path]]:
-    """Render the report of ``run_dirs`` into ``out_dir`` (default: the first run); returns (markdown, files)."""
+def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None,
+                 reference: str | None = None) -> tuple[str, list[Path]]:
+    """Render the report of ``run_dirs`` into ``out_dir`` (default: the first run); returns (markdown, files).
+
+    ``reference``: the press label paired differences are taken against (default ``full`` when present)."""
     if not run_dirs:
         raise ValueError("give at least one run folder")
     runs = [load_run(d) for d in run_dirs]
     out = Path(out_dir) if out_dir is not None else Path(run_dirs[0])
     out.mkdir(parents=True, exist_ok=True)
-    text = "# sparkv evaluation report\n\n" + render_markdown(runs)
+    text = "# sparkv evaluation report\n\n" + render_markdown(runs, reference)
     files = []
     plot = out / "accuracy_vs_key_ratio.png"
     if plot_key_ratio(runs, plot):

@@ -180,3 +180,30 @@ def test_report_renders_paired_table_from_predictions(tmp_path):
     assert "Paired difference to `full`" in text
     line = next(x for x in text.splitlines() if x.startswith("| `spark@0.8`") and "paired" not in x and "(1 tasks" in x)
     assert "-50.00" in line and "| 3 |" in line
+
+
+def test_report_on_unfinished_run_and_reference_option(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    presses = [{"label": "full", **_press("full")}, {"label": "spark@0.8", **_press("spark", 0.8)},
+               {"label": "spark@0.8/zero", **_press("spark", 0.8, recovery="zero")}]
+    (run / "config.json").write_text(json.dumps({"config": {"benchmark": "ruler", "model": "m"}, "presses": presses}))
+    with open(run / "predictions.jsonl", "w") as f:  # no metrics.json: the run was interrupted
+        for i in range(4):
+            for label, score in (("full", 1.0), ("spark@0.8", 1.0), ("spark@0.8/zero", float(i % 2))):
+                f.write(json.dumps({**_pred("t", i, label, score), "press": label, "metric": "string_match_all",
+                                    "prediction": "x" if score else "", "answers": ["x"]}) + "\n")
+    text, _ = write_report([run], reference="spark@0.8/zero")
+    assert "**Unfinished:**" in text and "Paired difference to `spark@0.8/zero`" in text
+    row = next(x for x in text.splitlines() if x.startswith("| `spark@0.8` |") and "tasks" in x)
+    assert "| 50.00 |" in row  # 100 vs 50 on the same samples
+    with pytest.raises(ValueError, match="reference press 'nope'"):
+        write_report([run], reference="nope")
+    res = invoke("report", str(run), "--reference", "nope")
+    assert res.exit_code == 2 and "nope" in res.output
+
+
+def test_report_needs_a_run_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="neither metrics.json nor predictions.jsonl"):
+        write_report([tmp_path / "empty"])
