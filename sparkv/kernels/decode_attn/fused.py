@@ -31,7 +31,7 @@ SparK tiles (no dense key is ever written to memory). For a tile of ``BS`` token
 Dense tiles (DenseKeys prefix — the λ = 0 control — and the tail) take ``q · Kᵀ`` directly (``_dense_tiles``).
 
 Performance (H200, BENCHMARKS.md): dense tiles run at SDPA speed (~4.1-4.4 TB/s at 32K·b8 / 128K·b8); SparK tiles
-reach ~2 TB/s (0.54-0.67x of SDPA at D = 128): bound by the tile rebuild, not by bytes. See BENCHMARKS.md.
+reach ~2 TB/s (0.54-0.70x of SDPA at D = 128, 32K-128K): bound by the tile rebuild, not by bytes. See BENCHMARKS.md.
 
 Casts: loads stay in the model dtype for the dots; scores, softmax statistics and the accumulator are fp32;
 the output is cast to the query dtype by the combine kernel. Under ``TRITON_INTERPRET=1`` every tile is cast to
