@@ -51,15 +51,11 @@ def main() -> None:
     fn = fused.decode_attn_fwd_kernel
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # unwrap autotune / heuristics
         fn = fn.fn
-    nw = fused.num_words(args.d)
-    nwp = triton.next_power_of_2(nw)
     constexprs = dict(
-        H=8, G=args.group, BG=max(16, triton.next_power_of_2(args.group)), D=args.d,
-        BD=max(32, triton.next_power_of_2(args.d)), NW=nw, NWP=nwp, DK=args.dk, BDK=triton.next_power_of_2(args.dk),
+        **fused.shape_constexprs(8, args.group, args.d, args.dk),
         LAYOUT=fused.LAYOUT_SPARK if args.layout == "spark" else fused.LAYOUT_DENSE, RECOVERY=fused.REC_MEAN,
-        HAS_TAIL=True, EXPAND=args.expand, PF=args.pf,
-        NLK=triton.next_power_of_2(triton.cdiv(args.bs * args.dk * 2, 128) + 1), USE_POPC=True, F32=False,
-        BS=args.bs, BST=args.bs)
+        HAS_TAIL=True, EXPAND=args.expand, PF=args.pf, NLK=fused.prefetch_lanes(args.bs, args.dk), USE_POPC=True,
+        F32=False, BS=args.bs)
     signature = {n: POINTERS.get(n) or ("constexpr" if n in constexprs else "fp32" if n in FLOATS else "i32")
                  for n in fn.arg_names}
     missing = [n for n in constexprs if n not in fn.arg_names]

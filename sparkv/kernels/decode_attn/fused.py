@@ -165,16 +165,24 @@ def _prune_configs(configs, named_args, **kwargs):
     return keep[:1] if autotune_disabled() else keep
 
 
+def prefetch_lanes(bs: int, dk: int) -> int:
+    """Lanes of the kept-values prefetch: the 128-byte lines one tile spans (+1 for a straddling row), pow2."""
+    return triton.next_power_of_2(triton.cdiv(bs * dk * 2, 128) + 1)
+
+
+def shape_constexprs(h: int, g: int, d: int, dk: int) -> dict[str, int]:
+    """The kernel's shape constants for ``h`` KV heads, ``g`` query heads per KV head, head_dim ``d``, ``dk`` kept."""
+    nw = num_words(d)
+    return dict(H=h, G=g, BG=max(16, triton.next_power_of_2(g)), D=d, BD=max(32, triton.next_power_of_2(d)), NW=nw,
+                NWP=triton.next_power_of_2(nw), DK=dk, BDK=triton.next_power_of_2(dk))
+
+
 @triton.jit
-def _prefetch_lines(addr, lo, hi, o_l, L1: tl.constexpr):
-    """Prefetch the 128-byte lines ``addr + 128·o_l``, clamped to ``[lo, hi]`` (byte addresses), to L1 or L2."""
+def _prefetch_lines_l1(addr, lo, hi, o_l):
+    """Prefetch to L1 the 128-byte lines ``addr + 128·o_l``, clamped to ``[lo, hi]`` (byte addresses)."""
     a = tl.maximum(tl.minimum(addr + o_l.to(tl.int64) * 128, hi), lo)
-    if L1:
-        tl.inline_asm_elementwise("prefetch.global.L1 [$1];\nmov.u32 $0, 0;", "=r,l", [a], dtype=tl.int32,
-                                  is_pure=False, pack=1)
-    else:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\nmov.u32 $0, 0;", "=r,l", [a], dtype=tl.int32,
-                                  is_pure=False, pack=1)
+    tl.inline_asm_elementwise("prefetch.global.L1 [$1];\nmov.u32 $0, 0;", "=r,l", [a], dtype=tl.int32,
+                              is_pure=False, pack=1)
 
 
 @triton.jit
@@ -205,11 +213,7 @@ def _dense_tiles(b_q, k, v, s_k, s_v, start, end, scale, b_m, b_l, b_acc,
     prune_configs_by={"early_config_prune": _prune_configs},
 )
 @triton.heuristics({
-    # 128-byte lines one tile of kept values / values / bitmap words spans (+1 for a straddling row); one prefetch
-    # lane each.
-    "NLK": lambda args: triton.next_power_of_2(triton.cdiv(args["BS"] * args["DK"] * 2, 128) + 1),
-    # Tail tile size (dense tiles).
-    "BST": lambda args: args["BS"],
+    "NLK": lambda args: prefetch_lanes(args["BS"], args["DK"]),
 })
 @triton.jit(do_not_specialize=["S", "ST", "CHUNK", "CHUNK_T", "NSP", "NS", "WORK"])
 def decode_attn_fwd_kernel(
@@ -252,7 +256,6 @@ def decode_attn_fwd_kernel(
     USE_POPC: tl.constexpr,
     F32: tl.constexpr,
     BS: tl.constexpr,
-    BST: tl.constexpr,
 ):
     i_s, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -331,8 +334,8 @@ def decode_attn_fwd_kernel(
                         # Kept values to L1 (the gathers hit it); the bitmap words are software-pipelined through
                         # shared memory by Triton (num_stages > 1).
                         t_pf = t0 + PF * BS
-                        _prefetch_lines(a_kv + t_pf * (DK * 2), a_kv + start * (DK * 2), a_kv + end * (DK * 2) - 1,
-                                        tl.arange(0, NLK), True)
+                        _prefetch_lines_l1(a_kv + t_pf * (DK * 2), a_kv + start * (DK * 2),
+                                           a_kv + end * (DK * 2) - 1, tl.arange(0, NLK))
                     # Words of tokens past `end` load as 0 (nothing kept); b_off = int32 offset (within this (b, h))
                     # of each word's first kept value.
                     if EXPAND == 2:
@@ -409,7 +412,7 @@ def decode_attn_fwd_kernel(
             start = (i_s - NSP) * CHUNK_T
             b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_b64 * s_tk_b + i_h64 * s_tk_h, tv + i_b64 * s_tv_b + i_h64 * s_tv_h,
                                            s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, ST), scale,
-                                           b_m, b_l, b_acc, D, BD, F32, BST)
+                                           b_m, b_l, b_acc, D, BD, F32, BS)
 
     # Normalised partial output and its log-sum-exp (base 2); an empty split writes 0 and -inf.
     m_nonempty = b_l > 0
@@ -509,8 +512,6 @@ def decode_attn_triton(
     g = hq // h
     dev = query.device
     q = query.contiguous()
-    bd = max(32, triton.next_power_of_2(d))
-    nw = num_words(d)
     dummy = q
 
     layout, rec, dk, const = LAYOUT_NONE, REC_ZERO, 1, 0.0
@@ -576,12 +577,12 @@ def decode_attn_triton(
         float(scaling) * LOG2E, const,
         s, st, chunk_p, chunk_t, nsp, ns, max(b * h * (s + st), 1).bit_length() // 2,
         *s_kd, *s_v, *s_tk, *s_tv,
-        H=h, G=g, BG=max(16, triton.next_power_of_2(g)), D=d, BD=bd, NW=nw, NWP=triton.next_power_of_2(nw),
-        DK=dk, BDK=triton.next_power_of_2(dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
+        **shape_constexprs(h, g, d, dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
         USE_POPC=not interp, F32=interp or query.dtype == torch.float32, **launch,
     )
     out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=dev)
-    decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d, BD=bd, BNS=16 if interp else 32)
+    decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d, BD=max(32, triton.next_power_of_2(d)),
+                                          BNS=16 if interp else 32)
     return out
 
 
