@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
+
+import torch
 
 
 def _plt():
@@ -78,7 +79,7 @@ def paired_differences(predictions: list[dict[str, Any]], reference: str, resamp
     for row in predictions:
         table[(row["task"], str(row["id"]))][row["label"]] = 100.0 * float(row["score"])
     labels = sorted({row["label"] for row in predictions} - {reference})
-    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
     out = []
     for label in labels:
         pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -93,14 +94,13 @@ def paired_differences(predictions: list[dict[str, Any]], reference: str, resamp
         def macro(values: dict[str, list[float]]) -> float:
             return sum(sum(v) / len(v) for v in values.values()) / len(values)
 
-        boot = []
-        for _ in range(resamples):
-            total = 0.0
-            for t in tasks:
-                d = diffs[t]
-                total += sum(d[rng.randrange(len(d))] for _ in d) / len(d)
-            boot.append(total / len(tasks))
-        boot.sort()
+        # Same draw for the two presses (resampling the differences); tasks are resampled independently.
+        boot = torch.zeros(resamples, dtype=torch.float64)
+        for t in tasks:
+            d = torch.tensor(diffs[t], dtype=torch.float64)
+            idx = torch.randint(len(d), (resamples, len(d)), generator=gen)
+            boot += d[idx].mean(1)
+        boot = (boot / len(tasks)).sort().values.tolist()
         out.append({
             "label": label, "tasks": len(tasks), "samples": sum(len(v) for v in pairs.values()),
             "per_task": min(len(v) for v in pairs.values()),
