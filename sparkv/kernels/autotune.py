@@ -57,8 +57,13 @@ def autotune(configs: list[triton.Config], key: list[str], interpret_config: tri
     """
     if interpreting():
         configs = [interpret_config if interpret_config is not None else configs[0]]
-    elif autotune_disabled() and "prune_configs_by" not in kwargs:
-        configs = configs[:1]  # (a prune function handles SPARKV_AUTOTUNE=0 itself)
+    elif autotune_disabled():
+        prune = (kwargs.get("prune_configs_by") or {}).get("early_config_prune")
+        if prune is None:
+            configs = configs[:1]
+        else:  # first candidate of the family the kernel's own pruning keeps for these arguments
+            kwargs["prune_configs_by"] = {**kwargs["prune_configs_by"],
+                                          "early_config_prune": lambda *a, **kw: prune(*a, **kw)[:1]}
     return triton.autotune(configs=configs, key=key, **kwargs)
 
 

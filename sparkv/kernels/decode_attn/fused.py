@@ -46,7 +46,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
-from sparkv.kernels.autotune import autotune, autotune_disabled, interpreting, num_sms
+from sparkv.kernels.autotune import autotune, interpreting, num_sms
 
 LOG2E = 1.4426950408889634
 LAYOUT_NONE, LAYOUT_DENSE, LAYOUT_SPARK = 0, 1, 2
@@ -161,8 +161,7 @@ INTERPRET_CONFIG = _config(16, 4, 1, EXPAND_TILE, pf=0)
 
 def _prune_configs(configs, named_args, **kwargs):
     spark = named_args.get("LAYOUT", kwargs.get("LAYOUT")) == LAYOUT_SPARK
-    keep = [c for c in configs if any(c is k for k in (SPARK_CONFIGS if spark else DENSE_CONFIGS))] or configs[:1]
-    return keep[:1] if autotune_disabled() else keep
+    return [c for c in configs if any(c is k for k in (SPARK_CONFIGS if spark else DENSE_CONFIGS))] or configs[:1]
 
 
 def prefetch_lanes(bs: int, dk: int) -> int:
