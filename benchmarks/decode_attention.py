@@ -10,7 +10,8 @@ Every config is checked against the fp32 PyTorch reference before it is timed (r
 ``bytes`` is what one decode step must read: the prefix layout (``CompressedKV.nbytes()``: kept values, bitmaps,
 scales, u, dense values, lengths) plus the query; SDPA reads the dense keys and values plus the query.
 
-``--explore`` times every autotune candidate and split size at (32K, b8) and (128K, b1) instead (tuning aid).
+``--explore`` times every autotune candidate and split size at (32K, b8), (128K, b1) and (128K, b8) instead
+(tuning aid; D = 128 unless ``--head-dims 64``).
 """
 
 from __future__ import annotations
@@ -127,18 +128,21 @@ def run_table(args, save=None) -> list[dict]:
 
 
 def explore(args) -> list[dict]:
-    """Time every autotune candidate and several split sizes at the target shapes (D = 128, GQA 4)."""
+    """Time every autotune candidate and several split sizes at the target shapes (by default D = 128, GQA 4;
+    ``--head-dims 64`` explores SmolLM2's layout instead)."""
     from sparkv.kernels.autotune import num_sms
 
     rows = []
     sms = num_sms(0)
-    shapes = ((32768, 8), (131072, 1)) if DEVICE == "cuda" else ((600, 2),)
-    for s, b in shapes:
-        q, k, v, stat, lens = make_shape(b, 32, 8, s, 128, torch.bfloat16, seed=1)
+    shapes = ((32768, 8), (131072, 1), (131072, 8)) if DEVICE == "cuda" else ((600, 2),)
+    models = [m for m in MODELS if m["head_dim"] in (args.head_dims or [128])]
+    for m, (s, b) in ((m, sb) for m in models for sb in shapes):
+        hq, h, d = m["q_heads"], m["kv_heads"], m["head_dim"]
+        q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=1)
         for lam in args.explore_ratios:
             prefix = CompressedKV(DenseKeys(k), v, lens) if lam == 0 else \
-                CompressedKV(select_pack_triton(k, stat, kept_channels(128, lam)), v, lens)
-            ref = decode_attn_ref(q.float(), prefix, None, None, 128 ** -0.5, block_size=8192)
+                CompressedKV(select_pack_triton(k, stat, kept_channels(d, lam)), v, lens)
+            ref = decode_attn_ref(q.float(), prefix, None, None, d ** -0.5, block_size=8192)
             nbytes = prefix.nbytes() + q.nbytes
             if DEVICE == "cpu":
                 configs = [triton.Config({"BS": 16, "EXPAND": 0}, num_warps=4, num_stages=1)]
@@ -146,22 +150,22 @@ def explore(args) -> list[dict]:
                 configs = SPARK_CONFIGS if lam > 0 else DENSE_CONFIGS
             for per_sm in (2, 4, 8):
                 align = 256 if DEVICE == "cuda" else 32
-                splits = max(1, min(s // align, math.ceil(per_sm * sms / (b * 8))))
+                splits = max(1, min(s // align, math.ceil(per_sm * sms / (b * h))))
                 chunk = math.ceil(s / splits / align) * align
                 for c in configs if per_sm == 4 else configs[:3]:
                     cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, maxnreg=c.maxnreg)
                     try:
-                        out = decode_attn_triton(q, prefix, None, None, 128 ** -0.5, chunk=chunk, config=cfg)
+                        out = decode_attn_triton(q, prefix, None, None, d ** -0.5, chunk=chunk, config=cfg)
                         err = rel_err(out, ref)
-                        us = bench_us(lambda: decode_attn_triton(q, prefix, None, None, 128 ** -0.5, chunk=chunk,
+                        us = bench_us(lambda: decode_attn_triton(q, prefix, None, None, d ** -0.5, chunk=chunk,
                                                                  config=cfg))
                     except Exception as e:  # noqa: BLE001 - report and go on
                         print(f"config {cfg} failed: {e!r}"[:400], flush=True)
                         continue
-                    row = dict(context=s, batch=b, key_ratio=lam, per_sm=per_sm, chunk=chunk, **cfg, us=us,
+                    row = dict(head_dim=d, context=s, batch=b, key_ratio=lam, per_sm=per_sm, chunk=chunk, **cfg, us=us,
                                tbps=nbytes / us / 1e6, rel_err=err)
                     rows.append(row)
-                    print(f"{fmt_ctx(s):>5} b{b} λ={lam:<3} per_sm={per_sm} chunk={chunk:<6} BS={cfg['BS']:<3} "
+                    print(f"D{d} {fmt_ctx(s):>5} b{b} λ={lam:<3} per_sm={per_sm} chunk={chunk:<6} BS={cfg['BS']:<3} "
                           f"E={cfg['EXPAND']} pf={cfg.get('PF')} r={cfg.get('maxnreg')} w={cfg['num_warps']} st={cfg['num_stages']}  {us:8.1f} µs "
                           f"{row['tbps']:.2f} TB/s  err {err:.1e}", flush=True)
             del prefix

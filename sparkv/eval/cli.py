@@ -47,6 +47,8 @@ ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file 
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/<benchmark>).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard earlier predictions in --out.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+Shard = Annotated[Optional[str], typer.Option(
+    "--shard", help="I/N: this process generates every N-th sample from the I-th; N processes share --out.")]
 Haystack = Annotated[Optional[list[Path]], typer.Option(
     "--haystack", help="Haystack text file or folder of *.txt (repeat for several). Default: Paul Graham essays.")]
 Lengths = Annotated[Optional[list[str]], typer.Option("--lengths", help="Lengths in model tokens, e.g. 4096,8192.")]
@@ -107,7 +109,7 @@ def ruler(
     token_ratio: TokenRatio = None, recovery: Recovery = None, saliency: Saliency = None,
     recovery_constant: RecoveryConstant = None, backend: Backend = None, limit: Limit = None, seed: Seed = None,
     max_context: MaxContext = None, max_new_tokens: MaxNewTokens = None, chat_template: ChatTemplate = None,
-    dtype: Dtype = None, device: Device = None, config: ConfigFile = None, out: Out = None,
+    dtype: Dtype = None, device: Device = None, config: ConfigFile = None, out: Out = None, shard: Shard = None,
     overwrite: Overwrite = False, quiet: Quiet = False,
 ) -> None:
     """RULER's synthetic tasks, generated offline at exact token lengths (default 4096) for the model's tokenizer."""
@@ -115,7 +117,7 @@ def ruler(
                   budget=budget, token_ratio=token_ratio, recovery=recovery, saliency=saliency,
                   recovery_constant=recovery_constant, backend=backend, limit=limit, seed=seed,
                   max_context=max_context, max_new_tokens=max_new_tokens, chat_template=chat_template, dtype=dtype,
-                  device=device, out=out)
+                  device=device, out=out, shard=shard)
     _run("ruler", config, overwrite, quiet, cli)
 
 
@@ -133,7 +135,7 @@ def niah(
     token_ratio: TokenRatio = None, recovery: Recovery = None, saliency: Saliency = None,
     recovery_constant: RecoveryConstant = None, backend: Backend = None, limit: Limit = None, seed: Seed = None,
     max_context: MaxContext = None, max_new_tokens: MaxNewTokens = None, chat_template: ChatTemplate = None,
-    dtype: Dtype = None, device: Device = None, config: ConfigFile = None, out: Out = None,
+    dtype: Dtype = None, device: Device = None, config: ConfigFile = None, out: Out = None, shard: Shard = None,
     overwrite: Overwrite = False, quiet: Quiet = False,
 ) -> None:
     """Needle in a haystack over lengths x depths; writes OUT/results.json and OUT/heatmap.png (one panel per press)."""
@@ -141,7 +143,7 @@ def niah(
                   model=model, press=press, key_ratio=key_ratio, budget=budget, token_ratio=token_ratio,
                   recovery=recovery, saliency=saliency, recovery_constant=recovery_constant, backend=backend,
                   limit=limit, seed=seed, max_context=max_context, max_new_tokens=max_new_tokens,
-                  chat_template=chat_template, dtype=dtype, device=device, out=out)
+                  chat_template=chat_template, dtype=dtype, device=device, out=out, shard=shard)
     _run("niah", config, overwrite, quiet, cli)
 
 
@@ -162,14 +164,14 @@ def longbench(
     token_ratio: TokenRatio = None, recovery: Recovery = None, saliency: Saliency = None,
     recovery_constant: RecoveryConstant = None, backend: Backend = None, limit: Limit = None, seed: Seed = None,
     max_context: MaxContext = None, max_new_tokens: MaxNewTokens = None,
-    dtype: Dtype = None, device: Device = None, config: ConfigFile = None, out: Out = None,
+    dtype: Dtype = None, device: Device = None, config: ConfigFile = None, out: Out = None, shard: Shard = None,
     overwrite: Overwrite = False, quiet: Quiet = False,
 ) -> None:
     """LongBench (English) from local JSONL files, with the official prompts, truncation and metrics."""
     cli = _common(data_dir=data_dir, tasks=tasks, max_length=max_length, longbench_e=longbench_e, model=model,
                   press=press, key_ratio=key_ratio, budget=budget, token_ratio=token_ratio, recovery=recovery,
                   saliency=saliency, recovery_constant=recovery_constant, backend=backend, limit=limit, seed=seed,
-                  max_context=max_context, max_new_tokens=max_new_tokens, dtype=dtype, device=device, out=out)
+                  max_context=max_context, max_new_tokens=max_new_tokens, dtype=dtype, device=device, out=out, shard=shard)
     _run("longbench", config, overwrite, quiet, cli)
 
 

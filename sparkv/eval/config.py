@@ -9,6 +9,7 @@ prefill serves all resulting presses of a sample.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ class EvalConfig:
         chat_template: wrap prompts in the tokenizer's chat template (LongBench applies its own per-task rule).
         dtype, device: model placement.
         out: output folder (default ``runs/<benchmark>``).
+        shard: ``"I/N"``: generate only every N-th sample starting at the I-th (0-based), so N processes (one per
+            GPU, or several on one GPU) fill the same output folder; metrics cover every row present.
     Attributes (per benchmark):
         tasks: RULER or LongBench task names (default: all).
         lengths: RULER / NIAH lengths in tokens.
@@ -105,6 +108,7 @@ class EvalConfig:
     dtype: str | None = None
     device: str | None = None
     out: str | None = None
+    shard: str | None = None
     tasks: list[str] | None = None
     lengths: list[int] | None = None
     depths: list[float] | None = None
@@ -149,7 +153,17 @@ class EvalConfig:
         if self.depths and not all(0.0 <= d <= 1.0 for d in self.depths):
             raise EvalError(f"depths must be fractions in [0, 1] (0.25 = a quarter in), got {self.depths}")
         self.haystack = [str(h) for h in _as_list(self.haystack)] or None
+        self.shard_slice()  # validate
         self.press_configs()  # validate every press now, before any model is loaded
+
+    def shard_slice(self) -> tuple[int, int]:
+        """``(index, count)`` of :attr:`shard` (``(0, 1)`` when unsharded)."""
+        if self.shard is None:
+            return 0, 1
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(self.shard))
+        if not match or not 0 <= int(match[1]) < int(match[2]):
+            raise EvalError(f"shard must be I/N with 0 <= I < N (e.g. 0/4 ... 3/4); got {self.shard!r}")
+        return int(match[1]), int(match[2])
 
     def press_configs(self) -> list[tuple[str, str, PressConfig]]:
         """All presses of the sweep as ``(label, spec, PressConfig)``, in order, without duplicates."""

@@ -43,17 +43,19 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if pred_path.is_file():
         rows = [json.loads(line) for line in pred_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     partial = False
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    elif rows:
-        # An interrupted run: aggregate what it predicted so far (the report says so).
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
+    # metrics.json written by the first of several shards (--shard) counts fewer rows than were planned.
+    counted = (metrics or {}).get("rows") or {}
+    if rows and (metrics is None or counted.get("present", 0) < counted.get("planned", 0)):
+        # An interrupted or still-running run: aggregate what it predicted so far (the report says so).
         from sparkv.eval.runner import compute_metrics
 
         labels = [p["label"] for p in config.get("presses", []) if "label" in p] or None
         benchmark = config.get("config", {}).get("benchmark", rows[0].get("benchmark", "?"))
         metrics = compute_metrics(rows, benchmark, labels)
-        partial = True
-    else:
+        planned = counted.get("planned")
+        partial = planned is None or sum(1 for r in rows if labels is None or r.get("label") in labels) < planned
+    elif metrics is None:
         raise FileNotFoundError(f"{str(d)!r} has neither metrics.json nor predictions.jsonl (is it a `sparkv eval` "
                                 "run folder?)")
     predictions = [{k: r.get(k) for k in ("task", "id", "label", "score", "length")} for r in rows
@@ -170,8 +172,8 @@ def render_markdown(runs: list[dict[str, Any]], reference: str | None = None) ->
         partial = [run["dir"] for run in runs if run.get("partial") and run["dir"] in g["dirs"]]
         out.append("Runs: " + ", ".join(f"`{d}`" for d in g["dirs"]) + "\n")
         if partial:
-            out.append("**Unfinished:** " + ", ".join(f"`{d}`" for d in partial) + " (no metrics.json; scores "
-                       "aggregate the predictions written so far).\n")
+            out.append("**Unfinished:** " + ", ".join(f"`{d}`" for d in partial) + " (scores aggregate the "
+                       "predictions written so far).\n")
         rows = [[task] + [_fmt(cells.get(label)) for label in labels] for task, cells in sorted(g["scores"].items())]
         rows.append(["**average**"] + [f"**{_fmt(g['average'].get(label))}**" for label in labels])
         out.append(_table(["task"] + [f"`{label}`" for label in labels], rows) + "\n")

@@ -12,10 +12,12 @@ Output folder (``cfg.out``):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
 import math
+import os
 import platform
 import statistics
 import time
@@ -164,10 +166,33 @@ class PredictionStore:
 
     def append(self, row: dict[str, Any]) -> None:
         key = (row["task"], str(row["id"]), row["label"])
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        # One write under an exclusive lock: shards of a run (--shard) append to the same file.
+        with open(self.path, "ab") as f, _locked(f):
+            f.write(line)
             f.flush()
         self.rows[key] = row
+
+
+@contextlib.contextmanager
+def _locked(f):
+    try:
+        import fcntl
+    except ImportError:  # Windows: appends of one small line are not interleaved in practice
+        yield
+        return
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Shards write the same files; readers must never see a half-written one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,7 +294,17 @@ def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None) ->
             for sid, make in generate_longbench(task, cfg.data_dir, fmt, max_length, limit=cfg.limit,
                                                 longbench_e=cfg.longbench_e, max_new_tokens=cfg.max_new_tokens):
                 plan.append((task, sid, make))
-    return plan
+    return _interleave_tasks(plan)
+
+
+def _interleave_tasks(plan: list[tuple[str, str, Callable[[], Sample]]]) -> list[tuple[str, str, Callable[[], Sample]]]:
+    """Round robin over tasks (first sample of every task, then the second...), so that a run stopped early, or
+    one shard of several, covers every task with about the same number of samples."""
+    by_task: dict[str, list[tuple[str, str, Callable[[], Sample]]]] = defaultdict(list)
+    for item in plan:
+        by_task[item[0]].append(item)
+    queues = list(by_task.values())
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
 
 
 def _check_lengths(cfg: EvalConfig, max_context: int | None) -> None:
@@ -309,6 +344,10 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     for _, _, press in presses:
         if press.channels is not None and hasattr(press.channels, "seed"):
             press.channels.seed = cfg.seed
+    shard, shards = cfg.shard_slice()
+    if overwrite and shards > 1:
+        raise EvalError("--overwrite with --shard would let each shard delete the others' rows; "
+                        "empty the output folder once before starting the shards")
     if overwrite:
         for name in ("predictions.jsonl", "metrics.json", "results.json"):
             (out / name).unlink(missing_ok=True)
@@ -333,14 +372,16 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
         "environment": _environment(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (out / "config.json").write_text(json.dumps(config_record, indent=2, default=str), encoding="utf-8")
+    _write_atomic(out / "config.json", json.dumps(config_record, indent=2, default=str))
 
     store = PredictionStore(out / "predictions.jsonl")
-    todo = [(t, sid, make) for t, sid, make in plan if any((t, sid, label) not in store for label, _, _ in presses)]
+    todo = [(t, sid, make) for i, (t, sid, make) in enumerate(plan)
+            if i % shards == shard and any((t, sid, label) not in store for label, _, _ in presses)]
     if len(todo) < len(plan):
         log.info("resuming: %d of %d samples already done", len(plan) - len(todo), len(plan))
     warned = False
-    bar = tqdm(todo, desc=f"{cfg.benchmark} ({len(presses)} presses)", unit="sample", disable=not progress)
+    desc = f"{cfg.benchmark} ({len(presses)} presses" + (f", shard {shard}/{shards})" if shards > 1 else ")")
+    bar = tqdm(todo, desc=desc, unit="sample", disable=not progress)
     for task, sid, make in bar:
         try:
             sample = make()
@@ -384,16 +425,22 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
                 log.warning("%s/%s: the model received %s prompt tokens, the harness counted %d (lengths are off)",
                             task, sid, result.context_tokens, prompt_tokens)
 
+    if shards > 1:  # the other shards' rows too, as far as they got
+        store = PredictionStore(out / "predictions.jsonl")
     keys = {(t, sid) for t, sid, _ in plan}
     labels = [label for label, _, _ in presses]
     rows = [r for (t, sid, label), r in store.rows.items() if (t, sid) in keys and label in labels]
     metrics = compute_metrics(rows, cfg.benchmark, labels)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    metrics["rows"] = {"present": len(rows), "planned": len(keys) * len(labels)}
+    if len(rows) < len(keys) * len(labels):
+        log.warning("%s: metrics cover %d of %d rows (other shards still running, or rerun to finish)",
+                    out, len(rows), len(keys) * len(labels))
+    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     if cfg.benchmark == "niah":
         from sparkv.eval.report import plot_niah_heatmap
 
         records = niah_records(rows)
-        (out / "results.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
+        _write_atomic(out / "results.json", json.dumps(records, indent=2))
         plot_niah_heatmap(records, out / "heatmap.png", labels)
     return metrics
 

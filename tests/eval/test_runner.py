@@ -95,7 +95,8 @@ def test_resume_after_interruption_and_new_presses(tmp_path, bpe_tokenizer):
         f.write('{"task": "vt", "id": "1200-2", "lab')
     second = ScriptedBackend(bpe_tokenizer)
     run_eval(cfg, backend=second, progress=False)
-    assert [(t, i) for t, i, _ in second.calls] == [("vt", "1200-1"), ("vt", "1200-2")]
+    # tasks are interleaved (a run stopped early covers every task): the first run did 2 samples of each
+    assert [(t, i) for t, i, _ in second.calls] == [("niah_single_1", "1200-2"), ("vt", "1200-2")]
     # nothing left: a rerun generates nothing
     third = ScriptedBackend(bpe_tokenizer)
     m = run_eval(cfg, backend=third, progress=False)
@@ -161,3 +162,57 @@ def test_compute_metrics_recomputes_scores():
     assert m["scores"] == {"a": {"full": 75.0}, "b": {"full": 0.0}}
     assert m["average"] == {"full": 37.5}
     assert m["by_length"] == {"100": {"full": 50.0}, "200": {"full": 50.0}}
+
+
+def test_shards_split_the_plan_and_share_one_folder(tmp_path, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    from sparkv.eval.report import load_run
+
+    backends = [ScriptedBackend(bpe_tokenizer) for _ in range(3)]
+    first = run_eval(ruler_cfg(tmp_path, shard="0/3"), backend=backends[0], progress=False)
+    assert first["rows"] == {"present": 2 * 3, "planned": 6 * 3}  # metrics say how far the shards got
+    assert load_run(tmp_path / "run")["partial"]  # ... and the report does not take them as final
+    for i in (1, 2):
+        m = run_eval(ruler_cfg(tmp_path, shard=f"{i}/3"), backend=backends[i], progress=False)
+    samples = [(t, sid) for b in backends for t, sid, _ in b.calls]
+    assert len(samples) == 6 and len(set(samples)) == 6  # disjoint, and together the whole plan
+    assert {t for t, _, _ in backends[0].calls} == {"niah_single_1", "vt"}  # tasks mixed over shards
+    assert m["rows"] == {"present": 18, "planned": 18} and m["counts"]["vt"]["full"] == 3
+    assert not load_run(tmp_path / "run")["partial"]
+    unsharded = ScriptedBackend(bpe_tokenizer)
+    assert run_eval(ruler_cfg(tmp_path), backend=unsharded, progress=False)["average"] == m["average"]
+    assert unsharded.calls == []
+
+
+@pytest.mark.parametrize("shard", ["3/3", "-1/2", "1", "a/b", "0/0"])
+def test_bad_shard_is_refused(tmp_path, shard):
+    with pytest.raises(EvalError, match="shard must be I/N"):
+        ruler_cfg(tmp_path, shard=shard)
+
+
+def test_overwrite_with_shards_is_refused(tmp_path, scripted):
+    with pytest.raises(EvalError, match="--overwrite with --shard"):
+        run_eval(ruler_cfg(tmp_path, shard="0/2"), backend=scripted, overwrite=True, progress=False)
+
+
+def _append_rows(path, worker, n):
+    store = PredictionStore(path)
+    for i in range(n):
+        store.append({"task": "t", "id": f"{worker}-{i}", "label": "full", "prediction": "x" * 5000})
+
+
+def test_concurrent_appends_from_processes_stay_whole_lines(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "predictions.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_append_rows, args=(path, w, 200)) for w in range(3)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = path.read_text().splitlines()
+    assert len(lines) == 600 and all(json.loads(line)["prediction"] == "x" * 5000 for line in lines)
+    assert len(PredictionStore(path).rows) == 600
