@@ -148,6 +148,7 @@ SPARK_CONFIGS = [
     _config(32, 4, 3, EXPAND_PTX, pf=2, maxnreg=128),
     _config(64, 8, 3, EXPAND_PTX, pf=1, maxnreg=128),
     _config(64, 4, 2, EXPAND_PTX_TOKENS, pf=1),
+    _config(32, 2, 3, EXPAND_PTX_TOKENS, pf=1),  # session 1's D = 64 pick (dropped in session 2, a regression)
     _config(32, 4, 3, EXPAND_PTX_TOKENS, pf=1),
     _config(64, 4, 3, EXPAND_PTX_TOKENS, pf=1),
 ]
