@@ -8,7 +8,13 @@
 #
 # Knobs (environment): MODEL (smollm2), DEVICE (cuda if available), LENGTH (4096), LIMIT (samples per RULER task,
 # 25), BUDGET (SnapKV budget, 128), SEED (42), OUT (runs/reproduce), LONGBENCH_DIR (LongBench data/ folder; the
-# LongBench section runs only when it is set), SPARKV (command; default `python -m sparkv.cli`).
+# LongBench section runs only when it is set), SPARKV (command; default `python -m sparkv.cli`), SHARDS (1: run each
+# evaluation as that many processes, `--shard I/N`; on one GPU a small model leaves it mostly idle, so 8-12 shards
+# run ~10x faster; start `nvidia-cuda-mps-control -d` first to let their kernels overlap).
+#
+# REPRODUCTION.md section 1 (Qwen2.5-Coder-1.5B on an H200):
+#   MODEL=qwen2.5-coder-1.5b BUDGET=1024 LIMIT=100 SHARDS=12 SECTIONS=table OUT=runs/reproduce_qwen \
+#     bash scripts/reproduce.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,14 +32,25 @@ if [[ -n "${QUICK:-}" ]]; then LENGTH=1024; LIMIT=2; OUT=${OUT}_quick; fi
 RULER_TASKS=niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3,niah_multivalue,niah_multiquery,vt,cwe,fwe
 COMMON=(--model "$MODEL" --device "$DEVICE" --seed "$SEED" --quiet)
 RULER=(--tasks "$RULER_TASKS" --lengths "$LENGTH" --limit "$LIMIT")
+SHARDS=${SHARDS:-1}
 run() { echo "+ $*" >&2; $SPARKV "$@"; }
+# `eval ruler|longbench ARGS` in SHARDS processes sharing one --out, then once more unsharded: it generates nothing
+# and writes metrics.json over every shard's rows.
+run_eval() {
+  if (( SHARDS > 1 )); then
+    local pids=() i
+    for ((i = 0; i < SHARDS; i++)); do run "$@" --shard "$i/$SHARDS" & pids+=($!); done
+    for i in "${pids[@]}"; do wait "$i"; done
+  fi
+  run "$@"
+}
 
 for section in $SECTIONS; do
   case "$section" in
   table)
     # 1. Paper-shaped table on the RULER suite: full cache, SnapKV, SnapKV+ThinK and SnapKV+SparK at λ 0.5 / 0.8,
     #    small budget (128 tokens kept per head, window of 64 included).
-    run eval ruler "${COMMON[@]}" "${RULER[@]}" \
+    run_eval eval ruler "${COMMON[@]}" "${RULER[@]}" \
       --press full,snapkv,snapkv+think,snapkv+spark --key-ratio 0.5,0.8 --budget "$BUDGET" \
       --out "$OUT/ruler_table"
     run eval report "$OUT/ruler_table"
@@ -41,7 +58,7 @@ for section in $SECTIONS; do
   sweep)
     # 2. λ sweep 0.3-0.9, channel pruning alone (no eviction, so λ is the only loss): SparK (mean recovery) vs
     #    ThinK vs SparK with recovery=zero (plain unstructured pruning).
-    run eval ruler "${COMMON[@]}" "${RULER[@]}" \
+    run_eval eval ruler "${COMMON[@]}" "${RULER[@]}" \
       --press full,spark,think --key-ratio 0.3,0.4,0.5,0.6,0.7,0.8,0.9 --recovery mean,zero \
       --out "$OUT/ruler_lambda_sweep"
     run eval report "$OUT/ruler_lambda_sweep"   # also writes accuracy_vs_key_ratio.png
@@ -49,7 +66,7 @@ for section in $SECTIONS; do
   recovery)
     # 3. Recovery ablation at λ 0.5 and 0.8 (SparK alone): zero, constant 0.01, mean (default), mean_linear
     #    (the paper's wording), gaussian, exponential.
-    run eval ruler "${COMMON[@]}" "${RULER[@]}" \
+    run_eval eval ruler "${COMMON[@]}" "${RULER[@]}" \
       --press full,spark --key-ratio 0.5,0.8 \
       --recovery zero,constant,mean,mean_linear,gaussian,exponential --recovery-constant 0.01 \
       --out "$OUT/ruler_recovery"
@@ -58,7 +75,7 @@ for section in $SECTIONS; do
   longbench)
     # 4. LongBench (16 English tasks) with the paper's presses at budget 128; needs the official JSONL files.
     if [[ -n "${LONGBENCH_DIR:-}" ]]; then
-      run eval longbench "${COMMON[@]}" --data-dir "$LONGBENCH_DIR" ${QUICK:+--limit 2} \
+      run_eval eval longbench "${COMMON[@]}" --data-dir "$LONGBENCH_DIR" ${QUICK:+--limit 2} \
         --press full,snapkv,snapkv+think,snapkv+spark --key-ratio 0.5,0.8 --budget "$BUDGET" \
         --out "$OUT/longbench_table"
       run eval report "$OUT/longbench_table"

@@ -365,7 +365,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     plan = plan_samples(cfg, fmt, max_context)
 
     config_record = {
-        "config": cfg.to_dict(),
+        "config": {k: v for k, v in cfg.to_dict().items() if k != "shard"},  # shards share one folder
         "presses": [{**press_meta(label, spec, press), "config": press.to_dict()} for label, spec, press in presses],
         "max_context": max_context,
         "answer_prefix": "assistant reply" if backend.prefix_in_reply else "end of the user turn",
