@@ -7,7 +7,7 @@
 #   SECTIONS="table sweep" bash scripts/reproduce.sh
 #
 # Knobs (environment): MODEL (smollm2), DEVICE (cuda if available), LENGTH (4096), LIMIT (samples per RULER task,
-# 25), BUDGET (SnapKV budget, 128), SEED (42), OUT (runs/reproduce), LONGBENCH_DIR (LongBench data/ folder; the
+# 25), TASKS (RULER tasks, comma-separated; default all 11), BUDGET (SnapKV budget, 128), SEED (42), OUT (runs/reproduce), LONGBENCH_DIR (LongBench data/ folder; the
 # LongBench section runs only when it is set), SPARKV (command; default `python -m sparkv.cli`), SHARDS (1: run each
 # evaluation as that many processes, `--shard I/N`; on one GPU a small model leaves it mostly idle, so 8-12 shards
 # run ~10x faster; start `nvidia-cuda-mps-control -d` first to let their kernels overlap).
@@ -27,12 +27,16 @@ BUDGET=${BUDGET:-128}
 SEED=${SEED:-42}
 OUT=${OUT:-runs/reproduce}
 SECTIONS=${SECTIONS:-table sweep recovery longbench}
+SHARDS=${SHARDS:-1}
 if [[ -n "${QUICK:-}" ]]; then LENGTH=1024; LIMIT=2; OUT=${OUT}_quick; fi
 
-RULER_TASKS=niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3,niah_multivalue,niah_multiquery,vt,cwe,fwe
+RULER_TASKS=${TASKS:-niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,niah_multikey_3,niah_multivalue,niah_multiquery,vt,cwe,fwe}
+if [[ "$DEVICE" == cpu ]] && (( SHARDS > 1 )) && [[ -z "${OMP_NUM_THREADS:-}" ]]; then
+  # CPU shards share the cores: without this each process starts one thread per core and they thrash.
+  export OMP_NUM_THREADS=$(( $(nproc) / SHARDS > 0 ? $(nproc) / SHARDS : 1 ))
+fi
 COMMON=(--model "$MODEL" --device "$DEVICE" --seed "$SEED" --quiet)
 RULER=(--tasks "$RULER_TASKS" --lengths "$LENGTH" --limit "$LIMIT")
-SHARDS=${SHARDS:-1}
 run() { echo "+ $*" >&2; $SPARKV "$@"; }
 # `eval ruler|longbench ARGS` in SHARDS processes sharing one --out, then once more unsharded: it generates nothing
 # and writes metrics.json over every shard's rows.

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from sparkv._files import exclusive
+
 log = logging.getLogger(__name__)
 
 
@@ -116,20 +118,11 @@ def _numeric_key(path: Path) -> tuple:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path):
+def _lock_file(lock_path: Path):
     """An inter-process lock (several evaluation shards may start at once and find no converted model)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no lock; concurrent first conversions would each redo the work
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with open(lock_path, "w") as f, exclusive(f):
+        yield
 
 
 def convert_gguf(gguf: str | Path, target: str | Path | None = None, force: bool = False) -> Path:
@@ -143,7 +136,7 @@ def convert_gguf(gguf: str | Path, target: str | Path | None = None, force: bool
     done = lambda: (target / "config.json").exists() and any(target.glob("*.safetensors"))  # noqa: E731
     if done() and not force:
         return target
-    with _exclusive(target.with_name(target.name + ".lock")):
+    with _lock_file(target.with_name(target.name + ".lock")):
         if done() and not force:  # another process converted it while we waited
             return target
         log.warning("converting %s into %s (once; ~30 s per 100M parameters)", gguf.name, target)

@@ -12,12 +12,10 @@ Output folder (``cfg.out``):
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import logging
 import math
-import os
 import platform
 import statistics
 import time
@@ -26,6 +24,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from sparkv._files import exclusive, write_atomic
 from sparkv.config import PressConfig
 from sparkv.eval.config import EvalConfig, EvalError, press_meta
 from sparkv.eval.metrics import longbench_length_bucket, score_prediction
@@ -168,31 +167,10 @@ class PredictionStore:
         key = (row["task"], str(row["id"]), row["label"])
         line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         # One write under an exclusive lock: shards of a run (--shard) append to the same file.
-        with open(self.path, "ab") as f, _locked(f):
+        with open(self.path, "ab") as f, exclusive(f):
             f.write(line)
             f.flush()
         self.rows[key] = row
-
-
-@contextlib.contextmanager
-def _locked(f):
-    try:
-        import fcntl
-    except ImportError:  # Windows: appends of one small line are not interleaved in practice
-        yield
-        return
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Shards write the same files; readers must never see a half-written one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -372,7 +350,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
         "environment": _environment(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    _write_atomic(out / "config.json", json.dumps(config_record, indent=2, default=str))
+    write_atomic(out / "config.json", json.dumps(config_record, indent=2, default=str))
 
     store = PredictionStore(out / "predictions.jsonl")
     todo = [(t, sid, make) for i, (t, sid, make) in enumerate(plan)
@@ -435,12 +413,12 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     if len(rows) < len(keys) * len(labels):
         log.warning("%s: metrics cover %d of %d rows (other shards still running, or rerun to finish)",
                     out, len(rows), len(keys) * len(labels))
-    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     if cfg.benchmark == "niah":
         from sparkv.eval.report import plot_niah_heatmap
 
         records = niah_records(rows)
-        _write_atomic(out / "results.json", json.dumps(records, indent=2))
+        write_atomic(out / "results.json", json.dumps(records, indent=2))
         plot_niah_heatmap(records, out / "heatmap.png", labels)
     return metrics
 
