@@ -7,10 +7,11 @@
 #   SECTIONS="table sweep" bash scripts/reproduce.sh
 #
 # Knobs (environment): MODEL (smollm2), DEVICE (cuda if available), LENGTH (4096), LIMIT (samples per RULER task,
-# 25), TASKS (RULER tasks, comma-separated; default all 11), BUDGET (SnapKV budget, 128), SEED (42), OUT (runs/reproduce), LONGBENCH_DIR (LongBench data/ folder; the
-# LongBench section runs only when it is set), SPARKV (command; default `python -m sparkv.cli`), SHARDS (1: run each
-# evaluation as that many processes, `--shard I/N`; on one GPU a small model leaves it mostly idle, so 8-12 shards
-# run ~10x faster; start `nvidia-cuda-mps-control -d` first to let their kernels overlap).
+# 25), TASKS (RULER tasks, comma-separated; default all 11), BUDGET (SnapKV budget, 128), SEED (42), OUT
+# (runs/reproduce), LONGBENCH_DIR (LongBench data/ folder; the LongBench section runs only when it is set), SPARKV
+# (command; default `python -m sparkv.cli`), SHARDS (1: run each evaluation as that many processes, `--shard I/N`;
+# one process of a small model leaves a GPU mostly idle; start `nvidia-cuda-mps-control -d` first to let the
+# shards' kernels overlap).
 #
 # REPRODUCTION.md section 1 (Qwen2.5-Coder-1.5B on an H200):
 #   MODEL=qwen2.5-coder-1.5b BUDGET=1024 LIMIT=100 SHARDS=12 SECTIONS=table OUT=runs/reproduce_qwen \
