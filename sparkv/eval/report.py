@@ -41,7 +41,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     rows = []
     if pred_path.is_file():
-        rows = [json.loads(line) for line in pred_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from sparkv.eval.runner import PredictionStore  # tolerant of a torn last line (a run still writing)
+
+        rows = list(PredictionStore(pred_path, repair=False).rows.values())
     partial = False
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
     # metrics.json written by the first of several shards (--shard) counts fewer rows than were planned.

@@ -138,27 +138,27 @@ def make_backend(cfg: EvalConfig) -> Backend:
 class PredictionStore:
     """``predictions.jsonl``: rows keyed by (task, sample id, press label); appended and flushed one by one."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, repair: bool = True):
         self.path = path
         self.rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-        if path.exists():
-            with open(path, "rb+") as f:  # a run killed mid-write leaves a torn last line: end it first
-                f.seek(0, 2)
-                if f.tell() > 0:
-                    f.seek(-1, 2)
-                    if f.read(1) != b"\n":
-                        f.write(b"\n")
-            with open(path, encoding="utf-8") as f:
-                for number, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                        key = (row["task"], str(row["id"]), row["label"])
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        log.warning("%s:%d: unreadable row skipped (it will be generated again)", path, number)
-                        continue
-                    self.rows[key] = row
+        if not path.exists():
+            return
+        # Under the lock that appends take (other shards may be writing). A run killed mid-write leaves a torn last
+        # line: `repair` ends it, so that the next row starts on a line of its own (readers pass False).
+        with open(path, "rb+" if repair else "rb") as f, exclusive(f):
+            data = f.read()
+            if repair and data and not data.endswith(b"\n"):
+                f.write(b"\n")
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key = (row["task"], str(row["id"]), row["label"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("%s:%d: unreadable row skipped (it will be generated again)", path, number)
+                continue
+            self.rows[key] = row
 
     def __contains__(self, key: tuple[str, str, str]) -> bool:
         return key in self.rows
@@ -355,8 +355,9 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     store = PredictionStore(out / "predictions.jsonl")
     todo = [(t, sid, make) for i, (t, sid, make) in enumerate(plan)
             if i % shards == shard and any((t, sid, label) not in store for label, _, _ in presses)]
-    if len(todo) < len(plan):
-        log.info("resuming: %d of %d samples already done", len(plan) - len(todo), len(plan))
+    mine = len(range(shard, len(plan), shards))
+    if len(todo) < mine:
+        log.info("resuming: %d of %d samples already done", mine - len(todo), mine)
     warned = False
     desc = f"{cfg.benchmark} ({len(presses)} presses" + (f", shard {shard}/{shards})" if shards > 1 else ")")
     bar = tqdm(todo, desc=desc, unit="sample", disable=not progress)

@@ -216,3 +216,19 @@ def test_concurrent_appends_from_processes_stay_whole_lines(tmp_path):
     lines = path.read_text().splitlines()
     assert len(lines) == 600 and all(json.loads(line)["prediction"] == "x" * 5000 for line in lines)
     assert len(PredictionStore(path).rows) == 600
+
+
+def test_reading_a_run_never_writes_to_it(tmp_path, scripted):
+    from sparkv.eval.report import load_run
+
+    run_eval(ruler_cfg(tmp_path, limit=1), backend=scripted, progress=False)
+    pred = tmp_path / "run" / "predictions.jsonl"
+    with open(pred, "a") as f:
+        f.write('{"task": "vt", "id": "1200-0", "lab')  # a writer killed mid-line
+    before = pred.read_bytes()
+    pred.chmod(0o444)
+    try:
+        run = load_run(tmp_path / "run")  # a read-only run folder (e.g. a copied result) is fine
+    finally:
+        pred.chmod(0o644)
+    assert pred.read_bytes() == before and len(run["predictions"]) == 2 * 3
