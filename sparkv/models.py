@@ -86,11 +86,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def packaged_gguf(alias: str) -> Path:
-    """The GGUF file of a packaged model; parts are concatenated (once, checked by sha256) under :func:`cache_dir`."""
+def _packaged(alias: str) -> PackagedModel:
     if alias not in PACKAGED_MODELS:
         raise ValueError(f"unknown packaged model {alias!r}; known: {', '.join(PACKAGED_MODELS)}")
-    spec = PACKAGED_MODELS[alias]
+    return PACKAGED_MODELS[alias]
+
+
+def packaged_gguf(alias: str) -> Path:
+    """The GGUF file of a packaged model; parts are concatenated (once, checked by sha256) under :func:`cache_dir`."""
+    spec = _packaged(alias)
     if spec.parts_glob is None:
         return _package_dir(spec.packages[0], alias) / spec.file
     target = cache_dir() / "gguf" / spec.file
@@ -98,18 +102,20 @@ def packaged_gguf(alias: str) -> Path:
         return target
     dirs = [_package_dir(p, alias) for p in spec.packages]  # every part present before writing anything
     parts = [part for d in dirs for part in sorted(d.glob(spec.parts_glob), key=_numeric_key)]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    log.warning("assembling %s from %d parts into %s (once)", alias, len(parts), target)
-    with open(tmp, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out, 1 << 24)
-    if spec.sha256 and (digest := _sha256(tmp)) != spec.sha256:
-        tmp.unlink()
-        raise RuntimeError(f"the assembled GGUF of {alias} has sha256 {digest}, expected {spec.sha256}: "
-                           "a part package is missing, duplicated or of another version")
-    tmp.replace(target)
+    with _lock_file(target.with_name(f".{target.name}.lock")):
+        if target.exists():  # another process assembled it while we waited
+            return target
+        tmp = target.with_name(target.name + ".tmp")
+        log.warning("assembling %s from %d parts into %s (once)", alias, len(parts), target)
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        if spec.sha256 and (digest := _sha256(tmp)) != spec.sha256:
+            tmp.unlink()
+            raise RuntimeError(f"the assembled GGUF of {alias} has sha256 {digest}, expected {spec.sha256}: "
+                               "a part package is missing, duplicated or of another version")
+        tmp.replace(target)
     return target
 
 
@@ -125,6 +131,10 @@ def _lock_file(lock_path: Path):
         yield
 
 
+def _converted(folder: Path) -> bool:
+    return (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
+
+
 def convert_gguf(gguf: str | Path, target: str | Path | None = None, force: bool = False) -> Path:
     """Dequantise a GGUF file once into a safetensors folder (default ``cache_dir()/<file stem>``); return it."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -133,11 +143,10 @@ def convert_gguf(gguf: str | Path, target: str | Path | None = None, force: bool
     if not gguf.is_file():
         raise FileNotFoundError(f"GGUF file {gguf} does not exist")
     target = Path(target) if target is not None else cache_dir() / gguf.stem
-    done = lambda: (target / "config.json").exists() and any(target.glob("*.safetensors"))  # noqa: E731
-    if done() and not force:
+    if _converted(target) and not force:
         return target
-    with _lock_file(target.with_name(target.name + ".lock")):
-        if done() and not force:  # another process converted it while we waited
+    with _lock_file(target.with_name(f".{target.name}.lock")):
+        if _converted(target) and not force:  # another process converted it while we waited
             return target
         log.warning("converting %s into %s (once; ~30 s per 100M parameters)", gguf.name, target)
         directory, name = gguf.parent, gguf.name
@@ -167,10 +176,8 @@ def convert_gguf(gguf: str | Path, target: str | Path | None = None, force: bool
 
 def convert_packaged(alias: str = DEFAULT_MODEL, force: bool = False) -> Path:
     """Convert a packaged model once into :func:`cache_dir` and return the folder."""
-    if alias not in PACKAGED_MODELS:
-        raise ValueError(f"unknown packaged model {alias!r}; known: {', '.join(PACKAGED_MODELS)}")
-    target = cache_dir() / PACKAGED_MODELS[alias].folder
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")) and not force:
+    target = cache_dir() / _packaged(alias).folder
+    if _converted(target) and not force:  # without assembling the parts again
         return target
     return convert_gguf(packaged_gguf(alias), target, force=force)
 
