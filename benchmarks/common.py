@@ -20,6 +20,21 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def wall_clock_us(fn, warmup: int = 5, rep: int = 50) -> float:
+    """Median wall-clock time of ``fn()`` in microseconds (CPU code, or GPU-less dry runs)."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rep):
+        t = time.perf_counter()
+        fn()
+        times.append(1e6 * (time.perf_counter() - t))
+    return statistics.median(times)
+
+
 def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True) -> float:
     """Median GPU time of ``fn()`` in microseconds, L2 flushed (256 MB memset) before every timed call.
 
@@ -29,15 +44,7 @@ def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True) -> float:
     ``triton.testing.do_bench`` (median). Without CUDA (dry runs under ``TRITON_INTERPRET=1``) a wall-clock median.
     """
     if not torch.cuda.is_available():
-        import statistics
-        import time
-
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            times.append(1e6 * (time.perf_counter() - t))
-        return statistics.median(times)
+        return wall_clock_us(fn, warmup=0, rep=3)
     import statistics
 
     import triton

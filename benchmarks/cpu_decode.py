@@ -9,30 +9,18 @@ dense keys (the full cache), fp32, median of 50 calls after 5 warm-ups, one thre
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import wall_clock_us  # noqa: E402
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
 from sparkv.kernels.select_pack import select_pack_ref  # noqa: E402
-
-
-def median_ms(fn, warmup: int = 5, rep: int = 50) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rep):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
@@ -51,11 +39,11 @@ def main() -> None:
     query = torch.randn(b, h * args.group, 1, d)
     dense = CompressedKV(DenseKeys(keys), values, lengths)
     print(f"torch {torch.__version__}, 1 thread, {s} tokens, {h} KV heads x {args.group}, D = {d}")
-    print(f"| prefix | ms per decode step |\n|---|---|\n| dense | {median_ms(lambda: decode_attn_ref(query, dense, None, None, d ** -0.5)):.2f} |")
+    print(f"| prefix | ms per decode step |\n|---|---|\n| dense | {wall_clock_us(lambda: decode_attn_ref(query, dense, None, None, d ** -0.5)) / 1e3:.2f} |")
     for lam in (0.5, 0.8):
         for recovery in ("mean", "zero"):
             prefix = CompressedKV(select_pack_ref(keys, stat, kept_channels(d, lam), recovery=recovery), values, lengths)
-            ms = median_ms(lambda: decode_attn_ref(query, prefix, None, None, d ** -0.5))
+            ms = wall_clock_us(lambda: decode_attn_ref(query, prefix, None, None, d ** -0.5)) / 1e3
             print(f"| SparK λ={lam} {recovery} | {ms:.2f} |")
 
 

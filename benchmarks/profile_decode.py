@@ -17,6 +17,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from decode_attention import make_shape  # noqa: E402
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
 from sparkv.kernels.decode_attn.fused import DENSE_CONFIGS, SPARK_CONFIGS, decode_attn_triton  # noqa: E402
@@ -30,13 +31,8 @@ def main() -> None:
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("profile_decode.py needs a CUDA device")
-    b, hq, h, s, d = 8, 32, 8, 32768, 128
-    g = torch.Generator(device="cuda").manual_seed(1)
-    q = torch.randn(b, hq, 1, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    k = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    v = torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    stat = torch.rand(b, h, d, device="cuda", generator=g) + 0.05
-    lens = torch.full((b,), s, dtype=torch.int32, device="cuda")
+    d = 128
+    q, k, v, stat, lens = make_shape(8, 32, 8, 32768, d, torch.bfloat16, seed=1)  # the benchmark's 32K·b8 data
     if args.keys == "dense":
         prefix, c = CompressedKV(DenseKeys(k), v, lens), DENSE_CONFIGS[0]
     else:
