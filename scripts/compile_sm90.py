@@ -2,7 +2,9 @@
 
 Triton's wheel bundles ptxas / cuobjdump, so layouts (TTGIR), PTX, SASS and the register count of a config can be
 checked before spending GPU time. Writes ``k.ttgir``, ``k.ptx``, ``k.sass``... into ``--out`` and prints the
-registers / spills, the blocked layouts and the shared-memory traffic instructions.
+registers / spills, shared memory, the blocked layouts, and the tile loop's SASS instruction count and mix. Pointers
+and strides get the JIT's 16-divisibility hints, so the SASS is the one that runs: the loop count matched Nsight
+Compute's instructions per tile on the H200 (784 for the default SparK config, 376 for the dense one).
 
     python scripts/compile_sm90.py --bs 32 --warps 4 --stages 3                 # SparK tile, D = 128, λ = 0.5
     python scripts/compile_sm90.py --expand 3 --bs 64 --stages 2 --d 64 --dk 32 # session-1 layout at D = 64
@@ -12,6 +14,7 @@ registers / spills, the blocked layouts and the shared-memory traffic instructio
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import re
 import subprocess
@@ -31,6 +34,24 @@ from sparkv.kernels.decode_attn import fused  # noqa: E402
 POINTERS = {"q": "*bf16", "kd": "*bf16", "kv": "*bf16", "kb": "*i32", "sb": "*i32", "r": "*bf16", "u": "*fp32",
             "v": "*bf16", "lens": "*i32", "tk": "*bf16", "tv": "*bf16", "o_part": "*fp32", "lse_part": "*fp32"}
 FLOATS = ("scale", "const")
+
+
+def largest_loop(sass: str) -> list[str]:
+    """SASS instructions (text) of the largest loop body: from a backward branch's target to the branch."""
+    ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", sass)]
+    index = {addr: i for i, (addr, _) in enumerate(ins)}
+    best: tuple[int, int] = (0, -1)
+    for i, (addr, text) in enumerate(ins):
+        target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
+        if target and int(target.group(1), 16) < addr and int(target.group(1), 16) in index:
+            start = index[int(target.group(1), 16)]
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+    return [text for _, text in ins[best[0]:best[1] + 1]]
+
+
+def opcode(text: str) -> str:
+    return re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
 
 
 def main() -> None:
@@ -61,7 +82,13 @@ def main() -> None:
     missing = [n for n in constexprs if n not in fn.arg_names]
     if missing:
         sys.exit(f"kernel has no parameters {missing}; update this script")
-    src = ASTSource(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
+    # What the JIT specialises at run time for the benchmark's tensors: 16-byte-aligned pointers and strides that are
+    # multiples of 16 elements (``do_not_specialize`` arguments excepted). Without these hints the value tile loads
+    # scalarise and the SASS stops resembling the kernel that runs.
+    aligned = [n for n in fn.arg_names if n in POINTERS or n.startswith("s_")]
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    src = ASTSource(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()},
+                    attrs=attrs)
     options = dict(num_warps=args.warps, num_stages=args.stages)
     if args.maxnreg:
         options["maxnreg"] = args.maxnreg
@@ -79,10 +106,17 @@ def main() -> None:
     (args.out / "k.sass").write_text(sass)
     ttgir = (args.out / "k.ttgir").read_text()
 
-    print(usage.strip().splitlines()[-1].strip())
+    print(usage.strip().splitlines()[-1].strip(), f"| shared memory per program: {kernel.metadata.shared} B")
     for line in ttgir.splitlines():
         if re.match(r"#blocked\d* = ", line):
             print(line)
+    # The tile loop's instruction count is what limits the SparK tile (BENCHMARKS.md: it matched Nsight Compute's
+    # 784 instructions per tile for the profiled config); per (token, KV head) it compares layouts and configs.
+    loop = largest_loop(sass)
+    mix = collections.Counter(opcode(t) for t in loop).most_common(12)
+    print(f"tile loop: {len(loop)} SASS instructions per warp per {args.bs}-token tile = "
+          f"{len(loop) * args.warps / args.bs:.1f} warp instructions per (token, KV head); "
+          + ", ".join(f"{k} {v}" for k, v in mix))
     print(f"cp.async copies: {ttgir.count('async_copy_global_to_local')}  SASS: LDG {sass.count('LDG')}, "
           f"LDS/STS/LDSM {len(re.findall(r'LDS|STS|LDSM', sass))}, SHFL {sass.count('SHFL')}, "
           f"{len(sass.splitlines())} lines  -> {args.out}/")

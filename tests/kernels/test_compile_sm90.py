@@ -30,3 +30,7 @@ def test_decode_kernel_compiles_for_sm90(args, tmp_path):
     assert "REG:" in res.stdout and (tmp_path / "k.sass").stat().st_size > 0
     regs = int(res.stdout.split("REG:")[1].split()[0])
     assert 0 < regs <= 255
+    # The tile loop was found and is the SparK rebuild (popcount ranks) or the dense tile (no popcounts).
+    loop = next(line for line in res.stdout.splitlines() if line.startswith("tile loop:"))
+    assert int(loop.split()[2]) > 100
+    assert ("POPC" in loop) == ("dense" not in args) and "HMMA" in loop
