@@ -60,17 +60,18 @@ CHUNK_ALIGN = 256
 PROGRAMS_PER_SM = {"dense": 4, "spark": 8}
 
 
-def _expand_asm() -> str:
-    """PTX for two channels (``pack=2``) of a SparK key tile: the kept value, or 0 where pruned, the pair packed in
-    one 32-bit register. Operands per channel: kept word, bit mask ``1 << i``, low mask ``(1 << i) - 1``, int32 offset
-    of the word's first kept value, 64-bit base address of the (b, h) slice of ``kept_values``. 32-bit temporaries:
-    ``ld.u16`` zero-extends into them and one ``prmt`` packs the pair (16-bit ones cost a ``prmt`` per channel)."""
-    names = ["kw", "bit", "low", "off", "base"]
+def _expand_asm(with_sign: bool) -> str:
+    """PTX for two channels (``pack=2``) of a SparK tile: the kept value (or 0) and, optionally, the pruned sign
+    (+1 / -1 as bf16, 0 where kept), each pair packed in one 32-bit register. Operands per channel: kept word,
+    [sign word], bit mask ``1 << i``, low mask ``(1 << i) - 1``, int32 offset of the word's first kept value,
+    64-bit base address of the (b, h) slice of ``kept_values``."""
+    n_out = 2 if with_sign else 1
+    names = ["kw", "sw", "bit", "low", "off", "base"] if with_sign else ["kw", "bit", "low", "off", "base"]
 
     def op(name: str, lane: int) -> str:
-        return f"${1 + 2 * names.index(name) + lane}"
+        return f"${n_out + 2 * names.index(name) + lane}"
 
-    lines = ["{", ".reg .pred pk;", ".reg .b32 w, c, k0, k1;", ".reg .b64 a;"]
+    lines = ["{", ".reg .pred pk, ps;", ".reg .b32 w, c;", ".reg .b64 a;", ".reg .b16 k0, k1, s0, s1;"]
     for lane in (0, 1):
         lines += [
             f"and.b32 w, {op('kw', lane)}, {op('bit', lane)};",
@@ -79,32 +80,25 @@ def _expand_asm() -> str:
             "popc.b32 c, w;",
             f"add.u32 c, c, {op('off', lane)};",
             f"mad.wide.u32 a, c, 2, {op('base', lane)};",
-            f"mov.b32 k{lane}, 0;",
-            f"@pk ld.global.nc.u16 k{lane}, [a];",
+            f"mov.b16 k{lane}, 0;",
+            f"@pk ld.global.nc.b16 k{lane}, [a];",
         ]
-    lines += ["prmt.b32 $0, k0, k1, 0x5410;", "}"]
+        if with_sign:
+            lines += [
+                f"and.b32 w, {op('sw', lane)}, {op('bit', lane)};",
+                "setp.ne.b32 ps, w, 0;",
+                f"selp.b16 s{lane}, 0x3F80, 0xBF80, ps;",
+                f"@pk mov.b16 s{lane}, 0;",
+            ]
+    lines.append("mov.b32 $0, {k0, k1};")
+    if with_sign:
+        lines.append("mov.b32 $1, {s0, s1};")
+    lines.append("}")
     return "\n".join(lines)
 
 
-def _sign_asm() -> str:
-    """PTX for two channels (``pack=2``) of the sign tile: +1 / -1 (bf16) where pruned, by the sign bit, 0 where
-    kept, the pair packed in one 32-bit register. Operands per channel: kept word, sign word, bit mask ``1 << i``."""
-    lines = ["{", ".reg .pred pk, ps;", ".reg .b32 w, s0, s1;"]
-    for lane in (0, 1):
-        lines += [
-            f"and.b32 w, ${1 + lane}, ${5 + lane};",
-            "setp.ne.b32 pk, w, 0;",
-            f"and.b32 w, ${3 + lane}, ${5 + lane};",
-            "setp.ne.b32 ps, w, 0;",
-            f"selp.b32 s{lane}, 0x3F80, 0xBF80, ps;",
-            f"@pk mov.b32 s{lane}, 0;",
-        ]
-    lines += ["prmt.b32 $0, s0, s1, 0x5410;", "}"]
-    return "\n".join(lines)
-
-
-ASM_KEPT = tl.constexpr(_expand_asm())
-ASM_SIGN = tl.constexpr(_sign_asm())
+ASM_KEPT_SIGN = tl.constexpr(_expand_asm(True))
+ASM_KEPT = tl.constexpr(_expand_asm(False))
 # How a SparK tile is rebuilt (module docstring).
 EXPAND_TILE, EXPAND_GLOBAL, EXPAND_PTX, EXPAND_PTX_TOKENS = 0, 1, 2, 3
 
@@ -364,17 +358,18 @@ def decode_attn_fwd_kernel(
                         b_off = (o_t * DK)[:, None, None] + tl.cumsum(b_cnt, axis=1) - b_cnt
                         if RECOVERY != 1:
                             b_sw = tl.load(sb + p_w, mask=m_w3, other=0)
-                    # Two asm ops, not one with two results: Triton then builds each tile directly in the layout
-                    # the dot reads (a two-result op got one of its tiles converted through shuffles).
-                    b_k = tl.inline_asm_elementwise(
-                        ASM_KEPT, "=r,r,r,r,r,r,r,r,r,l,l",
-                        [b_kw, b_bit, b_low, b_off, b_base], dtype=b_q.dtype, is_pure=True, pack=2)
                     if RECOVERY != 1:
-                        b_sgn = tl.inline_asm_elementwise(
-                            ASM_SIGN, "=r,r,r,r,r,r,r", [b_kw, b_sw, b_bit], dtype=tl.bfloat16, is_pure=True, pack=2)
+                        b_k, b_sgn = tl.inline_asm_elementwise(
+                            ASM_KEPT_SIGN, "=r,=r,r,r,r,r,r,r,r,r,r,r,l,l",
+                            [b_kw, b_sw, b_bit, b_low, b_off, b_base],
+                            dtype=(b_q.dtype, tl.bfloat16), is_pure=True, pack=2)
                         if EXPAND == 2:
                             b_sgn = tl.permute(b_sgn, (1, 0, 2))
                         b_sgn = tl.reshape(b_sgn, (BS, BD))
+                    else:
+                        b_k = tl.inline_asm_elementwise(
+                            ASM_KEPT, "=r,r,r,r,r,r,r,r,r,l,l",
+                            [b_kw, b_bit, b_low, b_off, b_base], dtype=b_q.dtype, is_pure=True, pack=2)
                     if EXPAND == 2:
                         b_k = tl.permute(b_k, (1, 0, 2))
                     b_k = tl.reshape(b_k, (BS, BD))
