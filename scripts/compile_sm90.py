@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=128, help="head_dim")
     ap.add_argument("--dk", type=int, default=64, help="kept channels")
     ap.add_argument("--group", type=int, default=4, help="query heads per KV head")
+    ap.add_argument("--recovery", choices=["mean", "zero", "constant"], default="mean")
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--stages", type=int, default=3)
@@ -74,7 +75,7 @@ def main() -> None:
         fn = fn.fn
     constexprs = dict(
         **fused.shape_constexprs(8, args.group, args.d, args.dk),
-        LAYOUT=fused.LAYOUT_SPARK if args.layout == "spark" else fused.LAYOUT_DENSE, RECOVERY=fused.REC_MEAN,
+        LAYOUT=fused.LAYOUT_SPARK if args.layout == "spark" else fused.LAYOUT_DENSE, RECOVERY=fused._RECOVERY_IDS[args.recovery],
         HAS_TAIL=True, EXPAND=args.expand, PF=args.pf, NLK=fused.prefetch_lanes(args.bs, args.dk), USE_POPC=True,
         F32=False, BS=args.bs)
     signature = {n: POINTERS.get(n) or ("constexpr" if n in constexprs else "fp32" if n in FLOATS else "i32")
