@@ -60,29 +60,19 @@ CHUNK_ALIGN = 256
 PROGRAMS_PER_SM = {"dense": 4, "spark": 8}
 
 
-def _expand_asm(recover: bool) -> str:
-    """PTX for two channels (``pack=2``) of a SparK tile, packed in one 32-bit register: the kept value where the
-    channel is kept, else (``recover``) its recovered value ``±rec`` (``+`` iff the sign bit is set), else 0.
-    Operands per channel: kept word, [sign word], bit mask ``1 << i``, low mask ``(1 << i) - 1``, int32 offset of the
-    word's first kept value, 64-bit base address of the (b, h) slice of ``kept_values``, [the pair's ``rec`` values
-    packed in one register]."""
-    names = ["kw", "sw", "bit", "low", "off", "base"] if recover else ["kw", "bit", "low", "off", "base"]
+def _expand_asm(with_sign: bool) -> str:
+    """PTX for two channels (``pack=2``) of a SparK tile: the kept value (or 0) and, optionally, the pruned sign
+    (+1 / -1 as bf16, 0 where kept), each pair packed in one 32-bit register. Operands per channel: kept word,
+    [sign word], bit mask ``1 << i``, low mask ``(1 << i) - 1``, int32 offset of the word's first kept value,
+    64-bit base address of the (b, h) slice of ``kept_values``."""
+    n_out = 2 if with_sign else 1
+    names = ["kw", "sw", "bit", "low", "off", "base"] if with_sign else ["kw", "bit", "low", "off", "base"]
 
     def op(name: str, lane: int) -> str:
-        return f"${1 + 2 * names.index(name) + lane}"
+        return f"${n_out + 2 * names.index(name) + lane}"
 
-    lines = ["{", ".reg .pred pk, ps;", ".reg .b32 w, c;", ".reg .b64 a;", ".reg .b16 k0, k1;"]
-    if recover:
-        lines.append(f"mov.b32 {{k0, k1}}, ${1 + 2 * len(names)};")
+    lines = ["{", ".reg .pred pk, ps;", ".reg .b32 w, c;", ".reg .b64 a;", ".reg .b16 k0, k1, s0, s1;"]
     for lane in (0, 1):
-        if recover:
-            lines += [
-                f"and.b32 w, {op('sw', lane)}, {op('bit', lane)};",
-                "setp.eq.b32 ps, w, 0;",
-                f"@ps xor.b16 k{lane}, k{lane}, 0x8000;",
-            ]
-        else:
-            lines.append(f"mov.b16 k{lane}, 0;")
         lines += [
             f"and.b32 w, {op('kw', lane)}, {op('bit', lane)};",
             "setp.ne.b32 pk, w, 0;",
@@ -90,13 +80,24 @@ def _expand_asm(recover: bool) -> str:
             "popc.b32 c, w;",
             f"add.u32 c, c, {op('off', lane)};",
             f"mad.wide.u32 a, c, 2, {op('base', lane)};",
+            f"mov.b16 k{lane}, 0;",
             f"@pk ld.global.nc.b16 k{lane}, [a];",
         ]
-    lines += ["mov.b32 $0, {k0, k1};", "}"]
+        if with_sign:
+            lines += [
+                f"and.b32 w, {op('sw', lane)}, {op('bit', lane)};",
+                "setp.ne.b32 ps, w, 0;",
+                f"selp.b16 s{lane}, 0x3F80, 0xBF80, ps;",
+                f"@pk mov.b16 s{lane}, 0;",
+            ]
+    lines.append("mov.b32 $0, {k0, k1};")
+    if with_sign:
+        lines.append("mov.b32 $1, {s0, s1};")
+    lines.append("}")
     return "\n".join(lines)
 
 
-ASM_KEPT_REC = tl.constexpr(_expand_asm(True))
+ASM_KEPT_SIGN = tl.constexpr(_expand_asm(True))
 ASM_KEPT = tl.constexpr(_expand_asm(False))
 # How a SparK tile is rebuilt (module docstring).
 EXPAND_TILE, EXPAND_GLOBAL, EXPAND_PTX, EXPAND_PTX_TOKENS = 0, 1, 2, 3
@@ -290,15 +291,22 @@ def decode_attn_fwd_kernel(
                 # Channel order c = bit·NWP + word for channel j = word·32 + bit: the rebuilt tile is [32, BS, NWP]
                 # (bit, token, word), a shape for which Triton puts a warp's lanes on the channels of ONE token, so
                 # each warp-wide gather reads one token's kept values (one or two 128-byte lines, not 8-16).
-                # q and u follow the same order; the dot does not care.
+                # q, u and the sign tile follow the same order; the dot does not care.
                 tl.static_assert(BD == 32 * NWP)
                 o_jq = (o_j % NWP) * 32 + o_j // NWP
                 m_jq = o_jq < D
                 b_qs = tl.load(p_q + o_jq[None, :], mask=m_g[:, None] & m_jq[None, :], other=0)
-                if F32:
-                    b_qs = b_qs.to(tl.float32)
             else:
+                o_jq = o_j
+                m_jq = m_j
                 b_qs = b_q
+            if RECOVERY == 0:
+                b_u = tl.load(u + i_bh64 * D + o_jq, mask=m_jq, other=0)
+                b_qu = (b_qs.to(tl.float32) * b_u[None, :])
+            else:
+                b_qu = b_qs.to(tl.float32)
+            if not F32:
+                b_qu = b_qu.to(tl.bfloat16)
             if EXPAND >= 2:
                 # PTX expansion: bit masks per channel of a word, the slice's base address as a 64-bit integer.
                 o_b = tl.arange(0, 32)
@@ -306,12 +314,10 @@ def decode_attn_fwd_kernel(
                     b_bit = (1 << o_b)[:, None, None]
                     b_low = ((1 << o_b) - 1)[:, None, None]
                     b_base = tl.zeros([32, BS, NWP], dtype=tl.int64) + p_kv0.to(tl.int64)
-                    o_ju = (o_w * 32)[None, None, :] + o_b[:, None, None]  # [32, 1, NWP] channel of each element
                 else:
                     b_bit = (1 << o_b)[None, None, :]
                     b_low = ((1 << o_b) - 1)[None, None, :]
                     b_base = tl.zeros([BS, NWP, 32], dtype=tl.int64) + p_kv0.to(tl.int64)
-                    o_ju = (o_w * 32)[None, :, None] + o_b[None, None, :]  # [1, NWP, 32]
                 # Prefetch PF tiles ahead, clamped to this split.
                 a_kv = p_kv0.to(tl.int64)
             else:
@@ -319,39 +325,10 @@ def decode_attn_fwd_kernel(
                 b_jw = tl.broadcast_to((o_j // 32)[None, :], (BS, BD))
                 b_jb = (o_j % 32)[None, :]
                 b_low2 = ((tl.full([BD], 1, tl.int64) << (o_j % 32).to(tl.int64)) - 1).to(tl.int32)[None, :]
-                o_ju = o_j[None, :]  # [1, BD]
-            if RECOVERY == 0:
-                # u_j of every element of the tile (loop-invariant); the recovered entry is r_t·u_j·sign.
-                b_u = tl.load(u + i_bh64 * D + o_ju, mask=o_ju < D, other=0)
             for t0 in range(start, end, BS):
                 o_t = t0 + tl.arange(0, BS)
                 m_t = o_t < end
                 o_t64 = o_t.to(tl.int64)
-                # Magnitude of the recovered entries, in the tile's shape, rounded to the key dtype once (the
-                # kernel attends over exactly the recovered keys, spec §3): r_t·u_j (mean) or c (constant).
-                if RECOVERY == 0:
-                    if EXPAND == 2:
-                        # r_t loaded as a [BS, NWP] tile like the bitmap words, so that Triton stages it through
-                        # shared memory with them and broadcasts it the same way (a [BS] load costs a global load
-                        # per element of the [32, BS, NWP] tile).
-                        b_r2 = tl.load(r + i_bh64 * S + o_t64[:, None] + o_w[None, :] * 0,
-                                       mask=m_t[:, None] & m_w[None, :], other=0)
-                        b_rec = b_r2[None, :, :].to(tl.float32) * b_u
-                    elif EXPAND == 3:
-                        b_r2 = tl.load(r + i_bh64 * S + o_t64[:, None] + o_w[None, :] * 0,
-                                       mask=m_t[:, None] & m_w[None, :], other=0)
-                        b_rec = b_r2[:, :, None].to(tl.float32) * b_u
-                    else:
-                        b_r = tl.load(r + i_bh64 * S + o_t, mask=m_t, other=0).to(tl.float32)
-                        b_rec = b_r[:, None] * b_u
-                    b_rec = b_rec.to(b_q.dtype)
-                elif RECOVERY == 2:
-                    if EXPAND == 2:
-                        b_rec = tl.full([32, BS, NWP], const, dtype=b_q.dtype)
-                    elif EXPAND == 3:
-                        b_rec = tl.full([BS, NWP, 32], const, dtype=b_q.dtype)
-                    else:
-                        b_rec = tl.full([BS, BD], const, dtype=b_q.dtype)
                 if EXPAND >= 2:
                     if PF > 0:
                         # Kept values to L1 (the gathers hit it); the bitmap words are software-pipelined through
@@ -382,9 +359,13 @@ def decode_attn_fwd_kernel(
                         if RECOVERY != 1:
                             b_sw = tl.load(sb + p_w, mask=m_w3, other=0)
                     if RECOVERY != 1:
-                        b_k = tl.inline_asm_elementwise(
-                            ASM_KEPT_REC, "=r,r,r,r,r,r,r,r,r,r,r,l,l,r",
-                            [b_kw, b_sw, b_bit, b_low, b_off, b_base, b_rec], dtype=b_q.dtype, is_pure=True, pack=2)
+                        b_k, b_sgn = tl.inline_asm_elementwise(
+                            ASM_KEPT_SIGN, "=r,=r,r,r,r,r,r,r,r,r,r,r,l,l",
+                            [b_kw, b_sw, b_bit, b_low, b_off, b_base],
+                            dtype=(b_q.dtype, tl.bfloat16), is_pure=True, pack=2)
+                        if EXPAND == 2:
+                            b_sgn = tl.permute(b_sgn, (1, 0, 2))
+                        b_sgn = tl.reshape(b_sgn, (BS, BD))
                     else:
                         b_k = tl.inline_asm_elementwise(
                             ASM_KEPT, "=r,r,r,r,r,r,r,r,r,l,l",
@@ -405,20 +386,25 @@ def decode_attn_fwd_kernel(
                     else:
                         p_kv = p_kv0 + o_t64[:, None] * DK + o_i[None, :]
                         b_kt = tl.load(p_kv, mask=m_t[:, None] & (o_i < DK)[None, :], other=0)
-                        b_k = tl.gather(b_kt, b_rank, axis=1)
-                    if F32:
-                        b_k = b_k.to(tl.float32)
+                        b_k = tl.where(m_kept, tl.gather(b_kt, b_rank, axis=1), 0)
                     if RECOVERY != 1:
                         b_sw = tl.gather(tl.load(sb + p_w, mask=m_t[:, None] & m_w[None, :], other=0), b_jw, axis=1)
-                        b_k = tl.where(m_kept, b_k, tl.where(((b_sw >> b_jb) & 1) != 0, b_rec, -b_rec))
-                    else:
-                        b_k = tl.where(m_kept, b_k, 0)
+                        b_sgn = tl.where(m_kept, 0.0, tl.where(((b_sw >> b_jb) & 1) != 0, 1.0, -1.0))
+                        if not F32:
+                            b_sgn = b_sgn.to(tl.bfloat16)
                 p_v = p_v0 + o_t64[:, None] * s_v_s + o_j[None, :]
                 b_v = tl.load(p_v, mask=m_t[:, None] & m_j[None, :], other=0)
                 if F32:
                     b_k = b_k.to(tl.float32)
                     b_v = b_v.to(tl.float32)
                 b_s = tl.dot(b_qs, tl.trans(b_k)) * scale
+                if RECOVERY != 1:
+                    b_rec = tl.dot(b_qu, tl.trans(b_sgn))
+                    if RECOVERY == 0:
+                        b_r = tl.load(r + i_bh64 * S + o_t, mask=m_t, other=0).to(tl.float32)
+                        b_s += b_rec * (b_r * scale)[None, :]
+                    else:
+                        b_s += b_rec * (const * scale)
                 b_s = tl.where(m_t[None, :], b_s, float("-inf"))
                 b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
     else:
