@@ -11,7 +11,8 @@ Every config is checked against the fp32 PyTorch reference before it is timed (r
 scales, u, dense values, lengths) plus the query; SDPA reads the dense keys and values plus the query.
 
 ``--explore`` times every autotune candidate and split size at (32K, b8), (128K, b1) and (128K, b8) instead
-(tuning aid; D = 128 unless ``--head-dims 64``).
+(tuning aid; D = 128 unless ``--head-dims 64``); ``--explore --occupancy`` times the default SparK config at 2-4
+pipeline stages and register caps 80-128 with 8 / 12 / 16 programs per multiprocessor.
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ def run_table(args, save=None) -> list[dict]:
     return rows
 
 
+def occupancy_configs(base: triton.Config) -> list[triton.Config]:
+    """The default SparK config with 2-4 pipeline stages and register caps of 80-128 (or none): occupancy variants
+    (registers and shared memory per program decide how many programs a multiprocessor holds)."""
+    return [triton.Config(dict(base.kwargs), num_warps=base.num_warps, num_stages=stages, maxnreg=cap)
+            for stages in (2, 3, 4) for cap in (None, 80, 96, 128)]
+
+
 def explore(args) -> list[dict]:
     """Time every autotune candidate and several split sizes at the target shapes (by default D = 128, GQA 4;
     ``--head-dims 64`` explores SmolLM2's layout instead)."""
@@ -135,6 +143,8 @@ def explore(args) -> list[dict]:
     rows = []
     sms = num_sms(0)
     shapes = ((32768, 8), (131072, 1), (131072, 8)) if DEVICE == "cuda" else ((600, 2),)
+    if args.occupancy and DEVICE == "cuda":
+        shapes = shapes[:2]  # the issue's two target shapes
     models = [m for m in MODELS if m["head_dim"] in (args.head_dims or [128])]
     for m, (s, b) in ((m, sb) for m in models for sb in shapes):
         hq, h, d = m["q_heads"], m["kv_heads"], m["head_dim"]
@@ -146,13 +156,17 @@ def explore(args) -> list[dict]:
             nbytes = prefix.nbytes() + q.nbytes
             if DEVICE == "cpu":
                 configs = [triton.Config({"BS": 16, "EXPAND": 0}, num_warps=4, num_stages=1)]
+            elif args.occupancy:
+                if lam == 0:
+                    continue
+                configs = occupancy_configs(SPARK_CONFIGS[0])
             else:
                 configs = SPARK_CONFIGS if lam > 0 else DENSE_CONFIGS
-            for per_sm in (2, 4, 8):
+            for per_sm in (8, 12, 16) if args.occupancy else (2, 4, 8):
                 align = 256 if DEVICE == "cuda" else 32
                 splits = max(1, min(s // align, math.ceil(per_sm * sms / (b * h))))
                 chunk = math.ceil(s / splits / align) * align
-                for c in configs if per_sm == 4 else configs[:3]:
+                for c in configs if per_sm == 4 or args.occupancy else configs[:3]:
                     cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, maxnreg=c.maxnreg)
                     try:
                         out = decode_attn_triton(q, prefix, None, None, d ** -0.5, chunk=chunk, config=cfg)
@@ -191,6 +205,8 @@ def main() -> None:
     p.add_argument("--head-dims", type=lambda x: [int(t) for t in x.split(",")], default=None)
     p.add_argument("--explore", action="store_true", help="time every config / split size at the target shapes")
     p.add_argument("--explore-ratios", type=lambda x: [float(t) for t in x.split(",")], default=[0.0, 0.5, 0.8])
+    p.add_argument("--occupancy", action="store_true",
+                   help="with --explore: the default SparK config at 2-4 stages x register caps, 8/12/16 programs per SM")
     args = p.parse_args()
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("decode_attention.py needs a CUDA device (or TRITON_INTERPRET=1 for a dry run at tiny shapes)")
