@@ -42,54 +42,17 @@ def load_variant(name: str, path: str):
     return module
 
 
-# (BS, num_warps, num_stages, programs per SM) for the indexed experiment.
-INDEXED_CONFIGS = [(32, 1, 3, 16), (32, 1, 3, 32), (16, 1, 3, 32), (32, 4, 3, 8), (64, 8, 2, 8), (32, 2, 3, 16)]
-
-
-def time_indexed(q, prefix, ref, d, s, b, h, lam) -> list[dict]:
-    """Rows for the indexed layout built from the same SparK keys (bytes: its own tensors + values + query)."""
-    import math
-
-    from sparkv.kernels.autotune import num_sms
-    from sparkv.kernels.decode_attn.indexed import decode_attn_indexed, to_indexed
-
-    layout = to_indexed(prefix.keys)
-    nbytes = sum(t.numel() * t.element_size() for t in layout.values()) + prefix.values.nbytes \
-        + prefix.lengths.nbytes + q.nbytes
-    rows = []
-    for bs, warps, stages, per_sm in INDEXED_CONFIGS:
-        splits = max(1, min(s // 256, math.ceil(per_sm * num_sms(0) / (b * h))))
-        chunk = math.ceil(s / splits / 256) * 256
-        cfg = dict(BS=bs, num_warps=warps, num_stages=stages)
-
-        def step(cfg=cfg, chunk=chunk):
-            return decode_attn_indexed(q, layout, prefix.values, prefix.lengths, d ** -0.5, config=cfg, chunk=chunk)
-
-        err = rel_err(step(), ref)
-        if not err < TOL:
-            raise SystemExit(f"indexed {cfg}: relative error {err:.2e} vs the fp32 reference")
-        us = bench_us(step)
-        rows.append(dict(variant="indexed", head_dim=d, context=s, batch=b, key_ratio=lam, us=us, bytes=nbytes,
-                         tbps=nbytes / us / 1e6, rel_err=err, per_sm=per_sm, **cfg))
-        print(f" indexed D{d} {s // 1024}K b{b} λ{lam}: {us:7.1f} µs  {nbytes / us / 1e6:.2f} TB/s  {cfg} per_sm={per_sm}",
-              flush=True)
-    return rows
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                    help="a fused.py copy to compare (repeatable); the working tree's is always included")
     p.add_argument("--ratios", type=lambda x: [float(t) for t in x.split(",")], default=[0.5, 0.8])
     p.add_argument("--out", type=Path, default=None, help="JSON file for every timed config")
-    p.add_argument("--indexed", action="store_true",
-                   help="also time the experimental indexed layout (sparkv/kernels/decode_attn/indexed.py)")
     args = p.parse_args()
     if DEVICE != "cuda":
         sys.exit("ab_decode.py times GPU kernels; it needs CUDA")
 
     variants = {"tree": working_tree}
-    names = list(variants) + [v.partition("=")[0] for v in args.variant] + (["indexed"] if args.indexed else [])
     for spec in args.variant:
         name, _, path = spec.partition("=")
         if not path:
@@ -123,20 +86,18 @@ def main() -> None:
                     rows.append(dict(variant=name, head_dim=d, context=s, batch=b, key_ratio=lam, us=us,
                                      tbps=nbytes / us / 1e6, rel_err=err, **cfg))
                     print(f"{name:>8} D{d} {s // 1024}K b{b} λ{lam}: {us:7.1f} µs  {cfg}", flush=True)
-            if args.indexed:
-                rows += time_indexed(q, prefix, ref, d, s, b, h, lam)
             del prefix
         del q, k, v
         torch.cuda.empty_cache()
 
-    print("\n| D | context | batch | λ | " + " | ".join(f"{n} best µs" for n in names) + " | tree vs others |")
-    print("|---|---|---|---|" + "---|" * (len(names) + 1))
+    print("\n| D | context | batch | λ | " + " | ".join(f"{n} best µs" for n in variants) + " | tree vs others |")
+    print("|---|---|---|---|" + "---|" * (len(variants) + 1))
     key = lambda r: (r["head_dim"], r["context"], r["batch"], r["key_ratio"])  # noqa: E731
     for (d, s, b, lam), group in itertools.groupby(sorted(rows, key=key), key=key):
         group = list(group)
-        best = {n: min(r["us"] for r in group if r["variant"] == n and "us" in r) for n in names}
-        ratios = ", ".join(f"{best[n] / best['tree']:.3f}x vs {n}" for n in names if n != "tree")
-        print(f"| {d} | {s // 1024}K | {b} | {lam} | " + " | ".join(f"{best[n]:.1f}" for n in names)
+        best = {n: min(r["us"] for r in group if r["variant"] == n and "us" in r) for n in variants}
+        ratios = ", ".join(f"{best[n] / best['tree']:.3f}x vs {n}" for n in variants if n != "tree")
+        print(f"| {d} | {s // 1024}K | {b} | {lam} | " + " | ".join(f"{best[n]:.1f}" for n in variants)
               + f" | {ratios} |")
     if args.out:
         write_json(args.out, dict(**environment(), command=" ".join(sys.argv), rows=rows))
