@@ -56,10 +56,8 @@ _RECOVERY_IDS = {"mean": REC_MEAN, "mean_linear": REC_MEAN, "zero": REC_ZERO, "c
 # Split sizes are multiples of this so that every config's BS divides them.
 CHUNK_ALIGN = 256
 # Launch about this many programs per multiprocessor (several resident programs hide the load latency);
-# measured on the H200: 4 for dense tiles, 8 for SparK tiles (latency-bound gathers), 24 for the one-warp SparK
-# candidates of small heads (D <= 64).
-PROGRAMS_PER_SM = {"dense": 4, "spark": 8, "spark_small_head": 24}
-SMALL_HEAD_DIM = 64
+# measured on the H200: 4 for dense tiles, 8 for SparK tiles (latency-bound gathers).
+PROGRAMS_PER_SM = {"dense": 4, "spark": 8}
 
 
 def _expand_asm(with_sign: bool) -> str:
@@ -154,14 +152,7 @@ SPARK_CONFIGS = [
     _config(32, 4, 3, EXPAND_PTX_TOKENS, pf=1),
     _config(64, 4, 3, EXPAND_PTX_TOKENS, pf=1),
 ]
-# Extra candidates for D <= 64 (SmolLM2): 16-token tiles, one warp per program (so the softmax never crosses warps),
-# launched 24 per multiprocessor; 6 % / 5 % faster than the 2-warp pick at 32K·b8 λ 0.5 / 0.8, 3-10 % slower at
-# D = 128 (benchmarks/results/experiments/decode_ab_one_warp_h200.json).
-SPARK_CONFIGS_SMALL_HEAD = [
-    _config(16, 1, 3, EXPAND_PTX, pf=1),
-    _config(16, 1, 3, EXPAND_PTX_TOKENS, pf=1),
-]
-FWD_CONFIGS = DENSE_CONFIGS + SPARK_CONFIGS + SPARK_CONFIGS_SMALL_HEAD
+FWD_CONFIGS = DENSE_CONFIGS + SPARK_CONFIGS
 # Global gather in plain Triton: slower on the H200, kept as the simple GPU alternative (and tested there).
 OTHER_CONFIGS = [_config(64, 4, 2, EXPAND_GLOBAL)]
 # EXPAND_TILE is the interpreter's mode only: on sm_90 triton 3.6 fails an assertion in OptimizeThreadLocality
@@ -170,12 +161,8 @@ INTERPRET_CONFIG = _config(16, 4, 1, EXPAND_TILE, pf=0)
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    arg = lambda name: named_args.get(name, kwargs.get(name))  # noqa: E731
-    if arg("LAYOUT") == LAYOUT_SPARK:
-        keep = SPARK_CONFIGS + (SPARK_CONFIGS_SMALL_HEAD if arg("D") <= SMALL_HEAD_DIM else [])
-    else:
-        keep = DENSE_CONFIGS
-    return [c for c in configs if any(c is k for k in keep)] or configs[:1]
+    spark = named_args.get("LAYOUT", kwargs.get("LAYOUT")) == LAYOUT_SPARK
+    return [c for c in configs if any(c is k for k in (SPARK_CONFIGS if spark else DENSE_CONFIGS))] or configs[:1]
 
 
 def prefetch_lanes(bs: int, dk: int) -> int:
@@ -570,10 +557,7 @@ def decode_attn_triton(
     if layout == LAYOUT_SPARK and kv.dtype != q.dtype:
         raise ValueError(f"kept_values dtype {kv.dtype} must match the query dtype {q.dtype}")
     align = 32 if interp else CHUNK_ALIGN
-    if layout == LAYOUT_SPARK:
-        per_sm = PROGRAMS_PER_SM["spark_small_head" if d <= SMALL_HEAD_DIM else "spark"]
-    else:
-        per_sm = PROGRAMS_PER_SM["dense"]
+    per_sm = PROGRAMS_PER_SM["spark" if layout == LAYOUT_SPARK else "dense"]
     chunk_p = chunk or (_choose_chunk(s, b * h, dev, align, per_sm) if s > 0 else align)
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
     nsp = triton.cdiv(s, chunk_p) if s > 0 else 0
