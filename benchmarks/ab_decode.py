@@ -70,7 +70,7 @@ def main() -> None:
                 for c in module.SPARK_CONFIGS:
                     cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, maxnreg=c.maxnreg)
 
-                    def step(module=module, cfg=cfg):
+                    def step(module=module, cfg=cfg, q=q, prefix=prefix, d=d):
                         return module.decode_attn_triton(q, prefix, None, None, d ** -0.5, config=cfg)
 
                     try:

@@ -36,7 +36,7 @@ from common import DEVICE, RESULTS, bench_us, environment, fmt_ctx, markdown_tab
 
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
-from sparkv.kernels.decode_attn.fused import DENSE_CONFIGS, SPARK_CONFIGS, decode_attn_fwd_kernel, decode_attn_triton  # noqa: E402
+from sparkv.kernels.decode_attn.fused import DENSE_CONFIGS, LAST_LAUNCH, SPARK_CONFIGS, decode_attn_triton  # noqa: E402
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
 
@@ -108,7 +108,7 @@ def run_table(args, save=None) -> list[dict]:
                         rows.append(row)
                         continue
                     us = bench_us(lambda: decode_attn_triton(q, prefix, None, None, scale))
-                    row["config"] = str(getattr(decode_attn_fwd_kernel, "best_config", ""))
+                    row["config"] = str(dict(LAST_LAUNCH))
                     if lam == 0:
                         dense_us = us
                     nbytes = prefix.nbytes() + q.nbytes

@@ -75,7 +75,8 @@ def main() -> None:
         fn = fn.fn
     constexprs = dict(
         **fused.shape_constexprs(8, args.group, args.d, args.dk),
-        LAYOUT=fused.LAYOUT_SPARK if args.layout == "spark" else fused.LAYOUT_DENSE, RECOVERY=fused._RECOVERY_IDS[args.recovery],
+        LAYOUT=fused.LAYOUT_SPARK if args.layout == "spark" else fused.LAYOUT_DENSE,
+        RECOVERY=fused._RECOVERY_IDS[args.recovery],
         HAS_TAIL=True, EXPAND=args.expand, PF=args.pf, NLK=fused.prefetch_lanes(args.bs, args.dk), USE_POPC=True,
         F32=False, BS=args.bs)
     signature = {n: POINTERS.get(n) or ("constexpr" if n in constexprs else "fp32" if n in FLOATS else "i32")

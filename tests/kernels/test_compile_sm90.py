@@ -17,8 +17,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compile_sm90.py"
     ["--expand", "2", "--bs", "32", "--stages", "3", "--maxnreg", "128"],
     ["--expand", "3", "--bs", "64", "--stages", "2", "--d", "64", "--dk", "13"],
     ["--expand", "2", "--bs", "32", "--stages", "3", "--d", "256", "--dk", "77", "--group", "2"],
+    ["--expand", "2", "--bs", "16", "--warps", "1", "--stages", "3", "--d", "64", "--dk", "32", "--group", "3"],
     ["--layout", "dense", "--bs", "64", "--stages", "2"],
-], ids=["ptx-d128", "ptx-tokens-d64", "ptx-d256", "dense"])
+], ids=["ptx-d128", "ptx-tokens-d64", "ptx-d256", "ptx-one-warp-d64", "dense"])
 def test_decode_kernel_compiles_for_sm90(args, tmp_path):
     try:
         import triton.backends.nvidia  # noqa: F401

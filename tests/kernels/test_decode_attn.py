@@ -12,7 +12,8 @@ import torch
 from sparkv.cache.layout import CompressedKV, DenseKeys
 from sparkv.config import kept_channels
 from sparkv.kernels.decode_attn import decode_attn
-from sparkv.kernels.decode_attn.fused import EXPAND_GLOBAL, EXPAND_TILE, OTHER_CONFIGS, SPARK_CONFIGS, decode_attn_triton
+from sparkv.kernels.decode_attn.fused import (EXPAND_GLOBAL, EXPAND_TILE, OTHER_CONFIGS, SPARK_CONFIGS,
+                                             SPARK_CONFIGS_SMALL_HEAD, decode_attn_triton)
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
 from sparkv.kernels.recover.reference import recover_ref
 from sparkv.kernels.select_pack.reference import select_pack_ref
@@ -156,7 +157,7 @@ def test_decode_gpu_full(b, h, g, s, st, d, lam, dtype, poison_empty):
     run_and_check(*case, 1e-2)
 
 
-GPU_CONFIGS = SPARK_CONFIGS + OTHER_CONFIGS
+GPU_CONFIGS = SPARK_CONFIGS + SPARK_CONFIGS_SMALL_HEAD + OTHER_CONFIGS
 
 
 @pytest.mark.gpu

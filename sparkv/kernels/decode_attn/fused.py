@@ -3,6 +3,8 @@
 Work split: one program per (split, b, KV head). A split is a run of ``CHUNK`` prefix tokens (or ``CHUNK_T`` tail
 tokens); each program walks its run in tiles of ``BS`` tokens with an online softmax (base 2) and writes a
 normalised partial output ``[G, D]`` plus its log-sum-exp; ``decode_attn_combine_kernel`` merges the splits.
+The launcher picks the tile config and the number of splits together (``launch_candidates``): on the first call for
+a shape class it times each candidate as CUDA-graph replays and keeps the fastest.
 
 GQA: the ``G`` query heads of a KV head form one ``[BG, D]`` block (``BG`` = G padded to 16), so every key tile is
 read and decoded once per KV head and reused by all G heads through ``tl.dot``.
@@ -31,7 +33,8 @@ SparK tiles (no dense key is ever written to memory). For a tile of ``BS`` token
 Dense tiles (DenseKeys prefix — the λ = 0 control — and the tail) take ``q · Kᵀ`` directly (``_dense_tiles``).
 
 Performance (H200, BENCHMARKS.md): dense tiles run at SDPA speed (~4.1-4.4 TB/s at 32K·b8 / 128K·b8); SparK tiles
-reach ~2 TB/s (0.54-0.70x of SDPA at D = 128, 32K-128K): bound by the tile rebuild, not by bytes. See BENCHMARKS.md.
+reach ~2 TB/s (0.54-0.70x of SDPA at D = 128, 32K-128K; 0.67-0.77x at D = 64): bound by the instructions that
+rebuild the tile, not by bytes. See BENCHMARKS.md.
 
 Casts: loads stay in the model dtype for the dots; scores, softmax statistics and the accumulator are fp32;
 the output is cast to the query dtype by the combine kernel. Under ``TRITON_INTERPRET=1`` every tile is cast to
@@ -43,10 +46,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+import triton.testing
 from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
-from sparkv.kernels.autotune import autotune, interpreting, num_sms
+from sparkv.kernels.autotune import autotune_disabled, interpreting, num_sms
 
 LOG2E = 1.4426950408889634
 LAYOUT_NONE, LAYOUT_DENSE, LAYOUT_SPARK = 0, 1, 2
@@ -56,8 +60,10 @@ _RECOVERY_IDS = {"mean": REC_MEAN, "mean_linear": REC_MEAN, "zero": REC_ZERO, "c
 # Split sizes are multiples of this so that every config's BS divides them.
 CHUNK_ALIGN = 256
 # Launch about this many programs per multiprocessor (several resident programs hide the load latency);
-# measured on the H200: 4 for dense tiles, 8 for SparK tiles (latency-bound gathers).
-PROGRAMS_PER_SM = {"dense": 4, "spark": 8}
+# measured on the H200: 4 for dense tiles, 8 for SparK tiles (latency-bound gathers), 24 for the one-warp SparK
+# candidates of small heads.
+PROGRAMS_PER_SM = {"dense": 4, "spark": 8, "spark_small_head": 24}
+SMALL_HEAD_DIM = 64
 
 
 def _expand_asm(with_sign: bool) -> str:
@@ -152,7 +158,12 @@ SPARK_CONFIGS = [
     _config(32, 4, 3, EXPAND_PTX_TOKENS, pf=1),
     _config(64, 4, 3, EXPAND_PTX_TOKENS, pf=1),
 ]
-FWD_CONFIGS = DENSE_CONFIGS + SPARK_CONFIGS
+# Extra candidates for small heads (D <= 64, SmolLM2): 16-token tiles, one warp per program (the softmax never
+# crosses warps), launched 24 per multiprocessor; at D = 128 they lose by 3-10 % (BENCHMARKS.md, "Session 4").
+SPARK_CONFIGS_SMALL_HEAD = [
+    _config(16, 1, 3, EXPAND_PTX, pf=1),
+    _config(16, 1, 3, EXPAND_PTX_TOKENS, pf=1),
+]
 # Global gather in plain Triton: slower on the H200, kept as the simple GPU alternative (and tested there).
 OTHER_CONFIGS = [_config(64, 4, 2, EXPAND_GLOBAL)]
 # EXPAND_TILE is the interpreter's mode only: on sm_90 triton 3.6 fails an assertion in OptimizeThreadLocality
@@ -160,9 +171,27 @@ OTHER_CONFIGS = [_config(64, 4, 2, EXPAND_GLOBAL)]
 INTERPRET_CONFIG = _config(16, 4, 1, EXPAND_TILE, pf=0)
 
 
-def _prune_configs(configs, named_args, **kwargs):
-    spark = named_args.get("LAYOUT", kwargs.get("LAYOUT")) == LAYOUT_SPARK
-    return [c for c in configs if any(c is k for k in (SPARK_CONFIGS if spark else DENSE_CONFIGS))] or configs[:1]
+def launch_candidates(layout: int, head_dim: int) -> list[tuple[triton.Config, int]]:
+    """The (config, programs per multiprocessor) pairs the launcher times for a layout. The split count is chosen
+    with the config because they interact: one-warp programs want three times as many splits as four-warp ones."""
+    if layout != LAYOUT_SPARK:
+        return [(c, PROGRAMS_PER_SM["dense"]) for c in DENSE_CONFIGS]
+    pairs = [(c, PROGRAMS_PER_SM["spark"]) for c in SPARK_CONFIGS]
+    if head_dim <= SMALL_HEAD_DIM:
+        pairs += [(c, PROGRAMS_PER_SM["spark_small_head"]) for c in SPARK_CONFIGS_SMALL_HEAD]
+    return pairs
+
+
+def launch_kwargs(config: triton.Config) -> dict:
+    """A config as the keyword arguments of a launch (``config=`` of :func:`decode_attn_triton`)."""
+    return dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=config.maxnreg)
+
+
+# (layout, recovery, shape constants, dtype, tail, size class, device) -> (launch kwargs, programs per SM): the
+# launcher's choice, timed once per key (``SPARKV_AUTOTUNE=0``: the first candidate, untimed).
+_TUNED: dict[tuple, tuple[dict, int]] = {}
+# What the last call launched (benchmarks record it per row).
+LAST_LAUNCH: dict = {}
 
 
 def prefetch_lanes(bs: int, dk: int) -> int:
@@ -206,16 +235,10 @@ def _dense_tiles(b_q, k, v, s_k, s_v, start, end, scale, b_m, b_l, b_acc,
     return b_m, b_l, b_acc
 
 
-@autotune(
-    configs=FWD_CONFIGS,
-    key=["G", "D", "DK", "LAYOUT", "RECOVERY", "HAS_TAIL", "WORK"],
-    interpret_config=INTERPRET_CONFIG,
-    prune_configs_by={"early_config_prune": _prune_configs},
-)
 @triton.heuristics({
     "NLK": lambda args: prefetch_lanes(args["BS"], args["DK"]),
 })
-@triton.jit(do_not_specialize=["S", "ST", "CHUNK", "CHUNK_T", "NSP", "NS", "WORK"])
+@triton.jit(do_not_specialize=["S", "ST", "CHUNK", "CHUNK_T", "NSP", "NS"])
 def decode_attn_fwd_kernel(
     q,  # [B, HQ, 1, D] contiguous
     kd,  # DenseKeys prefix [B, H, S, D] (LAYOUT_DENSE)
@@ -233,7 +256,6 @@ def decode_attn_fwd_kernel(
     scale,  # softmax scale * log2(e)
     const,  # constant recovery magnitude
     S, ST, CHUNK, CHUNK_T, NSP, NS,
-    WORK,  # log4 of B·H·S: a coarse size class for the autotuner (unused by the kernel)
     s_kd_b, s_kd_h, s_kd_s,
     s_v_b, s_v_h, s_v_s,
     s_tk_b, s_tk_h, s_tk_s,
@@ -458,6 +480,33 @@ def decode_attn_combine_kernel(
     tl.store(o + i_bhg * D + o_j, (b_acc / b_l).to(o.dtype.element_ty), mask=m_j)
 
 
+def _choose_launch(prepare, candidates: list[tuple[triton.Config, int]]) -> tuple[dict, int]:
+    """The fastest (launch kwargs, programs per SM) of ``candidates``; ``prepare(launch, per_sm)`` returns the launch
+    as a closure (plus its buffers). Each candidate is timed as CUDA-graph replays, so small decode steps rank by GPU
+    time rather than by the host's launch overhead; candidates that fail to compile are skipped (as triton's
+    autotuner skips out-of-resource configs)."""
+    if autotune_disabled():
+        return launch_kwargs(candidates[0][0]), candidates[0][1]
+    best, best_ms, errors = None, float("inf"), []
+    for config, per_sm in candidates:
+        launch = launch_kwargs(config)
+        try:
+            split_kernel = prepare(launch, per_sm)[0]
+            split_kernel()  # compile outside the capture
+            # do_bench_cudagraph works on a stream of its own, which does not wait for the caller's stream: wait
+            # here, so that it never reads inputs the caller's stream is still writing.
+            torch.cuda.synchronize()
+            ms = triton.testing.do_bench_cudagraph(split_kernel, rep=10)
+        except Exception as e:  # noqa: BLE001 - a candidate that cannot compile or launch here
+            errors.append(f"{config}: {e!r}"[:200])
+            continue
+        if ms < best_ms:
+            best, best_ms = (launch, per_sm), ms
+    if best is None:
+        raise RuntimeError("no decode kernel candidate ran: " + "; ".join(errors))
+    return best
+
+
 def _choose_chunk(tokens: int, parallel: int, device: torch.device, align: int, per_sm: int) -> int:
     """Tokens per split: about ``per_sm`` programs per multiprocessor, at least one ``align`` tile."""
     sms = num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
@@ -486,11 +535,12 @@ def decode_attn_triton(
             ``mean_linear``, ``zero`` or ``constant``) keys, or None.
         tail_keys, tail_values: ``[B, H, ST, D]`` dense (any strides with unit last stride), or None.
         scaling: softmax scale.
-        chunk: prefix tokens per split (a multiple of 256 on GPU); default from the multiprocessor count
-            (``PROGRAMS_PER_SM``).
-        config: fixed launch parameters ``{BS, EXPAND, PF, num_warps, num_stages, maxnreg}`` instead of autotuning
-            (tests, benchmarks); ``EXPAND`` picks how SparK tiles are rebuilt (``EXPAND_*``; ``EXPAND_PTX`` needs a GPU),
-            ``PF`` how many tiles ahead the PTX path prefetches.
+        chunk: prefix tokens per split (a multiple of 256 on GPU); default from the multiprocessor count and the
+            chosen candidate's programs per multiprocessor (``PROGRAMS_PER_SM``).
+        config: fixed launch parameters ``{BS, EXPAND, PF, num_warps, num_stages, maxnreg}`` instead of the timed
+            choice (tests, benchmarks); the split count then follows the layout's default programs per SM.
+            ``EXPAND`` picks how SparK tiles are rebuilt (``EXPAND_*``; ``EXPAND_PTX`` needs a GPU), ``PF`` how many
+            tiles ahead the PTX path prefetches.
 
     Returns:
         ``[B, HQ, 1, D]`` in the query dtype.
@@ -557,33 +607,50 @@ def decode_attn_triton(
     if layout == LAYOUT_SPARK and kv.dtype != q.dtype:
         raise ValueError(f"kept_values dtype {kv.dtype} must match the query dtype {q.dtype}")
     align = 32 if interp else CHUNK_ALIGN
-    per_sm = PROGRAMS_PER_SM["spark" if layout == LAYOUT_SPARK else "dense"]
-    chunk_p = chunk or (_choose_chunk(s, b * h, dev, align, per_sm) if s > 0 else align)
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
-    nsp = triton.cdiv(s, chunk_p) if s > 0 else 0
-    ns = nsp + (triton.cdiv(st, chunk_t) if st > 0 else 0)
-    o_part = torch.empty(b * h, ns, g, d, dtype=torch.float32, device=dev)
-    lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
-    kernel = decode_attn_fwd_kernel
-    launch = {}
+    work = max(b * h * (s + st), 1).bit_length() // 2  # log4 of B·H·S: a coarse size class for the choice
+
+    def prepare(launch: dict, per_sm: int):
+        """The split kernel's launch for ``launch`` / ``per_sm`` as a closure, with its output buffers."""
+        chunk_p = chunk or (_choose_chunk(s, b * h, dev, align, per_sm) if s > 0 else align)
+        nsp = triton.cdiv(s, chunk_p) if s > 0 else 0
+        ns = nsp + (triton.cdiv(st, chunk_t) if st > 0 else 0)
+        o_part = torch.empty(b * h, ns, g, d, dtype=torch.float32, device=dev)
+        lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
+
+        def split_kernel():
+            decode_attn_fwd_kernel[(ns, b * h)](
+                q, kd, kv, kb, sb, r, u, v, lens, tk, tv, o_part, lse_part,
+                float(scaling) * LOG2E, const,
+                s, st, chunk_p, chunk_t, nsp, ns,
+                *s_kd, *s_v, *s_tk, *s_tv,
+                **shape_constexprs(h, g, d, dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
+                USE_POPC=not interp, F32=interp or query.dtype == torch.float32, **launch,
+            )
+
+        return split_kernel, o_part, lse_part, ns
+
     if config is not None:
-        kernel = decode_attn_fwd_kernel.fn
         launch = dict(config)
         launch.setdefault("EXPAND", EXPAND_TILE if interp else EXPAND_PTX)
         launch.setdefault("BS", 16 if interp else 64)
         launch.setdefault("PF", 0 if interp else 1)
-    kernel[(ns, b * h)](
-        q, kd, kv, kb, sb, r, u, v, lens, tk, tv, o_part, lse_part,
-        float(scaling) * LOG2E, const,
-        s, st, chunk_p, chunk_t, nsp, ns, max(b * h * (s + st), 1).bit_length() // 2,
-        *s_kd, *s_v, *s_tk, *s_tv,
-        **shape_constexprs(h, g, d, dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
-        USE_POPC=not interp, F32=interp or query.dtype == torch.float32, **launch,
-    )
+        per_sm = PROGRAMS_PER_SM["spark" if layout == LAYOUT_SPARK else "dense"]
+    elif interp:
+        launch, per_sm = launch_kwargs(INTERPRET_CONFIG), PROGRAMS_PER_SM["dense"]
+    else:
+        key = (layout, rec, g, d, dk, q.dtype, has_tail, work, dev.index)
+        if key not in _TUNED:
+            _TUNED[key] = _choose_launch(prepare, launch_candidates(layout, d))
+        launch, per_sm = _TUNED[key]
+    LAST_LAUNCH.clear()
+    LAST_LAUNCH.update(launch, programs_per_sm=per_sm)
+    split_kernel, o_part, lse_part, ns = prepare(launch, per_sm)
+    split_kernel()
     out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=dev)
     decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d, BD=max(32, triton.next_power_of_2(d)),
                                           BNS=16 if interp else 32)
     return out
 
 
-__all__ = ["decode_attn_triton", "decode_attn_fwd_kernel", "decode_attn_combine_kernel"]
+__all__ = ["decode_attn_triton", "decode_attn_fwd_kernel", "decode_attn_combine_kernel", "launch_candidates"]
