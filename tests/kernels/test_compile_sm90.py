@@ -11,27 +11,42 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compile_sm90.py"
+DEFAULT_SPARK = ["--expand", "2", "--bs", "32", "--stages", "3", "--maxnreg", "128"]
+
+
+def compile_sm90(args: list[str], out: Path) -> tuple[str, str]:
+    """Run scripts/compile_sm90.py; returns its output and the "tile loop:" line."""
+    try:
+        import triton.backends.nvidia  # noqa: F401
+    except ImportError:
+        pytest.skip("triton without its NVIDIA backend")
+    res = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout, next(line for line in res.stdout.splitlines() if line.startswith("tile loop:"))
 
 
 @pytest.mark.parametrize("args", [
-    ["--expand", "2", "--bs", "32", "--stages", "3", "--maxnreg", "128"],
+    DEFAULT_SPARK,
     ["--expand", "3", "--bs", "64", "--stages", "2", "--d", "64", "--dk", "13"],
     ["--expand", "2", "--bs", "32", "--stages", "3", "--d", "256", "--dk", "77", "--group", "2"],
     ["--expand", "2", "--bs", "16", "--warps", "1", "--stages", "3", "--d", "64", "--dk", "32", "--group", "3"],
     ["--layout", "dense", "--bs", "64", "--stages", "2"],
 ], ids=["ptx-d128", "ptx-tokens-d64", "ptx-d256", "ptx-one-warp-d64", "dense"])
 def test_decode_kernel_compiles_for_sm90(args, tmp_path):
-    try:
-        import triton.backends.nvidia  # noqa: F401
-    except ImportError:
-        pytest.skip("triton without its NVIDIA backend")
-    res = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(tmp_path)], capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "REG:" in res.stdout and (tmp_path / "k.sass").stat().st_size > 0
-    regs = int(res.stdout.split("REG:")[1].split()[0])
+    out, loop = compile_sm90(args, tmp_path)
+    assert "REG:" in out and (tmp_path / "k.sass").stat().st_size > 0
+    regs = int(out.split("REG:")[1].split()[0])
     assert 0 < regs <= 255
     # The tile loop was found and is the SparK rebuild (popcount ranks) or the dense tile (no popcounts).
-    loop = next(line for line in res.stdout.splitlines() if line.startswith("tile loop:"))
     assert int(loop.split()[2]) > 100
     assert ("POPC" in loop) == ("dense" not in args) and "HMMA" in loop
+
+
+def test_spark_tile_instruction_budget(tmp_path):
+    """The default D = 128 SparK config's tile loop stays near the 98.0 warp instructions per (token, KV head) it
+    compiled to in session 4 (BENCHMARKS.md: the kernel is issue-bound, so this count is its cost; Nsight Compute
+    measured 99.6). A change that adds more than ~7 % fails here, on the CPU, before any GPU time is spent."""
+    _, loop = compile_sm90(DEFAULT_SPARK, tmp_path)
+    per_token_head = float(loop.split(" = ")[1].split()[0])
+    assert 40 < per_token_head <= 105, loop
