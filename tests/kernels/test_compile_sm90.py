@@ -20,7 +20,7 @@ def compile_sm90(args: list[str], out: Path) -> tuple[str, str]:
         import triton.backends.nvidia  # noqa: F401
     except ImportError:
         pytest.skip("triton without its NVIDIA backend")
-    res = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True, check=False,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout, next(line for line in res.stdout.splitlines() if line.startswith("tile loop:"))
