@@ -50,3 +50,20 @@ def test_spark_tile_instruction_budget(tmp_path):
     _, loop = compile_sm90(DEFAULT_SPARK, tmp_path)
     per_token_head = float(loop.split(" = ")[1].split()[0])
     assert 40 < per_token_head <= 105, loop
+
+
+def test_gluon_prototype_compiles_and_counts(tmp_path):
+    """scripts/gluon_spark_tile.py (an offline-only prototype, BENCHMARKS.md "Session 4") still compiles for sm_90,
+    and its tile loop stays below the Triton kernel's count, the figure BENCHMARKS.md quotes (77.1 vs 98.0)."""
+    try:
+        import triton.backends.nvidia  # noqa: F401
+        from triton.experimental import gluon  # noqa: F401
+    except ImportError:
+        pytest.skip("triton without its NVIDIA backend or Gluon")
+    script = SCRIPT.parent / "gluon_spark_tile.py"
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False, timeout=300,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    loop = next(line for line in res.stdout.splitlines() if line.startswith("tile loop:"))
+    per_token_head = float(loop.split(" = ")[1].split()[0])
+    assert 40 < per_token_head < 90, loop
