@@ -54,6 +54,45 @@ def opcode(text: str) -> str:
     return re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
 
 
+def sm90_source(fn, pointers: dict[str, str], constexprs: dict, floats=(), aligned=(), source_cls=ASTSource):
+    """A compile source for ``fn`` with the JIT's specialisations: ``pointers`` (name -> type) and the ``aligned``
+    integer arguments carry the 16-divisibility hint the JIT gives them at run time (16-byte-aligned tensors,
+    strides that are multiples of 16); without it tile loads scalarise and the SASS is not the one that runs."""
+    missing = [n for n in constexprs if n not in fn.arg_names]
+    if missing:
+        sys.exit(f"kernel has no parameters {missing}; update this script")
+    signature = {n: pointers.get(n) or ("constexpr" if n in constexprs else "fp32" if n in floats else "i32")
+                 for n in fn.arg_names}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in fn.arg_names
+             if n in pointers or n in aligned}
+    return source_cls(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()},
+                      attrs=attrs)
+
+
+def dump(kernel, out: Path) -> tuple[str, str]:
+    """Write every stage of a compiled kernel plus its SASS into ``out``; return (resource-usage line, SASS)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for ext, text in kernel.asm.items():
+        (out / f"k.{ext}").write_bytes(text if isinstance(text, bytes) else text.encode())
+    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    cubin = str(out / "k.cubin")
+    usage = subprocess.run([str(tools / "cuobjdump"), "--dump-resource-usage", cubin], capture_output=True,
+                           text=True, check=True).stdout
+    sass = subprocess.run([str(tools / "cuobjdump"), "--dump-sass", cubin], capture_output=True, text=True,
+                          check=True).stdout
+    (out / "k.sass").write_text(sass)
+    return usage.strip().splitlines()[-1].strip(), sass
+
+
+def loop_summary(sass: str, warps: int, tokens: int) -> str:
+    """The "tile loop:" line: the largest loop's SASS count, per (token, KV head) for ``tokens`` per iteration."""
+    loop = largest_loop(sass)
+    mix = collections.Counter(opcode(t) for t in loop).most_common(12)
+    return (f"tile loop: {len(loop)} SASS instructions per warp per {tokens}-token tile = "
+            f"{len(loop) * warps / tokens:.1f} warp instructions per (token, KV head); "
+            + ", ".join(f"{k} {v}" for k, v in mix))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layout", choices=["spark", "dense"], default="spark")
@@ -71,7 +110,7 @@ def main() -> None:
     args = ap.parse_args()
 
     fn = fused.decode_attn_fwd_kernel
-    while not isinstance(fn, triton.runtime.jit.JITFunction):  # unwrap autotune / heuristics
+    while not isinstance(fn, triton.runtime.jit.JITFunction):  # unwrap heuristics
         fn = fn.fn
     constexprs = dict(
         **fused.shape_constexprs(8, args.group, args.d, args.dk),
@@ -79,46 +118,21 @@ def main() -> None:
         RECOVERY=fused._RECOVERY_IDS[args.recovery],
         HAS_TAIL=True, EXPAND=args.expand, PF=args.pf, NLK=fused.prefetch_lanes(args.bs, args.dk), USE_POPC=True,
         F32=False, BS=args.bs)
-    signature = {n: POINTERS.get(n) or ("constexpr" if n in constexprs else "fp32" if n in FLOATS else "i32")
-                 for n in fn.arg_names}
-    missing = [n for n in constexprs if n not in fn.arg_names]
-    if missing:
-        sys.exit(f"kernel has no parameters {missing}; update this script")
-    # What the JIT specialises at run time for the benchmark's tensors: 16-byte-aligned pointers and strides that are
-    # multiples of 16 elements (``do_not_specialize`` arguments excepted). Without these hints the value tile loads
-    # scalarise and the SASS stops resembling the kernel that runs.
-    aligned = [n for n in fn.arg_names if n in POINTERS or n.startswith("s_")]
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
-    src = ASTSource(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()},
-                    attrs=attrs)
+    src = sm90_source(fn, POINTERS, constexprs, FLOATS, aligned=[n for n in fn.arg_names if n.startswith("s_")])
     options = dict(num_warps=args.warps, num_stages=args.stages)
     if args.maxnreg:
         options["maxnreg"] = args.maxnreg
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    for ext, text in kernel.asm.items():
-        (args.out / f"k.{ext}").write_bytes(text if isinstance(text, bytes) else text.encode())
-    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    cubin = str(args.out / "k.cubin")
-    usage = subprocess.run([str(tools / "cuobjdump"), "--dump-resource-usage", cubin], capture_output=True,
-                           text=True, check=True).stdout
-    sass = subprocess.run([str(tools / "cuobjdump"), "--dump-sass", cubin], capture_output=True, text=True,
-                          check=True).stdout
-    (args.out / "k.sass").write_text(sass)
+    usage, sass = dump(kernel, args.out)
     ttgir = (args.out / "k.ttgir").read_text()
 
-    print(usage.strip().splitlines()[-1].strip(), f"| shared memory per program: {kernel.metadata.shared} B")
+    print(usage, f"| shared memory per program: {kernel.metadata.shared} B")
     for line in ttgir.splitlines():
         if re.match(r"#blocked\d* = ", line):
             print(line)
     # The tile loop's instruction count is what limits the SparK tile (BENCHMARKS.md: it matched Nsight Compute's
     # 784 instructions per tile for the profiled config); per (token, KV head) it compares layouts and configs.
-    loop = largest_loop(sass)
-    mix = collections.Counter(opcode(t) for t in loop).most_common(12)
-    print(f"tile loop: {len(loop)} SASS instructions per warp per {args.bs}-token tile = "
-          f"{len(loop) * args.warps / args.bs:.1f} warp instructions per (token, KV head); "
-          + ", ".join(f"{k} {v}" for k, v in mix))
+    print(loop_summary(sass, args.warps, args.bs))
     print(f"cp.async copies: {ttgir.count('async_copy_global_to_local')}  SASS: LDG {sass.count('LDG')}, "
           f"LDS/STS/LDSM {len(re.findall(r'LDS|STS|LDSM', sass))}, SHFL {sass.count('SHFL')}, "
           f"{len(sass.splitlines())} lines  -> {args.out}/")

@@ -16,9 +16,7 @@ one-warp programs at 255 registers leave the multiprocessor 8 warps (BENCHMARKS.
 
 from __future__ import annotations
 
-import collections
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile_sm90 import largest_loop, opcode  # noqa: E402
+from compile_sm90 import dump, loop_summary, sm90_source  # noqa: E402
 
 ASM = gl.constexpr("""{
 .reg .pred pk, ps;
@@ -114,30 +112,15 @@ def spark_tile(q, kv, kb, sb, r, u, v, o, S, scale,
 
 
 def main() -> None:
-    fn = spark_tile
-    DK = int(sys.argv[1]) if len(sys.argv) > 1 else 64
-    ptr = {"q": "*bf16", "kv": "*bf16", "kb": "*i32", "sb": "*i32", "r": "*bf16", "u": "*fp32", "v": "*bf16",
-           "o": "*fp32"}
-    ce = dict(BS=16, D=128, BG=16, G=4, DK=DK, NW=4)
-    sig = {n: ptr.get(n) or ("constexpr" if n in ce else "fp32" if n == "scale" else "i32") for n in fn.arg_names}
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ptr}
-    src = gluon._runtime.GluonASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in ce.items()},
-                                        attrs=attrs)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=1, num_stages=1))
-    out = Path("runs/gluon_sm90")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "k.cubin").write_bytes(k.asm["cubin"])
-    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    sass = subprocess.run([str(tools / "cuobjdump"), "--dump-sass", str(out / "k.cubin")], capture_output=True,
-                          text=True, check=True).stdout
-    (out / "k.sass").write_text(sass)
-    use = subprocess.run([str(tools / "cuobjdump"), "--dump-resource-usage", str(out / "k.cubin")],
-                         capture_output=True, text=True, check=True).stdout
-    print(use.strip().splitlines()[-1].strip())
-    loop = largest_loop(sass)
-    print(f"tile loop: {len(loop)} SASS instructions per 16-token tile (one warp) = {len(loop) / 16:.1f} warp "
-          "instructions per (token, KV head); "
-          + ", ".join(f"{name} {n}" for name, n in collections.Counter(opcode(t) for t in loop).most_common(12)))
+    dk = int(sys.argv[1]) if len(sys.argv) > 1 else 64
+    pointers = {"q": "*bf16", "kv": "*bf16", "kb": "*i32", "sb": "*i32", "r": "*bf16", "u": "*fp32", "v": "*bf16",
+                "o": "*fp32"}
+    src = sm90_source(spark_tile, pointers, dict(BS=16, D=128, BG=16, G=4, DK=dk, NW=4), floats=("scale",),
+                      source_cls=gluon._runtime.GluonASTSource)
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=1, num_stages=1))
+    usage, sass = dump(kernel, Path("runs/gluon_sm90"))
+    print(usage)
+    print(loop_summary(sass, warps=1, tokens=16))
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compile_sm90.py"
 DEFAULT_SPARK = ["--expand", "2", "--bs", "32", "--stages", "3", "--maxnreg", "128"]
 
 
-def compile_sm90(args: list[str], out: Path) -> tuple[str, str]:
-    """Run scripts/compile_sm90.py; returns its output and the "tile loop:" line."""
+def compile_sm90(args: list[str], out: Path, script: Path = SCRIPT) -> tuple[str, str]:
+    """Run an offline-compile script (default scripts/compile_sm90.py) in ``out``; returns its output and its
+    "tile loop:" line."""
     try:
         import triton.backends.nvidia  # noqa: F401
     except ImportError:
         pytest.skip("triton without its NVIDIA backend")
-    res = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True, check=False,
-                         timeout=300)
+    if script == SCRIPT:
+        args = [*args, "--out", str(out)]
+    res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False,
+                         timeout=300, cwd=out)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout, next(line for line in res.stdout.splitlines() if line.startswith("tile loop:"))
 
@@ -55,15 +58,7 @@ def test_spark_tile_instruction_budget(tmp_path):
 def test_gluon_prototype_compiles_and_counts(tmp_path):
     """scripts/gluon_spark_tile.py (an offline-only prototype, BENCHMARKS.md "Session 4") still compiles for sm_90,
     and its tile loop stays below the Triton kernel's count, the figure BENCHMARKS.md quotes (77.1 vs 98.0)."""
-    try:
-        import triton.backends.nvidia  # noqa: F401
-        from triton.experimental import gluon  # noqa: F401
-    except ImportError:
-        pytest.skip("triton without its NVIDIA backend or Gluon")
-    script = SCRIPT.parent / "gluon_spark_tile.py"
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False, timeout=300,
-                         cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
-    loop = next(line for line in res.stdout.splitlines() if line.startswith("tile loop:"))
+    pytest.importorskip("triton.experimental.gluon")
+    _, loop = compile_sm90([], tmp_path, script=SCRIPT.parent / "gluon_spark_tile.py")
     per_token_head = float(loop.split(" = ")[1].split()[0])
     assert 40 < per_token_head < 90, loop

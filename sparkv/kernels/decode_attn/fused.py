@@ -22,7 +22,7 @@ SparK tiles (no dense key is ever written to memory). For a tile of ``BS`` token
             ``[BS, NWP]`` tiles, which Triton software-pipelines through shared memory (num_stages > 1), and
             broadcast from there; the kept values are prefetched to L1 ``PF`` tiles ahead;
             ``EXPAND_PTX_TOKENS`` (GPU): the same asm over a ``[BS, NWP, 32]`` tile, whose lanes span 8-16 tokens
-            (more L1 wavefronts per gather); kept as an autotune candidate because it wins at D = 64;
+            (more L1 wavefronts per gather); kept as a launch candidate because it wins at D = 64;
             ``EXPAND_GLOBAL``: plain Triton, gathering from global memory;
             ``EXPAND_TILE`` (interpreter): ``tl.gather`` from a ``[BS, BDK]`` tile loaded contiguously;
     scores  ``q · K_keptᵀ`` (model dtype operands, fp32 accumulate)

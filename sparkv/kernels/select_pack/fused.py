@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from sparkv.cache.layout import SparKKeys, num_words
-from sparkv.kernels.autotune import autotune, interpreting
+from sparkv.kernels.autotune import autotune
 
 SALIENCY_IDS = {"code": 0, "paper": 1}
 RECOVERY_IDS = {"mean": 0, "mean_linear": 1, "zero": 2, "constant": 3}
