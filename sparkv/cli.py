@@ -123,7 +123,14 @@ def demo(
     model: str = typer.Option("smollm2", "--model"),
     context_tokens: int = typer.Option(2000, "--context-tokens", min=200),
     depth: float = typer.Option(0.5, "--depth", min=0.0, max=1.0, help="Needle position, 0 = start, 1 = end."),
-    value: str = typer.Option("smoked paprika", "--value", help="The fact hidden in the haystack."),
+    value: str = typer.Option("smoked paprika", "--value", help="The fact hidden in the default needle."),
+    haystack: list[Path] | None = typer.Option(
+        None, "--haystack", help="Text file or folder of *.txt (repeat for several). Default: Paul Graham essays."),
+    needle: str | None = typer.Option(None, "--needle", help=f"Sentence hidden in the haystack. Default: "
+                                      f"{DEMO_NEEDLE!r} with --value."),
+    question: str = typer.Option(DEMO_QUESTION, "--question", help="Question asked after the context."),
+    answer: str | None = typer.Option(None, "--answer", help="Found = this text in the reply (ignoring case); "
+                                      "must occur in --needle. Default: --value."),
     key_ratio: float = typer.Option(0.5, "--key-ratio"),
     budget: int = typer.Option(512, "--budget"),
     backend: str = typer.Option("auto", "--backend"),
@@ -133,23 +140,34 @@ def demo(
 ) -> None:
     """Needle in a haystack on the embedded default: full cache vs SnapKV vs SnapKV+SparK vs SparK alone."""
     import sparkv
-    from sparkv.data import paul_graham_essays
+    from sparkv.data import read_haystack
     from sparkv.eval.tasks.niah import build_context
 
+    needle = DEMO_NEEDLE.format(value=value) if needle is None else needle
+    answer = (value if answer is None else answer).strip()
+    if not needle.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--needle")
+    if not answer or answer.lower() not in needle.lower():
+        raise typer.BadParameter(f"{answer!r} does not occur in the needle {needle!r}, so the reply could not be "
+                                 "checked; pass the fact the needle states", param_hint="--answer")
+    try:
+        text = read_haystack(haystack)
+    except (FileNotFoundError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="--haystack") from err
     lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
-    needle = DEMO_NEEDLE.format(value=value)
-    context = build_context(tokenizer, paul_graham_essays(), needle, context_tokens, depth)
+    context = build_context(tokenizer, text, needle, context_tokens, depth)
     presses = {name: _press_from_options(name, key_ratio, budget, None, "mean", "code", backend)
                for name in ("full", "snapkv", "snapkv+spark", "spark")}
-    results = sparkv.generate_many(lm, tokenizer, context, DEMO_QUESTION, list(presses.values()),
+    results = sparkv.generate_many(lm, tokenizer, context, question, list(presses.values()),
                                    max_new_tokens=max_new_tokens)
-    table = Table(title=f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token Paul Graham haystack; "
+    source = "Paul Graham" if not haystack else ", ".join(Path(h).name for h in haystack)
+    table = Table(title=f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token haystack ({source}); "
                         f"λ={key_ratio}, budget={budget}")
     for col in ("press", "found", "answer", "KV exact", "KV allocated", "vs dense", "nominal (paper)"):
         table.add_column(col, no_wrap=True, max_width=72 if col == "answer" else None)
     for name, res in zip(presses, results):
         mem = res.memory
-        found = value.lower() in res.answer.lower()
+        found = answer.lower() in res.answer.lower()
         table.add_row(name, "yes" if found else "no", res.answer.strip().replace("\n", " ")[:72],
                       _fmt_bytes(mem.compressed_kv_bytes), _fmt_bytes(mem.allocated_kv_bytes),
                       f"{100 * mem.compressed_kv_bytes / mem.dense_kv_bytes:.1f}%", _fmt_bytes(mem.nominal_kv_bytes))

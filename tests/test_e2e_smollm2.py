@@ -85,6 +85,42 @@ def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):
     assert "window" in result.output and "Traceback" not in result.output
 
 
+def test_cli_demo_rejects_bad_needle_and_haystack(tmp_path):
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    runner = CliRunner()
+    # A custom needle needs the answer it states; the default --value is not in it.
+    res = runner.invoke(app, ["demo", "--needle", "The gate code is 7341."])
+    assert res.exit_code == 2 and "--answer" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["demo", "--needle", "The gate code is 7341.", "--answer", "9999"])
+    assert res.exit_code == 2 and "does not occur in the needle" in res.output
+    res = runner.invoke(app, ["demo", "--haystack", str(tmp_path / "missing.txt")])
+    assert res.exit_code == 2 and "--haystack" in res.output and "does not exist" in res.output
+    (tmp_path / "empty.txt").write_text("  \n")
+    res = runner.invoke(app, ["demo", "--haystack", str(tmp_path / "empty.txt")])
+    assert res.exit_code == 2 and "hold no text" in res.output
+
+
+def test_cli_demo_custom_haystack_and_needle(smollm2, tmp_path):
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    hay = tmp_path / "lighthouses.txt"
+    hay.write_text(" ".join(f"Lighthouse number {i} stands on a rocky cape and its lamp turns every {i % 7 + 3} "
+                            "seconds through the night." for i in range(60)))
+    res = CliRunner().invoke(app, ["demo", "--haystack", str(hay), "--needle", "The keeper's cat is named Biscuit.",
+                                   "--question", "What is the keeper's cat named?", "--answer", "Biscuit",
+                                   "--context-tokens", "400", "--budget", "200", "--max-new-tokens", "8",
+                                   "--dtype", "float32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "lighthouses.txt" in res.output and "400-token haystack" in res.output
+    for press in ("full", "snapkv", "snapkv+spark", "spark"):
+        assert press in res.output
+
+
 def test_cli_demo_and_memory_tables(smollm2):
     from typer.testing import CliRunner
 
