@@ -8,6 +8,7 @@ GPU with the first config (quick GPU test runs: one compile per kernel specialis
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -75,3 +76,17 @@ def num_sms(device_index: int) -> int:
     if not torch.cuda.is_available():
         return 8
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def launch_device(device):
+    """Context making ``device`` the current CUDA device while kernels are launched (a no-op off CUDA).
+
+    Triton launches on the *current* device and stream, not on the device of the tensors it is given, so without
+    this a model split across GPUs (``device_map="auto"``) would run a layer's kernel on another GPU than its cache.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)

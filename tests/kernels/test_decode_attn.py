@@ -134,6 +134,8 @@ def test_decode_dispatch_and_errors():
         decode_attn_triton(query.expand(-1, -1, 2, -1), prefix, tail_k, tail_v, 0.125)
     with pytest.raises(ValueError, match="prefix or a tail"):
         decode_attn_triton(query, None, None, None, 0.125)
+    with pytest.raises(ValueError, match="tail_keys is on meta"):
+        decode_attn_triton(query, prefix, tail_k.to("meta"), tail_v, 0.125)
 
 
 # --- GPU tier -------------------------------------------------------------------------------------------------
@@ -181,3 +183,24 @@ def test_decode_gpu_dense_and_chain(dtype, poison_empty):
     a = decode_attn_triton(query, packed, tail_k, tail_v, 128 ** -0.5)
     b_ = decode_attn_triton(query, dense_hat, tail_k, tail_v, 128 ** -0.5)
     assert rel_err(a, b_) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_decode_and_select_pack_on_a_second_gpu(poison_empty):
+    """A model split across GPUs: the kernels must run on the tensors' device, not on the current one (cuda:0)."""
+    from sparkv.kernels.select_pack.fused import select_pack_triton
+
+    torch.cuda.set_device(0)
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    query, keys, values, tail_k, tail_v = (torch.randn(*shape, generator=gen).to(torch.bfloat16).to("cuda:1")
+                                           for shape in [(2, 32, 1, 128)] + [(2, 8, 4096, 128)] * 2
+                                           + [(2, 8, 5, 128)] * 2)
+    stat = torch.rand(2, 8, 128, generator=gen).to("cuda:1") + 0.1
+    packed = select_pack_triton(keys, stat, 64)
+    assert packed.kept_values.device == torch.device("cuda:1")
+    assert torch.equal(packed.kept_bits, select_pack_ref(keys, stat, 64).kept_bits)
+    compressed = CompressedKV(packed, values, torch.tensor([4096, 3000], dtype=torch.int32, device="cuda:1"))
+    out = decode_attn_triton(query, compressed, tail_k, tail_v, 128 ** -0.5)
+    assert out.device == torch.device("cuda:1")
+    assert rel_err(out, reference(query, compressed, tail_k, tail_v, 128 ** -0.5)) < 1e-2

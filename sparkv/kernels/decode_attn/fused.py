@@ -50,7 +50,7 @@ import triton.testing
 from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
-from sparkv.kernels.autotune import autotune_disabled, interpreting, num_sms
+from sparkv.kernels.autotune import autotune_disabled, interpreting, launch_device, num_sms
 
 LOG2E = 1.4426950408889634
 LAYOUT_NONE, LAYOUT_DENSE, LAYOUT_SPARK = 0, 1, 2
@@ -561,6 +561,10 @@ def decode_attn_triton(
         raise ValueError(f"query heads ({hq}) must be a multiple of KV heads ({h})")
     g = hq // h
     dev = query.device
+    for name, t in (("prefix", ref if prefix is not None else None), ("tail_keys", tail_keys),
+                    ("tail_values", tail_values)):
+        if t is not None and t.device != dev:
+            raise ValueError(f"{name} is on {t.device}, the query on {dev}: all inputs must be on one device")
     q = query.contiguous()
     dummy = q
 
@@ -630,26 +634,27 @@ def decode_attn_triton(
 
         return split_kernel, o_part, lse_part, ns
 
-    if config is not None:
-        launch = dict(config)
-        launch.setdefault("EXPAND", EXPAND_TILE if interp else EXPAND_PTX)
-        launch.setdefault("BS", 16 if interp else 64)
-        launch.setdefault("PF", 0 if interp else 1)
-        per_sm = PROGRAMS_PER_SM["spark" if layout == LAYOUT_SPARK else "dense"]
-    elif interp:
-        launch, per_sm = launch_kwargs(INTERPRET_CONFIG), PROGRAMS_PER_SM["dense"]
-    else:
-        key = (layout, rec, g, d, dk, q.dtype, has_tail, work, dev.index)
-        if key not in _TUNED:
-            _TUNED[key] = _choose_launch(prepare, launch_candidates(layout, d))
-        launch, per_sm = _TUNED[key]
-    LAST_LAUNCH.clear()
-    LAST_LAUNCH.update(launch, programs_per_sm=per_sm)
-    split_kernel, o_part, lse_part, ns = prepare(launch, per_sm)
-    split_kernel()
-    out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=dev)
-    decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d, BD=max(32, triton.next_power_of_2(d)),
-                                          BNS=16 if interp else 32)
+    with launch_device(dev):  # Triton launches on the current device (a model may span GPUs)
+        if config is not None:
+            launch = dict(config)
+            launch.setdefault("EXPAND", EXPAND_TILE if interp else EXPAND_PTX)
+            launch.setdefault("BS", 16 if interp else 64)
+            launch.setdefault("PF", 0 if interp else 1)
+            per_sm = PROGRAMS_PER_SM["spark" if layout == LAYOUT_SPARK else "dense"]
+        elif interp:
+            launch, per_sm = launch_kwargs(INTERPRET_CONFIG), PROGRAMS_PER_SM["dense"]
+        else:
+            key = (layout, rec, g, d, dk, q.dtype, has_tail, work, dev.index)
+            if key not in _TUNED:
+                _TUNED[key] = _choose_launch(prepare, launch_candidates(layout, d))
+            launch, per_sm = _TUNED[key]
+        LAST_LAUNCH.clear()
+        LAST_LAUNCH.update(launch, programs_per_sm=per_sm)
+        split_kernel, o_part, lse_part, ns = prepare(launch, per_sm)
+        split_kernel()
+        out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=dev)
+        decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d,
+                                              BD=max(32, triton.next_power_of_2(d)), BNS=16 if interp else 32)
     return out
 
 

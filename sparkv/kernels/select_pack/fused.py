@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from sparkv.cache.layout import SparKKeys, num_words
-from sparkv.kernels.autotune import autotune
+from sparkv.kernels.autotune import autotune, launch_device
 
 SALIENCY_IDS = {"code": 0, "paper": 1}
 RECOVERY_IDS = {"mean": 0, "mean_linear": 1, "zero": 2, "constant": 3}
@@ -172,12 +172,13 @@ def select_pack_triton(
         def grid(meta):
             return (triton.cdiv(s, meta["BS"]), b * h)
 
-        select_pack_fwd_kernel[grid](
-            keys, a, kept_values, kept_bits, sign_bits if sign_bits is not None else kept_bits,
-            scale if scale is not None else kept_values, s,
-            keys.stride(0), keys.stride(1), keys.stride(2),
-            H=h, D=d, DK=kept, NW=nw, NWP=nwp, NP=max(d - kept, 1), SALIENCY=SALIENCY_IDS[saliency], RECOVERY=rid,
-        )
+        with launch_device(dev):  # Triton launches on the current device (a model may span GPUs)
+            select_pack_fwd_kernel[grid](
+                keys, a, kept_values, kept_bits, sign_bits if sign_bits is not None else kept_bits,
+                scale if scale is not None else kept_values, s,
+                keys.stride(0), keys.stride(1), keys.stride(2),
+                H=h, D=d, DK=kept, NW=nw, NWP=nwp, NP=max(d - kept, 1), SALIENCY=SALIENCY_IDS[saliency], RECOVERY=rid,
+            )
     layout = dict(kept_values=kept_values, kept_bits=kept_bits, head_dim=d, recovery=recovery, seed=seed)
     if sign_bits is not None:
         layout["sign_bits"] = sign_bits
