@@ -61,6 +61,28 @@ def test_lambda_zero_matches_plain_transformers(arch_model, tok, spec):
         torch.testing.assert_close(g, r, rtol=0, atol=1e-6)  # dense prefix, no padding: the same sdpa call
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_second_turn_on_the_same_cache_matches_plain_transformers(tok, arch):
+    """A chat's second turn: generate again from the first turn's cache with new prompt tokens appended (a
+    multi-token forward into the tail). With the full press it must give plain transformers' tokens."""
+    model = tiny_model(arch)
+    ids, mask = encode(tok, [CONTEXT])
+    turn2 = torch.randint(5, 200, (1, 9), generator=torch.Generator().manual_seed(3))
+
+    def two_turns(cache):
+        first = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=PAD,
+                               past_key_values=cache)
+        second = torch.cat([first, turn2], 1)
+        return model.generate(second, attention_mask=torch.ones_like(second), max_new_tokens=4, do_sample=False,
+                              pad_token_id=PAD, past_key_values=cache)
+
+    plain = two_turns(DynamicCache(config=model.config))
+    press = Press("full")
+    with press(model):
+        ours = two_turns(press.make_cache(model))
+    assert torch.equal(plain, ours)
+
+
 def test_gemma3_multimodal_text_only(tok):
     """model_type "gemma3" (vision tower + text model): the text layers are compressed, the rest is untouched."""
     from tests.utils import tiny_gemma3_multimodal
@@ -111,19 +133,23 @@ def test_positive_ratio_runs_and_differs(arch_model, tok, spec):
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
-@pytest.mark.parametrize("spec", ["spark", "snapkv+spark", "pyramidkv+think"])
-def test_decode_equals_attention_over_recovered_keys(tok, arch, spec):
-    """One decode step inside the model: packed-key attention == attention over materialised K̂ (recover_ref)."""
+# A chunk of several new tokens is checked where every layer keeps the same number of tokens: the DynamicCache
+# oracle masks all layers with layer 0's length, which PyramidKV's per-layer budgets break.
+@pytest.mark.parametrize("spec,steps", [("spark", (1,)), ("snapkv+spark", (1,)), ("pyramidkv+think", (1,)),
+                                        ("spark", (7, 1)), ("snapkv+spark", (7, 1))],
+                         ids=["spark-1", "snapkv+spark-1", "pyramidkv+think-1", "spark-7+1", "snapkv+spark-7+1"])
+def test_decode_equals_attention_over_recovered_keys(tok, arch, spec, steps):
+    """Forwards after the prompt inside the model (one token, or a chunk of new tokens as in a second chat turn, then
+    one more): packed-key attention == attention over materialised K̂ (recover_ref), at every new position."""
     model = tiny_model(arch)
     ids, mask = encode(tok, [CONTEXT])
     s = ids.shape[1]
     press = Press(spec, key_ratio=0.5, budget=100, recovery="mean")
     kw = cache_kwarg(model)
-    new = torch.tensor([[42]])
+    chunks = [torch.randint(5, 200, (1, n), generator=torch.Generator().manual_seed(n)) for n in steps]
     with use_sparkv_attention(model):
         cache = press.make_cache(model)
         model(ids, attention_mask=mask, use_cache=True, **{kw: cache})
-        got = model(new, use_cache=True, position_ids=torch.tensor([[s]]), **{kw: cache}).logits[:, -1]
     oracle = DynamicCache()
     for i, layer in enumerate(cache.layers):
         n = int(layer.prefix.lengths[0])
@@ -131,8 +157,14 @@ def test_decode_equals_attention_over_recovered_keys(tok, arch, spec):
         oracle.update(k_hat, layer.prefix.values[:, :, :n], i)
     if spec != "spark":
         assert oracle.get_seq_length() < s  # eviction really removed tokens
-    ref = model(new, use_cache=True, position_ids=torch.tensor([[s]]), **{kw: oracle}).logits[:, -1]
-    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    pos = s
+    for new in chunks:
+        position_ids = torch.arange(pos, pos + new.shape[1]).unsqueeze(0)
+        with use_sparkv_attention(model):
+            got = model(new, use_cache=True, position_ids=position_ids, **{kw: cache}).logits
+        ref = model(new, use_cache=True, position_ids=position_ids, **{kw: oracle}).logits
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+        pos += new.shape[1]
 
 
 def test_cache_logical_length_after_eviction(tok):

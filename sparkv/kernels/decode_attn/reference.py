@@ -74,7 +74,7 @@ def decode_attn_ref(
         raise ValueError("attention needs a prefix or a tail")
     h = ref.shape[1]
     g = hq // h
-    q = (query.float() * scaling).view(b, h, g * nq, d)
+    q = (query.float() * scaling).reshape(b, h, g * nq, d)  # query may be a transposed view (nq > 1)
     m = torch.full((b, h, g * nq, 1), NEG_INF, device=query.device)
     l = torch.zeros_like(m)
     acc = torch.zeros(b, h, g * nq, ref.shape[-1], device=query.device)
