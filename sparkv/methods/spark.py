@@ -11,8 +11,8 @@ Recoveries (how a pruned entry K[t, j] is rebuilt inside attention; kept entries
     zero         K̂ = 0 (plain unstructured pruning).
     gaussian     pruned saliencies drawn from N(μ_t, σ_t²) fitted to the token's pruned saliencies, clamped at 0;
     exponential  ... or from Exp(mean μ_t); then K̂ = sign·sqrt(ŝ / a_j). Draws come from a counter-based hash of
-                 (seed, b, h, t, j), so the same entry is recovered identically at every decode step without storing
-                 it (stored per token: μ_t, σ_t; per head: u_j = a_j^(-1/2)).
+                 (seed, h, t, j), so the same entry is recovered identically at every decode step, and in any batch
+                 row, without storing it (stored per token: μ_t, σ_t; per head: u_j = a_j^(-1/2)).
 """
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ def _pcg_hash(x: torch.Tensor) -> torch.Tensor:
 def entry_uniforms(shape: tuple[int, int, int, int], seed: int, stream: int, device, token_offset: int = 0) -> torch.Tensor:
     """Uniforms in (0, 1) ``[B, H, S, D]`` for entries ``(b, h, token_offset + t, j)``.
 
-    A pure function of (seed, stream, b, h, t, j): any block of tokens draws exactly what the whole tensor would.
+    A pure function of (seed, stream, h, t, j): any block of tokens draws exactly what the whole tensor would, and
+    the batch row is left out so that a prompt draws the same whether it runs alone or in any row of a batch (rows
+    are left-aligned, so ``t`` is the token's index within its own row).
     """
     b, h, s, d = shape
 
@@ -104,7 +106,8 @@ def entry_uniforms(shape: tuple[int, int, int, int], seed: int, stream: int, dev
         return (torch.arange(n, device=device, dtype=torch.int64) + offset).view(view)
 
     key = _pcg_hash(torch.tensor((seed & _M32) ^ ((stream * 0x9E3779B9) & _M32), device=device, dtype=torch.int64))
-    key = _pcg_hash(key ^ ax(b, 0))
+    # Every row hashes as row 0 did before rows were left out (so earlier single-row results reproduce).
+    key = _pcg_hash(key ^ torch.zeros(b, 1, 1, 1, device=device, dtype=torch.int64))
     key = _pcg_hash(key ^ ax(h, 1))
     key = _pcg_hash(key ^ (ax(s, 2, token_offset) & _M32))
     bits = _pcg_hash(key ^ ax(d, 3))
@@ -115,7 +118,7 @@ def sample_saliency(kind: str, mu: torch.Tensor, sigma: torch.Tensor | None, hea
                     token_offset: int = 0) -> torch.Tensor:
     """Draw ``ŝ [B, H, S, D]`` float32: N(μ_t, σ_t²) clamped at 0 (``gaussian``) or Exp(mean μ_t) (``exponential``).
 
-    ``mu``, ``sigma``: ``[B, H, S]`` for tokens ``token_offset ...``. Deterministic in (seed, b, h, t, j).
+    ``mu``, ``sigma``: ``[B, H, S]`` for tokens ``token_offset ...``. Deterministic in (seed, h, t, j).
     """
     b, h, s = mu.shape
     shape = (b, h, s, head_dim)

@@ -82,10 +82,13 @@ def test_gemma3_sliding_layers_stay_dense(gemma, tok, spec):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen2"])
-@pytest.mark.parametrize("spec", ["full", "spark", "snapkv+spark", "pyramidkv+think", "streamingllm+spark"])
-def test_left_padded_batch_equals_single_rows(tok, arch, spec):
+@pytest.mark.parametrize("spec,recovery", [("full", "mean"), ("spark", "mean"), ("snapkv+spark", "mean"),
+                                           ("pyramidkv+think", "mean"), ("streamingllm+spark", "mean"),
+                                           ("spark", "gaussian"), ("snapkv+spark", "exponential")])
+def test_left_padded_batch_equals_single_rows(tok, arch, spec, recovery):
+    """Rows of a left-padded batch answer as when run alone (sampled recoveries too: their draws ignore the row)."""
     model = tiny_model(arch)
-    press = Press(spec, key_ratio=0.5, budget=80)
+    press = Press(spec, key_ratio=0.5, budget=80, recovery=recovery)
     batch = sparkv.generate(model, tok, CONTEXTS, QUESTION, press, max_new_tokens=6)
     assert len(set(batch.context_tokens)) == 3  # really padded
     for i, context in enumerate(CONTEXTS):
