@@ -16,6 +16,9 @@ CHANNEL_METHODS = ("spark", "think")
 BACKENDS = ("auto", "torch", "triton")
 
 
+MAX_RECOVERY_CONSTANT = 65504.0
+
+
 def _check_ratio(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= float(value) < 1.0):
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
@@ -64,8 +67,11 @@ class SparKConfig:
         _check_choice("saliency", self.saliency, SALIENCY_VARIANTS)
         _check_choice("recovery", self.recovery, RECOVERY_VARIANTS)
         _check_positive_int("window", self.window)
-        if not (self.recovery_constant >= 0.0):
-            raise ValueError(f"recovery_constant must be >= 0, got {self.recovery_constant!r}")
+        c = self.recovery_constant
+        # Recovered entries are stored and attended in the model dtype: fp16's largest finite value bounds them.
+        if not isinstance(c, (int, float)) or isinstance(c, bool) or not 0.0 <= float(c) <= MAX_RECOVERY_CONSTANT:
+            raise ValueError(f"recovery_constant must be a number in [0, {MAX_RECOVERY_CONSTANT:g}], got {c!r}")
+        _check_positive_int("seed", self.seed, minimum=0)
 
 
 @dataclass

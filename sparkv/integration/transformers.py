@@ -424,6 +424,9 @@ def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict) -> dict:
             raise ValueError(f"sparkv.generate builds its own cache; do not pass {bad}")
     if kwargs.get("num_beams", 1) != 1:
         raise ValueError("beam search (num_beams > 1) is not supported by sparkv caches")
+    if kwargs.get("num_return_sequences", 1) != 1:
+        raise ValueError("num_return_sequences must be 1: one answer per context (call generate again for more "
+                         f"samples); got {kwargs['num_return_sequences']!r}")
     if kwargs.get("prefill_chunk_size") is not None:
         raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
     return kwargs

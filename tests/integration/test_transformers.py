@@ -315,5 +315,9 @@ def test_error_unsupported_generate_options(tok):
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="num_beams"):
         sparkv.generate(model, tok, CONTEXT, "Q?", "spark", num_beams=2)
+    with pytest.raises(ValueError, match="num_return_sequences must be 1"):
+        sparkv.generate(model, tok, CONTEXT, "Q?", "spark", do_sample=True, num_return_sequences=2)
+    with pytest.raises(ValueError, match="num_return_sequences must be 1"):
+        sparkv.generate_many(model, tok, CONTEXT, "Q?", ["spark", "full"], num_return_sequences=2)
     with pytest.raises(ValueError, match="cache"):
         sparkv.generate(model, tok, CONTEXT, "Q?", "spark", past_key_values=DynamicCache())

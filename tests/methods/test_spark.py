@@ -22,6 +22,19 @@ def test_ratio_outside_range_is_rejected(bad):
         SparKConfig(channel_prune_ratio=bad)
 
 
+@pytest.mark.parametrize("field,bad,match", [
+    ("recovery_constant", float("inf"), r"recovery_constant must be a number in \[0, 65504\]"),
+    ("recovery_constant", 1e38, "recovery_constant"), ("recovery_constant", -0.01, "recovery_constant"),
+    ("recovery_constant", float("nan"), "recovery_constant"), ("recovery_constant", "0.1", "recovery_constant"),
+    ("seed", "abc", "seed must be an integer >= 0"), ("seed", -1, "seed"), ("seed", 1.5, "seed"),
+])
+def test_bad_recovery_constant_and_seed_are_rejected(field, bad, match):
+    with pytest.raises(ValueError, match=match):
+        SparKConfig(**{field: bad})
+    SparKConfig(recovery_constant=0.0, seed=0)  # the edges of the ranges are allowed
+    SparKConfig(recovery_constant=65504.0, seed=2**40)
+
+
 @pytest.mark.parametrize("g", [1, 3, 8])
 def test_window_statistic_matches_loop(g):
     torch.manual_seed(g)
