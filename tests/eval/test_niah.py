@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sparkv.eval.tasks.common import sentence_boundaries
 from sparkv.eval.tasks.niah import (DEFAULT_ANSWER, DEFAULT_NEEDLE, build_context, generate_niah, insert_needle)
 
 LENGTHS = [64, 150, 333, 1000, 2500]
@@ -64,3 +65,37 @@ def test_empty_inputs_rejected(fmt, haystack_text):
         list(generate_niah(fmt, haystack_text, [100], [0.5], needle=" "))
     with pytest.raises(ValueError, match="too short"):
         [m() for _, m in generate_niah(fmt, haystack_text, [5], [0.5])]
+
+
+def cjk_text(n_sentences: int, punctuated: bool = True) -> str:
+    """Chinese-like prose (varied sentences of CJK characters), with or without full stops."""
+    chars = "山水风云花月江河湖海天地日星雨雪春夏秋冬"
+    end = "。" if punctuated else ""
+    return "".join("".join(chars[(i * 7 + k * 3) % len(chars)] for k in range(8 + i % 9)) + end
+                   for i in range(n_sentences))
+
+
+def test_sentence_boundaries_cjk_and_unpunctuated():
+    assert sentence_boundaries("第一句。第二句！第三句？尾") == [0, 4, 8, 12, 13]
+    assert sentence_boundaries('He said "hi." Then left.') == [0, 14, 24]
+    words = " ".join(["word"] * 600)  # 2999 characters without a sentence end: cut about every 100, at spaces
+    cuts = sentence_boundaries(words)
+    gaps = [b - a for a, b in zip(cuts[:-1], cuts[1:])]
+    assert max(gaps) <= 150 and all(words[c - 1] == " " for c in cuts[1:-1])
+    assert max(b - a for a, b in zip(*[sentence_boundaries("字" * 2500)[i:] for i in (0, 1)])) <= 150
+
+
+@pytest.mark.parametrize("kind", ["cjk", "cjk-unpunctuated", "english-unpunctuated"])
+def test_needle_depth_and_text_on_other_scripts(bpe_tokenizer, kind):
+    """Depth honoured, exact length, no broken character (U+FFFD) where a cut splits a multi-byte character."""
+    hay = {"cjk": cjk_text(400), "cjk-unpunctuated": cjk_text(400, punctuated=False),
+           "english-unpunctuated": " ".join(f"lamp{i % 13} turns slowly" for i in range(900))}[kind]
+    needle = "The gate code is 7341."
+    for depth in (0.25, 0.5, 0.75):
+        ctx = build_context(bpe_tokenizer, hay, needle, 400, depth)
+        assert ctx.count(needle) == 1 and "\ufffd" not in ctx
+        tokens = len(bpe_tokenizer(ctx, add_special_tokens=False)["input_ids"])
+        # Byte-level BPE spells a CJK character with several tokens; whole characters cannot reach every count.
+        assert tokens == 400 if kind.startswith("english") else abs(tokens - 400) <= 2, tokens
+        haystack_chars = len(ctx) - len(needle) - 1  # the needle is joined with one space
+        assert abs(ctx.index(needle) / haystack_chars - depth) < 0.1, (kind, depth)

@@ -159,3 +159,15 @@ def test_chat_and_raw_counts_differ_by_template(fmt):
     assert raw == fmt.count_text("ctx q") + 1  # BOS
     assert chat > raw
     assert fmt.render("C", "Q", " P").endswith("<|assistant|>\n P")
+
+
+def test_essay_haystack_without_spaces_fills_the_budget(fmt):
+    """Text written without spaces (CJK) is sized by characters, not as one giant "word"."""
+    from test_niah import cjk_text
+
+    length = 1024
+    for s in make("niah_single_2", length, fmt, cjk_text(600)):
+        counted = fmt.count(s.context, s.question, s.answer_prefix, True)
+        assert counted + RULER_TASKS["niah_single_2"].tokens_to_generate <= length
+        assert length - (counted + RULER_TASKS["niah_single_2"].tokens_to_generate) < 80
+        assert len(NEEDLE_RE.findall(s.context)) == 1

@@ -9,6 +9,7 @@ question follows the context; the score is 1 when the answer appears in the repl
 from __future__ import annotations
 
 import bisect
+import logging
 from typing import Any, Callable, Iterator
 
 from sparkv.eval.tasks.common import PromptFormat, Sample, sentence_boundaries
@@ -18,6 +19,8 @@ DEFAULT_NEEDLE = (
 )
 DEFAULT_QUESTION = "What is the best thing to do in San Francisco?"
 DEFAULT_ANSWER = "eat a sandwich and sit in Dolores Park"
+log = logging.getLogger(__name__)
+
 QUESTION_TEMPLATE = "\n\nAnswer the question using the text above.\nQuestion: {question}\nAnswer:"
 
 
@@ -40,7 +43,8 @@ class HaystackTokens:
             text = text + "\n\n" + self.text
             ids = self.fmt.encode(text, special_tokens=False)
             self.text, self.ids = text, ids
-        return self.fmt.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        # A cut inside a multi-byte character decodes to U+FFFD: leave the partial character out.
+        return self.fmt.tokenizer.decode(ids[:n], skip_special_tokens=True).rstrip("\ufffd")
 
 
 def insert_needle(haystack: str, needle: str, depth: float) -> tuple[str, float]:
@@ -140,6 +144,9 @@ def generate_niah(
         if hay is None:
             hay = HaystackTokens(fmt, haystack_text)
         context, actual, tokens = fit_context(hay, needle, depth, length)
+        if tokens != length:
+            log.warning("niah L%d-D%g: the context has %d tokens, not %d (no cut of this haystack gives exactly %d; "
+                        "recorded as context_tokens_exact)", length, depth, tokens, length, length)
         return Sample(
             task="niah",
             id=f"L{length}-D{depth:g}",

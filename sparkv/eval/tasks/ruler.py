@@ -165,10 +165,10 @@ class _Builders:
         self.length = length
 
     def essay(self, n: int) -> str:
-        words = self.essay_words
-        if n <= len(words):
-            return " ".join(words[:n])
-        return " ".join(words[i % len(words)] for i in range(n))
+        units = self.essay_words  # each carries its own separator (essay_words)
+        if n <= len(units):
+            return "".join(units[:n]).strip()
+        return "".join(units[i % len(units)] for i in range(n)).strip()
 
     # -- NIAH ------------------------------------------------------------------------------------------------------
     def niah(self, seed: str, n: int, args: dict[str, Any]) -> Built:
@@ -349,12 +349,22 @@ def _zeta(alpha: float, terms: int = 10_000) -> float:
     return partial + terms ** (1 - alpha) / (alpha - 1) + 0.5 * terms ** (-alpha)
 
 
+# Above this many characters per whitespace-separated run, a text is taken as written without spaces between words.
+UNSPACED_CHARS_PER_WORD = 20
+
+
 def essay_words(haystack_text: str) -> list[str]:
-    """RULER's essay haystack unit: whitespace-separated words."""
-    words = re.sub(r"\s+", " ", haystack_text).strip().split(" ")
-    if not words or words == [""]:
+    """RULER's essay haystack units, each with the separator that follows it (the haystack is their concatenation):
+    whitespace-separated words, as RULER counts them; for text written without spaces between words (Chinese,
+    Japanese, Thai...: more than ``UNSPACED_CHARS_PER_WORD`` characters per whitespace-separated run) single
+    characters, so that the haystack can still be sized to the token budget."""
+    text = re.sub(r"\s+", " ", haystack_text).strip()
+    if not text:
         raise ValueError("the haystack text is empty")
-    return words
+    words = text.split(" ")
+    if len(text) / len(words) > UNSPACED_CHARS_PER_WORD:
+        return list(text)
+    return [w + " " for w in words]
 
 
 def generate_ruler(
