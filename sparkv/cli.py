@@ -76,6 +76,8 @@ def generate(
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
     device: str | None = typer.Option(None, "--device"),
+    max_context: int | None = typer.Option(None, "--max-context", min=1, help="Refuse prompt + generation longer "
+                                           "than this (default: the model's max_position_embeddings)."),
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template"),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
 ) -> None:
@@ -91,7 +93,7 @@ def generate(
     lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
     try:
         result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
-                                 chat_template=chat_template)
+                                 chat_template=chat_template, max_context=max_context)
     except ValueError as err:  # short context, unsupported model or option: say so without a traceback
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
@@ -137,6 +139,8 @@ def demo(
     max_new_tokens: int = typer.Option(24, "--max-new-tokens", min=1),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
     device: str | None = typer.Option(None, "--device"),
+    max_context: int | None = typer.Option(None, "--max-context", min=1, help="Refuse prompt + generation longer "
+                                           "than this (default: the model's max_position_embeddings)."),
 ) -> None:
     """Needle in a haystack on the embedded default: full cache vs SnapKV vs SnapKV+SparK vs SparK alone."""
     import sparkv
@@ -154,12 +158,19 @@ def demo(
         text = read_haystack(haystack)
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err), param_hint="--haystack") from err
-    lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
-    context = build_context(tokenizer, text, needle, context_tokens, depth)
     presses = {name: _press_from_options(name, key_ratio, budget, None, "mean", "code", backend)
                for name in ("full", "snapkv", "snapkv+spark", "spark")}
-    results = sparkv.generate_many(lm, tokenizer, context, question, list(presses.values()),
-                                   max_new_tokens=max_new_tokens)
+    lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
+    try:
+        context = build_context(tokenizer, text, needle, context_tokens, depth)
+    except ValueError as err:  # e.g. a needle longer than the context
+        raise typer.BadParameter(str(err), param_hint="--needle / --context-tokens") from err
+    try:
+        results = sparkv.generate_many(lm, tokenizer, context, question, list(presses.values()),
+                                       max_new_tokens=max_new_tokens, max_context=max_context)
+    except ValueError as err:  # too long for the model, budget not above the window...: no traceback
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
     source = "Paul Graham" if not haystack else ", ".join(Path(h).name for h in haystack)
     table = Table(title=f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token haystack ({source}); "
                         f"λ={key_ratio}, budget={budget}")

@@ -103,6 +103,23 @@ def test_cli_demo_rejects_bad_needle_and_haystack(tmp_path):
     assert res.exit_code == 2 and "hold no text" in res.output
 
 
+def test_cli_demo_and_generate_refuse_too_long_inputs(smollm2, tmp_path):
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    runner = CliRunner()
+    needle = "The gate code is 7341. " + "It is a long needle. " * 60
+    res = runner.invoke(app, ["demo", "--needle", needle, "--answer", "7341", "--context-tokens", "200",
+                              "--dtype", "float32", "--device", "cpu"])
+    assert res.exit_code == 2 and "the needle alone has" in " ".join(res.output.split())
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("A sentence of the report. " * 200)
+    res = runner.invoke(app, ["generate", "--context-file", str(ctx), "--question", "Why?", "--press", "spark",
+                              "--max-context", "300", "--dtype", "float32", "--device", "cpu"])
+    assert res.exit_code == 2 and "exceed the model's context of 300 tokens" in " ".join(res.output.split())
+
+
 def test_cli_demo_custom_haystack_and_needle(smollm2, tmp_path):
     from typer.testing import CliRunner
 

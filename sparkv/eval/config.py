@@ -145,13 +145,18 @@ class EvalConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise EvalError(f"{name} must be a positive integer, got {value!r}")
-        self.tasks = [str(t) for t in _as_list(self.tasks)] or None
-        self.lengths = _ints("lengths", self.lengths) or None
+        # Repeated tasks / lengths / depths name the same samples: keep the first of each (in order).
+        self.tasks = list(dict.fromkeys(str(t) for t in _as_list(self.tasks))) or None
+        self.lengths = list(dict.fromkeys(_ints("lengths", self.lengths) or [])) or None
         if self.lengths and min(self.lengths) < 1:
             raise EvalError(f"lengths must be positive, got {self.lengths}")
-        self.depths = _floats("depths", self.depths) or None
+        self.depths = list(dict.fromkeys(_floats("depths", self.depths) or [])) or None
         if self.depths and not all(0.0 <= d <= 1.0 for d in self.depths):
             raise EvalError(f"depths must be fractions in [0, 1] (0.25 = a quarter in), got {self.depths}")
+        for name in ("needle", "question", "answer"):
+            value = getattr(self, name, None)
+            if value is not None and not str(value).strip():
+                raise EvalError(f"{name} must not be empty (leave it out for the default)")
         self.haystack = [str(h) for h in _as_list(self.haystack)] or None
         self.shard_slice()  # validate
         self.press_configs()  # validate every press now, before any model is loaded

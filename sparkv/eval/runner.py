@@ -12,6 +12,7 @@ Output folder (``cfg.out``):
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -85,7 +86,8 @@ class SparkvBackend:
     own templates reach the model byte for byte (sparkv would otherwise join the two with a blank line).
     """
 
-    def __init__(self, model: str, dtype: str | None = None, device: str | None = None):
+    def __init__(self, model: str, dtype: str | None = None, device: str | None = None,
+                 max_context: int | None = None):
         import sparkv
 
         load = getattr(sparkv, "load_model", None)
@@ -101,9 +103,13 @@ class SparkvBackend:
         params = inspect.signature(self._many).parameters
         self._accepts_chat = "chat_template" in params
         self.prefix_in_reply = "answer_prefix" in params
+        # --max-context: the harness checks it; generate must not refuse what it allowed
+        self._max_context = max_context if "max_context" in params else None
 
     def _kwargs(self, sample: Sample) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {"max_new_tokens": sample.max_new_tokens}
+        if self._max_context is not None:
+            kwargs["max_context"] = self._max_context
         if self._accepts_chat:
             kwargs["chat_template"] = sample.chat_template
         text = sample.context + sample.question
@@ -128,7 +134,7 @@ class SparkvBackend:
 
 def make_backend(cfg: EvalConfig) -> Backend:
     """The real backend (tests replace this function)."""
-    return SparkvBackend(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    return SparkvBackend(cfg.model, dtype=cfg.dtype, device=cfg.device, max_context=cfg.max_context)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -177,16 +183,32 @@ class PredictionStore:
 # Planning
 
 
-def _check_config_compatible(cfg: EvalConfig, out: Path) -> None:
+def haystack_digest(cfg: EvalConfig) -> str | None:
+    """SHA-256 of the haystack text a RULER / NIAH run reads (None for LongBench): resuming compares contents, so an
+    edited file is noticed and the same file under another path is not."""
+    if cfg.benchmark not in ("ruler", "niah"):
+        return None
+    from sparkv.data import read_haystack
+
+    return hashlib.sha256(read_haystack(cfg.haystack).encode("utf-8")).hexdigest()
+
+
+def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None) -> None:
     path = out / "config.json"
     if not path.exists():
         return
     try:
-        old = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+        record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return
+    old = record.get("config", {})
     current = cfg.to_dict()
-    changed = [k for k in EvalConfig.DATA_FIELDS if k in old and old[k] != current.get(k)]
+    by_content = record.get("haystack_sha256") is not None and digest is not None
+    changed = [k for k in EvalConfig.DATA_FIELDS
+               if k in old and old[k] != current.get(k) and not (k == "haystack" and by_content)]
+    if by_content and record["haystack_sha256"] != digest:
+        changed.append("haystack_sha256")
+        old, current = {**old, "haystack_sha256": "text as before"}, {**current, "haystack_sha256": "edited text"}
     if changed and (out / "predictions.jsonl").exists():
         detail = "; ".join(f"{k}: {old[k]!r} -> {current.get(k)!r}" for k in changed)
         raise EvalError(
@@ -242,7 +264,7 @@ def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None) ->
         from sparkv.eval.tasks import niah
 
         haystack = read_haystack(cfg.haystack)
-        kwargs = {k: getattr(cfg, k) for k in ("needle", "question", "answer") if getattr(cfg, k)}
+        kwargs = {k: getattr(cfg, k) for k in ("needle", "question", "answer") if getattr(cfg, k) is not None}
         for sid, make in niah.generate_niah(
             fmt, haystack, cfg.lengths or NIAH_DEFAULT_LENGTHS, cfg.depths or NIAH_DEFAULT_DEPTHS,
             max_new_tokens=cfg.max_new_tokens or 32, chat_template=cfg.chat_template, **kwargs,
@@ -329,9 +351,10 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     if overwrite:
         for name in ("predictions.jsonl", "metrics.json", "results.json"):
             (out / name).unlink(missing_ok=True)
-    else:
-        _check_config_compatible(cfg, out)
     _validate_before_model(cfg)
+    digest = haystack_digest(cfg)
+    if not overwrite:
+        _check_config_compatible(cfg, out, digest)
 
     backend = backend or make_backend(cfg)
     max_context = cfg.max_context or backend.max_context
@@ -340,12 +363,16 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
                     backend.max_context)
     _check_lengths(cfg, max_context)
     fmt = PromptFormat(backend.tokenizer, prefix_in_reply=backend.prefix_in_reply)
-    plan = plan_samples(cfg, fmt, max_context)
+    try:
+        plan = plan_samples(cfg, fmt, max_context)
+    except ValueError as exc:  # a generator refusing its arguments (a length too short for a task, a blank needle)
+        raise EvalError(str(exc)) from exc
 
     config_record = {
         "config": {k: v for k, v in cfg.to_dict().items() if k != "shard"},  # shards share one folder
         "presses": [{**press_meta(label, spec, press), "config": press.to_dict()} for label, spec, press in presses],
         "max_context": max_context,
+        "haystack_sha256": digest,
         "answer_prefix": "assistant reply" if backend.prefix_in_reply else "end of the user turn",
         "environment": _environment(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

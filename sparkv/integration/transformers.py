@@ -376,7 +376,19 @@ def _encode(model, tokenizer, context, question, chat_template: bool, answer_pre
     return _Batch(ids.to(device), mask.to(device), lengths, isinstance(context, str), int(pad))
 
 
-def _check_context_length(batch: _Batch, presses: list[Press]) -> None:
+def _check_context_length(batch: _Batch, presses: list[Press], model=None, max_new_tokens: int = 0,
+                          max_context: int | None = None) -> None:
+    if max_context is not None and (not isinstance(max_context, int) or isinstance(max_context, bool)
+                                    or max_context < 1):
+        raise ValueError(f"max_context must be a positive integer, got {max_context!r}")
+    config = model.config.get_text_config() if model is not None else None
+    limit = max_context or getattr(config, "max_position_embeddings", None)
+    longest = batch.input_ids.shape[1]
+    if limit is not None and longest + max_new_tokens > limit:
+        raise ValueError(
+            f"the prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's context of {limit} "
+            "tokens (max_position_embeddings): shorten the context, or pass max_context (CLI: --max-context) for a "
+            "model known to work beyond it")
     shortest = min(batch.lengths)
     for p in presses:
         need = required_prompt_tokens(p.config)
@@ -434,7 +446,8 @@ def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict) -> dict:
 
 @torch.no_grad()
 def generate(model, tokenizer, context, question, press, max_new_tokens: int = 32, chat_template: bool = True,
-             do_sample: bool = False, answer_prefix: str = "", **gen_kwargs) -> GenerationResult:
+             do_sample: bool = False, answer_prefix: str = "", max_context: int | None = None,
+             **gen_kwargs) -> GenerationResult:
     """Answer ``question`` about ``context`` with ``model`` under ``press``.
 
     The prompt is context then question (in the tokenizer's chat template when it has one and ``chat_template``);
@@ -451,17 +464,20 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int = 3
         max_new_tokens, do_sample, **gen_kwargs: passed to ``model.generate``.
         chat_template: use the tokenizer's chat template if it has one.
         answer_prefix: text that starts the reply (after the template's generation prompt); part of the prompt.
+        max_context: refuse prompts whose tokens + ``max_new_tokens`` exceed this (default: the model's
+            ``max_position_embeddings``).
 
     Returns:
         :class:`GenerationResult` (answer, context_tokens, memory, ...).
 
     Raises:
-        ValueError: empty context, context shorter than the press window, unsupported architecture or option.
+        ValueError: empty context, context shorter than the press window or longer than the model's context,
+            unsupported architecture or option.
     """
     press = _as_press(press)
     check_model_supported(model)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
-    _check_context_length(batch, [press])
+    _check_context_length(batch, [press], model, max_new_tokens, max_context)
     kwargs = _generate_kwargs(batch, do_sample, gen_kwargs)
     _reset_peak(model)
     with press(model):
@@ -476,7 +492,7 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int = 3
 @torch.no_grad()
 def generate_many(model, tokenizer, context, question, presses, max_new_tokens: int = 32,
                   chat_template: bool = True, do_sample: bool = False, answer_prefix: str = "",
-                  **gen_kwargs) -> list[GenerationResult]:
+                  max_context: int | None = None, **gen_kwargs) -> list[GenerationResult]:
     """:func:`generate` for several presses sharing one dense prefill.
 
     The prompt is prefilled once with a recording cache (dense keys/values plus the last ``W`` queries of every
@@ -494,7 +510,7 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
         raise ValueError("presses must hold at least one press")
     check_model_supported(model)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
-    _check_context_length(batch, presses)
+    _check_context_length(batch, presses, model, max_new_tokens, max_context)
     kwargs = _generate_kwargs(batch, do_sample, gen_kwargs)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -232,3 +232,36 @@ def test_reading_a_run_never_writes_to_it(tmp_path, scripted):
     finally:
         pred.chmod(0o644)
     assert pred.read_bytes() == before and len(run["predictions"]) == 2 * 3
+
+
+def test_blank_needle_duplicates_and_short_lengths(tmp_path, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    for name in ("needle", "question", "answer"):
+        with pytest.raises(EvalError, match=f"{name} must not be empty"):
+            EvalConfig(benchmark="niah", **{name: "  "})
+    cfg = EvalConfig(benchmark="niah", lengths=[300, 300, 200], depths=[0.5, 0.5, 1.0], presses=["full", "full"])
+    assert cfg.lengths == [300, 200] and cfg.depths == [0.5, 1.0] and len(cfg.press_configs()) == 1
+    # a length a task cannot be built at is an EvalError (clean CLI message), not a traceback
+    with pytest.raises(EvalError, match="room"):
+        run_eval(ruler_cfg(tmp_path, tasks=["niah_single_1"], lengths=[100]), backend=ScriptedBackend(bpe_tokenizer),
+                 progress=False)
+
+
+def test_resume_compares_haystack_contents_not_paths(tmp_path, bpe_tokenizer, haystack_text):
+    from eval_helpers import ScriptedBackend
+
+    hay = tmp_path / "hay.txt"
+    hay.write_text(haystack_text[:20_000])
+
+    def cfg(path):
+        return EvalConfig(benchmark="niah", lengths=[300], depths=[0.5], haystack=[str(path)],
+                          out=str(tmp_path / "run"))
+
+    run_eval(cfg(hay), backend=ScriptedBackend(bpe_tokenizer), progress=False)
+    again = ScriptedBackend(bpe_tokenizer)
+    run_eval(cfg(tmp_path / "." / "hay.txt"), backend=again, progress=False)  # same text, another spelling: resumes
+    assert again.calls == []
+    hay.write_text(haystack_text[20_000:40_000])  # edited in place: refused
+    with pytest.raises(EvalError, match="haystack_sha256"):
+        run_eval(cfg(hay), backend=ScriptedBackend(bpe_tokenizer), progress=False)

@@ -290,6 +290,18 @@ def test_error_context_shorter_than_window(tok):
             model.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=PAD)
 
 
+def test_error_context_longer_than_the_model(tok):
+    model = tiny_model("llama")
+    limit = model.config.max_position_embeddings
+    long = " ".join(["word"] * (limit + 50))
+    with pytest.raises(ValueError, match=f"exceed the model's context of {limit} tokens"):
+        sparkv.generate(model, tok, long, "Q?", "spark", max_new_tokens=4)
+    with pytest.raises(ValueError, match="exceed the model's context of 100 tokens"):
+        sparkv.generate_many(model, tok, CONTEXT, "Q?", ["spark"], max_new_tokens=4, max_context=100)
+    with pytest.raises(ValueError, match="max_context must be a positive integer"):
+        sparkv.generate(model, tok, CONTEXT, "Q?", "spark", max_context=0)
+
+
 def test_error_unsupported_architecture():
     from transformers import GPT2Config, GPT2LMHeadModel
 
