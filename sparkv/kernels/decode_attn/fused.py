@@ -32,8 +32,8 @@ SparK tiles (no dense key is ever written to memory). For a tile of ``BS`` token
             ``zero``: no second term.
 Dense tiles (DenseKeys prefix — the λ = 0 control — and the tail) take ``q · Kᵀ`` directly (``_dense_tiles``).
 
-Performance (H200, BENCHMARKS.md): dense tiles run at SDPA speed (~4.1-4.4 TB/s at 32K·b8 / 128K·b8); SparK tiles
-reach ~2 TB/s (0.54-0.70x of SDPA at D = 128, 32K-128K; 0.67-0.77x at D = 64): bound by the instructions that
+Performance (H200, BENCHMARKS.md): dense tiles run at SDPA speed (~4.0-4.3 TB/s at 32K·b8 / 128K·b8); SparK tiles
+reach ~2 TB/s (0.57-0.71x of SDPA at D = 128, 32K-128K; 0.66-0.77x at D = 64): bound by the instructions that
 rebuild the tile, not by bytes. See BENCHMARKS.md.
 
 Casts: loads stay in the model dtype for the dots; scores, softmax statistics and the accumulator are fp32;
