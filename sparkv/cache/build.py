@@ -3,8 +3,8 @@
 One layer per decoder layer, by the text config's ``layer_types``:
     ``full_attention``    -> :class:`~sparkv.cache.layer.PressedLayer` (compressed with the press)
     ``sliding_attention`` -> :class:`~sparkv.cache.layer.DenseSlidingLayer` (transformers' sliding layer, dense)
-Other layer types raise. The cache is a plain ``transformers.Cache(layers=[...])``: no layer type is registered
-globally.
+Other layer types raise. The cache is a :class:`SparkvCache`, a ``transformers.Cache(layers=[...])`` whose batch
+and beam operations are refused before any layer changes; no layer type is registered globally.
 """
 
 from __future__ import annotations
@@ -15,9 +15,32 @@ from transformers.cache_utils import Cache
 from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer
 from sparkv.config import PressConfig
 
-__all__ = ["build_cache", "fork_cache", "layer_types", "text_config"]
+__all__ = ["SparkvCache", "build_cache", "fork_cache", "layer_types", "text_config"]
 
 SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+class SparkvCache(Cache):
+    """``transformers.Cache`` over sparkv layers. Reordering, slicing or repeating the batch are not supported by a
+    filled :class:`PressedLayer`; transformers applies these operations layer by layer, so they are checked here
+    first, leaving a mixed cache (Gemma3's dense sliding layers) untouched when refused."""
+
+    def _refuse_if_filled(self, what: str) -> None:
+        for layer in self.layers:
+            if isinstance(layer, PressedLayer) and layer.get_seq_length() > 0:
+                raise NotImplementedError(f"a filled sparkv cache cannot be {what}")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise NotImplementedError("beam search is not supported by sparkv caches (use greedy decoding or sampling)")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if repeats != 1:
+            self._refuse_if_filled("expanded along the batch")
+            super().batch_repeat_interleave(repeats)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._refuse_if_filled("sliced along the batch")
+        super().batch_select_indices(indices)
 
 
 def text_config(model_or_config):
@@ -73,7 +96,7 @@ def build_cache(model_or_config, press: PressConfig | None, *, tail_chunk: int =
         else:
             layers.append(PressedLayer(press, i, n, tail_chunk=tail_chunk, record_window=record_window,
                                        config=config))
-    return Cache(layers=layers)
+    return SparkvCache(layers=layers)
 
 
 @torch.no_grad()
@@ -91,4 +114,4 @@ def fork_cache(recorded: Cache, press: PressConfig, *, tail_chunk: int | None = 
             layers.append(layer.copy())
         else:
             raise TypeError(f"cannot fork a cache layer of type {type(layer).__name__}")
-    return Cache(layers=layers)
+    return SparkvCache(layers=layers)

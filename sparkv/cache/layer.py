@@ -99,6 +99,11 @@ class PressedLayer(CacheLayerMixin):
             raise TypeError(f"press must be a PressConfig or None, got {type(press).__name__}")
         if not isinstance(tail_chunk, int) or tail_chunk < 1:
             raise ValueError(f"tail_chunk must be an integer >= 1, got {tail_chunk!r}")
+        if not isinstance(record_window, int) or record_window < 0:
+            raise ValueError(f"record_window must be an integer >= 0, got {record_window!r}")
+        if not isinstance(num_layers, int) or num_layers < 1 or not isinstance(layer_idx, int) \
+                or not 0 <= layer_idx < num_layers:
+            raise ValueError(f"layer_idx must be in [0, num_layers = {num_layers}), got {layer_idx!r}")
         self.press = press
         self.layer_idx = layer_idx
         self.num_layers = num_layers
@@ -191,8 +196,17 @@ class PressedLayer(CacheLayerMixin):
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         raise NotImplementedError("beam search is not supported by sparkv caches (use greedy decoding or sampling)")
 
+    def __deepcopy__(self, memo: dict) -> PressedLayer:
+        """Tensors and state are copied; ``config`` stays shared (it is the model's: the copy must see the
+        attention implementation in force when it is used, not when it was copied)."""
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, value if key == "config" else copy.deepcopy(value, memo))
+        return new
+
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.get_seq_length() > 0:
+        if repeats != 1 and self.get_seq_length() > 0:
             raise NotImplementedError("a filled sparkv layer cannot be expanded along the batch")
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 
 WORD_BITS = 32
+SPARK_RECOVERIES = ("mean", "mean_linear", "zero", "constant", "gaussian", "exponential")
 _BIT_WEIGHTS = {}
 
 
@@ -52,9 +53,34 @@ def unpack_bits(words: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: int32 words ``[..., NW]`` -> bool ``[..., head_dim]``."""
     if words.dtype != torch.int32:
         raise TypeError(f"unpack_bits expects int32 words, got {words.dtype}")
+    if not 0 < head_dim <= words.shape[-1] * WORD_BITS:
+        raise ValueError(f"head_dim must be in [1, {words.shape[-1] * WORD_BITS}] for {words.shape[-1]} words, "
+                         f"got {head_dim}")
     shifts = torch.arange(WORD_BITS, device=words.device, dtype=torch.int32)
     bits = torch.bitwise_and(torch.bitwise_right_shift(words.unsqueeze(-1), shifts), 1)
     return bits.flatten(-2)[..., :head_dim].bool()
+
+
+def popcount(words: torch.Tensor) -> torch.Tensor:
+    """Set bits of each int32 word (int64 result), without unpacking to one byte per bit."""
+    x = words.to(torch.int64) & 0xFFFFFFFF
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    return (x * 0x01010101 & 0xFFFFFFFF) >> 24
+
+
+def _check_float4(name: str, t: torch.Tensor) -> tuple[int, int, int, int]:
+    if not isinstance(t, torch.Tensor) or t.dim() != 4 or not t.is_floating_point():
+        desc = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be a floating-point [B, H, S, D] tensor, got {desc}")
+    return tuple(t.shape)
+
+
+def _check_words(name: str, t: torch.Tensor | None, shape: tuple[int, ...]) -> None:
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.int32 or tuple(t.shape) != shape:
+        desc = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(t)
+        raise ValueError(f"{name} must be int32 {list(shape)}, got {desc}")
 
 
 def _tensor_fields(obj) -> list[torch.Tensor]:
@@ -121,21 +147,39 @@ class SparKKeys:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        b, h, s, dk = self.kept_values.shape
+        if not isinstance(self.head_dim, int) or isinstance(self.head_dim, bool) or self.head_dim < 1:
+            raise ValueError(f"head_dim must be an integer >= 1, got {self.head_dim!r}")
+        b, h, s, dk = _check_float4("kept_values", self.kept_values)
         nw = num_words(self.head_dim)
         if not (0 < dk <= self.head_dim):
             raise ValueError(f"kept channels must be in [1, {self.head_dim}], got {dk}")
-        if self.kept_bits.shape != (b, h, s, nw) or self.kept_bits.dtype != torch.int32:
-            raise ValueError(f"kept_bits must be int32 [{b}, {h}, {s}, {nw}], got {tuple(self.kept_bits.shape)}")
+        if self.recovery not in SPARK_RECOVERIES:
+            raise ValueError(f"recovery must be one of {', '.join(SPARK_RECOVERIES)}; got {self.recovery!r}")
+        _check_words("kept_bits", self.kept_bits, (b, h, s, nw))
         needs_signs = self.recovery != "zero"
         needs_scale = self.recovery in ("mean", "mean_linear", "gaussian", "exponential")
-        if needs_signs and (self.sign_bits is None or self.sign_bits.shape != self.kept_bits.shape):
-            raise ValueError(f"recovery {self.recovery!r} needs sign_bits shaped like kept_bits")
-        if needs_scale and (self.scale is None or self.scale.shape != (b, h, s) or self.u is None
-                            or self.u.shape != (b, h, self.head_dim)):
-            raise ValueError(f"recovery {self.recovery!r} needs scale [B, H, S] and u [B, H, D]")
+        if needs_signs:
+            _check_words(f"sign_bits (recovery {self.recovery!r})", self.sign_bits, (b, h, s, nw))
+        if needs_scale:
+            for name, t, shape in (("scale", self.scale, (b, h, s)), ("u", self.u, (b, h, self.head_dim))):
+                if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or not t.is_floating_point():
+                    raise ValueError(f"recovery {self.recovery!r} needs {name} as a floating-point {list(shape)} "
+                                     f"tensor, got {None if t is None else (tuple(t.shape), t.dtype)}")
         if self.recovery == "gaussian" and (self.spread is None or self.spread.shape != (b, h, s)):
             raise ValueError("recovery 'gaussian' needs spread [B, H, S]")
+        if not (0.0 <= float(self.constant) < float("inf")):
+            raise ValueError(f"constant must be a finite number >= 0, got {self.constant!r}")
+        if s > 0:
+            # Every token keeps exactly DK channels below head_dim: the kernels locate kept values by rank.
+            tail_bits = nw * WORD_BITS - self.head_dim
+            if tail_bits and bool((self.kept_bits[..., -1].to(torch.int64) & 0xFFFFFFFF
+                                   >> (WORD_BITS - tail_bits) << (WORD_BITS - tail_bits)).ne(0).any()):
+                raise ValueError(f"kept_bits has bits set at channels >= head_dim ({self.head_dim})")
+            counts = popcount(self.kept_bits).sum(-1)
+            if not bool((counts == dk).all()):
+                bad = counts[counts != dk][0].item()
+                raise ValueError(f"kept_bits must mark exactly {dk} channels (the kept_values' last dimension) "
+                                 f"for every token; a token marks {bad}")
 
     @property
     def kept(self) -> int:
@@ -160,6 +204,19 @@ class ThinKKeys:
     kept_values: torch.Tensor
     channel_idx: torch.Tensor
     head_dim: int
+
+    def __post_init__(self) -> None:
+        b, h, _, dk = _check_float4("kept_values", self.kept_values)
+        idx = self.channel_idx
+        if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.dtype == torch.bool \
+                or tuple(idx.shape) != (b, h, dk):
+            desc = f"{idx.dtype} {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else repr(idx)
+            raise ValueError(f"channel_idx must be an integer [{b}, {h}, {dk}] tensor, got {desc}")
+        if not 0 < dk <= self.head_dim:
+            raise ValueError(f"kept channels must be in [1, {self.head_dim}], got {dk}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.head_dim
+                            or (dk > 1 and not bool((idx[..., 1:] > idx[..., :-1]).all()))):
+            raise ValueError(f"channel_idx must hold ascending distinct channels in [0, {self.head_dim})")
 
     @property
     def kept(self) -> int:
@@ -189,11 +246,23 @@ class CompressedKV:
     lengths: torch.Tensor
 
     def __post_init__(self) -> None:
-        b, h, s, _ = self.values.shape
+        b, h, s, d = _check_float4("values", self.values)
+        key_tensor = self.keys.keys if isinstance(self.keys, DenseKeys) else self.keys.kept_values
         if self.keys.num_tokens != s:
             raise ValueError(f"keys hold {self.keys.num_tokens} tokens but values hold {s}")
-        if self.lengths.shape != (b,):
-            raise ValueError(f"lengths must be [{b}], got {tuple(self.lengths.shape)}")
+        if tuple(key_tensor.shape[:2]) != (b, h) or self.keys.head_dim != d:
+            raise ValueError(f"keys are [B, H] = {list(key_tensor.shape[:2])} with head_dim {self.keys.head_dim}, "
+                             f"values [B, H, S, D] = {[b, h, s, d]}: they must agree")
+        if key_tensor.dtype != self.values.dtype or key_tensor.device != self.values.device:
+            raise ValueError(f"keys ({key_tensor.dtype}, {key_tensor.device}) and values ({self.values.dtype}, "
+                             f"{self.values.device}) must share dtype and device")
+        lengths = self.lengths
+        if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.dtype == torch.bool \
+                or tuple(lengths.shape) != (b,):
+            desc = f"{lengths.dtype} {tuple(lengths.shape)}" if isinstance(lengths, torch.Tensor) else repr(lengths)
+            raise ValueError(f"lengths must be an integer [{b}] tensor, got {desc}")
+        if b and (int(lengths.min()) < 0 or int(lengths.max()) > s):
+            raise ValueError(f"lengths must be in [0, {s}] (the tokens stored), got {lengths.tolist()}")
 
     @property
     def num_tokens(self) -> int:

@@ -198,3 +198,44 @@ def test_fork_cache_copies_sliding_layers():
     forked = fork_cache(cache, press(window=8))
     assert forked.layers[1].prefix is not None and forked.layers[1].get_seq_length() == 12
     assert forked.layers[0].keys.data_ptr() != cache.layers[0].keys.data_ptr()
+
+
+def test_layer_arguments_are_checked():
+    with pytest.raises(ValueError, match="record_window must be an integer >= 0"):
+        PressedLayer(None, 0, 2, record_window=-5)
+    with pytest.raises(ValueError, match=r"layer_idx must be in \[0, num_layers = 2\)"):
+        PressedLayer(press(), 2, 2)
+    layer, *_ = prefilled()
+    layer.batch_repeat_interleave(1)  # changes nothing: allowed
+
+
+def test_refused_batch_operations_leave_a_mixed_cache_untouched():
+    """Gemma3-like cache (sliding layer first): the refusal comes before transformers touches any layer."""
+    cache = build_cache(gemma3_config(), press())
+    sliding = cache.layers[0]
+    k, v = kv(S=6)
+    sliding.update(k, v)
+    layer, *_ = prefilled()
+    cache.layers[1] = layer
+    before = sliding.keys.clone()
+    for op, arg in (("reorder_cache", torch.tensor([1, 0])), ("batch_select_indices", torch.tensor([0])),
+                    ("batch_repeat_interleave", 2)):
+        with pytest.raises(NotImplementedError):
+            getattr(cache, op)(arg)
+        assert torch.equal(sliding.keys, before), op
+
+
+def test_deepcopied_layer_follows_the_models_attention_setting():
+    import copy
+
+    config = types.SimpleNamespace(_attn_implementation="sparkv")
+    layer = PressedLayer(press(), 0, 2, config=config)
+    k, v = kv()
+    layer.update(k, v)
+    layer.finish_prefill(torch.randn(2, 4, 20, 16), None, 0.25)
+    twin = copy.deepcopy(layer)
+    assert twin.config is config and twin.prefix is not layer.prefix
+    assert torch.equal(twin.prefix.values, layer.prefix.values)
+    config._attn_implementation = "sdpa"  # the model left the press: the copy must refuse like the original
+    with pytest.raises(RuntimeError, match="sparkv"):
+        twin.update(k[:, :, :1], v[:, :, :1])

@@ -68,3 +68,62 @@ def test_allocated_bytes_sees_views_of_larger_buffers():
     dense = DenseKeys(view)
     assert dense.nbytes() == 4 * 10 * 4
     assert allocated_bytes([view]) == 4 * 100 * 4  # the storage behind the view is what is really held
+
+
+def _spark(b=2, h=2, s=16, d=64, dk=20, recovery="mean", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.randn(b, h, s, d, generator=gen)
+    stat = torch.rand(b, h, d, generator=gen) + 0.1
+    return keys, select_pack_ref(keys, stat, dk, "code", recovery)
+
+
+def test_popcount_matches_unpacked_bits():
+    from sparkv.cache.layout import popcount
+
+    words = torch.randint(-2**31, 2**31 - 1, (7, 5), dtype=torch.int64).to(torch.int32)
+    assert torch.equal(popcount(words), unpack_bits(words, 160).view(7, 5, 32).sum(-1))
+
+
+def test_layouts_refuse_inconsistent_fields():
+    import dataclasses
+
+    from sparkv.cache.layout import SparKKeys, ThinKKeys
+
+    keys, layout = _spark()
+    fields = {f.name: getattr(layout, f.name) for f in dataclasses.fields(layout)}
+    bits = layout.kept_bits.clone()
+    bits[0, 0, 3, 0] ^= 1 << 5  # one token now marks 19 or 21 channels
+    with pytest.raises(ValueError, match="exactly 20 channels"):
+        SparKKeys(**{**fields, "kept_bits": bits})
+    zero = _spark(recovery="zero")[1]
+    with pytest.raises(ValueError, match="channels >= head_dim"):  # kept bits at channels 40..63
+        SparKKeys(kept_values=zero.kept_values, kept_bits=zero.kept_bits, head_dim=40, recovery="zero")
+    with pytest.raises(ValueError, match="kept_bits must be int32"):
+        SparKKeys(**{**fields, "kept_bits": layout.kept_bits.long()})
+    with pytest.raises(ValueError, match="kept_values must be a floating-point"):
+        SparKKeys(**{**fields, "kept_values": layout.kept_values[0]})
+    with pytest.raises(ValueError, match="recovery must be one of"):
+        SparKKeys(**{**fields, "recovery": "bogus"})
+    with pytest.raises(ValueError, match="needs u"):
+        SparKKeys(**{**fields, "u": None})
+    with pytest.raises(ValueError, match="constant must be"):
+        SparKKeys(**{**fields, "constant": -1.0})
+    idx = torch.tensor([1, 5, 9]).expand(2, 2, 3)
+    kv = torch.randn(2, 2, 16, 3)
+    ThinKKeys(kv, idx, 64)
+    for bad in (torch.tensor([5, 1, 9]), torch.tensor([1, 5, 64]), torch.tensor([1.0, 5.0, 9.0])):
+        with pytest.raises(ValueError, match="channel_idx"):
+            ThinKKeys(kv, bad.expand(2, 2, 3), 64)
+    values = torch.randn(2, 2, 16, 64)
+    CompressedKV(layout, values, torch.tensor([16, 0]))
+    for lengths, match in ((torch.tensor([40, 10]), r"lengths must be in \[0, 16\]"),
+                           (torch.tensor([-1, 10]), "lengths must be in"),
+                           (torch.tensor([4.0, 2.0]), "integer"), (torch.tensor([4]), "integer")):
+        with pytest.raises(ValueError, match=match):
+            CompressedKV(layout, values, lengths)
+    with pytest.raises(ValueError, match="must agree"):
+        CompressedKV(layout, torch.randn(2, 1, 16, 64), torch.tensor([16, 16]))
+    with pytest.raises(ValueError, match="share dtype"):
+        CompressedKV(layout, values.half(), torch.tensor([16, 16]))
+    with pytest.raises(ValueError, match="head_dim must be in"):
+        unpack_bits(layout.kept_bits, 100)

@@ -136,6 +136,19 @@ def test_decode_dispatch_and_errors():
         decode_attn_triton(query, None, None, None, 0.125)
     with pytest.raises(ValueError, match="tail_keys is on meta"):
         decode_attn_triton(query, prefix, tail_k.to("meta"), tail_v, 0.125)
+    for fn in (decode_attn_triton, decode_attn_ref):  # both paths refuse a tail that does not fit
+        with pytest.raises(ValueError, match="does not match the query"):
+            fn(query, prefix, tail_k[..., :32], tail_v[..., :32], 0.125)
+        with pytest.raises(ValueError, match="prefix's H"):
+            fn(query, prefix, tail_k.expand(-1, 2, -1, -1), tail_v.expand(-1, 2, -1, -1), 0.125)
+        with pytest.raises(ValueError, match="both be"):
+            fn(query, prefix, tail_k, tail_v[:, :, :1], 0.125)
+        with pytest.raises(ValueError, match="given together"):
+            fn(query, prefix, tail_k, None, 0.125)
+    q2, prefix2, _, _ = make_case(1, 2, 2, 10, 0, 64, 13, torch.bfloat16)
+    for fn in (decode_attn_triton, decode_attn_ref):
+        with pytest.raises(ValueError, match="HQ a multiple of H"):
+            fn(q2[:, :3], prefix2, None, None, 0.125)
 
 
 # --- GPU tier -------------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ import triton.testing
 from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
+from sparkv.kernels.decode_attn.reference import check_tail
 from sparkv.kernels.autotune import autotune_disabled, interpreting, launch_device, num_sms
 
 LOG2E = 1.4426950408889634
@@ -552,13 +553,12 @@ def decode_attn_triton(
     allowed = (torch.float16, torch.bfloat16, torch.float32) if interp else (torch.float16, torch.bfloat16)
     if query.dtype not in allowed:
         raise ValueError(f"query dtype must be one of {allowed}, got {query.dtype}")
+    check_tail(query, prefix, tail_keys, tail_values)
     has_tail = tail_keys is not None and tail_keys.shape[-2] > 0
     if prefix is None and not has_tail:
         raise ValueError("attention needs a prefix or a tail")
     ref = prefix.values if prefix is not None else tail_values
     h = ref.shape[1]
-    if hq % h:
-        raise ValueError(f"query heads ({hq}) must be a multiple of KV heads ({h})")
     g = hq // h
     dev = query.device
     for name, t in (("prefix", ref if prefix is not None else None), ("tail_keys", tail_keys),

@@ -18,6 +18,30 @@ from sparkv.kernels.recover.reference import recover_block_ref
 NEG_INF = float("-inf")
 
 
+def check_tail(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torch.Tensor | None,
+               tail_values: torch.Tensor | None) -> None:
+    """Shapes shared by every attention path: query ``[B, HQ, Q, D]``; the tail's keys and values both given (or
+    both None), ``[B, H, ST, D]`` alike and, with a prefix, with its B, H and D; HQ a multiple of H."""
+    if query.dim() != 4:
+        raise ValueError(f"query must be [B, HQ, Q, D], got {tuple(query.shape)}")
+    b, hq, _, d = query.shape
+    if (tail_keys is None) != (tail_values is None):
+        raise ValueError("tail_keys and tail_values must be given together (or both None)")
+    ref = prefix.values.shape if prefix is not None else None
+    if tail_keys is not None:
+        if tail_keys.dim() != 4 or tail_keys.shape != tail_values.shape:
+            raise ValueError(f"tail_keys {tuple(tail_keys.shape)} and tail_values {tuple(tail_values.shape)} must "
+                             "both be [B, H, ST, D]")
+        tb, th, _, td = tail_keys.shape
+        if (tb, td) != (b, d) or (ref is not None and th != ref[1]):
+            raise ValueError(f"the tail [B, H, ST, D] = {list(tail_keys.shape)} does not match the query "
+                             f"[B, HQ, Q, D] = {list(query.shape)}" + (f" and the prefix's H = {ref[1]}" if ref else ""))
+        ref = ref or tail_keys.shape
+    if ref is not None and (ref[0] != b or ref[-1] != d or hq % ref[1]):
+        raise ValueError(f"query [B, HQ, Q, D] = {list(query.shape)} does not fit the keys [B, H, S, D] = {list(ref)} "
+                         "(same B and D, HQ a multiple of H)")
+
+
 def _block_scores(keys, q: torch.Tensor, start: int, end: int) -> torch.Tensor:
     """Scores ``[B, H, G·Q, end-start]`` float32 of grouped queries ``q [B, H, G·Q, D]`` against one key block."""
     if isinstance(keys, DenseKeys):
@@ -68,6 +92,7 @@ def decode_attn_ref(
     Returns:
         ``[B, HQ, Q, D]`` in the query dtype; accumulation in float32.
     """
+    check_tail(query, prefix, tail_keys, tail_values)
     b, hq, nq, d = query.shape
     ref = prefix.values if prefix is not None else tail_values
     if ref is None:

@@ -149,8 +149,8 @@ def select_pack_triton(
     b, h, s, d = keys.shape
     if stat.shape != (b, h, d):
         raise ValueError(f"stat must be [{b}, {h}, {d}], got {tuple(stat.shape)}")
-    if not 1 <= kept <= d:
-        raise ValueError(f"kept channels must be in [1, {d}], got {kept}")
+    if not isinstance(kept, int) or isinstance(kept, bool) or not 1 <= kept <= d:
+        raise ValueError(f"kept channels must be an integer in [1, {d}], got {kept!r}")
     if saliency not in SALIENCY_IDS:
         raise ValueError(f"saliency must be 'code' or 'paper', got {saliency!r}")
     if recovery not in RECOVERY_IDS:

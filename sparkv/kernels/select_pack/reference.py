@@ -28,9 +28,13 @@ def select_pack_ref(
     Returns:
         A :class:`SparKKeys` whose tensors are compact (freshly allocated).
     """
+    if keys.dim() != 4:
+        raise ValueError(f"keys must be [B, H, S, D], got {tuple(keys.shape)}")
     b, h, s, d = keys.shape
     if stat.shape != (b, h, d):
         raise ValueError(f"stat must be [{b}, {h}, {d}], got {tuple(stat.shape)}")
+    if not isinstance(kept, int) or isinstance(kept, bool) or not 1 <= kept <= d:
+        raise ValueError(f"kept channels must be an integer in [1, {d}], got {kept!r}")
     score = spark_saliency(keys, stat, saliency)
     kept_mask = select_kept_mask(score, kept)
     pruned = ~kept_mask
