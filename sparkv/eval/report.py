@@ -60,8 +60,10 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     elif metrics is None:
         raise FileNotFoundError(f"{str(d)!r} has neither metrics.json nor predictions.jsonl (is it a `sparkv eval` "
                                 "run folder?)")
+    counted_samples = None if partial or metrics.get("samples") is None else {tuple(x) for x in metrics["samples"]}
     predictions = [{k: r.get(k) for k in ("task", "id", "label", "score", "length")} for r in rows
-                   if isinstance(r.get("score"), (int, float)) and not math.isnan(r["score"])]
+                   if isinstance(r.get("score"), (int, float)) and not math.isnan(r["score"])
+                   and (counted_samples is None or (r.get("task"), r.get("id")) in counted_samples)]
     return {"dir": str(d), "metrics": metrics, "config": config, "predictions": predictions, "partial": partial}
 
 

@@ -320,12 +320,14 @@ def _check_lengths(cfg: EvalConfig, max_context: int | None) -> None:
 
 
 def _environment() -> dict[str, Any]:
+    """Versions of the packages a run depends on (installed distributions; None where one is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     env: dict[str, Any] = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "sparkv"):
+    for name in ("sparkv", "torch", "transformers", "triton"):
         try:
-            module = __import__(name)
-            env[name] = getattr(module, "__version__", "unknown")
-        except ImportError:
+            env[name] = version(name)
+        except PackageNotFoundError:
             env[name] = None
     return env
 
@@ -438,6 +440,9 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     rows = [r for (t, sid, label), r in store.rows.items() if (t, sid) in keys and label in labels]
     metrics = compute_metrics(rows, cfg.benchmark, labels)
     metrics["rows"] = {"present": len(rows), "planned": len(keys) * len(labels)}
+    # The samples these metrics count (the folder may hold more, from an earlier run with a larger --limit): the
+    # report pairs presses on exactly these.
+    metrics["samples"] = sorted([t, sid] for t, sid in keys)
     if len(rows) < len(keys) * len(labels):
         log.warning("%s: metrics cover %d of %d rows (other shards still running, or rerun to finish)",
                     out, len(rows), len(keys) * len(labels))

@@ -182,6 +182,24 @@ def test_report_renders_paired_table_from_predictions(tmp_path):
     assert "-50.00" in line and "| 3 |" in line
 
 
+def test_paired_table_uses_only_the_samples_the_metrics_count(tmp_path):
+    """A folder may hold predictions beyond the run's --limit (an earlier, larger run): the paired block must use the
+    samples metrics.json counts, like the task table."""
+    run = tmp_path / "run"
+    _fake_run(run, "ruler", {"t": {"full": 100.0, "spark@0.8": 0.0}},
+              {"full": _press("full"), "spark@0.8": _press("spark", 0.8)})
+    with open(run / "predictions.jsonl", "w") as f:
+        for i in range(6):  # samples 4 and 5 come from a larger earlier run, where spark scored 1
+            f.write(json.dumps(_pred("t", i, "full", 1.0)) + "\n")
+            f.write(json.dumps(_pred("t", i, "spark@0.8", float(i >= 4))) + "\n")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["samples"] = [["t", _pred("t", i, "full", 1.0)["id"]] for i in range(4)]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text, _ = write_report([run])
+    line = next(x for x in text.splitlines() if x.startswith("| `spark@0.8`") and "(1 tasks" in x)
+    assert "-100.00" in line and "| 4 |" in line
+
+
 def test_report_on_unfinished_run_and_reference_option(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
