@@ -33,7 +33,6 @@ Decisions (where published codes differ)
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import torch
@@ -63,8 +62,8 @@ def pyramid_budgets(
 
     ``m = token_budget - window``, ``min_num = m / beta``, ``max_num = 2m - min_num``; if ``prompt_len`` is given
     and ``max_num >= prompt_len - window``: ``max_num = prompt_len - window``, ``min_num = 2m - max_num``. Layer
-    ``l`` gets ``window + floor(n_l + 1/2)`` with ``n_l = max_num - l · (max_num - min_num) / (num_layers - 1)``
-    (``n_0 = m`` for a single layer). The list is non-increasing and averages ``token_budget`` up to rounding.
+    ``l`` gets ``window + round(n_l)`` (half to even) with ``n_l = max_num - l · (max_num - min_num) / (num_layers - 1)``
+    (``n_0 = m`` for a single layer). The list is non-increasing and sums to ``num_layers · token_budget``.
 
     Parameters
     ----------
@@ -119,8 +118,9 @@ def pyramid_budgets(
     if num_layers == 1:
         return [token_budget]
     step = (max_num - min_num) / (num_layers - 1)
-    half = Fraction(1, 2)
-    return [window + math.floor(max_num - layer * step + half) for layer in range(num_layers)]
+    # Half to even (Python's round, as kvpress): layers l and L-1-l sum to 2m, and when both sit on .5 one rounds
+    # down and the other up, so the budgets total exactly L·M (half up overshot by one token per such pair).
+    return [window + round(max_num - layer * step) for layer in range(num_layers)]
 
 
 def pyramidkv_select(

@@ -13,6 +13,11 @@ Recoveries (how a pruned entry K[t, j] is rebuilt inside attention; kept entries
     exponential  ... or from Exp(mean μ_t); then K̂ = sign·sqrt(ŝ / a_j). Draws come from a counter-based hash of
                  (seed, h, t, j), so the same entry is recovered identically at every decode step, and in any batch
                  row, without storing it (stored per token: μ_t, σ_t; per head: u_j = a_j^(-1/2)).
+                 These two ablations differ from the authors' code, which fits μ, σ over all D saliencies of the
+                 token, sorts the draws to follow the pruned channels' true saliency order and caps them at the
+                 selection threshold. Sorting needs that order, which a compressed layout does not keep (storing
+                 it would cost more than the kept values), so sparkv fits the pruned saliencies themselves: the
+                 draws then have the distribution of what they replace, in random order.
 """
 
 from __future__ import annotations
