@@ -18,8 +18,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from sparkv.config import RECOVERY_VARIANTS
+
 WORD_BITS = 32
-SPARK_RECOVERIES = ("mean", "mean_linear", "zero", "constant", "gaussian", "exponential")
 _BIT_WEIGHTS = {}
 
 
@@ -109,6 +110,9 @@ class DenseKeys:
 
     keys: torch.Tensor
 
+    def __post_init__(self) -> None:
+        _check_float4("keys", self.keys)
+
     @property
     def head_dim(self) -> int:
         return self.keys.shape[-1]
@@ -153,8 +157,8 @@ class SparKKeys:
         nw = num_words(self.head_dim)
         if not (0 < dk <= self.head_dim):
             raise ValueError(f"kept channels must be in [1, {self.head_dim}], got {dk}")
-        if self.recovery not in SPARK_RECOVERIES:
-            raise ValueError(f"recovery must be one of {', '.join(SPARK_RECOVERIES)}; got {self.recovery!r}")
+        if self.recovery not in RECOVERY_VARIANTS:
+            raise ValueError(f"recovery must be one of {', '.join(RECOVERY_VARIANTS)}; got {self.recovery!r}")
         _check_words("kept_bits", self.kept_bits, (b, h, s, nw))
         needs_signs = self.recovery != "zero"
         needs_scale = self.recovery in ("mean", "mean_linear", "gaussian", "exponential")

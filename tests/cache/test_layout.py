@@ -63,11 +63,13 @@ def test_spark_bytes_match_spec_formula_and_allocation(dtype, d, ratio, per_toke
 
 
 def test_allocated_bytes_sees_views_of_larger_buffers():
-    big = torch.randn(4, 100)
-    view = big[:, :10]
+    big = torch.randn(1, 1, 4, 100)
+    view = big[..., :10]
     dense = DenseKeys(view)
     assert dense.nbytes() == 4 * 10 * 4
     assert allocated_bytes([view]) == 4 * 100 * 4  # the storage behind the view is what is really held
+    with pytest.raises(ValueError, match=r"keys must be a floating-point \[B, H, S, D\]"):
+        DenseKeys(big[0, 0])
 
 
 def _spark(b=2, h=2, s=16, d=64, dk=20, recovery="mean", seed=0):
