@@ -83,6 +83,10 @@ def test_sentence_boundaries_cjk_and_unpunctuated():
     gaps = [b - a for a, b in zip(cuts[:-1], cuts[1:])]
     assert max(gaps) <= 150 and all(words[c - 1] == " " for c in cuts[1:-1])
     assert max(b - a for a, b in zip(*[sentence_boundaries("字" * 2500)[i:] for i in (0, 1)])) <= 150
+    # One short sentence is not "unpunctuated": no cut inside it; a short text without any mark is cut at spaces.
+    assert sentence_boundaries("The quick brown fox jumps over the lazy dog.") == [0, 44]
+    short = "the quick brown fox jumps over the lazy dog and runs"
+    assert all(short[c - 1] == " " for c in sentence_boundaries(short)[1:-1])
 
 
 @pytest.mark.parametrize("kind", ["cjk", "cjk-unpunctuated", "english-unpunctuated"])

@@ -150,6 +150,7 @@ def fit_units(
 # exclamation or question mark (+ closing quotes), which needs no whitespace after it.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|(?<=[。！？])[」』”’）)\"']*\s*")
 _SPACE_RUN = re.compile(r"\s+")
+_SENTENCE_MARK = re.compile(r"[.!?。！？]")
 # Text with no sentence ends for this many characters (no punctuation, a list, a log) is cut every FILL_CHARS, at
 # the nearest whitespace (or anywhere, for text without spaces such as CJK), so that a needle can still be placed
 # near any depth. Ordinary prose never has such gaps (the Paul Graham essays' longest is 890 characters).
@@ -160,21 +161,22 @@ FILL_CHARS = 100
 def sentence_boundaries(text: str) -> list[int]:
     """Character offsets where a sentence may start: 0, after each sentence end (``.``/``!``/``?`` + closing quotes
     + whitespace, or ``。``/``！``/``？``), and ``len(text)``; stretches of more than ``LONG_SENTENCE_CHARS`` with
-    no sentence end get a cut every ``FILL_CHARS`` or so (a whole text without one: every 1/20 of it, at most
-    ``FILL_CHARS``). A light stand-in for NLTK's
+    no sentence end get a cut every ``FILL_CHARS`` or so (a whole text without any sentence mark: every 1/20 of it,
+    at most ``FILL_CHARS``), at whitespace where the text has any. A light stand-in for NLTK's
     ``sent_tokenize``."""
     ends = sorted({0, len(text), *(m.end() for m in _SENTENCE_END.finditer(text))})
     cuts = set(ends)
-    # A text with no sentence end at all is one long stretch however short it is: cut it into ~20 pieces.
-    unpunctuated = len(ends) == 2
+    # A text with no sentence-ending mark at all is one long stretch however short it is: cut it into ~20 pieces.
+    unpunctuated = _SENTENCE_MARK.search(text) is None
     for a, b in zip(ends[:-1], ends[1:]):
         if b - a <= (1 if unpunctuated else LONG_SENTENCE_CHARS):
             continue
         step = min(FILL_CHARS, max(1, (b - a) // 20)) if unpunctuated else FILL_CHARS
+        # Cut at the whitespace nearest each step (never inside a word), or anywhere in text without spaces.
         spaces = [m.end() for m in _SPACE_RUN.finditer(text, a, b) if a < m.end() < b]
         for target in range(a + step, b - step // 2, step):
             i = bisect.bisect_left(spaces, target)
-            near = [c for c in spaces[max(i - 1, 0):i + 1] if abs(c - target) <= step // 2]
+            near = spaces[max(i - 1, 0):i + 1]
             cuts.add(min(near, key=lambda c: abs(c - target)) if near else target)
     return sorted(cuts)
 
