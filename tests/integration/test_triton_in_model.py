@@ -103,3 +103,34 @@ def test_gpu_real_head_dim_and_memory(spec):
     assert m.peak_gpu_bytes is not None and m.peak_gpu_bytes > m.allocated_kv_bytes
     if spec != "full":  # D = 128, λ = 0.5: keys take 162 B instead of 256 B per (token, head)
         assert m.compressed_kv_bytes < m.dense_kv_bytes
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
+def test_chunk_then_decode_after_compression_on_gpu(spec):
+    """A second chat turn on CUDA: a multi-token chunk (PyTorch path) then one-token decode (Triton kernel) over the
+    compressed cache, with the automatic backend, against the PyTorch backend throughout."""
+    from sparkv.integration.transformers import cache_kwarg
+    from sparkv.kernels.decode_attn import fused
+
+    device = device_or_skip()
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", dtype=torch.bfloat16).to(device)
+    ids, mask = encode(tok, [CONTEXT], device)
+    s = ids.shape[1]
+    chunk = torch.randint(5, 200, (1, 7), generator=torch.Generator().manual_seed(7)).to(device)
+    step = torch.tensor([[42]], device=device)
+    logits = {}
+    for backend in ("torch", "auto"):
+        press = Press(spec, key_ratio=0.5, budget=100, backend=backend)
+        kw = {cache_kwarg(model): press.make_cache(model)}
+        with use_sparkv_attention(model), torch.no_grad():
+            model(ids, attention_mask=mask, use_cache=True, **kw)
+            a = model(chunk, use_cache=True, position_ids=torch.arange(s, s + 7, device=device)[None], **kw).logits
+            fused.LAST_LAUNCH.clear()
+            b = model(step, use_cache=True, position_ids=torch.tensor([[s + 7]], device=device), **kw).logits
+        assert bool(fused.LAST_LAUNCH) == (backend == "auto")  # the step ran the Triton kernel only under auto
+        logits[backend] = (a, b)
+    for r, g in zip(logits["torch"], logits["auto"]):
+        assert torch.isfinite(g).all()
+        assert (g.float() - r.float()).abs().max().item() <= 2e-2 * max(r.float().abs().max().item(), 1.0)
