@@ -144,6 +144,12 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
     return "\n".join(lines)
 
 
+def default_out(name: str) -> Path:
+    """A script's default JSON: ``results/<name>_h200.json`` on CUDA. A dry run without CUDA writes
+    ``results/dry_run/<name>_cpu.json`` (git-ignored) instead, never over a committed GPU result."""
+    return RESULTS / f"{name}_h200.json" if DEVICE == "cuda" else RESULTS / "dry_run" / f"{name}_cpu.json"
+
+
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1) + "\n")

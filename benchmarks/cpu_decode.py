@@ -30,6 +30,9 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=3)
     ap.add_argument("--head-dim", type=int, default=64)
     args = ap.parse_args()
+    for name in ("tokens", "kv_heads", "group", "head_dim"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     b, h, s, d = 1, args.kv_heads, args.tokens, args.head_dim

@@ -32,7 +32,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEVICE, RESULTS, bench_us, environment, fmt_ctx, markdown_table, rel_err, write_json  # noqa: E402
+from common import DEVICE, bench_us, default_out, environment, fmt_ctx, markdown_table, rel_err, write_json  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
@@ -199,9 +199,11 @@ COLUMNS = [
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=RESULTS / "decode_attention_h200.json")
-    p.add_argument("--contexts", type=lambda x: [int(t) for t in x.split(",")], default=[8192, 32768, 131072])
-    p.add_argument("--batches", type=lambda x: [int(t) for t in x.split(",")], default=[1, 8])
+    p.add_argument("--out", type=Path, default=default_out("decode_attention"))
+    # Without CUDA (a dry run under TRITON_INTERPRET=1) the defaults are tiny shapes.
+    p.add_argument("--contexts", type=lambda x: [int(t) for t in x.split(",")],
+                   default=[8192, 32768, 131072] if DEVICE == "cuda" else [256])
+    p.add_argument("--batches", type=lambda x: [int(t) for t in x.split(",")], default=[1, 8] if DEVICE == "cuda" else [1, 2])
     p.add_argument("--head-dims", type=lambda x: [int(t) for t in x.split(",")], default=None)
     p.add_argument("--explore", action="store_true", help="time every config / split size at the target shapes")
     p.add_argument("--explore-ratios", type=lambda x: [float(t) for t in x.split(",")], default=[0.0, 0.5, 0.8])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 
 import torch
@@ -90,6 +91,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=2048)
     ap.add_argument("--out", default=str(RESULTS / "generate_h200.json"))
     args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("generate.py times decoding on a CUDA device; it needs CUDA")
 
     import sparkv
     from sparkv.memory import memory_report

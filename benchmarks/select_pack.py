@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEVICE, RESULTS, bench_us, environment, fmt_ctx, markdown_table, write_json  # noqa: E402
+from common import DEVICE, bench_us, default_out, environment, fmt_ctx, markdown_table, write_json  # noqa: E402
 
 from sparkv.config import kept_channels  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
@@ -79,7 +79,7 @@ COLUMNS = [
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=RESULTS / "select_pack_h200.json")
+    p.add_argument("--out", type=Path, default=default_out("select_pack"))
     args = p.parse_args()
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("select_pack.py needs a CUDA device (or TRITON_INTERPRET=1 for a dry run at tiny shapes)")

@@ -6,7 +6,7 @@ registers / spills, shared memory, the blocked layouts, and the tile loop's SASS
 and strides get the JIT's 16-divisibility hints, so the SASS is the one that runs: the loop count matched Nsight
 Compute's instructions per tile on the H200 (784 for the default SparK config, 376 for the dense one).
 
-    python scripts/compile_sm90.py --bs 32 --warps 4 --stages 3                 # SparK tile, D = 128, λ = 0.5
+    python scripts/compile_sm90.py --bs 32 --warps 4 --stages 3 --maxnreg 128   # default SparK tile, D = 128, λ = 0.5
     python scripts/compile_sm90.py --expand 3 --bs 64 --stages 2 --d 64 --dk 32 # session-1 layout at D = 64
     python scripts/compile_sm90.py --layout dense --bs 64 --stages 2            # dense control
 """
@@ -96,7 +96,8 @@ def loop_summary(sass: str, warps: int, tokens: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layout", choices=["spark", "dense"], default="spark")
-    ap.add_argument("--expand", type=int, default=fused.EXPAND_PTX, help="EXPAND_* mode (2: PTX, 3: PTX tokens)")
+    ap.add_argument("--expand", type=int, choices=[fused.EXPAND_GLOBAL, fused.EXPAND_PTX, fused.EXPAND_PTX_TOKENS],
+                    default=fused.EXPAND_PTX, help="EXPAND_* mode (1: global gather, 2: PTX, 3: PTX tokens)")
     ap.add_argument("--d", type=int, default=128, help="head_dim")
     ap.add_argument("--dk", type=int, default=64, help="kept channels")
     ap.add_argument("--group", type=int, default=4, help="query heads per KV head")
@@ -108,6 +109,8 @@ def main() -> None:
     ap.add_argument("--maxnreg", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("runs/sm90"))
     args = ap.parse_args()
+    if not 1 <= args.dk <= args.d:
+        ap.error(f"--dk must be in [1, --d = {args.d}], got {args.dk}")
 
     fn = fused.decode_attn_fwd_kernel
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # unwrap heuristics

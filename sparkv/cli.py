@@ -42,6 +42,25 @@ def _press_from_options(press: str, key_ratio: float, budget: int | None, token_
         raise typer.BadParameter(str(err)) from err
 
 
+def _load(model: str, dtype: str | None, device: str | None):
+    """``sparkv.load_model`` with each bad option reported as a usage error naming it (no traceback)."""
+    import sparkv
+    from sparkv.models import check_device, parse_dtype
+
+    try:
+        device = check_device(device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--device") from err
+    try:
+        parse_dtype(dtype, device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--dtype") from err
+    try:
+        return sparkv.load_model(model, dtype=dtype, device=device)
+    except (OSError, ValueError) as err:  # missing folder or package, not a model, cache folder not writable...
+        raise typer.BadParameter(str(err), param_hint="--model (or SPARKV_CACHE)") from err
+
+
 def _memory_fields(memory) -> dict:
     return {
         "dense_kv_bytes": memory.dense_kv_bytes,
@@ -87,10 +106,14 @@ def generate(
     if budget is None and token_ratio is None and any(p in press for p in ("snapkv", "pyramidkv", "streamingllm")):
         budget = 512
     press_cfg = _press_from_options(press, key_ratio, budget, token_ratio, recovery, saliency, backend)
-    context = context_file.read_text(encoding="utf-8")
+    try:
+        context = context_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise typer.BadParameter(f"{context_file} is not UTF-8 text ({err.reason} at byte {err.start}); convert it "
+                                 "first, e.g. `iconv -f latin1 -t utf-8`", param_hint="--context-file") from err
     if not context.strip():
         raise typer.BadParameter(f"--context-file {context_file} is empty")
-    lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
+    lm, tokenizer = _load(model, dtype, device)
     try:
         result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
                                  chat_template=chat_template, max_context=max_context)
@@ -160,7 +183,7 @@ def demo(
         raise typer.BadParameter(str(err), param_hint="--haystack") from err
     presses = {name: _press_from_options(name, key_ratio, budget, None, "mean", "code", backend)
                for name in ("full", "snapkv", "snapkv+spark", "spark")}
-    lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
+    lm, tokenizer = _load(model, dtype, device)
     try:
         context = build_context(tokenizer, text, needle, context_tokens, depth)
     except ValueError as err:  # e.g. a needle longer than the context
@@ -204,15 +227,20 @@ def memory(
     from sparkv.data import paul_graham_essays
     from sparkv.eval.tasks.niah import build_context
 
-    lm, tokenizer = sparkv.load_model(model, dtype=dtype, device=device)
-    context = build_context(tokenizer, paul_graham_essays(), "", context_tokens, 0.5)
+    try:
+        ratios = [float(r) for r in key_ratios.split(",")]
+    except ValueError as err:
+        raise typer.BadParameter(f"expected comma-separated numbers in [0, 1), got {key_ratios!r}",
+                                 param_hint="--key-ratios") from err
     names = ["full", "snapkv"]
     presses = [_press_from_options("full", 0.0, None, None, "mean", "code", backend),
                _press_from_options("snapkv", 0.0, budget, None, "mean", "code", backend)]
-    for ratio in [float(r) for r in key_ratios.split(",")]:
+    for ratio in ratios:  # every press is checked before the model loads
         for base in ("spark", "snapkv+spark"):
             names.append(f"{base} λ={ratio}")
             presses.append(_press_from_options(base, ratio, budget, None, "mean", "code", backend))
+    lm, tokenizer = _load(model, dtype, device)
+    context = build_context(tokenizer, paul_graham_essays(), "", context_tokens, 0.5)
     results = sparkv.generate_many(lm, tokenizer, context, "Summarise the text in one sentence.", presses,
                                    max_new_tokens=1)
     rows = [{"press": n, "context_tokens": r.context_tokens, **_memory_fields(r.memory)} for n, r in zip(names, results)]

@@ -193,6 +193,12 @@ def parse_press(
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"press must be a non-empty string such as 'snapkv+spark'; got {spec!r}")
+    # Options a press does not use are still checked: a bad value is a mistake even where it changes nothing.
+    _check_ratio("channel_prune_ratio (key ratio λ)", key_ratio)
+    if budget is not None:
+        _check_positive_int("budget (token_budget)", budget)
+    if token_ratio is not None:
+        _check_ratio("token_ratio", token_ratio)
     parts = [p.strip().lower() for p in spec.split("+")]
     for p in parts:
         if p not in PRESS_NAMES:

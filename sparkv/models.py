@@ -57,6 +57,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPARKV_CACHE", Path.home() / ".cache" / "sparkv"))
 
 
+def check_device(device: str | torch.device | None) -> str:
+    """``None`` -> ``"cuda"`` when available else ``"cpu"``; refuse devices this machine does not have."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be like 'cpu', 'cuda' or 'cuda:1'; got {device!r}") from err
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: this machine has no CUDA device; use 'cpu'")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or a CUDA device ('cuda', 'cuda:1'...); got {device!r}")
+    return str(dev)
+
+
 def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """``None`` -> bf16 on CUDA, fp32 on CPU; strings as in ``_DTYPES``."""
     if dtype is None:
@@ -136,13 +155,20 @@ def _converted(folder: Path) -> bool:
 
 
 def convert_gguf(gguf: str | Path, target: str | Path | None = None, force: bool = False) -> Path:
-    """Dequantise a GGUF file once into a safetensors folder (default ``cache_dir()/<file stem>``); return it."""
+    """Dequantise a GGUF file once into a safetensors folder (default ``cache_dir()/<file stem>-<key of the file>``);
+    return it."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = Path(gguf)
     if not gguf.is_file():
         raise FileNotFoundError(f"GGUF file {gguf} does not exist")
-    target = Path(target) if target is not None else cache_dir() / gguf.stem
+    if target is None:
+        # Keyed on the file itself (path, size, modification time), not only its name: two different files called
+        # model.gguf get two folders, and a file replaced in place is converted again.
+        st = gguf.stat()
+        key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        target = cache_dir() / f"{gguf.stem}-{key}"
+    target = Path(target)
     if _converted(target) and not force:
         return target
     with _lock_file(target.with_name(f".{target.name}.lock")):
@@ -188,6 +214,17 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(convert_packaged(name_or_path))
     if name_or_path.endswith(".gguf"):
         return str(convert_gguf(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model folder {name_or_path!r} has no config.json (not a transformers model)")
+        return str(path)
+    if path.exists():
+        raise ValueError(f"model {name_or_path!r} is a file: pass a packaged alias ({', '.join(PACKAGED_MODELS)}), "
+                         "a model folder, a .gguf file or a hub id")
+    # A hub id is "name" or "org/name"; anything else that does not exist was meant as a path.
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
+        raise FileNotFoundError(f"model {name_or_path!r}: no such folder, and not a hub id (org/name)")
     return name_or_path
 
 
@@ -204,7 +241,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype | Non
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(device)
     torch_dtype = parse_dtype(dtype, device)
     path = resolve_model_path(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)

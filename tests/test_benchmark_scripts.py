@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,3 +21,25 @@ def test_ab_decode_refuses_without_cuda():
                          timeout=120, env=env, cwd=ROOT)
     assert res.returncode != 0
     assert "needs CUDA" in res.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_generate_benchmark_refuses_without_cuda():
+    res = subprocess.run([sys.executable, "-m", "benchmarks.generate"], capture_output=True, text=True, check=False,
+                         timeout=120, cwd=ROOT)
+    assert res.returncode != 0 and "needs CUDA" in res.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU dry run")
+def test_decode_table_dry_run_is_tiny_and_never_overwrites_gpu_results(tmp_path):
+    """Under TRITON_INTERPRET=1 the table runs at tiny shapes, checked against the reference, into dry_run/."""
+    committed = ROOT / "benchmarks" / "results" / "decode_attention_h200.json"
+    before = committed.read_bytes()
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decode_attention.py"), "--head-dims", "64",
+                          "--batches", "1"], capture_output=True, text=True, check=False, timeout=600, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert committed.read_bytes() == before
+    out = ROOT / "benchmarks" / "results" / "dry_run" / "decode_attention_cpu.json"
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["context"] for r in rows] == [256] * 3 and all(r["rel_err"] < 1e-2 for r in rows)

@@ -6,6 +6,7 @@ Marked ``model``: it converts the packaged GGUF once (~30 s) and runs 2k-token p
 import json
 
 import pytest
+import torch
 
 sparkv = pytest.importorskip("sparkv")
 pytestmark = pytest.mark.model
@@ -159,3 +160,34 @@ def test_cli_demo_and_memory_tables(smollm2):
     exact = {k: r["compressed_kv_bytes"] for k, r in rows.items()}
     assert exact["spark λ=0.8"] < exact["spark λ=0.5"] < exact["full"]
     assert exact["snapkv+spark λ=0.8"] < exact["snapkv+spark λ=0.5"] < exact["snapkv"] < exact["full"]
+
+
+def test_cli_bad_options_are_usage_errors_naming_the_option(tmp_path):
+    """Each refused before a model loads (fast, no model needed), exit code 2, no traceback."""
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("Some report text. " * 50)
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("Caf\xe9 cr\xe8me, r\xe9sum\xe9. ".encode("latin-1") * 20)
+    (tmp_path / "notmodel").mkdir()
+    base = ["generate", "--context-file", str(ctx), "--question", "Why?"]
+    cases = [
+        (base + ["--device", "gpu"], "--device"),
+        (base + ["--device", "cpu", "--dtype", "fp64"], "--dtype"),
+        (base + ["--device", "cpu", "--model", str(tmp_path / "missing")], "no such folder"),
+        (base + ["--device", "cpu", "--model", str(tmp_path / "notmodel")], "has no config.json"),
+        (base + ["--press", "spark", "--budget", "0"], "budget"),
+        (["generate", "--context-file", str(latin), "--question", "Why?"], "not UTF-8"),
+        (["memory", "--key-ratios", "0.5,abc"], "--key-ratios"),
+        (["memory", "--key-ratios", "1.0"], "channel_prune_ratio"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((base + ["--device", "cuda"], "no CUDA device"))
+    runner = CliRunner()
+    for args, message in cases:
+        res = runner.invoke(app, args)
+        flat = " ".join(res.output.replace("│", " ").split())
+        assert res.exit_code == 2 and message in flat and "Traceback" not in flat, (args, res.output)

@@ -30,7 +30,8 @@ def resolve_backend(backend: str, device: torch.device, supported: bool = True) 
     runnable = triton_available() and (device.type == "cuda" or interpret)
     if backend == "triton":
         if not runnable:
-            raise RuntimeError("backend='triton' needs the triton package and a CUDA device (or TRITON_INTERPRET=1)")
+            raise ValueError("backend='triton' needs the triton package and a CUDA device (or TRITON_INTERPRET=1); "
+                             "use 'auto' or 'torch' here")
         if not supported:
             raise ValueError("backend='triton' does not support this case (see the op's docstring); use 'torch'")
         return "triton"
