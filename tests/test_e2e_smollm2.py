@@ -191,3 +191,30 @@ def test_cli_bad_options_are_usage_errors_naming_the_option(tmp_path):
         res = runner.invoke(app, args)
         flat = " ".join(res.output.replace("│", " ").split())
         assert res.exit_code == 2 and message in flat and "Traceback" not in flat, (args, res.output)
+
+
+def test_longbench_samsum_follows_the_official_generation_rule(smollm2, tmp_path):
+    """samsum stops at a newline and may not start with one (pred.py: eos=[eos, "\\n"], min_length=ctx+1). On these
+    few-shot prompts SmolLM2's greedy first token is a newline; without the rule the scorer saw the next line."""
+    from sparkv.eval.config import EvalConfig
+    from sparkv.eval.runner import run_eval
+
+    shots = ("Dialogue: Amy: Are you coming tonight?\nBen: Yes, at 8.\nSummary: Ben is coming tonight at 8.\n\n"
+             "Dialogue: Carl: I lost my keys.\nDana: Check the car.\nCarl: Found them!\nSummary: Carl found his keys "
+             "in the car.\n\n")
+    inputs = ["Dialogue: Eve: Lunch at noon?\nFrank: Sure.\nSummary: ",
+              "Dialogue: Kim: happy birthday!!\nLeo: thank you :)\nSummary: "]
+    refs = ["Eve and Frank will have lunch at noon.", "Kim wished Leo a happy birthday."]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "samsum.jsonl").write_text("".join(json.dumps({"input": i, "context": shots, "answers": [r], "length": 50,
+                                                           "all_classes": None, "_id": f"s{k}"}) + "\n"
+                                               for k, (i, r) in enumerate(zip(inputs, refs))))
+    out = tmp_path / "run"
+    run_eval(EvalConfig(benchmark="longbench", data_dir=str(data), tasks=["samsum"], presses=["full"],
+                        model="smollm2", device="cpu", dtype="float32", out=str(out)), progress=False)
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["prediction"].strip() and not r["prediction"].startswith("\n") and "\n" not in r["prediction"]
+        assert r["score"] > 0

@@ -108,6 +108,8 @@ class SparkvBackend:
 
     def _kwargs(self, sample: Sample) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {"max_new_tokens": sample.max_new_tokens}
+        if sample.stop_at_newline:
+            kwargs.update(stop_at_newline_kwargs(self.model, self.tokenizer))
         if self._max_context is not None:
             kwargs["max_context"] = self._max_context
         if self._accepts_chat:
@@ -130,6 +132,16 @@ class SparkvBackend:
             )
             for r in results
         ]
+
+
+def stop_at_newline_kwargs(model, tokenizer) -> dict[str, Any]:
+    """``generate`` options of LongBench's samsum rule: the newline token ends generation like EOS, and
+    ``min_new_tokens=1`` keeps both from being the first token (``pred.py``: ``eos_token_id=[eos, newline]``,
+    ``min_length=context_length + 1``)."""
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [int(eos)]
+    newline = tokenizer.encode("\n", add_special_tokens=False)[-1]
+    return {"eos_token_id": [*eos, newline], "min_new_tokens": 1}
 
 
 def make_backend(cfg: EvalConfig) -> Backend:

@@ -144,3 +144,24 @@ def test_default_max_length_fits_the_model(tmp_path, bpe_tokenizer):
     for r in rows:
         assert r["truncated"] and r["prompt_tokens"] + DATASET2MAXLEN[r["task"]] <= 700
         assert r["prompt_tokens"] + DATASET2MAXLEN[r["task"]] > 650  # and uses nearly all of it
+
+
+def test_middle_truncation_counts_the_bos_like_pred_py(fmt):
+    """pred.py tokenizes with special tokens: the BOS counts toward max_length and takes a slot of the first half."""
+    text = " ".join(f"word{i}" for i in range(400))
+    plain = fmt.encode(text, special_tokens=False)
+    with_bos = fmt.encode(text, special_tokens=True)
+    assert len(with_bos) == len(plain) + 1  # this tokenizer adds <s>
+    same, cut = truncate_middle(fmt, text, len(plain))  # fits without the BOS, not with it: truncated
+    assert cut
+    half = len(plain) // 2
+    expected = (fmt.tokenizer.decode(with_bos[:half], skip_special_tokens=True)
+                + fmt.tokenizer.decode(with_bos[-half:], skip_special_tokens=True))
+    assert same == expected
+    assert truncate_middle(fmt, text, len(with_bos)) == (text, False)
+
+
+def test_only_samsum_samples_stop_at_newline(fmt):
+    assert build_sample("samsum", record("samsum", 0), fmt, max_length=10_000).stop_at_newline
+    assert not build_sample("trec", record("trec", 0, all_classes=["a"]), fmt, 10_000).stop_at_newline
+    assert not build_sample("hotpotqa", record("hotpotqa", 0), fmt, 10_000).stop_at_newline

@@ -27,6 +27,8 @@ class Sample:
         answer_prefix: text that starts the model's reply (RULER); empty for none.
         max_new_tokens: generation length.
         chat_template: whether the tokenizer's chat template wraps the prompt.
+        stop_at_newline: stop generating at a newline, and forbid a newline or end of text as the first token
+            (LongBench's samsum rule).
         meta: anything else worth keeping in the prediction row (length, depth, all_classes...).
     """
 
@@ -39,6 +41,7 @@ class Sample:
     answer_prefix: str = ""
     max_new_tokens: int = 32
     chat_template: bool = True
+    stop_at_newline: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,8 +11,9 @@ Rules restated from LongBench's ``pred.py`` / ``eval.py``:
 - no chat template for trec, triviaqa, samsum, lsht, lcc, repobench-p (few-shot / completion tasks);
 - metrics in :mod:`sparkv.eval.metrics`.
 The prompt is handed to the model as context (everything up to the end of the document) + question (the rest of
-the template with the sample's ``input``). Official LongBench stops samsum at a newline; the scorer keeps only the
-first line of samsum answers anyway, so only the generation time differs.
+the template with the sample's ``input``). samsum follows ``pred.py``'s generation rule (``Sample.stop_at_newline``):
+generation stops at a newline, and neither a newline nor the end of text may be the first token (the scorer then
+keeps the first line, as for trec and triviaqa).
 """
 
 from __future__ import annotations
@@ -153,8 +154,10 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict[str, Any
 
 
 def truncate_middle(fmt: PromptFormat, prompt: str, max_length: int) -> tuple[str, bool]:
-    """LongBench's middle truncation: keep the first and last ``max_length // 2`` tokens when longer."""
-    ids = fmt.encode(prompt, special_tokens=False)
+    """LongBench's middle truncation: keep the first and last ``max_length // 2`` tokens when longer. As in
+    ``pred.py`` the tokens are counted and cut with the tokenizer's special tokens (a BOS counts and takes a slot
+    of the first half; decoding drops it)."""
+    ids = fmt.encode(prompt, special_tokens=True)
     if len(ids) <= max_length:
         return prompt, False
     half = max_length // 2
@@ -185,6 +188,7 @@ def build_sample(task: str, record: dict[str, Any], fmt: PromptFormat, max_lengt
         metric=f"longbench:{task}",
         max_new_tokens=max_new_tokens or DATASET2MAXLEN[task],
         chat_template=chat,
+        stop_at_newline=task == "samsum",
         meta={
             "length": record.get("length"),
             "all_classes": record.get("all_classes"),
