@@ -331,6 +331,8 @@ class _Batch:
 
 
 def _as_list(name: str, value, n: int | None = None) -> list[str]:
+    if value is not None and not isinstance(value, (str, list, tuple)):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(value).__name__}")
     items = [value] if isinstance(value, str) else list(value) if value is not None else []
     if n is not None and len(items) == 1 and n > 1:
         items = items * n
@@ -400,7 +402,13 @@ def _check_context_length(batch: _Batch, presses: list[Press], model=None, max_n
 
 
 def _eos_ids(model, gen_kwargs) -> set[int]:
-    eos = gen_kwargs.get("eos_token_id", model.generation_config.eos_token_id)
+    """The end-of-sequence ids ``model.generate`` stops at: ``eos_token_id``, else a passed ``generation_config``'s,
+    else the model's."""
+    eos = gen_kwargs.get("eos_token_id")
+    if eos is None and gen_kwargs.get("generation_config") is not None:
+        eos = gen_kwargs["generation_config"].eos_token_id
+    if eos is None:
+        eos = model.generation_config.eos_token_id
     if eos is None:
         return set()
     if isinstance(eos, torch.Tensor):
@@ -428,7 +436,7 @@ def _result(tokenizer, new_tokens: torch.Tensor, eos: set[int], batch: _Batch, c
     )
 
 
-def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict) -> dict:
+def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict, tokenizer) -> dict:
     kwargs = dict(do_sample=do_sample, pad_token_id=batch.pad_token_id)
     kwargs.update(gen_kwargs)
     for bad in ("cache", "past_key_values"):
@@ -441,7 +449,23 @@ def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict) -> dict:
                          f"samples); got {kwargs['num_return_sequences']!r}")
     if kwargs.get("prefill_chunk_size") is not None:
         raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
+    kwargs.setdefault("tokenizer", tokenizer)  # model.generate needs it for stop_strings
     return kwargs
+
+
+# generate() options tied to the step count: generate_many generates the first token in a call of its own, so these
+# would act one step late in the second call (a criterion meant for the first token, tokens suppressed at the start).
+STEP_DEPENDENT_OPTIONS = ("stopping_criteria", "stop_strings", "begin_suppress_tokens", "logits_processor",
+                          "prefix_allowed_tokens_fn", "forced_bos_token_id")
+
+
+def _refuse_step_dependent(kwargs: dict) -> None:
+    config = kwargs.get("generation_config")
+    given = [k for k in STEP_DEPENDENT_OPTIONS
+             if kwargs.get(k) is not None or (config is not None and getattr(config, k, None) is not None)]
+    if given:
+        raise ValueError(f"generate_many does not support {', '.join(given)}: its first token is generated in a call "
+                         "of its own, so these would apply one step late; use sparkv.generate per press")
 
 
 @torch.no_grad()
@@ -478,7 +502,7 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int = 3
     check_model_supported(model)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, [press], model, max_new_tokens, max_context)
-    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs)
+    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer)
     _reset_peak(model)
     with press(model):
         cache = press.make_cache(model)
@@ -511,7 +535,8 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
     check_model_supported(model)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, presses, model, max_new_tokens, max_context)
-    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs)
+    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer)
+    _refuse_step_dependent(kwargs)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     min_new = kwargs.pop("min_new_tokens", None)
@@ -531,6 +556,7 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
         for press in presses:
             _reset_peak(model)
             cache = fork_cache(recorder, press.config, tail_chunk=press.tail_chunk)
+            press.last_cache = cache  # as after generate: press.memory() describes this run
             if max_new_tokens > 1 and not done:
                 rest_kwargs = dict(kwargs, **({"min_new_tokens": max(min_new - 1, 0)} if min_new else {}))
                 out = model.generate(torch.cat([batch.input_ids, tok0], dim=1),

@@ -184,3 +184,34 @@ def test_finished_cache_is_freed_without_cyclic_gc(llama, tok, spec):
         assert all(r() is None for r in layers)
     finally:
         gc.enable()
+
+
+def test_generation_options_behave_as_in_plain_transformers(llama, tok):
+    """stop_strings (needs the tokenizer passed on), an EOS given through generation_config (the answer is cut there
+    too), generate_many's refusals of step-dependent options, last_cache, and bad argument types."""
+    from transformers import GenerationConfig
+
+    free = sparkv.generate(llama, tok, CONTEXT, QUESTION, "full", max_new_tokens=8)
+    ids = free.token_ids[0]  # one row
+    assert len(ids) >= 3
+    third = ids[2]
+    # an EOS through generation_config: the run stops at it and the answer excludes it
+    config = GenerationConfig(eos_token_id=third, max_new_tokens=8, pad_token_id=llama.generation_config.pad_token_id)
+    cut = sparkv.generate(llama, tok, CONTEXT, QUESTION, "full", max_new_tokens=8, generation_config=config)
+    assert cut.token_ids[0] == ids[:2]
+    # stop strings reach model.generate with the tokenizer: the run stops once the text of token 2 is produced
+    prompt = build_prompts(tok, CONTEXT, QUESTION)[0]
+    enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    for stop in (tok.decode([ids[1]]), "zzz-never"):
+        plain = llama.generate(**enc, max_new_tokens=8, do_sample=False, stop_strings=[stop], tokenizer=tok,
+                               pad_token_id=llama.generation_config.pad_token_id)[0, enc.input_ids.shape[1]:].tolist()
+        got = sparkv.generate(llama, tok, CONTEXT, QUESTION, "full", max_new_tokens=8, stop_strings=[stop])
+        assert got.token_ids[0] == [t for t in plain if t != llama.generation_config.pad_token_id]
+    for option in ({"stop_strings": ["x"]}, {"begin_suppress_tokens": [5]}, {"stopping_criteria": []}):
+        with pytest.raises(ValueError, match="generate_many does not support"):
+            sparkv.generate_many(llama, tok, CONTEXT, QUESTION, ["full", "spark"], **option)
+    press = Press("spark", key_ratio=0.5)
+    (result,) = sparkv.generate_many(llama, tok, CONTEXT, QUESTION, [press], max_new_tokens=4)
+    assert press.memory() == result.memory
+    with pytest.raises(TypeError, match="question must be a string or a list of strings, got int"):
+        sparkv.generate(llama, tok, CONTEXT, 5, "full")
