@@ -84,6 +84,12 @@ def _check_words(name: str, t: torch.Tensor | None, shape: tuple[int, ...]) -> N
         raise ValueError(f"{name} must be int32 {list(shape)}, got {desc}")
 
 
+def _check_int_tensor(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool or tuple(t.shape) != shape:
+        desc = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(t)
+        raise ValueError(f"{name} must be an integer {list(shape)} tensor, got {desc}")
+
+
 def _tensor_fields(obj) -> list[torch.Tensor]:
     return [v for f in fields(obj) if isinstance(v := getattr(obj, f.name), torch.Tensor)]
 
@@ -212,10 +218,7 @@ class ThinKKeys:
     def __post_init__(self) -> None:
         b, h, _, dk = _check_float4("kept_values", self.kept_values)
         idx = self.channel_idx
-        if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.dtype == torch.bool \
-                or tuple(idx.shape) != (b, h, dk):
-            desc = f"{idx.dtype} {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else repr(idx)
-            raise ValueError(f"channel_idx must be an integer [{b}, {h}, {dk}] tensor, got {desc}")
+        _check_int_tensor("channel_idx", idx, (b, h, dk))
         if not 0 < dk <= self.head_dim:
             raise ValueError(f"kept channels must be in [1, {self.head_dim}], got {dk}")
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.head_dim
@@ -260,13 +263,9 @@ class CompressedKV:
         if key_tensor.dtype != self.values.dtype or key_tensor.device != self.values.device:
             raise ValueError(f"keys ({key_tensor.dtype}, {key_tensor.device}) and values ({self.values.dtype}, "
                              f"{self.values.device}) must share dtype and device")
-        lengths = self.lengths
-        if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.dtype == torch.bool \
-                or tuple(lengths.shape) != (b,):
-            desc = f"{lengths.dtype} {tuple(lengths.shape)}" if isinstance(lengths, torch.Tensor) else repr(lengths)
-            raise ValueError(f"lengths must be an integer [{b}] tensor, got {desc}")
-        if b and (int(lengths.min()) < 0 or int(lengths.max()) > s):
-            raise ValueError(f"lengths must be in [0, {s}] (the tokens stored), got {lengths.tolist()}")
+        _check_int_tensor("lengths", self.lengths, (b,))
+        if b and (int(self.lengths.min()) < 0 or int(self.lengths.max()) > s):
+            raise ValueError(f"lengths must be in [0, {s}] (the tokens stored), got {self.lengths.tolist()}")
 
     @property
     def num_tokens(self) -> int:

@@ -195,14 +195,10 @@ class PredictionStore:
 # Planning
 
 
-def haystack_digest(cfg: EvalConfig) -> str | None:
+def haystack_digest(text: str | None) -> str | None:
     """SHA-256 of the haystack text a RULER / NIAH run reads (None for LongBench): resuming compares contents, so an
     edited file is noticed and the same file under another path is not."""
-    if cfg.benchmark not in ("ruler", "niah"):
-        return None
-    from sparkv.data import read_haystack
-
-    return hashlib.sha256(read_haystack(cfg.haystack).encode("utf-8")).hexdigest()
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None) -> None:
@@ -229,8 +225,9 @@ def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None) -> 
         )
 
 
-def _validate_before_model(cfg: EvalConfig) -> None:
-    """Every check that needs no model: task names, data files, haystack files."""
+def _validate_before_model(cfg: EvalConfig) -> str | None:
+    """Every check that needs no model: task names, data files, haystack files. Returns the haystack text (RULER,
+    NIAH), read once here for the whole run."""
     from sparkv.data import read_haystack
 
     if cfg.benchmark == "ruler":
@@ -251,20 +248,22 @@ def _validate_before_model(cfg: EvalConfig) -> None:
                 raise EvalError(str(exc)) from None
     if cfg.benchmark in ("ruler", "niah"):
         try:
-            read_haystack(cfg.haystack)
+            return read_haystack(cfg.haystack)
         except (ValueError, FileNotFoundError) as exc:
             raise EvalError(str(exc)) from None
+    return None
 
 
-def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None) -> list[tuple[str, str, Callable[[], Sample]]]:
-    """``(task, sample_id, make)`` for the whole run."""
+def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None,
+                 haystack: str | None = None) -> list[tuple[str, str, Callable[[], Sample]]]:
+    """``(task, sample_id, make)`` for the whole run; ``haystack``: the RULER / NIAH text if already read."""
     from sparkv.data import read_haystack
 
     plan: list[tuple[str, str, Callable[[], Sample]]] = []
     if cfg.benchmark == "ruler":
         from sparkv.eval.tasks.ruler import RULER_TASK_NAMES, generate_ruler
 
-        haystack = read_haystack(cfg.haystack)
+        haystack = haystack if haystack is not None else read_haystack(cfg.haystack)
         lengths = cfg.lengths or [4096]
         num = cfg.limit or RULER_DEFAULT_LIMIT
         for task in cfg.tasks or RULER_TASK_NAMES:
@@ -275,7 +274,7 @@ def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None) ->
     elif cfg.benchmark == "niah":
         from sparkv.eval.tasks import niah
 
-        haystack = read_haystack(cfg.haystack)
+        haystack = haystack if haystack is not None else read_haystack(cfg.haystack)
         kwargs = {k: getattr(cfg, k) for k in ("needle", "question", "answer") if getattr(cfg, k) is not None}
         for sid, make in niah.generate_niah(
             fmt, haystack, cfg.lengths or NIAH_DEFAULT_LENGTHS, cfg.depths or NIAH_DEFAULT_DEPTHS,
@@ -365,8 +364,8 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     if overwrite:
         for name in ("predictions.jsonl", "metrics.json", "results.json"):
             (out / name).unlink(missing_ok=True)
-    _validate_before_model(cfg)
-    digest = haystack_digest(cfg)
+    haystack = _validate_before_model(cfg)
+    digest = haystack_digest(haystack)
     if not overwrite:
         _check_config_compatible(cfg, out, digest)
 
@@ -378,7 +377,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     _check_lengths(cfg, max_context)
     fmt = PromptFormat(backend.tokenizer, prefix_in_reply=backend.prefix_in_reply)
     try:
-        plan = plan_samples(cfg, fmt, max_context)
+        plan = plan_samples(cfg, fmt, max_context, haystack)
     except ValueError as exc:  # a generator refusing its arguments (a length too short for a task, a blank needle)
         raise EvalError(str(exc)) from exc
 

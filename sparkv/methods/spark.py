@@ -111,12 +111,13 @@ def entry_uniforms(shape: tuple[int, int, int, int], seed: int, stream: int, dev
         return (torch.arange(n, device=device, dtype=torch.int64) + offset).view(view)
 
     key = _pcg_hash(torch.tensor((seed & _M32) ^ ((stream * 0x9E3779B9) & _M32), device=device, dtype=torch.int64))
-    # Every row hashes as row 0 did before rows were left out (so earlier single-row results reproduce).
-    key = _pcg_hash(key ^ torch.zeros(b, 1, 1, 1, device=device, dtype=torch.int64))
+    # One hash round where the batch row used to enter: every row draws what row 0 drew before (so earlier
+    # single-row results reproduce); the rows share the draws (expanded below).
+    key = _pcg_hash(key)
     key = _pcg_hash(key ^ ax(h, 1))
     key = _pcg_hash(key ^ (ax(s, 2, token_offset) & _M32))
     bits = _pcg_hash(key ^ ax(d, 3))
-    return (bits.double() + 0.5) / 2.0**32
+    return ((bits.double() + 0.5) / 2.0**32).expand(b, h, s, d)
 
 
 def sample_saliency(kind: str, mu: torch.Tensor, sigma: torch.Tensor | None, head_dim: int, seed: int,
