@@ -7,6 +7,8 @@ One command makes the whole table and the JSON file:
 Rows: Llama-3.1-8B head layout (32 query heads, 8 KV heads, D = 128) and SmolLM2 (9 / 3, D = 64), bf16, one new
 token per row, contexts 8K / 32K / 128K, batch 1 and 8, key ratio λ 0 (our kernel on DenseKeys), 0.5, 0.8.
 Every config is checked against the fp32 PyTorch reference before it is timed (relative error < 1e-2).
+SparK rows run what the library dispatches to (``kernel``: the CUDA C++ split kernel where it applies, else the
+Triton one) and also time the Triton SparK kernel on the same data (``triton_us``).
 ``bytes`` is what one decode step must read: the prefix layout (``CompressedKV.nbytes()``: kept values, bitmaps,
 scales, u, dense values, lengths) plus the query; SDPA reads the dense keys and values plus the query.
 
@@ -109,6 +111,13 @@ def run_table(args, save=None) -> list[dict]:
                         continue
                     us = bench_us(lambda: decode_attn_triton(q, prefix, None, None, scale))
                     row["config"] = str(dict(LAST_LAUNCH))
+                    row["kernel"] = LAST_LAUNCH.get("spark_kernel", "triton") if lam else "triton"
+                    if lam and row["kernel"] == "cuda":
+                        # The Triton SparK kernel on the same data, for comparison (the dispatcher's fallback).
+                        tri = decode_attn_triton(q, prefix, None, None, scale, spark_kernel="triton")
+                        row["triton_rel_err"] = rel_err(tri, exp)
+                        row["triton_us"] = bench_us(
+                            lambda: decode_attn_triton(q, prefix, None, None, scale, spark_kernel="triton"))
                     if lam == 0:
                         dense_us = us
                     nbytes = prefix.nbytes() + q.nbytes
@@ -190,10 +199,11 @@ def explore(args) -> list[dict]:
 
 COLUMNS = [
     ("model", "model", ""), ("context", "context", ""), ("batch", "batch", ""), ("head_dim", "D", ""),
-    ("key_ratio", "λ", ""), ("kept", "DK", ""), ("bytes", "bytes read", ",d"), ("us", "µs", ".1f"),
+    ("key_ratio", "λ", ""), ("kept", "DK", ""), ("kernel", "kernel", ""), ("bytes", "bytes read", ",d"),
+    ("us", "µs", ".1f"),
     ("tbps", "TB/s", ".2f"), ("sdpa_flash_us", "SDPA flash µs", ".1f"), ("sdpa_cudnn_us", "SDPA cuDNN µs", ".1f"),
     ("speedup_vs_sdpa", "vs best SDPA", ".2f"), ("speedup_vs_dense_kernel", "vs our dense", ".2f"),
-    ("rel_err", "rel err", ".1e"),
+    ("rel_err", "rel err", ".1e"), ("triton_us", "Triton SparK µs", ".1f"),
 ]
 
 

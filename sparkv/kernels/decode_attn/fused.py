@@ -481,6 +481,35 @@ def decode_attn_combine_kernel(
     tl.store(o + i_bhg * D + o_j, (b_acc / b_l).to(o.dtype.element_ty), mask=m_j)
 
 
+SPARK_KERNELS = ("auto", "cuda", "triton")
+_CUDA_FAILED: dict[int, str] = {}  # device index -> why NVRTC / the module load failed there (auto falls back)
+
+
+def _use_cuda_spark(prefix: CompressedKV, group: int, choice: str | None) -> bool:
+    """Whether the CUDA C++ split kernel takes this SparK prefix (``spark_kernel`` of :func:`decode_attn_triton`)."""
+    import os
+    import warnings
+
+    choice = choice or os.environ.get("SPARKV_SPARK_KERNEL", "auto")
+    if choice not in SPARK_KERNELS:
+        raise ValueError(f"spark_kernel / SPARKV_SPARK_KERNEL must be one of {', '.join(SPARK_KERNELS)}; "
+                         f"got {choice!r}")
+    if choice == "triton":
+        return False
+    from sparkv.kernels.decode_attn import cuda
+
+    why = cuda.build(prefix, group, prefix.values.dtype)
+    if why is not None and choice == "cuda":
+        raise ValueError(f"spark_kernel='cuda' cannot run here: {why}; use 'auto' or 'triton'")
+    if why is not None:
+        dev = prefix.values.device.index or 0
+        if why.startswith("NVRTC") and dev not in _CUDA_FAILED:
+            _CUDA_FAILED[dev] = why
+            warnings.warn(f"sparkv: the CUDA SparK kernel is unavailable ({why}); using the Triton kernel",
+                          stacklevel=3)
+    return why is None
+
+
 def _choose_launch(prepare, candidates: list[tuple[triton.Config, int]]) -> tuple[dict, int]:
     """The fastest (launch kwargs, programs per SM) of ``candidates``; ``prepare(launch, per_sm)`` returns the launch
     as a closure (plus its buffers). Each candidate is timed as CUDA-graph replays, so small decode steps rank by GPU
@@ -524,8 +553,9 @@ def decode_attn_triton(
     scaling: float,
     chunk: int | None = None,
     config: dict | None = None,
+    spark_kernel: str | None = None,
 ) -> torch.Tensor:
-    """One-token decode attention over a compressed prefix and a dense tail (Triton, split-K).
+    """One-token decode attention over a compressed prefix and a dense tail (GPU kernels, split-K).
 
     Same contract as :func:`sparkv.kernels.decode_attn.reference.decode_attn_ref` with ``Q = 1`` (the new token
     sees every tail token and each row's first ``prefix.lengths[b]`` prefix tokens).
@@ -542,6 +572,12 @@ def decode_attn_triton(
             choice (tests, benchmarks); the split count then follows the layout's default programs per SM.
             ``EXPAND`` picks how SparK tiles are rebuilt (``EXPAND_*``; ``EXPAND_PTX`` needs a GPU), ``PF`` how many
             tiles ahead the PTX path prefetches.
+        spark_kernel: which split kernel takes a SparK prefix on a GPU: ``"cuda"`` (the CUDA C++ kernel of
+            :mod:`sparkv.kernels.decode_attn.cuda`; an unsupported case raises), ``"triton"`` (this module's
+            kernel), or ``"auto"`` (CUDA where it supports the case and NVRTC can build it, else Triton). Default:
+            the ``SPARKV_SPARK_KERNEL`` environment variable, else ``"auto"``. ``chunk`` and ``config`` apply to
+            the Triton kernel only. The tail always goes through the Triton kernel; both write split partials
+            that one combine kernel merges.
 
     Returns:
         ``[B, HQ, 1, D]`` in the query dtype.
@@ -610,6 +646,10 @@ def decode_attn_triton(
         raise ValueError("EXPAND_PTX needs a GPU; use EXPAND_TILE or EXPAND_GLOBAL under TRITON_INTERPRET=1")
     if layout == LAYOUT_SPARK and kv.dtype != q.dtype:
         raise ValueError(f"kept_values dtype {kv.dtype} must match the query dtype {q.dtype}")
+    spark_cuda = None
+    if layout == LAYOUT_SPARK and not interp and _use_cuda_spark(prefix, g, spark_kernel):
+        # The CUDA kernel takes the prefix; the Triton split kernel below then covers the tail only.
+        spark_cuda, layout, s = prefix, LAYOUT_NONE, 0
     align = 32 if interp else CHUNK_ALIGN
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
     work = max(b * h * (s + st), 1).bit_length() // 2  # log4 of B·H·S: a coarse size class for the choice
@@ -649,9 +689,23 @@ def decode_attn_triton(
                 _TUNED[key] = _choose_launch(prepare, launch_candidates(layout, d))
             launch, per_sm = _TUNED[key]
         LAST_LAUNCH.clear()
-        LAST_LAUNCH.update(launch, programs_per_sm=per_sm)
-        split_kernel, o_part, lse_part, ns = prepare(launch, per_sm)
-        split_kernel()
+        parts = []
+        if spark_cuda is not None:
+            from sparkv.kernels.decode_attn import cuda
+
+            parts.append(cuda.spark_split_partials(q, spark_cuda, scaling))
+            LAST_LAUNCH.update(spark_kernel="cuda", **cuda.LAST_LAUNCH)
+        if layout != LAYOUT_NONE or has_tail:
+            LAST_LAUNCH.update(launch, programs_per_sm=per_sm)
+            split_kernel, o_part, lse_part, ns = prepare(launch, per_sm)
+            split_kernel()
+            parts.append((o_part, lse_part, ns))
+        if len(parts) == 1:
+            o_part, lse_part, ns = parts[0]
+        else:
+            o_part = torch.cat([p[0] for p in parts], dim=1)
+            lse_part = torch.cat([p[1] for p in parts], dim=1)
+            ns = sum(p[2] for p in parts)
         out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=dev)
         decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d,
                                               BD=max(32, triton.next_power_of_2(d)), BNS=16 if interp else 32)

@@ -1,0 +1,201 @@
+"""The SparK decode split kernel in CUDA C++ (``spark_walk.cu``), compiled at run time with NVRTC.
+
+Why a second kernel: the Triton kernel rebuilds every key channel and is bound by issuing those instructions
+(BENCHMARKS.md); this one costs per kept entry and puts the recovery on the tensor cores (the ``.cu`` file's header
+says how). Triton cannot express its per-lane gathers from a shared-memory table, so it is CUDA C++; NVRTC ships
+with PyTorch's CUDA wheels, so no toolkit is needed. It writes the same split partials as the Triton split kernel
+and reuses its combine kernel.
+
+It runs on sm_80+ GPUs only (no CPU interpreter): tests compare it with the PyTorch reference on the GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import torch
+import triton
+
+from sparkv.cache.layout import CompressedKV, SparKKeys
+from sparkv.kernels.autotune import launch_device, num_sms
+
+SOURCE = Path(__file__).with_name("spark_walk.cu").read_text()
+KERNEL_NAME = "spark_walk_split"
+_RECOVERY = {"mean": 0, "mean_linear": 0, "zero": 1, "constant": 2}
+LOG2E = 1.4426950408889634
+# (defines, device index) -> (kernel, dynamic shared memory bytes, resident blocks per multiprocessor)
+_COMPILED: dict[tuple, tuple[object, int, int]] = {}
+# Launch parameters: 4-warp blocks, registers capped for 2 resident blocks, two walks per token, one wave of
+# blocks (H200 sweep, BENCHMARKS.md "Session 6").
+DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1)
+# What the last call launched (benchmarks record it per row).
+LAST_LAUNCH: dict = {}
+
+
+def supported(prefix: CompressedKV, group: int) -> str | None:
+    """Why the CUDA kernel cannot take this prefix (None when it can)."""
+    keys = prefix.keys
+    if not isinstance(keys, SparKKeys):
+        return f"key layout {type(keys).__name__}"
+    if keys.recovery not in _RECOVERY:
+        return f"recovery {keys.recovery!r}"
+    if keys.head_dim not in (64, 128, 256):
+        return f"head_dim {keys.head_dim} (needs 64, 128 or 256)"
+    if group > 8:
+        return f"{group} query heads per KV head (needs <= 8)"
+    if keys.kept_values.dtype not in (torch.bfloat16, torch.float16):
+        return f"dtype {keys.kept_values.dtype}"
+    return None
+
+
+def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
+            min_blocks: int = 1, chains: int = 2) -> dict[str, int]:
+    return dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
+                HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains,
+                KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
+
+
+def shared_bytes(d: dict[str, int]) -> int:
+    """Dynamic shared memory of one block (mirrors the .cu file's layout macros)."""
+    nw, dkw = d["D"] // 32, d["DK"] // 2
+    if d["KV_MODE"] == 2:
+        kvc = dkw // 4
+        kv_bytes = 32 * (kvc if kvc % 2 else kvc + 1) * 16
+    elif d["KV_MODE"] == 1:
+        kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
+    else:
+        kv_bytes = triton.cdiv((64 * d["DK"] + 5) // 4 * 4, 16) * 16
+    small = kv_bytes + 2 * 32 * nw * 4
+    fixed = d["D"] * 8 * d["GQ"] * 4 + 256 * 8 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
+    return fixed + d["WARPS"] * (32 * d["D"] * 2 + 2 * small)
+
+
+def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
+    """CUBIN of ``source`` for ``arch`` (e.g. ``sm_90``) with the NVRTC library ``lib``; raises with the log."""
+    prog = ctypes.c_void_p()
+
+    def check(status: int, what: str) -> None:
+        if status != 0:
+            lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+            raise RuntimeError(f"NVRTC {what} failed: {lib.nvrtcGetErrorString(status).decode()}")
+
+    check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), f"{name}.cu".encode(), 0, None, None), "create")
+    opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17", b"--extra-device-vectorization"]
+    arr = (ctypes.c_char_p * len(opts))(*opts)
+    status = lib.nvrtcCompileProgram(prog, len(opts), arr)
+    if status != 0:
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+        raise RuntimeError(f"NVRTC could not compile {name}:\n{log.value.decode(errors='replace')}")
+    size = ctypes.c_size_t()
+    check(lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "get CUBIN size")
+    cubin = ctypes.create_string_buffer(size.value)
+    check(lib.nvrtcGetCUBIN(prog, cubin), "get CUBIN")
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return cubin.raw
+
+
+def kernel_source(d: dict[str, int]) -> str:
+    return "".join(f"#define {k} {v}\n" for k, v in d.items()) + SOURCE
+
+
+def _kernel(d: dict[str, int], device: torch.device):
+    key = (tuple(sorted(d.items())), device.index)
+    if key not in _COMPILED:
+        from torch.cuda import _utils as cuda_utils  # NVRTC and module loading as PyTorch itself uses them
+
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            raise RuntimeError(f"the CUDA SparK kernel needs compute capability >= 8.0, got {major}.{minor}")
+        with torch.cuda.device(device):
+            cubin = nvrtc_compile(kernel_source(d), KERNEL_NAME, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
+            kern = cuda_utils._cuda_load_module(cubin, [KERNEL_NAME])[KERNEL_NAME]
+            smem = shared_bytes(d)
+            kern.set_shared_memory_config(smem)
+            resident = ctypes.c_int()
+            status = cuda_utils._get_gpu_runtime_library().cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                ctypes.byref(resident), kern.func, ctypes.c_int(32 * d["WARPS"]), ctypes.c_size_t(smem))
+            if status != 0 or resident.value < 1:
+                raise RuntimeError(f"the CUDA SparK kernel cannot run with {smem} bytes of shared memory and "
+                                   f"{32 * d['WARPS']} threads here (occupancy query: status {status}, "
+                                   f"{resident.value} blocks)")
+        _COMPILED[key] = (kern, smem, resident.value)
+    return _COMPILED[key]
+
+
+def build(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> str | None:
+    """Compile (once) the kernel for this case; the reason it cannot run here, or None."""
+    why = supported(prefix, group)
+    if why is not None:
+        return why
+    dev = prefix.values.device
+    if dev.type != "cuda":
+        return f"device {dev} (needs CUDA)"
+    p = {**DEFAULTS, **kw}
+    keys = prefix.keys
+    try:
+        _kernel(defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, p["warps"], p["min_blocks"],
+                        p["chains"]), dev)
+    except (RuntimeError, OSError, AttributeError, ImportError) as e:  # no NVRTC, old GPU, or a private API gone
+        return f"NVRTC build failed: {e}"[:500]
+    return None
+
+
+def spark_split_partials(query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
+                         **kw):
+    """Split partials ``(o_part [B*H, NS, G, D] fp32, lse_part [B*H, NS, G] fp32, NS)`` of one query token over a
+    SparK prefix, in the format of the Triton split kernel (its combine kernel merges them). ``kw`` overrides
+    :data:`DEFAULTS` (``warps``, ``min_blocks``, ``chains``, ``waves``)."""
+    p = {**DEFAULTS, **kw}
+    warps, waves, min_blocks, chains = p["warps"], p["waves"], p["min_blocks"], p["chains"]
+    b, hq, _, dd = query.shape
+    keys = prefix.keys
+    h = prefix.values.shape[1]
+    g = hq // h
+    why = supported(prefix, g)
+    if why is not None:
+        raise ValueError(f"the CUDA SparK kernel does not support {why}")
+    s = prefix.num_tokens
+    dev = query.device
+    d = defines(dd, keys.kept, g, keys.recovery, query.dtype, warps, min_blocks, chains)
+    kern, smem, resident = _kernel(d, dev)
+    tile = 32 * warps
+    if chunk is None:
+        # Whole waves of resident blocks: a last, partial wave would leave multiprocessors idle.
+        splits = max(1, min(triton.cdiv(s, tile), waves * resident * num_sms(dev.index) // (b * h)))
+        chunk = triton.cdiv(triton.cdiv(s, splits), tile) * tile
+    ns = max(1, triton.cdiv(s, chunk))
+    q = query.contiguous()
+    kv, kb = keys.kept_values.contiguous(), keys.kept_bits.contiguous()
+    sb = keys.sign_bits.contiguous() if keys.sign_bits is not None else kb
+    r = keys.scale.contiguous() if keys.scale is not None else kv
+    u = keys.u.float().contiguous() if keys.u is not None else torch.zeros(b * h, dd, device=dev)
+    v = prefix.values.contiguous()
+    lens = prefix.lengths.to(device=dev, dtype=torch.int32).contiguous()
+    LAST_LAUNCH.clear()
+    LAST_LAUNCH.update(p, chunk=chunk, splits=ns, resident_blocks=resident)
+    o_part = torch.empty(b * h, ns, g, dd, dtype=torch.float32, device=dev)
+    lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
+    with launch_device(dev):
+        kern(grid=(ns, b * h, 1), block=(32 * warps, 1, 1),
+             args=[q, kv, kb, sb, r, u, v, lens, o_part, lse_part, float(scaling) * LOG2E, float(keys.constant),
+                   s, chunk, ns, h], shared_mem=smem)
+    return o_part, lse_part, ns
+
+
+def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV, scaling: float, **kw) -> torch.Tensor:
+    """One-token decode attention over a SparK prefix (no tail) with the CUDA split kernel and the Triton combine."""
+    from sparkv.kernels.decode_attn.fused import decode_attn_combine_kernel
+
+    b, hq, _, dd = query.shape
+    g = hq // prefix.values.shape[1]
+    o_part, lse_part, ns = spark_split_partials(query, prefix, scaling, **kw)
+    out = torch.empty(b, hq, 1, dd, dtype=query.dtype, device=query.device)
+    with launch_device(query.device):
+        decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=dd,
+                                              BD=max(32, triton.next_power_of_2(dd)), BNS=32)
+    return out

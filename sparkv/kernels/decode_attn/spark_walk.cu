@@ -1,0 +1,637 @@
+// SparK split-K decode attention, CUDA C++ compiled at run time by NVRTC (sparkv/kernels/decode_attn/cuda.py).
+//
+// Why not rebuild the key tile: the Triton kernel rebuilds every key channel (~11 instructions a channel, 44 of
+// its 98 per token and KV head at D = 128) and is bound by issuing them. Here the kept term costs per *kept*
+// entry, not per channel, and the recovery term goes through the tensor cores from a 4-channel lookup table:
+//   kept     lane = token: walk the token's kept bitmap from the top (find-last-set, clear), and for the k-th
+//            kept channel c add kept_values[t, k] * q[:, c] to G fp32 accumulators; q sits in shared memory
+//            as a [D][8 copies][GQ] fp32 table, copy = lane % 8, so the 8 lanes of a 128-bit load phase never
+//            share a bank;
+//   recovery r_t * sum_pruned sign * (q*u): one m16n8k16 MMA per 16 channels and 8 tokens, M = query heads,
+//            N = tokens, K = channels (any channel order works if q*u uses the same one); the B operand (+-1 on
+//            pruned channels, 0 on kept ones) of 4 channels comes from a 256-entry table indexed by the 4 kept
+//            bits (inverted) and the 4 sign bits;
+//   softmax  in the MMA's accumulator layout (lane = (head g, tokens 2i, 2i+1)), which is also the B operand
+//            layout of the P·V MMA (M = channels of V, N = heads, K = tokens; V^T from shared memory through
+//            ldmatrix.trans, rows XOR-swizzled), so probabilities never leave registers.
+// Every warp owns its 32-token tiles and its online-softmax state; the warps of a block merge once at the end.
+// Loads go through cp.async into two per-warp stages. Output: the same normalised partials and base-2
+// log-sum-exps as the Triton split kernel, merged by its combine kernel.
+//
+// Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
+// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers),
+// CHAINS (1 or 2 walks per token), KV_MODE (how kept rows are copied and read: 2 = 16-byte chunks into rows
+// padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte words into rows of an odd number of words, DK even;
+// 0 = the warp's contiguous bytes as they are, read per entry, DK odd).
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+#define NW (D / 32)
+#define KS (D / 16)
+#define DKW (DK / 2)
+#define ALL_LANES 0xffffffffu
+#define NEG_INF __int_as_float(0xff800000)
+#if KV_MODE == 2
+#define KVC (DKW / 4)
+#define KV_STRIDE16 ((KVC % 2) ? KVC : KVC + 1)
+#define KV_BYTES (32 * KV_STRIDE16 * 16)
+#elif KV_MODE == 1
+#define KV_STRIDE_W ((DKW % 2) ? DKW : DKW + 1)
+#define KV_BYTES (32 * KV_STRIDE_W * 4)
+#else
+#define KV_WORDS ((64 * DK + 2 + 3) / 4)
+#define KV_BYTES (((KV_WORDS * 4 + 15) / 16) * 16)
+#endif
+#define QROW (8 * GQ * 4)
+#define V_BYTES (32 * D * 2)
+#define W_BYTES (32 * NW * 4)
+#define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
+#define WARP_BYTES (V_BYTES + 2 * SMALL_BYTES)
+#define QTAB_BYTES (D * QROW)
+#define LUT_BYTES (256 * 8)
+#define KS_BYTES ((GQ + 1) * 32 * 4)
+#define SMEM_FIXED (QTAB_BYTES + LUT_BYTES + WARPS * KS_BYTES)
+
+__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void cp_async(u32 dst, const void* src, int ok, int nbytes) {
+  // Rows past the split's end are zero-filled (src-size 0) from a valid address.
+  if (nbytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+  } else if (nbytes == 8) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 8 : 0));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 4 : 0));
+  }
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+__device__ __forceinline__ void cp_wait2() { asm volatile("cp.async.wait_group 2;\n" ::); }
+
+__device__ __forceinline__ float lo_to_f32(u32 w) {
+#if HALF
+  float f;
+  asm("{ .reg .b16 h; mov.b32 {h, _}, %1; cvt.f32.f16 %0, h; }" : "=f"(f) : "r"(w));
+  return f;
+#else
+  return __uint_as_float(w << 16);
+#endif
+}
+__device__ __forceinline__ float hi_to_f32(u32 w) {
+#if HALF
+  float f;
+  asm("{ .reg .b16 h; mov.b32 {_, h}, %1; cvt.f32.f16 %0, h; }" : "=f"(f) : "r"(w));
+  return f;
+#else
+  return __uint_as_float(w & 0xffff0000u);
+#endif
+}
+__device__ __forceinline__ float elt_to_f32(u16 h) { return lo_to_f32((u32)h); }
+
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ u32 pack_p(float lo, float hi) {  // probabilities in the values' dtype
+  u32 r;
+#if HALF
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+  return r;
+}
+
+__device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_pv(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+#if HALF
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  mma_bf16(c, a0, a1, a2, a3, b0, b1);
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+
+// cp.async of one 32-token tile. Every array's chunks are contiguous in global memory from the tile's first row
+// (chunk e at src + e * chunk bytes), so the addresses are one base plus constants. ALL_ROWS: all 32 rows are valid;
+// else chunks past the valid rows are zero-filled (src-size 0, from the tile's first chunk, a valid address).
+template <bool ALL_ROWS>
+__device__ __forceinline__ void load_v(u32 vs, const unsigned char* src, int valid, int lane) {
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) {
+    const int e = lane + 32 * i, row = e / (D / 8), ch = e % (D / 8);
+    const bool ok = ALL_ROWS || e < valid;
+    cp_async(vs + (row * (D / 8) + (ch ^ (row & 7))) * 16, src + 16 * (ok ? e : 0), ok, 16);
+  }
+}
+
+template <bool ALL_ROWS>
+__device__ __forceinline__ void load_small(u32 kvs, const u16* kv_bh, const u32* kb_bh, const u32* sb_bh, int t0,
+                                           int rows, int lane) {
+  const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
+#if KV_MODE == 2
+  const unsigned char* src = (const unsigned char*)(kv_bh + (u64)t0 * DK);
+#pragma unroll
+  for (int i = 0; i < KVC; ++i) {
+    const int e = lane + 32 * i, row = e / KVC, col = e % KVC;
+    const bool ok = ALL_ROWS || row < rows;
+    cp_async(kvs + (row * KV_STRIDE16 + col) * 16, src + 16 * (ok ? e : 0), ok, 16);
+  }
+#elif KV_MODE == 1
+  const unsigned char* src = (const unsigned char*)(kv_bh + (u64)t0 * DK);
+#pragma unroll
+  for (int i = 0; i < DKW; ++i) {
+    const int e = lane + 32 * i, row = e / DKW, col = e % DKW;
+    const bool ok = ALL_ROWS || row < rows;
+    cp_async(kvs + (row * KV_STRIDE_W + col) * 4, src + 4 * (ok ? e : 0), ok, 4);
+  }
+#else
+  // Odd DK: rows are not 4-byte aligned; copy the tile's bytes from the 4-byte boundary below them (the last
+  // word may hold fewer valid bytes: src-size below 4 zero-fills the rest, nothing past the tile is read).
+  const u64 a0 = (u64)(kv_bh + (u64)t0 * DK), a4 = a0 & ~(u64)3, a_end = a0 + (u64)rows * DK * 2;
+#pragma unroll
+  for (int i = 0; i < (KV_WORDS + 31) / 32; ++i) {
+    const int e = lane + 32 * i;
+    if (e < KV_WORDS) {
+      const u64 src = a4 + 4 * (u64)e;
+      const int n = src < a_end ? (int)min((u64)4, a_end - src) : 0;
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(kvs + 4 * e), "l"(n ? src : a4), "r"(n));
+    }
+  }
+#endif
+  constexpr int WB = NW * 4 >= 16 ? 16 : NW * 4;  // bytes per copy of the word rows
+  constexpr int WPC = WB / 4;                     // words per copy
+  const unsigned char* kb_src = (const unsigned char*)(kb_bh + (u64)t0 * NW);
+  const unsigned char* sb_src = (const unsigned char*)(sb_bh + (u64)t0 * NW);
+#pragma unroll
+  for (int i = 0; i < NW / WPC; ++i) {
+    const int e = lane + 32 * i;
+    const bool ok = ALL_ROWS || (e * WPC) / NW < rows;
+    cp_async(kws + e * WB, kb_src + WB * (ok ? e : 0), ok, WB);
+#if REC != 1
+    cp_async(sws + e * WB, sb_src + WB * (ok ? e : 0), ok, WB);
+#endif
+  }
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx: 2 ulp, exp2(-inf) = 0, as Triton's exp2
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// A walk over one token's kept bitmap (NW words in registers). TOP: highest channel first; else lowest first.
+// Empty words are moved to the back of the queue once, so a step advances by at most one word; next() returns
+// the byte offset of the next kept channel's row in the q table.
+template <bool TOP>
+struct Walk {
+  u32 qw[NW], qb[NW], cur, base;
+  __device__ __forceinline__ void init(const u32 (&words)[NW], bool compact) {
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      const int idx = TOP ? NW - 1 - w : w;
+      qw[w] = words[idx];
+      qb[w] = (u32)(idx * 32 * QROW);
+    }
+    if (compact) {  // warp-uniform: some lane of the warp has an empty word
+#pragma unroll
+    for (int p = 0; p < NW - 1; ++p) {
+#pragma unroll
+      for (int j = 0; j < NW - 1 - p; ++j) {
+        const bool z = qw[j] == 0;
+        const u32 a = qw[j], c = qw[j + 1], x = qb[j], y = qb[j + 1];
+        qw[j] = z ? c : a;
+        qw[j + 1] = z ? a : c;
+        qb[j] = z ? y : x;
+        qb[j + 1] = z ? x : y;
+      }
+    }
+    }
+    cur = qw[0];
+    base = qb[0];
+  }
+  __device__ __forceinline__ u32 next() {
+    const bool e = cur == 0;
+    cur = e ? qw[1 < NW ? 1 : 0] : cur;
+    base = e ? qb[1 < NW ? 1 : 0] : base;
+#pragma unroll
+    for (int j = 1; j < NW - 1; ++j) {
+      qw[j] = e ? qw[j + 1] : qw[j];
+      qb[j] = e ? qb[j + 1] : qb[j];
+    }
+    int pos;
+    if (TOP) {
+      pos = 31 - __clz(cur);
+      cur ^= 1u << pos;
+    } else {
+      pos = __ffs(cur) - 1;
+      cur &= cur - 1;
+    }
+    return base + pos * QROW;
+  }
+};
+
+__device__ __forceinline__ float pick(const uint4& vv, int k) {  // kept entry k of its 8-entry chunk
+  const int w = (k >> 1) & 3;
+  const u32 word = w == 0 ? vv.x : w == 1 ? vv.y : w == 2 ? vv.z : vv.w;
+  return (k & 1) ? hi_to_f32(word) : lo_to_f32(word);
+}
+
+__device__ __forceinline__ void fma_row(float (&a)[GQ], float x, const float* qq) {
+  const float4 q4 = *(const float4*)qq;
+  a[0] += x * q4.x;
+  a[1 % GQ] += x * q4.y;
+  a[2 % GQ] += x * q4.z;
+  a[3 % GQ] += x * q4.w;
+  if (GQ == 8) {
+    const float4 q5 = *(const float4*)(qq + 4);
+    a[4 % GQ] += x * q5.x;
+    a[5 % GQ] += x * q5.y;
+    a[6 % GQ] += x * q5.z;
+    a[7 % GQ] += x * q5.w;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
+    const u16* __restrict__ q,       // [B, H*G, D]
+    const u16* __restrict__ kv,      // kept_values [B*H, S, DK]
+    const u32* __restrict__ kb,      // kept_bits [B*H, S, NW]
+    const u32* __restrict__ sb,      // sign_bits [B*H, S, NW]
+    const u16* __restrict__ rs,      // scale [B*H, S]
+    const float* __restrict__ u,     // [B*H, D]
+    const u16* __restrict__ v,       // values [B*H, S, D], contiguous
+    const int* __restrict__ lens,    // [B]
+    float* __restrict__ o_part,      // [B*H, NS, G, D]
+    float* __restrict__ lse_part,    // [B*H, NS, G]
+    double scale_d, double const_d, int S, int CHUNK, int NS, int H) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* qtab = (float*)smem;
+  uint2* lut = (uint2*)(smem + QTAB_BYTES);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, i4 = lane & 3;
+  float* ks = (float*)(smem + QTAB_BYTES + LUT_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
+  unsigned char* stages = smem + SMEM_FIXED;
+  // Per warp: one V tile (its load is issued after the P·V of the previous tile and lands during the next walk)
+  // and two stages of the small arrays (kept values, kept and sign words), one tile ahead.
+  unsigned char* vbuf = stages + warp * WARP_BYTES;
+  unsigned char* small0 = vbuf + V_BYTES;
+
+  const int i_s = blockIdx.x, bh = blockIdx.y, b = bh / H;
+  const float scale = (float)scale_d;
+  const u64 row0 = (u64)bh * (u64)S;
+
+  // q table (fp32, 8 copies) and the +-1 lookup table.
+  const u16* qb = q + (u64)bh * G * D;  // the G query heads of KV head h are contiguous: (b*H + h)*G
+  for (int e = tid; e < D * 8 * GQ; e += WARPS * 32) {
+    const int hq = e % GQ, c = e / (8 * GQ);
+    qtab[e] = hq < G ? elt_to_f32(qb[hq * D + c]) : 0.f;
+  }
+  for (int e = tid; e < 256; e += WARPS * 32) {
+    const u32 pn = e & 15, sn = e >> 4;
+    u32 h[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = ((pn >> k) & 1) ? (((sn >> k) & 1) ? 0x3F80u : 0xBF80u) : 0u;
+    lut[e] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
+  }
+  // A operand of the recovery MMA: row g = query head g, 4 channels per lane per k-step (nibble N = i4*(D/16)+s).
+  u32 qa[KS][2];
+#pragma unroll
+  for (int s = 0; s < KS; ++s) {
+    const int c = 4 * (i4 * (D / 16) + s);
+    float f[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float x = g < G ? elt_to_f32(qb[g * D + c + e]) : 0.f;
+#if REC == 0
+      x *= u[(u64)bh * D + c + e];
+#endif
+      f[e] = x;
+    }
+    qa[s][0] = pack_bf16(f[0], f[1]);
+    qa[s][1] = pack_bf16(f[2], f[3]);
+  }
+  __syncthreads();
+
+  const int start = i_s * CHUNK;
+  const int end = min(start + CHUNK, lens[b]);
+  const u16* kv_bh = kv + row0 * DK;
+  const u32* kb_bh = kb + row0 * NW;
+  const u32* sb_bh = sb + row0 * NW;
+  const u16* v_bh = v + row0 * D;
+
+  // Online-softmax state of this warp: head g (rows g+8 unused), accumulator out^T[d][h] in MMA C layout.
+  float m_run = NEG_INF, l_run = 0.f;
+  float acc[KS][4];
+#pragma unroll
+  for (int mt = 0; mt < KS; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.f;
+
+  // Words of a token with no valid row: the first DK channels (safe addresses; the score is masked anyway).
+  u32 safe_w[NW];
+#pragma unroll
+  for (int w = 0; w < NW; ++w) {
+    const int n = DK - 32 * w;
+    safe_w[w] = n >= 32 ? ALL_LANES : (n <= 0 ? 0u : ((1u << n) - 1));
+  }
+
+  auto issue_v = [&](int t0) {
+    const int rows = min(32, end - t0);
+    const unsigned char* src = (const unsigned char*)(v_bh + (u64)t0 * D);
+    if (rows == 32) {
+      load_v<true>(smem_u32(vbuf), src, 0, lane);
+    } else {
+      load_v<false>(smem_u32(vbuf), src, rows * (D / 8), lane);
+    }
+  };
+  auto issue_small = [&](int t0, unsigned char* st) {
+    const int rows = min(32, end - t0);
+    if (rows == 32) {
+      load_small<true>(smem_u32(st), kv_bh, kb_bh, sb_bh, t0, rows, lane);
+    } else {
+      load_small<false>(smem_u32(st), kv_bh, kb_bh, sb_bh, t0, rows, lane);
+    }
+  };
+
+  int t0 = start + 32 * warp;
+  unsigned char* st = small0;
+  if (t0 < end) issue_small(t0, st);
+  cp_commit();
+  if (t0 < end) issue_v(t0);
+  cp_commit();
+  float r_next = 0.f;
+#if REC == 0
+  if (t0 + lane < end) r_next = elt_to_f32(rs[row0 + t0 + lane]);
+#endif
+
+  for (; t0 < end; t0 += 32 * WARPS) {
+    const int t1 = t0 + 32 * WARPS;
+    unsigned char* st_next = (st == small0) ? small0 + SMALL_BYTES : small0;
+    if (t1 < end) issue_small(t1, st_next);
+    cp_commit();
+    cp_wait2();  // this tile's small arrays (its V may still be in flight)
+    __syncwarp();
+    const int rows = min(32, end - t0);
+    float r_cur = r_next;
+#if REC == 0
+    r_next = (t1 + lane < end) ? elt_to_f32(rs[row0 + t1 + lane]) : 0.f;
+#endif
+    const u32* kws = (const u32*)(st + KV_BYTES);
+    const u32* sws = kws + 32 * NW;
+
+    // ---- kept term, lane = token: CHAINS independent walks (the top one from the highest channel down, the
+    // bottom one from the lowest up), each over half of the DK kept entries, for instruction-level parallelism ----
+    {
+      const bool valid = lane < rows;
+      u32 words[NW];
+#pragma unroll
+      for (int w = 0; w < NW; ++w) words[w] = valid ? kws[lane * NW + w] : safe_w[w];
+      const unsigned char* qrow = smem + (lane & 7) * (GQ * 4);
+#if KV_MODE == 2
+      const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
+#elif KV_MODE == 1
+      const unsigned char* kvrow = st + lane * KV_STRIDE_W * 4;
+#else
+      const unsigned char* kvrow = st + ((u64)kv_bh & 3) + lane * DK * 2;
+#endif
+      float a[GQ];
+#pragma unroll
+      for (int h = 0; h < GQ; ++h) a[h] = 0.f;
+      bool empty = false;
+#pragma unroll
+      for (int w = 0; w < NW; ++w) empty |= words[w] == 0;
+      const bool compact = __any_sync(ALL_LANES, empty);
+      Walk<true> top;
+      top.init(words, compact);
+#if CHAINS == 2
+      Walk<false> bot;
+      bot.init(words, compact);
+      float a2[GQ];
+#pragma unroll
+      for (int h = 0; h < GQ; ++h) a2[h] = 0.f;
+      constexpr int STEPS_BOT = DK / 2;
+#else
+      constexpr int STEPS_BOT = 0;
+#endif
+      constexpr int STEPS = DK - STEPS_BOT;  // the top walk takes the odd one out
+#if KV_MODE == 2
+      uint4 vv, vv2;
+#elif KV_MODE == 1
+      u32 vw = 0, vw2 = 0;
+#endif
+#pragma unroll
+      for (int j = 0; j < STEPS; ++j) {
+        const int k = DK - 1 - j;
+        const u32 off = top.next();
+#if KV_MODE == 2
+        if ((k & 7) == 7 || j == 0) vv = *(const uint4*)(kvrow + (k >> 3) * 16);
+        const float x = pick(vv, k);
+#elif KV_MODE == 1
+        if ((k & 1) == 1 || j == 0) vw = *(const u32*)(kvrow + (k >> 1) * 4);
+        const float x = (k & 1) ? hi_to_f32(vw) : lo_to_f32(vw);
+#else
+        const float x = elt_to_f32(*(const u16*)(kvrow + 2 * k));
+#endif
+        fma_row(a, x, (const float*)(qrow + off));
+#if CHAINS == 2
+        if (j < STEPS_BOT) {
+          const int k2 = j;
+          const u32 off2 = bot.next();
+#if KV_MODE == 2
+          if ((k2 & 7) == 0) vv2 = *(const uint4*)(kvrow + (k2 >> 3) * 16);
+          const float x2 = pick(vv2, k2);
+#elif KV_MODE == 1
+          if ((k2 & 1) == 0) vw2 = *(const u32*)(kvrow + (k2 >> 1) * 4);
+          const float x2 = (k2 & 1) ? hi_to_f32(vw2) : lo_to_f32(vw2);
+#else
+          const float x2 = elt_to_f32(*(const u16*)(kvrow + 2 * k2));
+#endif
+          fma_row(a2, x2, (const float*)(qrow + off2));
+        }
+#endif
+      }
+#if CHAINS == 2
+#pragma unroll
+      for (int h = 0; h < GQ; ++h) a[h] += a2[h];
+#endif
+#pragma unroll
+      for (int h = 0; h < GQ; ++h) ks[h * 32 + lane] = a[h];
+#if REC == 0
+      ks[GQ * 32 + lane] = r_cur;
+#endif
+    }
+    __syncwarp();
+
+    // ---- recovery (tensor cores) and scores in the MMA C layout: head g, tokens 8j + 2*i4 + {0, 1} ----
+    float sc[4][2];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tt = 8 * j + g;  // token of this lane's B columns
+      float c[4] = {0.f, 0.f, 0.f, 0.f}, c2[4] = {0.f, 0.f, 0.f, 0.f};  // two MMA chains, summed below
+#if REC != 1
+      constexpr int LW = D >= 128 ? D / 128 : 1;  // lane words
+      u32 zl[LW], zo[LW];
+#pragma unroll
+      for (int m = 0; m < LW; ++m) {
+        int w;
+        int sh = 0;
+        if (D >= 128) {
+          w = i4 * LW + m;
+        } else {
+          w = i4 >> 1;
+          sh = 16 * (i4 & 1);
+        }
+        const u32 kw = kws[tt * NW + w] >> sh, sw = sws[tt * NW + w] >> sh;
+        zl[m] = (~kw & 0x0F0F0F0Fu) | ((sw << 4) & 0xF0F0F0F0u);
+        zo[m] = ((~kw >> 4) & 0x0F0F0F0Fu) | (sw & 0xF0F0F0F0u);
+      }
+#pragma unroll
+      for (int s = 0; s < KS; ++s) {
+        const int m = s / 8, n = s % 8;
+        const u32 z = (n & 1) ? zo[m] : zl[m];
+        const u32 idx = __byte_perm(z, 0, 0x4440 + (n >> 1));
+        const uint2 bb = lut[idx];
+        mma_bf16((s & 1) ? c2 : c, qa[s][0], 0u, qa[s][1], 0u, bb.x, bb.y);
+      }
+      c[0] += c2[0];
+      c[1] += c2[1];
+#endif
+      const int t_a = 8 * j + 2 * i4;
+      float k0 = 0.f, k1 = 0.f;
+      if (g < GQ) {
+        const float2 kk = *(const float2*)(ks + (g < GQ ? g : 0) * 32 + t_a);
+        k0 = kk.x;
+        k1 = kk.y;
+      }
+#if REC == 0
+      const float2 rr = *(const float2*)(ks + GQ * 32 + t_a);
+      float s0 = (k0 + rr.x * c[0]) * scale, s1 = (k1 + rr.y * c[1]) * scale;
+#elif REC == 2
+      const float cs = (float)const_d;
+      float s0 = (k0 + cs * c[0]) * scale, s1 = (k1 + cs * c[1]) * scale;
+#else
+      float s0 = k0 * scale, s1 = k1 * scale;
+#endif
+      if (g < G) {
+        s0 = t_a < rows ? s0 : NEG_INF;
+        s1 = t_a + 1 < rows ? s1 : NEG_INF;
+      } else {
+        s0 = 0.f;
+        s1 = 0.f;
+      }
+      sc[j][0] = s0;
+      sc[j][1] = s1;
+    }
+
+    // ---- online softmax (per head g; the 4 lanes of a head reduce with two shuffles) ----
+    float mt = sc[0][0];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) mt = fmaxf(mt, fmaxf(sc[j][0], sc[j][1]));
+    mt = fmaxf(mt, __shfl_xor_sync(ALL_LANES, mt, 1));
+    mt = fmaxf(mt, __shfl_xor_sync(ALL_LANES, mt, 2));
+    const float m_new = fmaxf(m_run, mt);
+    const float alpha = fast_exp2(m_run - m_new);
+    float psum = 0.f;
+    u32 pb[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float p0 = fast_exp2(sc[j][0] - m_new), p1 = fast_exp2(sc[j][1] - m_new);
+      psum += p0 + p1;
+      pb[j] = pack_p(p0, p1);
+    }
+    l_run = l_run * alpha + psum;
+    m_run = m_new;
+    const float a0 = __shfl_sync(ALL_LANES, alpha, 8 * i4), a1 = __shfl_sync(ALL_LANES, alpha, 8 * i4 + 4);
+    if (!__all_sync(ALL_LANES, a0 == 1.f && a1 == 1.f)) {
+#pragma unroll
+      for (int m = 0; m < KS; ++m) {
+        acc[m][0] *= a0;
+        acc[m][1] *= a1;
+        acc[m][2] *= a0;
+        acc[m][3] *= a1;
+      }
+    }
+
+    // ---- P·V: out^T[d][h] += V^T[d][t] P[t][h] ----
+    cp_wait1();  // this tile's V
+    __syncwarp();
+    {
+      const u32 vs = smem_u32(vbuf);
+      const int qm = lane >> 3, r8 = lane & 7;
+#pragma unroll
+      for (int kt = 0; kt < 2; ++kt) {
+        const int row = 16 * kt + (qm >> 1) * 8 + r8;
+#pragma unroll
+        for (int m = 0; m < KS; ++m) {
+          const int ch = 2 * m + (qm & 1);
+          u32 x0, x1, x2, x3;
+          ldmatrix_x4_trans(vs + (row * (D / 8) + (ch ^ (row & 7))) * 16, x0, x1, x2, x3);
+          mma_pv(acc[m], x0, x1, x2, x3, pb[2 * kt], pb[2 * kt + 1]);
+        }
+      }
+    }
+    __syncwarp();
+    if (t1 < end) issue_v(t1);
+    cp_commit();
+    st = st_next;
+  }
+
+  // ---- merge the warps of this block, write the normalised partial and its log-sum-exp ----
+  l_run += __shfl_xor_sync(ALL_LANES, l_run, 1);
+  l_run += __shfl_xor_sync(ALL_LANES, l_run, 2);
+  asm volatile("cp.async.wait_all;\n" ::);
+  __syncthreads();
+  float* mw = (float*)stages;            // [WARPS][8]
+  float* lw = mw + WARPS * 8;            // [WARPS][8]
+  float* aw = lw + WARPS * 8;            // [WARPS][G][D]
+  if (i4 == 0) {
+    mw[warp * 8 + g] = m_run;
+    lw[warp * 8 + g] = l_run;
+  }
+#pragma unroll
+  for (int m = 0; m < KS; ++m) {
+    const int h0 = 2 * i4, h1 = 2 * i4 + 1, d0 = 16 * m + g, d1 = d0 + 8;
+    if (h0 < G) {
+      aw[(warp * G + h0) * D + d0] = acc[m][0];
+      aw[(warp * G + h0) * D + d1] = acc[m][2];
+    }
+    if (h1 < G) {
+      aw[(warp * G + h1) * D + d0] = acc[m][1];
+      aw[(warp * G + h1) * D + d1] = acc[m][3];
+    }
+  }
+  __syncthreads();
+  const u64 part = (u64)bh * NS + i_s;
+  for (int e = tid; e < G * D; e += WARPS * 32) {
+    const int h = e / D, d = e % D;
+    float mx = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) mx = fmaxf(mx, mw[w * 8 + h]);
+    float L = 0.f, O = 0.f;
+    if (mx != NEG_INF) {
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) {
+        const float f = exp2f(mw[w * 8 + h] - mx);
+        L += f * lw[w * 8 + h];
+        O += f * aw[(w * G + h) * D + d];
+      }
+    }
+    o_part[(part * G + h) * D + d] = L > 0.f ? O / L : 0.f;
+    if (d == 0) lse_part[part * G + h] = L > 0.f ? mx + log2f(L) : NEG_INF;
+  }
+}
