@@ -7,6 +7,12 @@ SparK keys at λ (default 0.5) or dense keys, each with the first autotune candi
     ncu -i spark05.ncu-rep --page details --print-details all > spark05_details.txt
     ncu -i spark05.ncu-rep --page source --csv --print-source sass > spark05_sass.csv
 
+``--kernel cuda`` profiles the CUDA C++ SparK split kernel instead (its default launch parameters), e.g.
+
+    ncu --clock-control none -k regex:spark_walk -s 2 -c 1 --section SpeedOfLight --section Occupancy \
+        --section LaunchStats --section SchedulerStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+        python benchmarks/profile_decode.py spark 0.8 --kernel cuda
+
 Results and their reading: ``benchmarks/results/ncu/`` and BENCHMARKS.md.
 """
 
@@ -28,6 +34,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("keys", choices=["spark", "dense"])
     p.add_argument("key_ratio", type=float, nargs="?", default=0.5)
+    p.add_argument("--kernel", choices=["triton", "cuda"], default="triton", help="split kernel for SparK keys")
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("profile_decode.py needs a CUDA device")
@@ -38,8 +45,10 @@ def main() -> None:
     else:
         prefix, c = CompressedKV(select_pack_triton(k, stat, kept_channels(d, args.key_ratio)), v, lens), SPARK_CONFIGS[0]
     cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, maxnreg=c.maxnreg)
+    if args.kernel == "cuda":
+        cfg = None  # the CUDA kernel's defaults (sparkv.kernels.decode_attn.cuda.DEFAULTS)
     for _ in range(3):  # ncu skips the first two launches (compilation, warm-up) and profiles the third
-        out = decode_attn_triton(q, prefix, None, None, d ** -0.5, config=cfg)
+        out = decode_attn_triton(q, prefix, None, None, d ** -0.5, config=cfg, spark_kernel=args.kernel)
     torch.cuda.synchronize()
     print(args.keys, args.key_ratio, cfg, "bytes", prefix.nbytes(), "mean |out|", out.float().abs().mean().item())
 
