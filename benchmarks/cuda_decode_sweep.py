@@ -5,7 +5,8 @@ reference on small random cases: head dims 64 / 128 / 256, odd and even kept cou
 supported recovery, bf16 / fp16, short rows), then, at the issue's target shapes plus one SmolLM2 shape, every
 ``(warps, min_blocks, chains, waves)`` candidate timed against the best SDPA backend (same data, same run).
 
-    PYTHONPATH=. python benchmarks/cuda_decode_sweep.py     # -> benchmarks/results/experiments/decode_cuda_sweep_h200.json
+    PYTHONPATH=. python benchmarks/cuda_decode_sweep.py
+    # -> benchmarks/results/experiments/decode_cuda_sweep_h200.json
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ CHECKS = [
     (1, 8, 2, 2000, 256, 52, torch.bfloat16, "mean", None),
 ]
 SHAPES = [(128, 32, 8, 32768, 8), (128, 32, 8, 131072, 1), (64, 9, 3, 32768, 8)]  # (D, HQ, H, context, batch)
-CANDIDATES = [(4, 1, 2, 1), (4, 2, 2, 1), (4, 3, 2, 1), (8, 1, 2, 1), (2, 4, 2, 1), (2, 6, 2, 1), (4, 2, 1, 1)]
+# (warps, min_blocks, chains, waves)
+CANDIDATES = [(4, 2, 2, 1), (4, 1, 2, 1), (4, 3, 2, 1), (4, 2, 1, 1), (4, 2, 2, 2), (8, 1, 2, 1), (2, 4, 2, 1),
+              (2, 6, 2, 1)]
 
 
 def build(b, hq, h, s, d, dk, dtype, recovery, lengths, seed):
@@ -65,7 +68,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("cuda_decode_sweep.py needs a CUDA device")
     checks, rows = [], []
-    for i, (b, hq, h, s, d, dk, dtype, rec, lengths) in enumerate(CHECKS):
+    for b, hq, h, s, d, dk, dtype, rec, lengths in CHECKS:
         q, prefix = build(b, hq, h, s, d, dk, dtype, rec, lengths, seed=s + dk)
         ref = decode_attn_ref(q.float(), prefix, None, None, d ** -0.5)
         out = decode_attn_triton(q, prefix, None, None, d ** -0.5, spark_kernel="cuda")

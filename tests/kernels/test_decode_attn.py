@@ -167,9 +167,11 @@ GPU_SHAPES = [
 @pytest.mark.gpu
 @pytest.mark.parametrize("b,h,g,s,st,d,lam", GPU_SHAPES, ids=[f"B{b}-H{h}-G{g}-S{s}-T{st}-D{d}-L{lam}" for b, h, g, s, st, d, lam in GPU_SHAPES])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_decode_gpu_full(b, h, g, s, st, d, lam, dtype, poison_empty):
+@pytest.mark.parametrize("spark_kernel", ["triton", "auto"])
+def test_decode_gpu_full(b, h, g, s, st, d, lam, dtype, spark_kernel, poison_empty):
+    """The Triton kernel, and what the GPU path dispatches to (the CUDA kernel for these shapes)."""
     case = make_case(b, h, g, s, st, d, kept_channels(d, lam), dtype, seed=d)
-    run_and_check(*case, 1e-2)
+    run_and_check(*case, 1e-2, spark_kernel=spark_kernel)
 
 
 GPU_CONFIGS = SPARK_CONFIGS + SPARK_CONFIGS_SMALL_HEAD + OTHER_CONFIGS
@@ -182,7 +184,7 @@ def test_decode_gpu_configs(config, recovery, poison_empty):
     """Every autotune candidate (block sizes, expansion modes) on every recovery path."""
     case = make_case(2, 8, 4, 8192, 3, 128, 26, torch.bfloat16, recovery, lengths=[8192, 5000])
     launch = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=config.maxnreg)
-    run_and_check(*case, 1e-2, config=launch)
+    run_and_check(*case, 1e-2, config=launch, spark_kernel="triton")
 
 
 @pytest.mark.gpu
@@ -193,9 +195,10 @@ def test_decode_gpu_dense_and_chain(dtype, poison_empty):
     stat = torch.rand(2, 8, 128, device=DEVICE) + 0.1
     packed = CompressedKV(select_pack_ref(prefix.keys.keys, stat, 26), prefix.values, prefix.lengths)
     dense_hat = CompressedKV(DenseKeys(recover_ref(packed.keys).to(dtype)), prefix.values, prefix.lengths)
-    a = decode_attn_triton(query, packed, tail_k, tail_v, 128 ** -0.5)
     b_ = decode_attn_triton(query, dense_hat, tail_k, tail_v, 128 ** -0.5)
-    assert rel_err(a, b_) < 1e-2
+    for kernel in ("triton", "auto"):
+        a = decode_attn_triton(query, packed, tail_k, tail_v, 128 ** -0.5, spark_kernel=kernel)
+        assert rel_err(a, b_) < 1e-2
 
 
 @pytest.mark.gpu

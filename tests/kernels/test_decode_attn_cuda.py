@@ -10,6 +10,7 @@ for every compile-time variant the launcher can ask for, so CI sees a broken ker
 from __future__ import annotations
 
 import ctypes
+import warnings
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,9 @@ def rel_err(out, ref):
                                               for c in CASES])
 def test_cuda_kernel_matches_reference(case, poison_empty):
     query, prefix, tail_k, tail_v = make_case(*case, seed=case[3])
+    why = cuda.build(prefix, case[2], case[7])
+    if why is not None and "shared memory" in why:
+        pytest.skip(why)  # e.g. head_dim 256 with 5+ query heads per KV head on a GPU with less than ~220 KB
     scale = case[5] ** -0.5
     ref = decode_attn_ref(query.float(), prefix, tail_k, tail_v, scale)
     out = decode_attn_triton(query, prefix, tail_k, tail_v, scale, spark_kernel="cuda")
@@ -103,12 +107,87 @@ def test_cuda_kernel_refuses_what_it_does_not_support():
     assert rel_err(decode_attn_triton(query, prefix, None, None, 0.1), ref) < 1e-2
 
 
-def test_spark_kernel_choice_is_validated(monkeypatch):
-    from sparkv.kernels.decode_attn.fused import _use_cuda_spark
+@pytest.mark.gpu
+def test_cuda_kernel_empty_prefix_falls_back(poison_empty):
+    """A SparK prefix with no tokens (only a tail to attend to) is not the CUDA kernel's case: auto takes Triton."""
+    query, prefix, tail_k, tail_v = make_case(1, 2, 4, 64, 9, 128, 26, torch.bfloat16, "mean", None)
+    keys = prefix.keys
+    empty = CompressedKV(type(keys)(keys.kept_values[:, :, :0], keys.kept_bits[:, :, :0], 128, "mean",
+                                    keys.sign_bits[:, :, :0], keys.scale[:, :, :0], keys.u),
+                         prefix.values[:, :, :0], torch.zeros(1, dtype=torch.int32, device="cuda"))
+    assert cuda.supported(empty, 4) == "an empty prefix"
+    ref = decode_attn_ref(query.float(), empty, tail_k, tail_v, 0.1)
+    assert rel_err(decode_attn_triton(query, empty, tail_k, tail_v, 0.1), ref) < 1e-2
 
+
+@pytest.mark.gpu
+def test_auto_takes_the_cuda_kernel_and_writes_one_set_of_partials(poison_empty):
+    """auto picks the CUDA kernel for a supported SparK prefix; with a tail, both kernels fill one buffer."""
+    from sparkv.kernels.decode_attn.fused import LAST_LAUNCH
+
+    query, prefix, tail_k, tail_v = make_case(2, 2, 4, 3000, 40, 128, 26, torch.bfloat16, "mean", [3000, 10])
+    ref = decode_attn_ref(query.float(), prefix, tail_k, tail_v, 0.1)
+    assert rel_err(decode_attn_triton(query, prefix, tail_k, tail_v, 0.1), ref) < 1e-2
+    assert LAST_LAUNCH["spark_kernel"] == "cuda" and LAST_LAUNCH["splits"] >= 1
+
+
+@pytest.mark.gpu
+def test_nvrtc_failure_falls_back_once_with_a_warning(monkeypatch, poison_empty):
+    from sparkv.kernels.decode_attn import fused
+
+    query, prefix, _, _ = make_case(1, 2, 4, 500, 0, 128, 40, torch.bfloat16, "mean", None)
+    monkeypatch.setattr(cuda, "_COMPILED", {})
+    monkeypatch.setattr(cuda, "_FAILED", {})
+    monkeypatch.setattr(fused, "_CUDA_FAILED", {})
+
+    def no_nvrtc(*a, **k):
+        raise OSError("libnvrtc.so: cannot open shared object file")
+
+    monkeypatch.setattr(cuda, "_kernel", no_nvrtc)
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    with pytest.warns(UserWarning, match="CUDA SparK kernel is unavailable"):
+        assert rel_err(decode_attn_triton(query, prefix, None, None, 0.1), ref) < 1e-2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second step neither warns nor retries the build
+        assert rel_err(decode_attn_triton(query, prefix, None, None, 0.1), ref) < 1e-2
+    with pytest.raises(ValueError, match="cannot run here: NVRTC build failed"):
+        decode_attn_triton(query, prefix, None, None, 0.1, spark_kernel="cuda")
+
+
+@pytest.mark.gpu
+def test_launch_parameters_are_checked():
+    query, prefix, _, _ = make_case(1, 2, 4, 300, 0, 128, 64, torch.bfloat16, "mean", None)
+    with pytest.raises(TypeError, match="unknown CUDA kernel parameters"):
+        cuda.decode_attn_cuda(query, prefix, 0.1, threads=128)
+    with pytest.raises(ValueError, match="warps must be 1, 2, 4 or 8"):
+        cuda.decode_attn_cuda(query, prefix, 0.1, warps=3)
+    with pytest.raises(ValueError, match="chunk must be a positive multiple of 32"):
+        cuda.decode_attn_cuda(query, prefix, 0.1, chunk=33)
+
+
+def test_spark_kernel_choice_is_validated(monkeypatch):
+    """A bad choice is refused on every path (here the interpreter's), as is 'cuda' where no GPU kernel can run."""
+    query, prefix, tail_k, tail_v = make_interpreter_case()
     monkeypatch.setenv("SPARKV_SPARK_KERNEL", "fast")
     with pytest.raises(ValueError, match="SPARKV_SPARK_KERNEL must be one of auto, cuda, triton"):
-        _use_cuda_spark(None, 4, None)
+        decode_attn_triton(query, prefix, tail_k, tail_v, 0.1)
+    monkeypatch.delenv("SPARKV_SPARK_KERNEL")
+    with pytest.raises(ValueError, match="spark_kernel / SPARKV_SPARK_KERNEL must be one of"):
+        decode_attn_triton(query, None, tail_k, tail_v, 0.1, spark_kernel="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="spark_kernel='cuda' needs a GPU"):
+            decode_attn_triton(query, prefix, tail_k, tail_v, 0.1, spark_kernel="cuda")
+
+
+def make_interpreter_case():
+    gen = torch.Generator().manual_seed(3)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    keys = torch.randn(1, 1, 40, 64, generator=gen).bfloat16().to(dev)
+    packed = select_pack_ref(keys, (torch.rand(1, 1, 64, generator=gen) + 0.1).to(dev), 32, "code", "mean")
+    prefix = CompressedKV(packed, torch.randn(1, 1, 40, 64, generator=gen).bfloat16().to(dev),
+                          torch.tensor([40], dtype=torch.int32, device=dev))
+    tail = torch.randn(1, 1, 3, 64, generator=gen).bfloat16().to(dev)
+    return torch.randn(1, 2, 1, 64, generator=gen).bfloat16().to(dev), prefix, tail, tail.clone()
 
 
 # --- CPU tier: NVRTC compile of every variant -----------------------------------------------------------------
@@ -119,7 +198,8 @@ def _pip_nvrtc() -> ctypes.CDLL:
     except ImportError:
         pytest.skip("the nvidia-cuda-nvrtc wheel is not installed (pip install -e '.[test]')")
     for root in nvidia.__path__:
-        for lib in sorted(Path(root).glob("cu*/lib/libnvrtc.so*")) + sorted(Path(root).glob("cuda_nvrtc/lib/libnvrtc.so*")):
+        libs = sorted(Path(root).glob("cu*/lib/libnvrtc.so*")) + sorted(Path(root).glob("cuda_nvrtc/lib/libnvrtc.so*"))
+        for lib in libs:
             if "builtins" not in lib.name:
                 return ctypes.CDLL(str(lib))
     pytest.skip("no libnvrtc in the nvidia namespace package")
@@ -140,9 +220,13 @@ VARIANTS = [
 def test_cuda_source_compiles(variant, arch):
     d, dk, g, rec, dtype, warps, min_blocks, chains = variant
     defines = cuda.defines(d, dk, g, rec, dtype, warps, min_blocks, chains)
-    cubin = cuda.nvrtc_compile(cuda.kernel_source(defines), cuda.KERNEL_NAME, arch, _pip_nvrtc())
+    # EXPECT_SMEM: the source static_asserts that cuda.shared_bytes() describes its shared-memory layout.
+    source = cuda.kernel_source({**defines, "EXPECT_SMEM": cuda.shared_bytes(defines)})
+    cubin = cuda.nvrtc_compile(source, cuda.KERNEL_NAME, arch, _pip_nvrtc())
     assert cubin[:4] == b"\x7fELF" and cuda.KERNEL_NAME.encode() in cubin
-    assert cuda.shared_bytes(defines) <= 227 * 1024
+    with pytest.raises(RuntimeError, match="shared_bytes"):
+        cuda.nvrtc_compile(cuda.kernel_source({**defines, "EXPECT_SMEM": cuda.shared_bytes(defines) + 16}),
+                           cuda.KERNEL_NAME, arch, _pip_nvrtc())
 
 
 def test_nvrtc_errors_carry_the_log():

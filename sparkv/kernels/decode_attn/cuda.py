@@ -26,8 +26,10 @@ _RECOVERY = {"mean": 0, "mean_linear": 0, "zero": 1, "constant": 2}
 LOG2E = 1.4426950408889634
 # (defines, device index) -> (kernel, dynamic shared memory bytes, resident blocks per multiprocessor)
 _COMPILED: dict[tuple, tuple[object, int, int]] = {}
-# Launch parameters: 4-warp blocks, registers capped for 2 resident blocks, two walks per token, one wave of
-# blocks (H200 sweep, BENCHMARKS.md "Session 6").
+# (defines, device index) -> why the build failed (not retried on every decode step)
+_FAILED: dict[tuple, str] = {}
+# Launch parameters: 4-warp blocks, registers capped for 2 resident blocks (H200 sweep, BENCHMARKS.md
+# "Session 6"), two walks per token and one wave of blocks (earlier sweeps of intermediate kernel versions).
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1)
 # What the last call launched (benchmarks record it per row).
 LAST_LAUNCH: dict = {}
@@ -38,6 +40,8 @@ def supported(prefix: CompressedKV, group: int) -> str | None:
     keys = prefix.keys
     if not isinstance(keys, SparKKeys):
         return f"key layout {type(keys).__name__}"
+    if prefix.num_tokens == 0:
+        return "an empty prefix"
     if keys.recovery not in _RECOVERY:
         return f"recovery {keys.recovery!r}"
     if keys.head_dim not in (64, 128, 256):
@@ -46,6 +50,8 @@ def supported(prefix: CompressedKV, group: int) -> str | None:
         return f"{group} query heads per KV head (needs <= 8)"
     if keys.kept_values.dtype not in (torch.bfloat16, torch.float16):
         return f"dtype {keys.kept_values.dtype}"
+    if keys.scale is not None and keys.scale.dtype != keys.kept_values.dtype:
+        return f"scale dtype {keys.scale.dtype} (the kernel reads it in the kept values' dtype)"
     return None
 
 
@@ -127,64 +133,121 @@ def _kernel(d: dict[str, int], device: torch.device):
     return _COMPILED[key]
 
 
+def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> tuple[dict, dict, str | None]:
+    """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
+    with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group)."""
+    unknown = set(kw) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
+    p = {**DEFAULTS, **kw}
+    if p["warps"] not in (1, 2, 4, 8):
+        raise ValueError(f"warps must be 1, 2, 4 or 8, got {p['warps']!r}")
+    if p["chains"] not in (1, 2):
+        raise ValueError(f"chains must be 1 or 2, got {p['chains']!r}")
+    for name in ("min_blocks", "waves"):
+        if not isinstance(p[name], int) or isinstance(p[name], bool) or not 1 <= p[name] <= 32:
+            raise ValueError(f"{name} must be an integer in [1, 32], got {p[name]!r}")
+    keys = prefix.keys
+    why = supported(prefix, group)
+    dev = prefix.values.device
+    if why is None and dev.type != "cuda":
+        why = f"device {dev} (needs CUDA)"
+    if why is None and dtype != keys.kept_values.dtype:
+        why = f"a {dtype} query over {keys.kept_values.dtype} keys (the kernel reads both as one 16-bit type)"
+    if why is not None:
+        return p, {}, why
+
+    def make(warps: int) -> dict:
+        return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps, p["min_blocks"], p["chains"])
+
+    d = make(p["warps"])
+    limit = torch.cuda.get_device_properties(dev).shared_memory_per_block_optin
+    if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:
+        p["warps"] = 2
+        d = make(2)
+    if shared_bytes(d) > limit:
+        why = (f"{shared_bytes(d)} bytes of shared memory per block with {p['warps']} warps "
+               f"(this GPU allows {limit})")
+    return p, d, why
+
+
 def build(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> str | None:
     """Compile (once) the kernel for this case; the reason it cannot run here, or None."""
-    why = supported(prefix, group)
+    _, d, why = launch_params(prefix, group, dtype, **kw)
     if why is not None:
         return why
-    dev = prefix.values.device
-    if dev.type != "cuda":
-        return f"device {dev} (needs CUDA)"
-    p = {**DEFAULTS, **kw}
-    keys = prefix.keys
-    try:
-        _kernel(defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, p["warps"], p["min_blocks"],
-                        p["chains"]), dev)
-    except (RuntimeError, OSError, AttributeError, ImportError) as e:  # no NVRTC, old GPU, or a private API gone
-        return f"NVRTC build failed: {e}"[:500]
-    return None
+    key = (tuple(sorted(d.items())), prefix.values.device.index)
+    if key not in _FAILED:
+        try:
+            _kernel(d, prefix.values.device)
+        except (RuntimeError, OSError, AttributeError, ImportError) as e:  # no NVRTC, old GPU, a private API gone
+            _FAILED[key] = f"NVRTC build failed: {e}"[:500]
+    return _FAILED.get(key)
+
+
+class SplitPlan:
+    """The CUDA kernel's split of one decode step over a SparK prefix: ``splits`` partials, written by
+    :meth:`launch` into split slots ``0 .. splits-1`` of buffers shaped like the Triton split kernel's
+    (``o_part [B*H, NS, G, D]``, ``lse_part [B*H, NS, G]``, float32; NS >= splits), so that a tail's splits can
+    follow in the same buffers and one combine kernel merges them.
+
+    ``chunk``: prefix tokens per split (a positive multiple of 32; default: one whole wave of resident blocks, since a
+    partial last wave leaves multiprocessors idle). ``kw`` overrides :data:`DEFAULTS`.
+    """
+
+    def __init__(self, query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None, **kw):
+        b, hq, _, dd = query.shape
+        self.query, self.prefix, self.scaling = query.contiguous(), prefix, float(scaling)
+        self.h = prefix.values.shape[1]
+        self.group = hq // self.h
+        p, d, why = launch_params(prefix, self.group, query.dtype, **kw)
+        if why is not None:
+            raise ValueError(f"the CUDA SparK kernel does not support this case: {why}")
+        self.kernel, self.smem, resident = _kernel(d, query.device)
+        self.warps = p["warps"]
+        s = prefix.num_tokens
+        tile = 32 * self.warps
+        if chunk is None:
+            wave = p["waves"] * resident * num_sms(query.device.index)
+            splits = max(1, min(triton.cdiv(s, tile), wave // (b * self.h)))
+            chunk = triton.cdiv(triton.cdiv(s, splits), tile) * tile
+        elif not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 32 or chunk % 32:
+            raise ValueError(f"chunk must be a positive multiple of 32, got {chunk!r}")
+        self.chunk, self.splits = chunk, triton.cdiv(s, chunk)
+        LAST_LAUNCH.clear()
+        LAST_LAUNCH.update(p, chunk=chunk, splits=self.splits, resident_blocks=resident)
+
+    def launch(self, o_part: torch.Tensor, lse_part: torch.Tensor) -> None:
+        prefix, keys, dev = self.prefix, self.prefix.keys, self.query.device
+        b, _, _, dd = self.query.shape
+        ns = o_part.shape[1]
+        if o_part.shape != (b * self.h, ns, self.group, dd) or lse_part.shape != (b * self.h, ns, self.group) or \
+                ns < self.splits or not (o_part.is_contiguous() and lse_part.is_contiguous()):
+            raise ValueError(f"partials must be contiguous [B*H, NS >= {self.splits}, G, D] / [B*H, NS, G] buffers, "
+                             f"got {tuple(o_part.shape)} / {tuple(lse_part.shape)}")
+        kv, kb = keys.kept_values.contiguous(), keys.kept_bits.contiguous()
+        sb = keys.sign_bits.contiguous() if keys.sign_bits is not None else kb
+        r = keys.scale.contiguous() if keys.scale is not None else kv
+        u = keys.u.float().contiguous() if keys.u is not None else torch.zeros(b * self.h, dd, device=dev)
+        v = prefix.values.contiguous()
+        lens = prefix.lengths.to(device=dev, dtype=torch.int32).contiguous()
+        with launch_device(dev):
+            self.kernel(grid=(self.splits, b * self.h, 1), block=(32 * self.warps, 1, 1),
+                        args=[self.query, kv, kb, sb, r, u, v, lens, o_part, lse_part, self.scaling * LOG2E,
+                              float(keys.constant), prefix.num_tokens, self.chunk, ns, self.h],
+                        shared_mem=self.smem)
 
 
 def spark_split_partials(query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
                          **kw):
-    """Split partials ``(o_part [B*H, NS, G, D] fp32, lse_part [B*H, NS, G] fp32, NS)`` of one query token over a
-    SparK prefix, in the format of the Triton split kernel (its combine kernel merges them). ``kw`` overrides
-    :data:`DEFAULTS` (``warps``, ``min_blocks``, ``chains``, ``waves``)."""
-    p = {**DEFAULTS, **kw}
-    warps, waves, min_blocks, chains = p["warps"], p["waves"], p["min_blocks"], p["chains"]
-    b, hq, _, dd = query.shape
-    keys = prefix.keys
-    h = prefix.values.shape[1]
-    g = hq // h
-    why = supported(prefix, g)
-    if why is not None:
-        raise ValueError(f"the CUDA SparK kernel does not support {why}")
-    s = prefix.num_tokens
-    dev = query.device
-    d = defines(dd, keys.kept, g, keys.recovery, query.dtype, warps, min_blocks, chains)
-    kern, smem, resident = _kernel(d, dev)
-    tile = 32 * warps
-    if chunk is None:
-        # Whole waves of resident blocks: a last, partial wave would leave multiprocessors idle.
-        splits = max(1, min(triton.cdiv(s, tile), waves * resident * num_sms(dev.index) // (b * h)))
-        chunk = triton.cdiv(triton.cdiv(s, splits), tile) * tile
-    ns = max(1, triton.cdiv(s, chunk))
-    q = query.contiguous()
-    kv, kb = keys.kept_values.contiguous(), keys.kept_bits.contiguous()
-    sb = keys.sign_bits.contiguous() if keys.sign_bits is not None else kb
-    r = keys.scale.contiguous() if keys.scale is not None else kv
-    u = keys.u.float().contiguous() if keys.u is not None else torch.zeros(b * h, dd, device=dev)
-    v = prefix.values.contiguous()
-    lens = prefix.lengths.to(device=dev, dtype=torch.int32).contiguous()
-    LAST_LAUNCH.clear()
-    LAST_LAUNCH.update(p, chunk=chunk, splits=ns, resident_blocks=resident)
-    o_part = torch.empty(b * h, ns, g, dd, dtype=torch.float32, device=dev)
-    lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
-    with launch_device(dev):
-        kern(grid=(ns, b * h, 1), block=(32 * warps, 1, 1),
-             args=[q, kv, kb, sb, r, u, v, lens, o_part, lse_part, float(scaling) * LOG2E, float(keys.constant),
-                   s, chunk, ns, h], shared_mem=smem)
-    return o_part, lse_part, ns
+    """Split partials ``(o_part, lse_part, NS)`` of one query token over a SparK prefix in buffers of their own
+    (:class:`SplitPlan` has the arguments)."""
+    plan = SplitPlan(query, prefix, scaling, chunk, **kw)
+    b, _, _, dd = query.shape
+    o_part = torch.empty(b * plan.h, plan.splits, plan.group, dd, dtype=torch.float32, device=query.device)
+    lse_part = torch.empty(b * plan.h, plan.splits, plan.group, dtype=torch.float32, device=query.device)
+    plan.launch(o_part, lse_part)
+    return o_part, lse_part, plan.splits
 
 
 def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV, scaling: float, **kw) -> torch.Tensor:

@@ -485,15 +485,21 @@ SPARK_KERNELS = ("auto", "cuda", "triton")
 _CUDA_FAILED: dict[int, str] = {}  # device index -> why NVRTC / the module load failed there (auto falls back)
 
 
-def _use_cuda_spark(prefix: CompressedKV, group: int, choice: str | None) -> bool:
-    """Whether the CUDA C++ split kernel takes this SparK prefix (``spark_kernel`` of :func:`decode_attn_triton`)."""
+def _spark_kernel_choice(choice: str | None) -> str:
+    """``spark_kernel`` of :func:`decode_attn_triton`, else ``SPARKV_SPARK_KERNEL``, else ``auto`` (checked)."""
     import os
-    import warnings
 
     choice = choice or os.environ.get("SPARKV_SPARK_KERNEL", "auto")
     if choice not in SPARK_KERNELS:
         raise ValueError(f"spark_kernel / SPARKV_SPARK_KERNEL must be one of {', '.join(SPARK_KERNELS)}; "
                          f"got {choice!r}")
+    return choice
+
+
+def _use_cuda_spark(prefix: CompressedKV, group: int, choice: str) -> bool:
+    """Whether the CUDA C++ split kernel takes this SparK prefix (``choice``: see :func:`_spark_kernel_choice`)."""
+    import warnings
+
     if choice == "triton":
         return False
     from sparkv.kernels.decode_attn import cuda
@@ -582,6 +588,7 @@ def decode_attn_triton(
     Returns:
         ``[B, HQ, 1, D]`` in the query dtype.
     """
+    spark_kernel = _spark_kernel_choice(spark_kernel)
     if query.dim() != 4 or query.shape[2] != 1:
         raise ValueError(f"query must be [B, HQ, 1, D], got {tuple(query.shape)}")
     b, hq, _, d = query.shape
@@ -647,6 +654,8 @@ def decode_attn_triton(
     if layout == LAYOUT_SPARK and kv.dtype != q.dtype:
         raise ValueError(f"kept_values dtype {kv.dtype} must match the query dtype {q.dtype}")
     spark_cuda = None
+    if layout == LAYOUT_SPARK and interp and spark_kernel == "cuda":
+        raise ValueError("spark_kernel='cuda' needs a GPU (the CUDA kernel has no interpreter); use 'auto' or 'triton'")
     if layout == LAYOUT_SPARK and not interp and _use_cuda_spark(prefix, g, spark_kernel):
         # The CUDA kernel takes the prefix; the Triton split kernel below then covers the tail only.
         spark_cuda, layout, s = prefix, LAYOUT_NONE, 0
@@ -654,26 +663,30 @@ def decode_attn_triton(
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
     work = max(b * h * (s + st), 1).bit_length() // 2  # log4 of B·H·S: a coarse size class for the choice
 
-    def prepare(launch: dict, per_sm: int):
-        """The split kernel's launch for ``launch`` / ``per_sm`` as a closure, with its output buffers."""
+    def prepare(launch: dict, per_sm: int, lead: int = 0):
+        """The split kernel's launch for ``launch`` / ``per_sm`` as a closure, with its output buffers; ``lead``
+        split slots in front of its own are left to the CUDA kernel (the kernel indexes partials by the total)."""
         chunk_p = chunk or (_choose_chunk(s, b * h, dev, align, per_sm) if s > 0 else align)
         nsp = triton.cdiv(s, chunk_p) if s > 0 else 0
         ns = nsp + (triton.cdiv(st, chunk_t) if st > 0 else 0)
-        o_part = torch.empty(b * h, ns, g, d, dtype=torch.float32, device=dev)
-        lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
+        total = lead + ns
+        o_part = torch.empty(b * h, total, g, d, dtype=torch.float32, device=dev)
+        lse_part = torch.empty(b * h, total, g, dtype=torch.float32, device=dev)
+        o_own, lse_own = o_part[:, lead:], lse_part[:, lead:]  # base pointers at slot `lead`
 
         def split_kernel():
             decode_attn_fwd_kernel[(ns, b * h)](
-                q, kd, kv, kb, sb, r, u, v, lens, tk, tv, o_part, lse_part,
+                q, kd, kv, kb, sb, r, u, v, lens, tk, tv, o_own, lse_own,
                 float(scaling) * LOG2E, const,
-                s, st, chunk_p, chunk_t, nsp, ns,
+                s, st, chunk_p, chunk_t, nsp, total,
                 *s_kd, *s_v, *s_tk, *s_tv,
                 **shape_constexprs(h, g, d, dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
                 USE_POPC=not interp, F32=interp or query.dtype == torch.float32, **launch,
             )
 
-        return split_kernel, o_part, lse_part, ns
+        return split_kernel, o_part, lse_part, total
 
+    run_triton = layout != LAYOUT_NONE or has_tail
     with launch_device(dev):  # Triton launches on the current device (a model may span GPUs)
         if config is not None:
             launch = dict(config)
@@ -683,29 +696,31 @@ def decode_attn_triton(
             per_sm = PROGRAMS_PER_SM["spark" if layout == LAYOUT_SPARK else "dense"]
         elif interp:
             launch, per_sm = launch_kwargs(INTERPRET_CONFIG), PROGRAMS_PER_SM["dense"]
-        else:
+        elif run_triton:
             key = (layout, rec, g, d, dk, q.dtype, has_tail, work, dev.index)
             if key not in _TUNED:
                 _TUNED[key] = _choose_launch(prepare, launch_candidates(layout, d))
             launch, per_sm = _TUNED[key]
         LAST_LAUNCH.clear()
-        parts = []
+        plan = None
         if spark_cuda is not None:
             from sparkv.kernels.decode_attn import cuda
 
-            parts.append(cuda.spark_split_partials(q, spark_cuda, scaling))
+            plan = cuda.SplitPlan(q, spark_cuda, scaling)
             LAST_LAUNCH.update(spark_kernel="cuda", **cuda.LAST_LAUNCH)
-        if layout != LAYOUT_NONE or has_tail:
+        lead = plan.splits if plan is not None else 0
+        if run_triton:
+            # One set of partials: the CUDA kernel's prefix splits first, then the Triton kernel's (tail) splits.
             LAST_LAUNCH.update(launch, programs_per_sm=per_sm)
-            split_kernel, o_part, lse_part, ns = prepare(launch, per_sm)
-            split_kernel()
-            parts.append((o_part, lse_part, ns))
-        if len(parts) == 1:
-            o_part, lse_part, ns = parts[0]
+            split_kernel, o_part, lse_part, ns = prepare(launch, per_sm, lead)
         else:
-            o_part = torch.cat([p[0] for p in parts], dim=1)
-            lse_part = torch.cat([p[1] for p in parts], dim=1)
-            ns = sum(p[2] for p in parts)
+            ns = lead
+            o_part = torch.empty(b * h, ns, g, d, dtype=torch.float32, device=dev)
+            lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
+        if plan is not None:
+            plan.launch(o_part, lse_part)
+        if run_triton:
+            split_kernel()
         out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=dev)
         decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d,
                                               BD=max(32, triton.next_power_of_2(d)), BNS=16 if interp else 32)

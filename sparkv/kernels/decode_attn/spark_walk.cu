@@ -53,6 +53,9 @@ typedef unsigned long long u64;
 #define LUT_BYTES (256 * 8)
 #define KS_BYTES ((GQ + 1) * 32 * 4)
 #define SMEM_FIXED (QTAB_BYTES + LUT_BYTES + WARPS * KS_BYTES)
+#ifdef EXPECT_SMEM  // defined by the tests: cuda.shared_bytes() must describe this layout
+static_assert(SMEM_FIXED + WARPS * WARP_BYTES == EXPECT_SMEM, "cuda.shared_bytes() disagrees with spark_walk.cu");
+#endif
 
 __device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 
@@ -407,6 +410,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #elif KV_MODE == 1
       const unsigned char* kvrow = st + lane * KV_STRIDE_W * 4;
 #else
+      // The tile's bytes start at the 4-byte boundary below kv_bh + t0*DK; t0 is even (splits are multiples of 32
+      // tokens, checked by the launcher), so that offset is kv_bh's own.
       const unsigned char* kvrow = st + ((u64)kv_bh & 3) + lane * DK * 2;
 #endif
       float a[GQ];
