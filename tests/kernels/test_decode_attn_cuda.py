@@ -229,6 +229,20 @@ def test_cuda_source_compiles(variant, arch):
                            cuda.KERNEL_NAME, arch, _pip_nvrtc())
 
 
+def test_launch_parameters_are_checked_before_anything_runs():
+    _, prefix, _, _ = make_interpreter_case()
+    with pytest.raises(TypeError, match="unknown CUDA kernel parameters"):
+        cuda.launch_params(prefix, 2, torch.bfloat16, threads=128)
+    with pytest.raises(ValueError, match="warps must be 1, 2, 4 or 8"):
+        cuda.launch_params(prefix, 2, torch.bfloat16, warps=3)
+    with pytest.raises(ValueError, match="min_blocks must be an integer in"):
+        cuda.launch_params(prefix, 2, torch.bfloat16, min_blocks=0)
+    with pytest.raises(ValueError, match="chains must be 1 or 2"):
+        cuda.launch_params(prefix, 2, torch.bfloat16, chains=3)
+    if not torch.cuda.is_available():
+        assert cuda.launch_params(prefix, 2, torch.bfloat16)[2] == "device cpu (needs CUDA)"
+
+
 def test_nvrtc_errors_carry_the_log():
     with pytest.raises(RuntimeError, match="could not compile"):
         cuda.nvrtc_compile("this is not C++", "broken", "sm_90", _pip_nvrtc())
