@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sparkv.config import parse_press
@@ -118,7 +119,7 @@ def generate(
         result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
                                  chat_template=chat_template, max_context=max_context)
     except ValueError as err:  # short context, unsupported model or option: say so without a traceback
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
     channels = press_cfg.channels
     record = {
@@ -192,17 +193,18 @@ def demo(
         results = sparkv.generate_many(lm, tokenizer, context, question, list(presses.values()),
                                        max_new_tokens=max_new_tokens, max_context=max_context)
     except ValueError as err:  # too long for the model, budget not above the window...: no traceback
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
     source = "Paul Graham" if not haystack else ", ".join(Path(h).name for h in haystack)
-    table = Table(title=f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token haystack ({source}); "
-                        f"λ={key_ratio}, budget={budget}")
+    title = (f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token haystack ({source}); "
+             f"λ={key_ratio}, budget={budget}")
+    table = Table(title=escape(title))
     for col in ("press", "found", "answer", "KV exact", "KV allocated", "vs dense", "nominal (paper)"):
         table.add_column(col, no_wrap=True, max_width=72 if col == "answer" else None)
     for name, res in zip(presses, results):
         mem = res.memory
         found = answer.lower() in res.answer.lower()
-        table.add_row(name, "yes" if found else "no", res.answer.strip().replace("\n", " ")[:72],
+        table.add_row(name, "yes" if found else "no", escape(res.answer.strip().replace("\n", " ")[:72]),
                       _fmt_bytes(mem.compressed_kv_bytes), _fmt_bytes(mem.allocated_kv_bytes),
                       f"{100 * mem.compressed_kv_bytes / mem.dense_kv_bytes:.1f}%", _fmt_bytes(mem.nominal_kv_bytes))
     table.caption = ("KV exact: every byte of the layouts, metadata and the decode tail's reserved slots included "

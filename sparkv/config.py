@@ -162,6 +162,15 @@ class PressConfig:
             raise TypeError(f"channels must be a SparKConfig or ThinKConfig, got {type(self.channels).__name__}")
         if self.eviction is not None and not isinstance(self.eviction, EvictionConfig):
             raise TypeError(f"eviction must be an EvictionConfig, got {type(self.eviction).__name__}")
+        # Forcing the GPU kernels where they have no path would only fail mid-generation: refuse it here.
+        if self.backend == "triton" and isinstance(self.channels, ThinKConfig):
+            raise ValueError("backend='triton' has no kernel for ThinK layouts; use backend 'auto' (GPU kernels where "
+                             "they apply, PyTorch elsewhere) or 'torch'")
+        if self.backend == "triton" and isinstance(self.channels, SparKConfig) and \
+                self.channels.recovery in ("gaussian", "exponential"):
+            raise ValueError(f"backend='triton' supports the recoveries mean, mean_linear, zero and constant, not "
+                             f"{self.channels.recovery!r} (an ablation on the PyTorch path); use backend 'auto' or "
+                             "'torch'")
 
     @property
     def name(self) -> str:

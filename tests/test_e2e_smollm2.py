@@ -118,7 +118,7 @@ def test_cli_demo_and_generate_refuse_too_long_inputs(smollm2, tmp_path):
     ctx.write_text("A sentence of the report. " * 200)
     res = runner.invoke(app, ["generate", "--context-file", str(ctx), "--question", "Why?", "--press", "spark",
                               "--max-context", "300", "--dtype", "float32", "--device", "cpu"])
-    assert res.exit_code == 2 and "exceed the model's context of 300 tokens" in " ".join(res.output.split())
+    assert res.exit_code == 2 and "exceed max_context (CLI: --max-context) = 300 tokens" in " ".join(res.output.split())
 
 
 def test_cli_demo_custom_haystack_and_needle(smollm2, tmp_path):

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sparkv.eval.config import EvalConfig, EvalError
 
@@ -73,7 +74,7 @@ def _run(benchmark: str, config: Path | None, overwrite: bool, quiet: bool, cli:
         cfg = EvalConfig.resolve(benchmark, config, cli)
         metrics = run_eval(cfg, overwrite=overwrite, progress=not quiet)
     except (EvalError, FileNotFoundError) as exc:
-        _err.print(f"[red]error:[/red] {exc}")
+        _err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     _print_summary(metrics, cfg.out)
 
@@ -82,7 +83,7 @@ def _print_summary(metrics: dict[str, Any], out: str) -> None:
     from rich.table import Table
 
     labels = list(metrics.get("presses", {}))
-    table = Table(title=f"{metrics.get('benchmark')} — {out}")
+    table = Table(title=escape(f"{metrics.get('benchmark')} — {out}"))
     table.add_column("task")
     for label in labels:
         table.add_column(label, justify="right")
@@ -192,8 +193,8 @@ def report(
     try:
         text, files = write_report(run_dirs, out, reference=reference)
     except (FileNotFoundError, ValueError) as exc:
-        _err.print(f"[red]error:[/red] {exc}")
+        _err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     typer.echo(text)
     for f in files:
-        _err.print(f"wrote {f}")
+        _err.print(escape(f"wrote {f}"))

@@ -174,7 +174,7 @@ class EvalConfig:
         """All presses of the sweep as ``(label, spec, PressConfig)``, in order, without duplicates."""
         out: dict[str, tuple[str, str, PressConfig]] = {}
         for spec in self.presses:
-            parts = spec.split("+")
+            parts = [part.strip() for part in spec.split("+")]
             has_channels = any(p in ("spark", "think") for p in parts)
             has_eviction = any(p in ("snapkv", "pyramidkv", "streamingllm") for p in parts)
             ratios = self.key_ratios if has_channels else [0.5]
@@ -238,7 +238,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def _num(x: float) -> str:
-    return f"{x:g}"
+    from sparkv.eval.tasks.common import num_label
+
+    return num_label(x)
 
 
 def press_label(press: PressConfig) -> str:

@@ -140,15 +140,37 @@ def _label_order(labels: Iterable[str], meta: dict[str, dict[str, Any]]) -> list
     return sorted(set(labels), key=key)
 
 
+# Settings that decide what a sample id holds: runs merged into one table must agree on them, or a task's cells
+# (and the paired differences) would compare different samples that share ids.
+SAMPLE_FIELDS = ("seed", "max_new_tokens", "chat_template", "needle", "question", "answer", "data_dir", "max_length",
+                 "longbench_e")
+
+
+def _sample_settings(run: dict[str, Any]) -> dict[str, Any]:
+    cfg = run["config"].get("config", {})
+    out = {k: cfg.get(k) for k in SAMPLE_FIELDS}
+    digest = run["config"].get("haystack_sha256")
+    out["haystack"] = f"sha256 {digest}" if digest else cfg.get("haystack")
+    return out
+
+
 def merge_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Group runs by (benchmark, model); merge their scores, averages and memory per press label."""
+    """Group runs by (benchmark, model); merge their scores, averages and memory per press label. Runs of one group
+    must have made the same samples (:data:`SAMPLE_FIELDS`, the haystack's content): else ValueError."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for run in runs:
         m = run["metrics"]
         cfg = run["config"].get("config", {})
         key = (m.get("benchmark", cfg.get("benchmark", "?")), str(cfg.get("model", "?")))
         g = groups.setdefault(key, {"scores": defaultdict(dict), "memory": {}, "presses": {}, "dirs": [],
-                                    "by_length": defaultdict(dict)})
+                                    "by_length": defaultdict(dict), "samples": (run["dir"], _sample_settings(run))})
+        first_dir, first = g["samples"]
+        mine = _sample_settings(run)
+        differ = [k for k in first if first[k] != mine[k] and first[k] is not None and mine[k] is not None]
+        if differ:
+            detail = "; ".join(f"{k}: {first[k]!r} vs {mine[k]!r}" for k in differ)
+            raise ValueError(f"runs {first_dir} and {run['dir']} made different samples under the same ids ({detail}); "
+                             "report them separately")
         g["dirs"].append(run["dir"])
         for task, cells in m.get("scores", {}).items():
             g["scores"][task].update(cells)

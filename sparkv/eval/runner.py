@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import platform
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -29,7 +30,7 @@ from sparkv._files import exclusive, write_atomic
 from sparkv.config import PressConfig
 from sparkv.eval.config import EvalConfig, EvalError, press_meta
 from sparkv.eval.metrics import longbench_length_bucket, score_prediction
-from sparkv.eval.tasks.common import PromptFormat, Sample
+from sparkv.eval.tasks.common import PromptFormat, Sample, num_label
 
 log = logging.getLogger(__name__)
 
@@ -324,10 +325,39 @@ def _check_lengths(cfg: EvalConfig, max_context: int | None) -> None:
     lengths = cfg.lengths or (NIAH_DEFAULT_LENGTHS if cfg.benchmark == "niah" else [4096])
     too_long = [L for L in lengths if L > max_context]
     if too_long:
+        source = "--max-context" if cfg.max_context else "max_position_embeddings"
         raise EvalError(
-            f"length(s) {too_long} exceed the model's context of {max_context} tokens (max_position_embeddings); "
+            f"length(s) {too_long} exceed the model's context of {max_context} tokens ({source}); "
             "lower --lengths, or pass --max-context if the model can really take more"
         )
+
+
+def _check_longest_samples(plan: list[tuple[str, str, Callable[[], Sample]]], fmt: PromptFormat,
+                           max_context: int | None) -> None:
+    """Before anything runs: the longest sample of every task, question and generation included, must fit
+    ``max_context`` (a length just under it can still overflow with the question template and the answer)."""
+    if max_context is None:
+        return
+    longest: dict[str, tuple[int, str, Callable[[], Sample]]] = {}
+    for task, sid, make in plan:
+        match = re.match(r"L?(\d+)-", sid)  # NIAH "L{length}-D{depth}", RULER "{length}-{index}"
+        if match is None:
+            return  # LongBench: checked per sample (its lengths are the documents')
+        length = int(match[1])
+        if task not in longest or length > longest[task][0]:
+            longest[task] = (length, sid, make)
+    for task, (_, sid, make) in longest.items():
+        try:
+            sample = make()
+        except ValueError as exc:
+            raise EvalError(str(exc)) from exc
+        prompt_tokens = sample.meta.get("prompt_tokens") or fmt.count_sample(sample)
+        if prompt_tokens + sample.max_new_tokens > max_context:
+            raise EvalError(
+                f"{task}/{sid}: {prompt_tokens} prompt tokens + {sample.max_new_tokens} generated exceed the model's "
+                f"context of {max_context} tokens (question and answer come on top of the length); lower --lengths, "
+                "or pass --max-context if the model can really take more"
+            )
 
 
 def _environment() -> dict[str, Any]:
@@ -380,6 +410,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
         plan = plan_samples(cfg, fmt, max_context, haystack)
     except ValueError as exc:  # a generator refusing its arguments (a length too short for a task, a blank needle)
         raise EvalError(str(exc)) from exc
+    _check_longest_samples(plan, fmt, max_context)
 
     config_record = {
         "config": {k: v for k, v in cfg.to_dict().items() if k != "shard"},  # shards share one folder
@@ -499,7 +530,7 @@ def compute_metrics(rows: list[dict[str, Any]], benchmark: str, labels: list[str
         if benchmark in ("ruler", "niah") and r.get("length") is not None:
             per_length[str(r["length"])][label].append(score)
         if benchmark == "niah" and r.get("depth") is not None:
-            per_depth[f"{r['depth']:g}"][label].append(score)
+            per_depth[num_label(r["depth"])][label].append(score)
         if benchmark == "longbench" and isinstance(r.get("length"), (int, float)):
             per_bucket[r["task"]][longbench_length_bucket(int(r["length"]))][label].append(score)
         mem = r.get("memory") or {}

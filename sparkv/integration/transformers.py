@@ -387,6 +387,9 @@ def _check_context_length(batch: _Batch, presses: list[Press], model=None, max_n
     limit = max_context or getattr(config, "max_position_embeddings", None)
     longest = batch.input_ids.shape[1]
     if limit is not None and longest + max_new_tokens > limit:
+        if max_context:
+            raise ValueError(f"the prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceed max_context "
+                             f"(CLI: --max-context) = {limit} tokens: shorten the context or raise max_context")
         raise ValueError(
             f"the prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's context of {limit} "
             "tokens (max_position_embeddings): shorten the context, or pass max_context (CLI: --max-context) for a "

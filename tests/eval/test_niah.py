@@ -103,3 +103,16 @@ def test_needle_depth_and_text_on_other_scripts(bpe_tokenizer, kind):
         assert tokens == 400 if kind.startswith("english") else abs(tokens - 400) <= 2, tokens
         haystack_chars = len(ctx) - len(needle) - 1  # the needle is joined with one space
         assert abs(ctx.index(needle) / haystack_chars - depth) < 0.1, (kind, depth)
+
+
+def test_answer_missing_from_the_needle_is_refused(fmt, haystack_text):
+    """The metric looks for the answer in the prediction: an answer the needle lacks would score every sample 0."""
+    with pytest.raises(ValueError, match="does not occur in the needle"):
+        list(generate_niah(fmt, haystack_text, [400], [0.5], needle="The gate code is 7341.", answer="7314"))
+
+
+def test_close_depths_get_distinct_ids_and_usual_ids_stay(fmt, haystack_text):
+    ids = [sid for sid, _ in generate_niah(fmt, haystack_text, [300], [0.1234561, 0.1234564, 0.5, 0.0, 1.0])]
+    assert ids == ["L300-D0.1234561", "L300-D0.1234564", "L300-D0.5", "L300-D0", "L300-D1"]
+    sample = dict(generate_niah(fmt, haystack_text, [300], [0.1234564]))["L300-D0.1234564"]()
+    assert sample.id == "L300-D0.1234564"

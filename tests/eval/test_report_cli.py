@@ -225,3 +225,29 @@ def test_report_needs_a_run_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither metrics.json nor predictions.jsonl"):
         write_report([tmp_path / "empty"])
+
+
+def test_report_refuses_runs_made_on_different_samples(tmp_path):
+    """Two runs whose sample ids mean different samples (another haystack, seed, needle...) must not be paired."""
+    scores = {"niah": {"full": 100.0}}
+    a = _fake_run(tmp_path / "a", "niah", scores, {"full": _press("full")})
+    b = _fake_run(tmp_path / "b", "niah", {"niah": {"snapkv@128": 50.0}}, {"snapkv@128": _press("snapkv", budget=128)})
+    for path, digest in ((a, "1" * 64), (b, "2" * 64)):
+        cfg = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**cfg, "haystack_sha256": digest}))
+    with pytest.raises(ValueError, match="made different samples under the same ids .*haystack"):
+        write_report([a, b], tmp_path / "rep")
+    r = invoke("report", a, b)
+    assert r.exit_code == 2 and "report them separately" in " ".join(r.output.split())
+    # Same haystack: merged as before.
+    cfg = json.loads((b / "config.json").read_text())
+    (b / "config.json").write_text(json.dumps({**cfg, "haystack_sha256": "1" * 64}))
+    text, _ = write_report([a, b], tmp_path / "rep")
+    assert "`snapkv@128`" in text and "`full`" in text
+
+
+def test_cli_prints_user_text_literally(tmp_path):
+    """Brackets in paths or messages are not Rich markup: no crash, nothing dropped."""
+    r = invoke("report", tmp_path / "run[/b]")
+    assert r.exit_code == 2 and "run[/b]" in r.output and "does not exist" in r.output
+

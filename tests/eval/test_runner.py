@@ -265,3 +265,26 @@ def test_resume_compares_haystack_contents_not_paths(tmp_path, bpe_tokenizer, ha
     hay.write_text(haystack_text[20_000:40_000])  # edited in place: refused
     with pytest.raises(EvalError, match="haystack_sha256"):
         run_eval(cfg(hay), backend=ScriptedBackend(bpe_tokenizer), progress=False)
+
+
+def test_press_spec_with_spaces_expands_like_without():
+    kw = dict(benchmark="ruler", key_ratios=[0.3, 0.8], budgets=[128, 256], recoveries=["mean", "zero"])
+    spaced = [label for label, _, _ in EvalConfig(presses=["snapkv + spark"], **kw).press_configs()]
+    plain = [label for label, _, _ in EvalConfig(presses=["snapkv+spark"], **kw).press_configs()]
+    assert len(spaced) == 8 and spaced == plain
+
+
+def test_close_key_ratios_get_distinct_labels():
+    labels = [label for label, _, _ in EvalConfig(benchmark="ruler", presses=["spark"],
+                                                  key_ratios=[0.5, 0.5000001]).press_configs()]
+    assert labels == ["spark@0.5", "spark@0.5000001"]
+
+
+def test_a_length_that_overflows_with_the_question_fails_before_anything_runs(tmp_path, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    backend = ScriptedBackend(bpe_tokenizer)
+    cfg = EvalConfig(benchmark="niah", lengths=[300, 500], depths=[0.0, 1.0], out=str(tmp_path / "n"), max_context=510)
+    with pytest.raises(EvalError, match=r"niah/L500-D0: .* prompt tokens .*\(question and answer come on top"):
+        run_eval(cfg, backend=backend, progress=False)
+    assert backend.calls == []  # the L300 cells did not run first

@@ -296,7 +296,7 @@ def test_error_context_longer_than_the_model(tok):
     long = " ".join(["word"] * (limit + 50))
     with pytest.raises(ValueError, match=f"exceed the model's context of {limit} tokens"):
         sparkv.generate(model, tok, long, "Q?", "spark", max_new_tokens=4)
-    with pytest.raises(ValueError, match="exceed the model's context of 100 tokens"):
+    with pytest.raises(ValueError, match=r"exceed max_context \(CLI: --max-context\) = 100 tokens"):
         sparkv.generate_many(model, tok, CONTEXT, "Q?", ["spark"], max_new_tokens=4, max_context=100)
     with pytest.raises(ValueError, match="max_context must be a positive integer"):
         sparkv.generate(model, tok, CONTEXT, "Q?", "spark", max_context=0)

@@ -220,3 +220,11 @@ def test_decode_and_select_pack_on_a_second_gpu(poison_empty):
     out = decode_attn_triton(query, compressed, tail_k, tail_v, 128 ** -0.5)
     assert out.device == torch.device("cuda:1")
     assert rel_err(out, reference(query, compressed, tail_k, tail_v, 128 ** -0.5)) < 1e-2
+
+
+def test_a_row_with_nothing_to_attend_to_is_refused():
+    """lengths[b] = 0 and no tail: no token to attend to (0/0), refused instead of a NaN row."""
+    query, prefix, _, _ = make_case(2, 1, 2, 40, 0, 64, 32, torch.float32, lengths=[40, 0])
+    with pytest.raises(ValueError, match="no token to attend to"):
+        decode_attn(query, prefix, None, None, 0.125, backend="torch")
+

@@ -127,3 +127,15 @@ def test_select_pack_gpu_recoveries(saliency, recovery, poison_empty):
 def test_select_pack_gpu_ties(poison_empty):
     keys, stat = make_inputs(2, 8, 4096, 128, torch.bfloat16, ties=True)
     check(select_pack_triton(keys, stat, 26), select_pack_ref(keys, stat, 26))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_select_pack_refuses_a_statistic_that_is_not_positive_and_finite(bad):
+    from sparkv.kernels.select_pack import select_pack
+
+    keys = torch.randn(1, 1, 4, 64)
+    stat = torch.rand(1, 1, 64) + 0.1
+    stat[0, 0, 5] = bad
+    with pytest.raises(ValueError, match="stat must be finite and > 0"):
+        select_pack(keys, stat, 32, backend="torch")
+

@@ -167,3 +167,16 @@ def test_compact_copies_only_views():
     c = compact(view)
     assert c is not view and c.untyped_storage().nbytes() == c.numel() * 4
     torch.testing.assert_close(c, view)
+
+
+@pytest.mark.parametrize("spec,kw,message", [
+    ("think", {}, "no kernel for ThinK layouts"),
+    ("snapkv+think", {"budget": 128}, "no kernel for ThinK layouts"),
+    ("spark", {"recovery": "gaussian"}, "not 'gaussian'"),
+])
+def test_forcing_the_gpu_kernels_where_they_have_no_path_is_refused_up_front(spec, kw, message):
+    from sparkv.config import parse_press
+
+    with pytest.raises(ValueError, match=message):
+        parse_press(spec, backend="triton", **kw)
+    parse_press(spec, backend="auto", **kw)  # auto takes the PyTorch path for these

@@ -197,3 +197,10 @@ def split_template(template: str, answer_prefix: str, **fields: Any) -> tuple[st
     context = fields.pop("context")
     head, tail = template.split("{context}")
     return head.format(**fields) + context, tail.format(**fields), answer_prefix.format(**fields)
+
+
+def num_label(x: float) -> str:
+    """Shortest text that tells distinct numbers apart, for sample ids and press labels: ``0.5``, ``1``,
+    ``0.1234561`` (``{:g}`` kept 6 digits, so 0.1234561 and 0.1234564 gave one id)."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else repr(x)

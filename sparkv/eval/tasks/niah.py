@@ -12,7 +12,7 @@ import bisect
 import logging
 from typing import Any, Callable, Iterator
 
-from sparkv.eval.tasks.common import PromptFormat, Sample, sentence_boundaries
+from sparkv.eval.tasks.common import PromptFormat, Sample, num_label, sentence_boundaries
 
 DEFAULT_NEEDLE = (
     "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
@@ -135,8 +135,9 @@ def generate_niah(
     if not needle.strip() or not question.strip() or not answer.strip():
         raise ValueError("needle, question and answer must be non-empty")
     if answer.strip().lower() not in needle.lower():
-        # Allowed (the needle may paraphrase), but the usual mistake; say so in the sample meta.
-        pass
+        # The metric looks for the answer in the prediction: an answer the needle does not contain scores 0.
+        raise ValueError(f"answer {answer.strip()!r} does not occur in the needle {needle.strip()!r}: every sample "
+                         "would score 0 (the metric checks that the prediction contains the answer)")
     hay: HaystackTokens | None = None
 
     def make(length: int, depth: float) -> Sample:
@@ -149,7 +150,7 @@ def generate_niah(
                         "recorded as context_tokens_exact)", length, depth, tokens, length, length)
         return Sample(
             task="niah",
-            id=f"L{length}-D{depth:g}",
+            id=f"L{length}-D{num_label(depth)}",
             context=context,
             question=QUESTION_TEMPLATE.format(question=question.strip()),
             answers=[answer.strip()],
@@ -169,4 +170,4 @@ def generate_niah(
 
     for length in lengths:
         for depth in depths:
-            yield f"L{length}-D{depth:g}", (lambda length=length, depth=depth: make(length, depth))
+            yield f"L{length}-D{num_label(depth)}", (lambda length=length, depth=depth: make(length, depth))
