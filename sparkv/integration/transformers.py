@@ -132,6 +132,7 @@ def sparkv_attention_forward(module, query, key, value, attention_mask, dropout:
         return out, None
     if layer.prefix is None:
         raise RuntimeError(f"sparkv layer {layer.layer_idx} has no compressed prompt to attend to")
+    _check_tail_mask(attention_mask, layer)
     from sparkv.kernels.decode_attn import decode_attn
 
     tail_keys, tail_values = layer.tail()
@@ -144,6 +145,29 @@ def sparkv_attention_forward(module, query, key, value, attention_mask, dropout:
         return _sdpa_attention()(module, query, keys, values, None, dropout=dropout, scaling=scaling, **kwargs)
     out = decode_attn(query, layer.prefix, tail_keys, tail_values, scaling, backend=layer.press.backend)
     return out.transpose(1, 2).contiguous(), None
+
+
+_CHECKED_MASK: list = [None]  # the last mask found free of padding after the prompt (one check per forward)
+
+
+def _check_tail_mask(attention_mask, layer) -> None:
+    """Refuse padding among the tokens after the prompt: decode attends to every tail token (the prompt's own
+    padding is handled by the compressed rows' lengths). The same mask tensor reaches every layer of a forward, so
+    it is read once (on CUDA this is one host sync per forward, only when transformers passes a mask at all)."""
+    if attention_mask is None or not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 4:
+        return
+    key = (attention_mask.data_ptr(), tuple(attention_mask.shape), attention_mask._version, layer.prompt_len,
+           layer.tail_len)
+    if _CHECKED_MASK[0] == key:
+        return
+    # The last query sees every tail token (the causal part of the mask hides nothing from it).
+    seen = attention_mask[:, :, -1, layer.prompt_len:layer.prompt_len + layer.tail_len]
+    allowed = seen if seen.dtype == torch.bool else seen == 0
+    if seen.numel() and not bool(allowed.all()):
+        raise ValueError("the attention mask has zeros after the prompt (padding among the new tokens of a batch): a "
+                         "sparkv cache attends to every token after the prompt; give each row's new tokens without "
+                         "padding (e.g. one row at a time for turns of different lengths)")
+    _CHECKED_MASK[0] = key
 
 
 def _is_plain_dense(prefix, query) -> bool:
@@ -232,6 +256,9 @@ class Press:
     def __init__(self, config: PressConfig | str | None = None, *, tail_chunk: int = DEFAULT_TAIL_CHUNK,
                  **parse_kwargs) -> None:
         if config is None:
+            if parse_kwargs:
+                raise TypeError(f"options {sorted(parse_kwargs)} need a press spec, e.g. Press('spark', ...); "
+                                "Press() alone is the full (uncompressed) cache")
             config = "full"
         if isinstance(config, str):
             config = parse_press(config, **parse_kwargs)
@@ -239,7 +266,7 @@ class Press:
             raise TypeError(f"options {sorted(parse_kwargs)} only apply to a press spec string")
         if not isinstance(config, PressConfig):
             raise TypeError(f"config must be a PressConfig or a press spec string, got {type(config).__name__}")
-        if not isinstance(tail_chunk, int) or tail_chunk < 1:
+        if not isinstance(tail_chunk, int) or isinstance(tail_chunk, bool) or tail_chunk < 1:
             raise ValueError(f"tail_chunk must be an integer >= 1, got {tail_chunk!r}")
         self.config = config
         self.tail_chunk = tail_chunk
@@ -274,6 +301,7 @@ class Press:
             name = cache_kwarg(model)
 
             def generate(*args, **kwargs):
+                check_generation_options(model, kwargs)
                 if kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
                     kwargs.pop("cache", None)
                     kwargs.pop("past_key_values", None)
@@ -439,19 +467,53 @@ def _result(tokenizer, new_tokens: torch.Tensor, eos: set[int], batch: _Batch, c
     )
 
 
-def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict, tokenizer) -> dict:
+def _generation_option(model, kwargs: dict, name: str, default=None):
+    """What ``model.generate`` will use for ``name``: the keyword, else the passed ``generation_config``, else the
+    model's own generation config."""
+    if kwargs.get(name) is not None:
+        return kwargs[name]
+    for config in (kwargs.get("generation_config"), getattr(model, "generation_config", None)):
+        value = getattr(config, name, None) if config is not None else None
+        if value is not None:
+            return value
+    return default
+
+
+def check_generation_options(model, kwargs: dict) -> None:
+    """Refuse ``model.generate`` options a sparkv cache cannot serve, wherever they are set (keywords, the
+    ``generation_config`` passed, the model's own generation config)."""
+    if _generation_option(model, kwargs, "num_beams", 1) != 1:
+        raise ValueError("beam search (num_beams > 1) is not supported by sparkv caches")
+    n = _generation_option(model, kwargs, "num_return_sequences", 1)
+    if n != 1:
+        raise ValueError(f"num_return_sequences must be 1: one answer per context (call generate again for more "
+                         f"samples); got {n!r}")
+    if _generation_option(model, kwargs, "prefill_chunk_size") is not None:
+        raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
+    if _generation_option(model, kwargs, "use_cache", True) is False:
+        raise ValueError("use_cache=False is not supported with a sparkv press: without a cache every step would "
+                         "re-run the whole sequence densely (no compression); leave use_cache on")
+
+
+def _resolve_length_and_sampling(gen_kwargs: dict, max_new_tokens: int | None, do_sample: bool | None
+                                 ) -> tuple[int, bool]:
+    """Explicit arguments first, then the ``generation_config`` passed, then sparkv's defaults (32 tokens, greedy:
+    a model's own sampling defaults do not apply unless asked for)."""
+    config = gen_kwargs.get("generation_config")
+    if max_new_tokens is None:
+        max_new_tokens = getattr(config, "max_new_tokens", None) or 32
+    if do_sample is None:
+        do_sample = bool(getattr(config, "do_sample", False)) if config is not None else False
+    return max_new_tokens, do_sample
+
+
+def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict, tokenizer, model=None) -> dict:
     kwargs = dict(do_sample=do_sample, pad_token_id=batch.pad_token_id)
     kwargs.update(gen_kwargs)
     for bad in ("cache", "past_key_values"):
         if bad in kwargs:
             raise ValueError(f"sparkv.generate builds its own cache; do not pass {bad}")
-    if kwargs.get("num_beams", 1) != 1:
-        raise ValueError("beam search (num_beams > 1) is not supported by sparkv caches")
-    if kwargs.get("num_return_sequences", 1) != 1:
-        raise ValueError("num_return_sequences must be 1: one answer per context (call generate again for more "
-                         f"samples); got {kwargs['num_return_sequences']!r}")
-    if kwargs.get("prefill_chunk_size") is not None:
-        raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
+    check_generation_options(model, kwargs)
     kwargs.setdefault("tokenizer", tokenizer)  # model.generate needs it for stop_strings
     return kwargs
 
@@ -472,9 +534,9 @@ def _refuse_step_dependent(kwargs: dict) -> None:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, context, question, press, max_new_tokens: int = 32, chat_template: bool = True,
-             do_sample: bool = False, answer_prefix: str = "", max_context: int | None = None,
-             **gen_kwargs) -> GenerationResult:
+def generate(model, tokenizer, context, question, press, max_new_tokens: int | None = None,
+             chat_template: bool = True, do_sample: bool | None = None, answer_prefix: str = "",
+             max_context: int | None = None, **gen_kwargs) -> GenerationResult:
     """Answer ``question`` about ``context`` with ``model`` under ``press``.
 
     The prompt is context then question (in the tokenizer's chat template when it has one and ``chat_template``);
@@ -488,7 +550,8 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int = 3
         context: a string or a list of strings (a batch).
         question: a string, or one per context.
         press: a :class:`Press`, a ``PressConfig`` or a press spec string (``"snapkv+spark"``).
-        max_new_tokens, do_sample, **gen_kwargs: passed to ``model.generate``.
+        max_new_tokens, do_sample, **gen_kwargs: passed to ``model.generate``. Unset, ``max_new_tokens`` and
+            ``do_sample`` come from a ``generation_config`` passed in ``gen_kwargs``, else 32 tokens, greedy.
         chat_template: use the tokenizer's chat template if it has one.
         answer_prefix: text that starts the reply (after the template's generation prompt); part of the prompt.
         max_context: refuse prompts whose tokens + ``max_new_tokens`` exceed this (default: the model's
@@ -503,9 +566,10 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int = 3
     """
     press = _as_press(press)
     check_model_supported(model)
+    max_new_tokens, do_sample = _resolve_length_and_sampling(gen_kwargs, max_new_tokens, do_sample)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, [press], model, max_new_tokens, max_context)
-    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer)
+    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model)
     _reset_peak(model)
     with press(model):
         cache = press.make_cache(model)
@@ -517,8 +581,8 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int = 3
 
 
 @torch.no_grad()
-def generate_many(model, tokenizer, context, question, presses, max_new_tokens: int = 32,
-                  chat_template: bool = True, do_sample: bool = False, answer_prefix: str = "",
+def generate_many(model, tokenizer, context, question, presses, max_new_tokens: int | None = None,
+                  chat_template: bool = True, do_sample: bool | None = None, answer_prefix: str = "",
                   max_context: int | None = None, **gen_kwargs) -> list[GenerationResult]:
     """:func:`generate` for several presses sharing one dense prefill.
 
@@ -536,9 +600,10 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
     if not presses:
         raise ValueError("presses must hold at least one press")
     check_model_supported(model)
+    max_new_tokens, do_sample = _resolve_length_and_sampling(gen_kwargs, max_new_tokens, do_sample)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, presses, model, max_new_tokens, max_context)
-    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer)
+    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model)
     _refuse_step_dependent(kwargs)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

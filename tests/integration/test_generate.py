@@ -215,3 +215,64 @@ def test_generation_options_behave_as_in_plain_transformers(llama, tok):
     assert press.memory() == result.memory
     with pytest.raises(TypeError, match="question must be a string or a list of strings, got int"):
         sparkv.generate(llama, tok, CONTEXT, 5, "full")
+
+
+def test_padding_among_the_new_tokens_is_refused(llama, tok):
+    """A second turn whose rows are padded inside the new tokens: sparkv attends to every token after the prompt,
+    so it refuses instead of attending to the pads (plain transformers masks them)."""
+    from tests.utils import PAD, encode
+
+    ids, mask = encode(tok, [CONTEXT, CONTEXT[:150]])
+    press = Press("full")
+    with press(llama):
+        cache = press.make_cache(llama)
+        first = llama.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=PAD,
+                               past_key_values=cache)
+        turn2 = torch.full((2, 6), 7)
+        turn2_mask = torch.ones_like(turn2)
+        turn2_mask[1, :3] = 0
+        seq = torch.cat([first, turn2], 1)
+        am = torch.cat([mask, torch.ones(2, first.shape[1] - ids.shape[1], dtype=mask.dtype), turn2_mask], 1)
+        with pytest.raises(ValueError, match="zeros after the prompt"):
+            llama.generate(seq, attention_mask=am, max_new_tokens=2, do_sample=False, pad_token_id=PAD,
+                           past_key_values=cache)
+
+
+def test_options_a_sparkv_cache_cannot_serve_are_refused_wherever_they_are_set(llama, tok):
+    from transformers import GenerationConfig
+
+    from tests.utils import PAD, encode
+
+    cases = [({"use_cache": False}, "use_cache=False"),
+             ({"generation_config": GenerationConfig(prefill_chunk_size=64)}, "prefill_chunk_size"),
+             ({"generation_config": GenerationConfig(num_return_sequences=2, do_sample=True)}, "num_return_sequences"),
+             ({"generation_config": GenerationConfig(use_cache=False)}, "use_cache=False")]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark", **kwargs)
+    ids, mask = encode(tok, [CONTEXT])
+    press = Press("spark")
+    with press(llama), pytest.raises(ValueError, match="use_cache=False"):
+        llama.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=PAD, use_cache=False)
+
+
+def test_generation_config_length_and_sampling_are_honoured(llama, tok):
+    """max_new_tokens / do_sample come from a generation_config when not given as arguments."""
+    from transformers import GenerationConfig
+
+    res = sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark",
+                          generation_config=GenerationConfig(max_new_tokens=3, do_sample=False))
+    assert len(res.token_ids[0]) <= 3
+    greedy = sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark", max_new_tokens=6)
+    sampled = [sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark",
+                               generation_config=GenerationConfig(max_new_tokens=6, do_sample=True, temperature=5.0,
+                                                                  top_k=0))
+               for _ in range(3)]
+    assert any(s.token_ids[0] != greedy.token_ids[0] for s in sampled)
+
+
+def test_press_options_need_a_spec_and_tail_chunk_is_an_integer():
+    with pytest.raises(TypeError, match="need a press spec"):
+        Press(key_ratio=0.8)
+    with pytest.raises(ValueError, match="tail_chunk must be an integer"):
+        Press("spark", tail_chunk=True)
