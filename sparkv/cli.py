@@ -223,6 +223,9 @@ def memory(
     dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
     device: str | None = typer.Option(None, "--device"),
     as_json: bool = typer.Option(False, "--json"),
+    max_context: int | None = typer.Option(None, "--max-context", min=1,
+                                              help="Refuse prompts longer than this (default: the model's "
+                                                   "max_position_embeddings)."),
 ) -> None:
     """Memory table: SparK at each λ, with and without SnapKV, on a real prompt (bytes counted three ways)."""
     import sparkv
@@ -243,8 +246,12 @@ def memory(
             presses.append(_press_from_options(base, ratio, budget, None, "mean", "code", backend))
     lm, tokenizer = _load(model, dtype, device)
     context = build_context(tokenizer, paul_graham_essays(), "", context_tokens, 0.5)
-    results = sparkv.generate_many(lm, tokenizer, context, "Summarise the text in one sentence.", presses,
-                                   max_new_tokens=1)
+    try:
+        results = sparkv.generate_many(lm, tokenizer, context, "Summarise the text in one sentence.", presses,
+                                       max_new_tokens=1, max_context=max_context)
+    except ValueError as err:  # e.g. a context longer than the model takes: no traceback
+        console.print(f"[red]error:[/red] {escape(str(err))}")
+        raise typer.Exit(2) from err
     rows = [{"press": n, "context_tokens": r.context_tokens, **_memory_fields(r.memory)} for n, r in zip(names, results)]
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")

@@ -160,6 +160,10 @@ def test_cli_demo_and_memory_tables(smollm2):
     exact = {k: r["compressed_kv_bytes"] for k, r in rows.items()}
     assert exact["spark λ=0.8"] < exact["spark λ=0.5"] < exact["full"]
     assert exact["snapkv+spark λ=0.8"] < exact["snapkv+spark λ=0.5"] < exact["snapkv"] < exact["full"]
+    too_long = runner.invoke(app, ["memory", "--context-tokens", "600", "--max-context", "500", "--dtype", "float32",
+                                   "--device", "cpu"])
+    assert too_long.exit_code == 2 and "exceed max_context" in " ".join(too_long.output.split())
+    assert "Traceback" not in too_long.output
 
 
 def test_cli_bad_options_are_usage_errors_naming_the_option(tmp_path):

@@ -202,7 +202,21 @@ def haystack_digest(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None) -> None:
+def longbench_digest(cfg: EvalConfig) -> str | None:
+    """SHA-256 over the LongBench task files a run reads (None for RULER / NIAH): resuming compares contents, as
+    for haystacks, so a corrected file is noticed and the same folder spelled another way is not."""
+    if cfg.benchmark != "longbench" or not cfg.data_dir:
+        return None
+    from sparkv.eval.tasks.longbench import LONGBENCH_E_TASKS, LONGBENCH_TASKS, task_file
+
+    h = hashlib.sha256()
+    for t in sorted(cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS)):
+        h.update(t.encode() + b"\0" + task_file(cfg.data_dir, t, cfg.longbench_e).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None,
+                             data_digest: str | None = None) -> None:
     path = out / "config.json"
     if not path.exists():
         return
@@ -213,11 +227,16 @@ def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None) -> 
     old = record.get("config", {})
     current = cfg.to_dict()
     by_content = record.get("haystack_sha256") is not None and digest is not None
+    data_by_content = record.get("data_sha256") is not None and data_digest is not None
     changed = [k for k in EvalConfig.DATA_FIELDS
-               if k in old and old[k] != current.get(k) and not (k == "haystack" and by_content)]
+               if k in old and old[k] != current.get(k) and not (k == "haystack" and by_content)
+               and not (k == "data_dir" and data_by_content)]
     if by_content and record["haystack_sha256"] != digest:
         changed.append("haystack_sha256")
         old, current = {**old, "haystack_sha256": "text as before"}, {**current, "haystack_sha256": "edited text"}
+    if data_by_content and record["data_sha256"] != data_digest:
+        changed.append("data_sha256")
+        old, current = {**old, "data_sha256": "files as before"}, {**current, "data_sha256": "edited files"}
     if changed and (out / "predictions.jsonl").exists():
         detail = "; ".join(f"{k}: {old[k]!r} -> {current.get(k)!r}" for k in changed)
         raise EvalError(
@@ -238,13 +257,15 @@ def _validate_before_model(cfg: EvalConfig) -> str | None:
             if t not in RULER_TASKS:
                 raise EvalError(f"unknown RULER task {t!r}; known: {', '.join(RULER_TASKS)}")
     elif cfg.benchmark == "longbench":
-        from sparkv.eval.tasks.longbench import LONGBENCH_E_TASKS, LONGBENCH_TASKS, task_file
+        from sparkv.eval.tasks.longbench import LONGBENCH_E_TASKS, LONGBENCH_TASKS, read_jsonl, task_file
 
         if not cfg.data_dir:
             raise EvalError("LongBench needs --data-dir (the folder holding <task>.jsonl files)")
+        if cfg.max_length is not None and cfg.max_length < 2:
+            raise EvalError(f"--max-length must be >= 2 (half of it is kept at each end), got {cfg.max_length}")
         for t in cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS):
-            try:
-                task_file(cfg.data_dir, t, cfg.longbench_e)
+            try:  # every record checked here, before the model loads
+                read_jsonl(task_file(cfg.data_dir, t, cfg.longbench_e), cfg.limit, t)
             except (ValueError, FileNotFoundError) as exc:
                 raise EvalError(str(exc)) from None
     if cfg.benchmark in ("ruler", "niah"):
@@ -291,17 +312,18 @@ def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None,
         for task in cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS):
             gen_len = cfg.max_new_tokens or DATASET2MAXLEN[task]
             max_length = cfg.max_length
+            # Room for the chat template (when the task uses it) and a few tokens of decode/re-encode drift.
+            chat = task not in NO_CHAT_TEMPLATE
+            overhead = fmt.count("a", "", "", chat) - fmt.count_text("a") + 4
             if max_length is None:
                 if max_context is None:
                     raise EvalError("LongBench needs --max-length when the model does not state its context size")
-                # Room for the chat template (when the task uses it) and a few tokens of decode/re-encode drift.
-                chat = task not in NO_CHAT_TEMPLATE
-                overhead = fmt.count("a", "", "", chat) - fmt.count_text("a")
-                max_length = max_context - gen_len - overhead - 4
-            elif max_context is not None and max_length + gen_len > max_context:
+                max_length = max_context - gen_len - overhead
+            elif max_context is not None and max_length + gen_len + overhead > max_context:
                 raise EvalError(
-                    f"--max-length {max_length} + {gen_len} generated tokens ({task}) exceeds the model's context of "
-                    f"{max_context} tokens; lower --max-length (or raise --max-context if the model can take it)"
+                    f"--max-length {max_length} + {gen_len} generated tokens + {overhead} of prompt template ({task}) "
+                    f"exceed the model's context of {max_context} tokens; lower --max-length to at most "
+                    f"{max_context - gen_len - overhead} (or raise --max-context if the model can take it)"
                 )
             for sid, make in generate_longbench(task, cfg.data_dir, fmt, max_length, limit=cfg.limit,
                                                 longbench_e=cfg.longbench_e, max_new_tokens=cfg.max_new_tokens):
@@ -332,25 +354,28 @@ def _check_lengths(cfg: EvalConfig, max_context: int | None) -> None:
         )
 
 
-def _check_longest_samples(plan: list[tuple[str, str, Callable[[], Sample]]], fmt: PromptFormat,
+def _check_extreme_samples(plan: list[tuple[str, str, Callable[[], Sample]]], fmt: PromptFormat,
                            max_context: int | None) -> None:
-    """Before anything runs: the longest sample of every task, question and generation included, must fit
-    ``max_context`` (a length just under it can still overflow with the question template and the answer)."""
-    if max_context is None:
-        return
-    longest: dict[str, tuple[int, str, Callable[[], Sample]]] = {}
+    """Before anything runs, build the shortest and the longest sample of every task: a length too short for a
+    task's template fails here, not after the other lengths ran; and the longest, question and generation included,
+    must fit ``max_context`` (a length just under it can still overflow with the question and the answer)."""
+    extremes: dict[tuple[str, str], tuple[int, str, Callable[[], Sample]]] = {}
     for task, sid, make in plan:
         match = re.match(r"L?(\d+)-", sid)  # NIAH "L{length}-D{depth}", RULER "{length}-{index}"
         if match is None:
-            return  # LongBench: checked per sample (its lengths are the documents')
+            return  # LongBench: records are checked when read; their lengths are the documents'
         length = int(match[1])
-        if task not in longest or length > longest[task][0]:
-            longest[task] = (length, sid, make)
-    for task, (_, sid, make) in longest.items():
+        for end, better in (("short", length < extremes.get((task, "short"), (length + 1,))[0]),
+                            ("long", length > extremes.get((task, "long"), (length - 1,))[0])):
+            if better:
+                extremes[(task, end)] = (length, sid, make)
+    for (task, end), (_, sid, make) in extremes.items():
         try:
             sample = make()
         except ValueError as exc:
             raise EvalError(str(exc)) from exc
+        if end == "short" or max_context is None:
+            continue
         prompt_tokens = sample.meta.get("prompt_tokens") or fmt.count_sample(sample)
         if prompt_tokens + sample.max_new_tokens > max_context:
             raise EvalError(
@@ -396,8 +421,9 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
             (out / name).unlink(missing_ok=True)
     haystack = _validate_before_model(cfg)
     digest = haystack_digest(haystack)
+    data_digest = longbench_digest(cfg)
     if not overwrite:
-        _check_config_compatible(cfg, out, digest)
+        _check_config_compatible(cfg, out, digest, data_digest)
 
     backend = backend or make_backend(cfg)
     max_context = cfg.max_context or backend.max_context
@@ -410,13 +436,14 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
         plan = plan_samples(cfg, fmt, max_context, haystack)
     except ValueError as exc:  # a generator refusing its arguments (a length too short for a task, a blank needle)
         raise EvalError(str(exc)) from exc
-    _check_longest_samples(plan, fmt, max_context)
+    _check_extreme_samples(plan, fmt, max_context)
 
     config_record = {
         "config": {k: v for k, v in cfg.to_dict().items() if k != "shard"},  # shards share one folder
         "presses": [{**press_meta(label, spec, press), "config": press.to_dict()} for label, spec, press in presses],
         "max_context": max_context,
         "haystack_sha256": digest,
+        "data_sha256": data_digest,
         "answer_prefix": "assistant reply" if backend.prefix_in_reply else "end of the user turn",
         "environment": _environment(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

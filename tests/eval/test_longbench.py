@@ -120,7 +120,7 @@ def test_longbench_errors(tmp_path, scripted):
     with pytest.raises(EvalError, match="unknown LongBench task"):
         run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path), tasks=["qasper", "dureader"],
                             out=str(tmp_path / "o")), backend=scripted, progress=False)
-    with pytest.raises(EvalError, match="exceeds the model's context"):
+    with pytest.raises(EvalError, match="exceed the model's context .* lower --max-length to at most"):
         run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path), tasks=["qasper"], max_length=8100,
                             out=str(tmp_path / "o")), backend=scripted, progress=False)
 
@@ -165,3 +165,54 @@ def test_only_samsum_samples_stop_at_newline(fmt):
     assert build_sample("samsum", record("samsum", 0), fmt, max_length=10_000).stop_at_newline
     assert not build_sample("trec", record("trec", 0, all_classes=["a"]), fmt, 10_000).stop_at_newline
     assert not build_sample("hotpotqa", record("hotpotqa", 0), fmt, 10_000).stop_at_newline
+
+
+@pytest.mark.parametrize("task,change,message", [
+    ("hotpotqa", {"answers": 1}, "'answers' must be a non-empty list"),
+    ("hotpotqa", {"answers": []}, "'answers' must be a non-empty list"),
+    ("hotpotqa", {"answers": [""]}, "'answers' must be a non-empty list"),
+    ("hotpotqa", {"context": None}, "field 'context' must be a string"),
+    ("hotpotqa", {"input": None}, "field 'input' must be a string"),
+    ("hotpotqa", {"context": "broken \ud83d text"}, "field 'context' is not valid text"),
+    ("trec", {"all_classes": None}, "scored against 'all_classes'"),
+    ("passage_retrieval_en", {"answers": ["2"]}, "answers are written like 'Paragraph N'"),
+])
+def test_hand_made_records_are_checked_before_the_model_loads(tmp_path, task, change, message):
+    """A record whose metric could never match, or whose fields are of the wrong type, fails with file:line before
+    any model work (the scripted backend below would count calls)."""
+    from eval_helpers import ScriptedBackend
+
+    rec = {**record(task, 0, all_classes=["Location"] if task == "trec" else None), **change}
+    write(tmp_path, task, [rec])
+    backend = ScriptedBackend(None)
+    with pytest.raises(EvalError, match=f"{task}.jsonl:1: .*{message}"):
+        run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path), tasks=[task], out=str(tmp_path / "o")),
+                 backend=backend, progress=False)
+    assert backend.calls == []
+
+
+def test_empty_task_file_and_tiny_max_length_are_refused(tmp_path, scripted):
+    write(tmp_path, "qasper", [])
+    with pytest.raises(EvalError, match="no records"):
+        run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path), tasks=["qasper"], out=str(tmp_path / "o")),
+                 backend=scripted, progress=False)
+    write(tmp_path, "qasper", [record("qasper", 0)])
+    with pytest.raises(EvalError, match="--max-length must be >= 2"):
+        run_eval(EvalConfig(benchmark="longbench", data_dir=str(tmp_path), tasks=["qasper"], max_length=1,
+                            out=str(tmp_path / "o")), backend=scripted, progress=False)
+
+
+def test_resume_compares_the_data_files_by_content(tmp_path, scripted):
+    """A corrected task file is noticed on resume; the same folder spelled another way is not a change."""
+    data = tmp_path / "lb"
+    data.mkdir()
+    write(data, "qasper", [record("qasper", 0)])
+    out = str(tmp_path / "run")
+    run_eval(EvalConfig(benchmark="longbench", data_dir=str(data), tasks=["qasper"], out=out), backend=scripted,
+             progress=False)
+    run_eval(EvalConfig(benchmark="longbench", data_dir=str(data) + "/", tasks=["qasper"], out=out),
+             backend=scripted, progress=False)  # same files: resumes
+    write(data, "qasper", [record("qasper", 0, answers=("Lyon",))])
+    with pytest.raises(EvalError, match="data_sha256"):
+        run_eval(EvalConfig(benchmark="longbench", data_dir=str(data), tasks=["qasper"], out=out), backend=scripted,
+                 progress=False)

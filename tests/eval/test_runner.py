@@ -288,3 +288,14 @@ def test_a_length_that_overflows_with_the_question_fails_before_anything_runs(tm
     with pytest.raises(EvalError, match=r"niah/L500-D0: .* prompt tokens .*\(question and answer come on top"):
         run_eval(cfg, backend=backend, progress=False)
     assert backend.calls == []  # the L300 cells did not run first
+
+
+def test_a_length_too_short_for_a_task_fails_before_the_longer_lengths_run(tmp_path, bpe_tokenizer):
+    from eval_helpers import ScriptedBackend
+
+    backend = ScriptedBackend(bpe_tokenizer)
+    cfg = EvalConfig(benchmark="ruler", tasks=["niah_single_1", "vt"], lengths=[1000, 300], limit=4,
+                     out=str(tmp_path / "r"))
+    with pytest.raises(EvalError, match="cannot fit in 300 tokens"):
+        run_eval(cfg, backend=backend, progress=False)
+    assert backend.calls == []

@@ -129,8 +129,46 @@ def task_file(data_dir: str | Path, task: str, longbench_e: bool = False) -> Pat
     raise FileNotFoundError(f"no {name} in LongBench data dir {str(root)!r} (nor in its data/ subfolder)")
 
 
-def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Records of a LongBench JSONL file (blank lines skipped); ``ValueError`` names a bad line."""
+CLASSIFICATION_TASKS = ("trec", "lsht")  # scored against all_classes
+RETRIEVAL_TASKS = ("passage_retrieval_en", "passage_retrieval_zh")  # answers written "Paragraph N" (段落N)
+
+
+def _check_record(record: dict[str, Any], where: str, task: str | None) -> None:
+    """Field types as LongBench's own files have them, so a hand-made file fails here, before the model loads,
+    instead of mid-run (or silently: a None question, an answer that can never match)."""
+    for key in ("input", "context"):
+        if not isinstance(record[key], str):
+            raise ValueError(f"{where}: field {key!r} must be a string, got {type(record[key]).__name__}")
+    answers = record["answers"]
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+        raise ValueError(f"{where}: field 'answers' must be a non-empty list of non-empty strings, got {answers!r}")
+    for key in ("input", "context"):
+        try:
+            record[key].encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{where}: field {key!r} is not valid text ({exc.reason})") from None
+    for a in answers:
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{where}: an answer is not valid text ({exc.reason})") from None
+    if task in CLASSIFICATION_TASKS:
+        classes = record.get("all_classes")
+        if not isinstance(classes, list) or not classes:
+            raise ValueError(f"{where}: {task} is scored against 'all_classes' (a non-empty list); the record has "
+                             f"{classes!r}")
+    if task in RETRIEVAL_TASKS:
+        import re
+
+        form = "Paragraph N" if task.endswith("_en") else "段落N"
+        bad = [a for a in answers if not re.search(form.replace("N", r"\d+"), a)]
+        if bad:
+            raise ValueError(f"{where}: {task} answers are written like {form!r}; got {bad[0]!r}")
+
+
+def read_jsonl(path: str | Path, limit: int | None = None, task: str | None = None) -> list[dict[str, Any]]:
+    """Records of a LongBench JSONL file (blank lines skipped); ``ValueError`` names a bad line (invalid JSON, a
+    missing field, a wrong field type; with ``task``, what its metric needs) or an empty file."""
     records = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -145,11 +183,14 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict[str, Any
                 raise ValueError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
             if isinstance(record["answers"], str):
                 record["answers"] = [record["answers"]]
+            _check_record(record, f"{path}:{number}", task)
             record.setdefault("all_classes", None)
             record.setdefault("_id", f"line{number}")
             records.append(record)
             if limit is not None and len(records) >= limit:
                 break
+    if not records:
+        raise ValueError(f"{path}: no records (the file is empty)")
     return records
 
 
@@ -161,6 +202,8 @@ def truncate_middle(fmt: PromptFormat, prompt: str, max_length: int) -> tuple[st
     if len(ids) <= max_length:
         return prompt, False
     half = max_length // 2
+    if half < 1:
+        raise ValueError(f"max_length must be >= 2 (half of it is kept at each end), got {max_length}")
     decode = fmt.tokenizer.decode
     return decode(ids[:half], skip_special_tokens=True) + decode(ids[-half:], skip_special_tokens=True), True
 
@@ -208,7 +251,7 @@ def generate_longbench(
     max_new_tokens: int | None = None,
 ) -> Iterator[tuple[str, Callable[[], Sample]]]:
     """Yield ``(sample_id, make)`` for the records of one task file."""
-    records = read_jsonl(task_file(data_dir, task, longbench_e), limit)
+    records = read_jsonl(task_file(data_dir, task, longbench_e), limit, task)
     seen: set[str] = set()
     for record in records:
         sample_id = str(record["_id"])
