@@ -163,10 +163,11 @@ class PressConfig:
         if self.eviction is not None and not isinstance(self.eviction, EvictionConfig):
             raise TypeError(f"eviction must be an EvictionConfig, got {type(self.eviction).__name__}")
         # Forcing the GPU kernels where they have no path would only fail mid-generation: refuse it here.
-        if self.backend == "triton" and isinstance(self.channels, ThinKConfig):
+        prunes = self.channels is not None and self.channels.channel_prune_ratio > 0  # λ = 0 stores dense keys
+        if self.backend == "triton" and prunes and isinstance(self.channels, ThinKConfig):
             raise ValueError("backend='triton' has no kernel for ThinK layouts; use backend 'auto' (GPU kernels where "
                              "they apply, PyTorch elsewhere) or 'torch'")
-        if self.backend == "triton" and isinstance(self.channels, SparKConfig) and \
+        if self.backend == "triton" and prunes and isinstance(self.channels, SparKConfig) and \
                 self.channels.recovery in ("gaussian", "exponential"):
             raise ValueError(f"backend='triton' supports the recoveries mean, mean_linear, zero and constant, not "
                              f"{self.channels.recovery!r} (an ablation on the PyTorch path); use backend 'auto' or "

@@ -140,18 +140,41 @@ def _label_order(labels: Iterable[str], meta: dict[str, dict[str, Any]]) -> list
     return sorted(set(labels), key=key)
 
 
-# Settings that decide what a sample id holds: runs merged into one table must agree on them, or a task's cells
-# (and the paired differences) would compare different samples that share ids.
-SAMPLE_FIELDS = ("seed", "max_new_tokens", "chat_template", "needle", "question", "answer", "data_dir", "max_length",
-                 "longbench_e")
+# Settings that decide what a sample id holds, per suite: runs merged into one table must agree on them, or a
+# task's cells (and the paired differences) would compare different samples that share ids. The data itself (the
+# haystack, LongBench's files) is compared by content where both runs recorded it, else by path.
+SAMPLE_FIELDS = {
+    "ruler": ("seed", "max_new_tokens", "chat_template"),
+    "niah": ("max_new_tokens", "chat_template", "needle", "question", "answer"),
+    "longbench": ("max_new_tokens", "max_length", "longbench_e"),
+}
 
 
-def _sample_settings(run: dict[str, Any]) -> dict[str, Any]:
-    cfg = run["config"].get("config", {})
-    out = {k: cfg.get(k) for k in SAMPLE_FIELDS}
-    digest = run["config"].get("haystack_sha256")
-    out["haystack"] = f"sha256 {digest}" if digest else cfg.get("haystack")
+def _sample_settings(run: dict[str, Any], benchmark: str) -> dict[str, Any]:
+    record = run["config"]
+    cfg = record.get("config", {})
+    out = {k: cfg.get(k) for k in SAMPLE_FIELDS.get(benchmark, ())}
+    if benchmark == "longbench" and cfg.get("max_length") is None:
+        out["max_context"] = record.get("max_context")  # the truncation length follows from it
     return out
+
+
+def _same_data(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """Why two runs' data differ (None when the same or unknown): by content when both recorded it."""
+    for key, path_key in (("haystack_sha256", "haystack"), ("data_sha256", "data_dir")):
+        x, y = a["config"].get(key), b["config"].get(key)
+        if x is not None and y is not None:
+            if isinstance(x, dict) and isinstance(y, dict):  # LongBench: per task file, the tasks both read
+                edited = sorted(t for t in set(x) & set(y) if x[t] != y[t])
+                if edited:
+                    return f"{path_key}: task files {edited} differ"
+            elif x != y:
+                return f"{path_key}: different contents"
+        elif x is None and y is None:
+            px, py = a["config"].get("config", {}).get(path_key), b["config"].get("config", {}).get(path_key)
+            if px is not None and py is not None and px != py:
+                return f"{path_key}: {px!r} vs {py!r}"
+    return None
 
 
 def merge_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -163,14 +186,16 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
         cfg = run["config"].get("config", {})
         key = (m.get("benchmark", cfg.get("benchmark", "?")), str(cfg.get("model", "?")))
         g = groups.setdefault(key, {"scores": defaultdict(dict), "memory": {}, "presses": {}, "dirs": [],
-                                    "by_length": defaultdict(dict), "samples": (run["dir"], _sample_settings(run))})
-        first_dir, first = g["samples"]
-        mine = _sample_settings(run)
-        differ = [k for k in first if first[k] != mine[k] and first[k] is not None and mine[k] is not None]
-        if differ:
-            detail = "; ".join(f"{k}: {first[k]!r} vs {mine[k]!r}" for k in differ)
-            raise ValueError(f"runs {first_dir} and {run['dir']} made different samples under the same ids ({detail}); "
-                             "report them separately")
+                                    "by_length": defaultdict(dict), "first": run})
+        first = g["first"]
+        mine, theirs = _sample_settings(run, key[0]), _sample_settings(first, key[0])
+        differ = [f"{k}: {theirs[k]!r} vs {mine[k]!r}" for k in mine
+                  if theirs.get(k) != mine[k] and theirs.get(k) is not None and mine[k] is not None]
+        data = _same_data(first, run)
+        if differ or data:
+            detail = "; ".join(differ + ([data] if data else []))
+            raise ValueError(f"runs {first['dir']} and {run['dir']} made different samples under the same ids "
+                             f"({detail}); report them separately")
         g["dirs"].append(run["dir"])
         for task, cells in m.get("scores", {}).items():
             g["scores"][task].update(cells)

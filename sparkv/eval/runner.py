@@ -202,21 +202,20 @@ def haystack_digest(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def longbench_digest(cfg: EvalConfig) -> str | None:
-    """SHA-256 over the LongBench task files a run reads (None for RULER / NIAH): resuming compares contents, as
-    for haystacks, so a corrected file is noticed and the same folder spelled another way is not."""
+def longbench_digest(cfg: EvalConfig) -> dict[str, str] | None:
+    """SHA-256 of each LongBench task file a run reads (None for RULER / NIAH): resuming compares contents, as for
+    haystacks, so a corrected file is noticed, the same folder spelled another way is not, and adding tasks to a
+    run folder stays allowed (only the tasks both runs read are compared)."""
     if cfg.benchmark != "longbench" or not cfg.data_dir:
         return None
     from sparkv.eval.tasks.longbench import LONGBENCH_E_TASKS, LONGBENCH_TASKS, task_file
 
-    h = hashlib.sha256()
-    for t in sorted(cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS)):
-        h.update(t.encode() + b"\0" + task_file(cfg.data_dir, t, cfg.longbench_e).read_bytes() + b"\0")
-    return h.hexdigest()
+    return {t: hashlib.sha256(task_file(cfg.data_dir, t, cfg.longbench_e).read_bytes()).hexdigest()
+            for t in cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS)}
 
 
 def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None,
-                             data_digest: str | None = None) -> None:
+                             data_digest: dict[str, str] | None = None) -> None:
     path = out / "config.json"
     if not path.exists():
         return
@@ -227,16 +226,18 @@ def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None,
     old = record.get("config", {})
     current = cfg.to_dict()
     by_content = record.get("haystack_sha256") is not None and digest is not None
-    data_by_content = record.get("data_sha256") is not None and data_digest is not None
+    data_by_content = isinstance(record.get("data_sha256"), dict) and data_digest is not None
     changed = [k for k in EvalConfig.DATA_FIELDS
                if k in old and old[k] != current.get(k) and not (k == "haystack" and by_content)
                and not (k == "data_dir" and data_by_content)]
     if by_content and record["haystack_sha256"] != digest:
         changed.append("haystack_sha256")
         old, current = {**old, "haystack_sha256": "text as before"}, {**current, "haystack_sha256": "edited text"}
-    if data_by_content and record["data_sha256"] != data_digest:
+    edited = sorted(t for t in set(record["data_sha256"]) & set(data_digest)
+                    if record["data_sha256"][t] != data_digest[t]) if data_by_content else []
+    if edited:
         changed.append("data_sha256")
-        old, current = {**old, "data_sha256": "files as before"}, {**current, "data_sha256": "edited files"}
+        old, current = {**old, "data_sha256": "files as before"}, {**current, "data_sha256": f"edited: {edited}"}
     if changed and (out / "predictions.jsonl").exists():
         detail = "; ".join(f"{k}: {old[k]!r} -> {current.get(k)!r}" for k in changed)
         raise EvalError(
@@ -354,26 +355,30 @@ def _check_lengths(cfg: EvalConfig, max_context: int | None) -> None:
         )
 
 
-def _check_extreme_samples(plan: list[tuple[str, str, Callable[[], Sample]]], fmt: PromptFormat,
-                           max_context: int | None) -> None:
-    """Before anything runs, build the shortest and the longest sample of every task: a length too short for a
-    task's template fails here, not after the other lengths ran; and the longest, question and generation included,
-    must fit ``max_context`` (a length just under it can still overflow with the question and the answer)."""
+def _check_extreme_samples(todo: list[tuple[str, str, Callable[[], Sample]]], fmt: PromptFormat,
+                           max_context: int | None) -> dict[tuple[str, str], Sample]:
+    """Before anything runs, build the shortest and the longest sample of every task still to run: a length too
+    short for a task's template fails here, not after the other lengths ran; and the longest, question and
+    generation included, must fit ``max_context`` (a length just under it can still overflow with the question and
+    the answer). Returns the samples built, for the run to reuse."""
     extremes: dict[tuple[str, str], tuple[int, str, Callable[[], Sample]]] = {}
-    for task, sid, make in plan:
+    for task, sid, make in todo:
         match = re.match(r"L?(\d+)-", sid)  # NIAH "L{length}-D{depth}", RULER "{length}-{index}"
         if match is None:
-            return  # LongBench: records are checked when read; their lengths are the documents'
+            return {}  # LongBench: records are checked when read; their lengths are the documents'
         length = int(match[1])
         for end, better in (("short", length < extremes.get((task, "short"), (length + 1,))[0]),
                             ("long", length > extremes.get((task, "long"), (length - 1,))[0])):
             if better:
                 extremes[(task, end)] = (length, sid, make)
+    built: dict[tuple[str, str], Sample] = {}
     for (task, end), (_, sid, make) in extremes.items():
-        try:
-            sample = make()
-        except ValueError as exc:
-            raise EvalError(str(exc)) from exc
+        if (task, sid) not in built:
+            try:
+                built[(task, sid)] = make()
+            except ValueError as exc:
+                raise EvalError(str(exc)) from exc
+        sample = built[(task, sid)]
         if end == "short" or max_context is None:
             continue
         prompt_tokens = sample.meta.get("prompt_tokens") or fmt.count_sample(sample)
@@ -383,6 +388,7 @@ def _check_extreme_samples(plan: list[tuple[str, str, Callable[[], Sample]]], fm
                 f"context of {max_context} tokens (question and answer come on top of the length); lower --lengths, "
                 "or pass --max-context if the model can really take more"
             )
+    return built
 
 
 def _environment() -> dict[str, Any]:
@@ -436,7 +442,6 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
         plan = plan_samples(cfg, fmt, max_context, haystack)
     except ValueError as exc:  # a generator refusing its arguments (a length too short for a task, a blank needle)
         raise EvalError(str(exc)) from exc
-    _check_extreme_samples(plan, fmt, max_context)
 
     config_record = {
         "config": {k: v for k, v in cfg.to_dict().items() if k != "shard"},  # shards share one folder
@@ -453,6 +458,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     store = PredictionStore(out / "predictions.jsonl")
     todo = [(t, sid, make) for i, (t, sid, make) in enumerate(plan)
             if i % shards == shard and any((t, sid, label) not in store for label, _, _ in presses)]
+    prebuilt = _check_extreme_samples(todo, fmt, max_context)
     mine = len(range(shard, len(plan), shards))
     if len(todo) < mine:
         log.info("resuming: %d of %d samples already done", mine - len(todo), mine)
@@ -461,7 +467,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     bar = tqdm(todo, desc=desc, unit="sample", disable=not progress)
     for task, sid, make in bar:
         try:
-            sample = make()
+            sample = prebuilt.pop((task, sid), None) or make()
         except ValueError as exc:  # e.g. a length too short for a task's template
             raise EvalError(str(exc)) from exc
         missing = [(label, spec, press) for label, spec, press in presses if (task, sid, label) not in store]

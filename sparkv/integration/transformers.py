@@ -302,6 +302,7 @@ class Press:
 
             def generate(*args, **kwargs):
                 check_generation_options(model, kwargs)
+                use_cache_default_on(kwargs)
                 if kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
                     kwargs.pop("cache", None)
                     kwargs.pop("past_key_values", None)
@@ -490,9 +491,23 @@ def check_generation_options(model, kwargs: dict) -> None:
                          f"samples); got {n!r}")
     if _generation_option(model, kwargs, "prefill_chunk_size") is not None:
         raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
-    if _generation_option(model, kwargs, "use_cache", True) is False:
+    # use_cache: a model's own default (many checkpoints ship use_cache=False) is overridden by sparkv's calls
+    # (use_cache_default_on); only an explicit False is refused.
+    explicit = kwargs.get("use_cache")
+    if explicit is None and kwargs.get("generation_config") is not None:
+        explicit = getattr(kwargs["generation_config"], "use_cache", None)
+    if explicit is False:
         raise ValueError("use_cache=False is not supported with a sparkv press: without a cache every step would "
                          "re-run the whole sequence densely (no compression); leave use_cache on")
+
+
+def use_cache_default_on(kwargs: dict) -> dict:
+    """``use_cache=True`` unless the caller set it (a sparkv cache is passed, so it must be used)."""
+    config = kwargs.get("generation_config")
+    if kwargs.get("use_cache") is None and (config is None or getattr(config, "use_cache", None) is None
+                                            or config.use_cache is True):
+        kwargs["use_cache"] = True
+    return kwargs
 
 
 def _resolve_length_and_sampling(gen_kwargs: dict, max_new_tokens: int | None, do_sample: bool | None
@@ -514,6 +529,7 @@ def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict, tokenizer
         if bad in kwargs:
             raise ValueError(f"sparkv.generate builds its own cache; do not pass {bad}")
     check_generation_options(model, kwargs)
+    use_cache_default_on(kwargs)
     kwargs.setdefault("tokenizer", tokenizer)  # model.generate needs it for stop_strings
     return kwargs
 

@@ -216,3 +216,16 @@ def test_resume_compares_the_data_files_by_content(tmp_path, scripted):
     with pytest.raises(EvalError, match="data_sha256"):
         run_eval(EvalConfig(benchmark="longbench", data_dir=str(data), tasks=["qasper"], out=out), backend=scripted,
                  progress=False)
+
+
+def test_adding_a_task_to_a_longbench_run_folder_resumes(tmp_path, scripted):
+    data = tmp_path / "lb"
+    data.mkdir()
+    write(data, "qasper", [record("qasper", 0)])
+    write(data, "hotpotqa", [record("hotpotqa", 0)])
+    out = str(tmp_path / "run")
+    run_eval(EvalConfig(benchmark="longbench", data_dir=str(data), tasks=["qasper"], out=out), backend=scripted,
+             progress=False)
+    m = run_eval(EvalConfig(benchmark="longbench", data_dir=str(data), tasks=["qasper", "hotpotqa"], out=out),
+                 backend=scripted, progress=False)
+    assert set(m["scores"]) == {"qasper", "hotpotqa"}

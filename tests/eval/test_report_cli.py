@@ -251,3 +251,20 @@ def test_cli_prints_user_text_literally(tmp_path):
     r = invoke("report", tmp_path / "run[/b]")
     assert r.exit_code == 2 and "run[/b]" in r.output and "does not exist" in r.output
 
+
+def test_report_merges_runs_that_differ_only_in_what_does_not_define_the_samples(tmp_path):
+    """NIAH samples do not depend on the seed; runs without content digests (older ones) compare paths."""
+    a = _fake_run(tmp_path / "a", "niah", {"niah": {"full": 100.0}}, {"full": _press("full")})
+    b = _fake_run(tmp_path / "b", "niah", {"niah": {"snapkv@128": 50.0}}, {"snapkv@128": _press("snapkv", budget=128)})
+    for path, seed in ((a, 42), (b, 7)):
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["config"].update(seed=seed, haystack=["essays/"])
+        (path / "config.json").write_text(json.dumps(cfg))
+    text, _ = write_report([a, b], tmp_path / "rep")
+    assert "`snapkv@128`" in text
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["config"]["haystack"] = ["other/"]
+    (b / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="haystack: \\['essays/'\\] vs \\['other/'\\]"):
+        write_report([a, b], tmp_path / "rep")
+

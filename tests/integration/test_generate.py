@@ -276,3 +276,21 @@ def test_press_options_need_a_spec_and_tail_chunk_is_an_integer():
         Press(key_ratio=0.8)
     with pytest.raises(ValueError, match="tail_chunk must be an integer"):
         Press("spark", tail_chunk=True)
+
+
+def test_a_checkpoint_shipping_use_cache_false_still_compresses(tok):
+    """Many checkpoints set use_cache=False in their config; sparkv passes its cache and turns it on."""
+    model = tiny_model("llama")
+    model.config.use_cache = False
+    model.generation_config.use_cache = False
+    res = sparkv.generate(model, tok, CONTEXT, QUESTION, "spark", max_new_tokens=4)
+    dense = sparkv.generate(model, tok, CONTEXT, QUESTION, "full", max_new_tokens=4)
+    assert res.memory.compressed_kv_bytes < dense.memory.compressed_kv_bytes
+    from tests.utils import PAD, encode
+
+    ids, mask = encode(tok, [CONTEXT])
+    press = Press("spark")
+    with press(model):
+        model.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=PAD)
+    assert press.memory().compressed_kv_bytes < dense.memory.compressed_kv_bytes
+

@@ -180,3 +180,12 @@ def test_forcing_the_gpu_kernels_where_they_have_no_path_is_refused_up_front(spe
     with pytest.raises(ValueError, match=message):
         parse_press(spec, backend="triton", **kw)
     parse_press(spec, backend="auto", **kw)  # auto takes the PyTorch path for these
+
+
+def test_forcing_the_gpu_kernels_at_lambda_zero_is_allowed():
+    """λ = 0 stores dense keys, which the GPU path serves whatever the channel method."""
+    from sparkv.config import parse_press
+
+    parse_press("think", key_ratio=0.0, backend="triton")
+    parse_press("spark", key_ratio=0.0, recovery="gaussian", backend="triton")
+
