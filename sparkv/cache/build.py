@@ -9,6 +9,8 @@ and beam operations are refused before any layer changes; no layer type is regis
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers.cache_utils import Cache
 
@@ -41,6 +43,26 @@ class SparkvCache(Cache):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self._refuse_if_filled("sliced along the batch")
         super().batch_select_indices(indices)
+
+    def crop(self, max_length: int) -> None:
+        """Refused (before any layer changes) when it would remove tokens from a filled sparkv layer: the compressed
+        prompt cannot be cut back (assisted decoding, prompt lookup). A crop that removes nothing is a no-op."""
+        length = self.get_seq_length()
+        target = length + max_length if max_length < 0 else max_length
+        if target < length:
+            self._refuse_if_filled("cropped (assisted decoding and prompt lookup are not supported)")
+        super().crop(max_length)
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("a sparkv cache cannot be pickled or saved: its layers are bound to the model they were built "
+                        "for (copy.deepcopy works; to keep a prompt, keep its text and prefill again)")
+
+    def __deepcopy__(self, memo: dict) -> SparkvCache:
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for name, value in self.__dict__.items():
+            setattr(new, name, copy.deepcopy(value, memo))
+        return new
 
 
 def text_config(model_or_config):

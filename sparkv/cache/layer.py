@@ -189,8 +189,12 @@ class PressedLayer(CacheLayerMixin):
     def reset(self) -> None:
         self._clear()
 
-    def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove != 0:
+    def crop(self, max_length: int) -> None:
+        """transformers' semantics (keep ``max_length`` tokens; negative: remove that many): refused unless it
+        removes nothing (the compressed prompt cannot be cut back; assisted decoding is not supported)."""
+        length = self.get_seq_length()
+        target = length + max_length if max_length < 0 else max_length
+        if target < length:
             raise NotImplementedError("a sparkv layer cannot be cropped (assisted decoding is not supported)")
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -245,8 +249,12 @@ class PressedLayer(CacheLayerMixin):
         keys, values = self.keys, self.values
         self.keys = self.values = None
         w = window_size(self.press)
-        self.prefix = compress_layer(self.press, query[:, :, max(0, s - w):] if w else None, keys, values, valid,
-                                     scaling, self.layer_idx, self.num_layers)
+        try:
+            self.prefix = compress_layer(self.press, query[:, :, max(0, s - w):] if w else None, keys, values, valid,
+                                         scaling, self.layer_idx, self.num_layers)
+        except Exception:
+            self._clear()  # e.g. a prompt shorter than the press window: leave the layer empty, not half-filled
+            raise
 
     def fork(self, press: PressConfig, tail_chunk: int | None = None) -> PressedLayer:
         """A new layer holding this recording layer's prompt compressed with ``press`` (the prompt is not modified)."""
@@ -270,6 +278,10 @@ class PressedLayer(CacheLayerMixin):
     # --- decode tail --------------------------------------------------------------------------------------------
 
     def _append_tail(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        rows = self.prefix.values.shape[0] if self.prefix is not None else None
+        if rows is not None and key_states.shape[0] != rows:
+            raise ValueError(f"layer {self.layer_idx}: new tokens for {key_states.shape[0]} batch rows, the cache holds "
+                             f"{rows}; a cache serves the batch it was filled with")
         n = key_states.shape[-2]
         need = self.tail_len + n
         capacity = 0 if self.tail_keys is None else self.tail_keys.shape[-2]
@@ -324,8 +336,14 @@ class PressedLayer(CacheLayerMixin):
     def allocated_bytes(self) -> int:
         return allocated_bytes(self.tensors())
 
+    def __reduce_ex__(self, protocol):
+        raise TypeError("a sparkv cache layer cannot be pickled or saved: it is bound to the model it was built for "
+                        "(copy.deepcopy works)")
+
     def __repr__(self) -> str:
-        state = "recording" if self.recording else ("compressed" if self.prefix is not None else "empty")
+        state = "recording" if self.recording else ("compressed" if self.prefix is not None else
+                                                    ("dense prompt waiting for compression" if self.pending
+                                                     else "empty"))
         name = "record" if self.press is None else self.press.name
         return f"PressedLayer({self.layer_idx}, press={name}, {state}, length={self.get_seq_length()})"
 

@@ -303,6 +303,8 @@ class Press:
             def generate(*args, **kwargs):
                 check_generation_options(model, kwargs)
                 use_cache_default_on(kwargs)
+                if "cache" in kwargs and kwargs["cache"] is None:
+                    del kwargs["cache"]  # an explicit None would make transformers ignore past_key_values
                 if kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
                     kwargs.pop("cache", None)
                     kwargs.pop("past_key_values", None)

@@ -99,7 +99,9 @@ def test_unsupported_cache_operations_raise():
         layer.crop(-1)
     with pytest.raises(NotImplementedError):
         layer.batch_repeat_interleave(2)
-    layer.crop(0)
+    with pytest.raises(NotImplementedError):
+        layer.crop(0)  # transformers' semantics: keep 0 tokens
+    layer.crop(layer.get_seq_length())  # removes nothing: allowed
     layer.reset()
     assert layer.get_seq_length() == 0 and layer.prefix is None
 

@@ -294,3 +294,55 @@ def test_a_checkpoint_shipping_use_cache_false_still_compresses(tok):
         model.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=PAD)
     assert press.memory().compressed_kv_bytes < dense.memory.compressed_kv_bytes
 
+
+
+def test_cache_operations_that_would_damage_it_are_refused_first(gemma, tok):
+    """crop on a Gemma3 cache (dense sliding layers + sparkv layers) is refused before any layer changes; pickling
+    is refused (deepcopy works); a failed prefill leaves the cache empty; a step with another batch size is refused
+    before anything is written."""
+    import copy
+    import pickle
+
+    from tests.utils import PAD, encode
+
+    ids, mask = encode(tok, [CONTEXT])
+    press = Press("spark")
+    with press(gemma):
+        gemma.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=PAD)
+    cache = press.last_cache
+    lengths = [layer.get_seq_length() for layer in cache.layers]
+    with pytest.raises(NotImplementedError, match="cannot be cropped"):
+        cache.crop(-2)
+    assert [layer.get_seq_length() for layer in cache.layers] == lengths
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(cache)
+    assert copy.deepcopy(cache).get_seq_length() == cache.get_seq_length()
+
+
+def test_a_step_with_another_batch_size_is_refused_before_anything_is_written(llama, tok):
+    from tests.utils import PAD, encode
+
+    two, two_mask = encode(tok, [CONTEXT, CONTEXT[:200]])
+    press = Press("spark")
+    with press(llama):
+        llama.generate(two, attention_mask=two_mask, max_new_tokens=2, pad_token_id=PAD)
+    cache = press.last_cache
+    lengths = [layer.get_seq_length() for layer in cache.layers]
+    with press(llama), pytest.raises(ValueError, match="batch rows"):
+        llama(two[:1, -1:], past_key_values=cache)
+    assert [layer.get_seq_length() for layer in cache.layers] == lengths
+
+
+def test_a_failed_prefill_leaves_the_cache_reusable(llama, tok):
+    from tests.utils import PAD, encode
+
+    press = Press("snapkv", budget=128)
+    cache = press.make_cache(llama)
+    short, short_mask = encode(tok, ["too short"])
+    with press(llama), pytest.raises(ValueError):
+        llama(short, attention_mask=short_mask, past_key_values=cache)
+    assert cache.get_seq_length() == 0
+    ids, mask = encode(tok, [CONTEXT])
+    with press(llama):
+        llama.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=PAD, past_key_values=cache)
+    assert cache.get_seq_length() > 0
