@@ -1,5 +1,6 @@
 # One-command set-up: `make demo` runs the needle demo on the packaged SmolLM2, `make test` runs the test suite.
-# Both create .venv and install everything they need (torch 2.13.0 CPU build here; triton for the CPU interpreter).
+# Both create .venv and install everything they need (torch 2.13.0: pip takes the CPU build on this project's
+# machines; triton for the CPU interpreter).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

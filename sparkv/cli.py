@@ -14,6 +14,7 @@ from rich.table import Table
 from sparkv.config import parse_press
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+MODEL_HELP = "smollm2 | qwen2.5-coder-1.5b | qwen2.5-coder-0.5b | path to a .gguf file | local folder | hub id"
 console = Console(stderr=True)
 
 try:  # the eval harness lives in its own module; mount it when present
@@ -83,7 +84,7 @@ def _memory_line(memory) -> str:
 def generate(
     context_file: Path = typer.Option(..., "--context-file", exists=True, dir_okay=False, help="Text file."),
     question: str = typer.Option(..., "--question", help="Question asked after the context."),
-    model: str = typer.Option("smollm2", "--model", help="smollm2 | local folder | hub id"),
+    model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     press: str = typer.Option("snapkv+spark", "--press", help="full | snapkv | pyramidkv | streamingllm | think | "
                               "spark | eviction+channel, e.g. snapkv+spark"),
     key_ratio: float = typer.Option(0.5, "--key-ratio", help="λ, key channels pruned per token, in [0, 1)."),
@@ -146,7 +147,7 @@ DEMO_QUESTION = "What is the secret ingredient of the best pizza in Lisbon? Answ
 
 @app.command()
 def demo(
-    model: str = typer.Option("smollm2", "--model"),
+    model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     context_tokens: int = typer.Option(2000, "--context-tokens", min=200),
     depth: float = typer.Option(0.5, "--depth", min=0.0, max=1.0, help="Needle position, 0 = start, 1 = end."),
     value: str = typer.Option("smoked paprika", "--value", help="The fact hidden in the default needle."),
@@ -215,7 +216,7 @@ def demo(
 
 @app.command()
 def memory(
-    model: str = typer.Option("smollm2", "--model"),
+    model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     context_tokens: int = typer.Option(4096, "--context-tokens", min=64),
     key_ratios: str = typer.Option("0.5,0.8", "--key-ratios"),
     budget: int = typer.Option(512, "--budget"),

@@ -21,7 +21,9 @@ eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 _err = Console(stderr=True, soft_wrap=True)
 
 # --- shared options ------------------------------------------------------------------------------------------------
-Model = Annotated[Optional[str], typer.Option("--model", help="smollm2 (default) | local folder | hub id.")]
+Model = Annotated[Optional[str], typer.Option(
+    "--model", help="smollm2 (default) | qwen2.5-coder-1.5b | qwen2.5-coder-0.5b | path to a .gguf file | local folder "
+    "| hub id.")]
 Press = Annotated[Optional[list[str]], typer.Option(
     "--press", help="full | snapkv | pyramidkv | streamingllm | spark | think | eviction+channel (snapkv+spark). "
     "Repeat or comma-separate for several; one prefill serves them all. Default: full.")]
@@ -157,7 +159,8 @@ def longbench(
         "musique gov_report qmsum multi_news trec triviaqa samsum passage_count passage_retrieval_en lcc "
         "repobench-p.")] = None,
     max_length: Annotated[Optional[int], typer.Option(
-        "--max-length", help="Prompt tokens kept by middle truncation (default: model context - generation length).")
+        "--max-length", help="Prompt tokens kept by middle truncation (default: model context - generation length - "
+                         "the prompt template's tokens).")
     ] = None,
     longbench_e: Annotated[Optional[bool], typer.Option(
         "--longbench-e/--no-longbench-e", help="Use the <task>_e.jsonl files; adds 0-4k/4-8k/8k+ scores.")] = None,
