@@ -202,18 +202,6 @@ def haystack_digest(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def longbench_digest(cfg: EvalConfig) -> dict[str, str] | None:
-    """SHA-256 of each LongBench task file a run reads (None for RULER / NIAH): resuming compares contents, as for
-    haystacks, so a corrected file is noticed, the same folder spelled another way is not, and adding tasks to a
-    run folder stays allowed (only the tasks both runs read are compared)."""
-    if cfg.benchmark != "longbench" or not cfg.data_dir:
-        return None
-    from sparkv.eval.tasks.longbench import LONGBENCH_E_TASKS, LONGBENCH_TASKS, task_file
-
-    return {t: hashlib.sha256(task_file(cfg.data_dir, t, cfg.longbench_e).read_bytes()).hexdigest()
-            for t in cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS)}
-
-
 def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None,
                              data_digest: dict[str, str] | None = None) -> None:
     path = out / "config.json"
@@ -246,9 +234,11 @@ def _check_config_compatible(cfg: EvalConfig, out: Path, digest: str | None,
         )
 
 
-def _validate_before_model(cfg: EvalConfig) -> str | None:
-    """Every check that needs no model: task names, data files, haystack files. Returns the haystack text (RULER,
-    NIAH), read once here for the whole run."""
+def _validate_before_model(cfg: EvalConfig) -> str | dict[str, tuple[list, str]] | None:
+    """Every check that needs no model: task names, data files, haystack files. Returns the data, read once here for
+    the whole run: the haystack text (RULER, NIAH), or per LongBench task its checked records and the file's SHA-256
+    (resuming compares contents, as for haystacks, so a corrected file is noticed, the same folder spelled another
+    way is not, and adding tasks to a run folder stays allowed)."""
     from sparkv.data import read_haystack
 
     if cfg.benchmark == "ruler":
@@ -258,17 +248,17 @@ def _validate_before_model(cfg: EvalConfig) -> str | None:
             if t not in RULER_TASKS:
                 raise EvalError(f"unknown RULER task {t!r}; known: {', '.join(RULER_TASKS)}")
     elif cfg.benchmark == "longbench":
-        from sparkv.eval.tasks.longbench import LONGBENCH_E_TASKS, LONGBENCH_TASKS, read_jsonl, task_file
+        from sparkv.eval.tasks.longbench import LONGBENCH_E_TASKS, LONGBENCH_TASKS, load_task
 
         if not cfg.data_dir:
             raise EvalError("LongBench needs --data-dir (the folder holding <task>.jsonl files)")
         if cfg.max_length is not None and cfg.max_length < 2:
             raise EvalError(f"--max-length must be >= 2 (half of it is kept at each end), got {cfg.max_length}")
-        for t in cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS):
-            try:  # every record checked here, before the model loads
-                read_jsonl(task_file(cfg.data_dir, t, cfg.longbench_e), cfg.limit, t)
-            except (ValueError, FileNotFoundError) as exc:
-                raise EvalError(str(exc)) from None
+        try:  # every record checked here, before the model loads
+            return {t: load_task(cfg.data_dir, t, cfg.longbench_e, cfg.limit)
+                    for t in cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS)}
+        except (ValueError, FileNotFoundError) as exc:
+            raise EvalError(str(exc)) from None
     if cfg.benchmark in ("ruler", "niah"):
         try:
             return read_haystack(cfg.haystack)
@@ -278,8 +268,11 @@ def _validate_before_model(cfg: EvalConfig) -> str | None:
 
 
 def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None,
-                 haystack: str | None = None) -> list[tuple[str, str, Callable[[], Sample]]]:
-    """``(task, sample_id, make)`` for the whole run; ``haystack``: the RULER / NIAH text if already read."""
+                 data: str | dict | None = None) -> list[tuple[str, str, Callable[[], Sample]]]:
+    """``(task, sample_id, make)`` for the whole run; ``data``: what :func:`_validate_before_model` read, if it did
+    (the RULER / NIAH haystack text, or the LongBench records)."""
+    haystack = data if isinstance(data, str) else None
+    longbench = data if isinstance(data, dict) else {}
     from sparkv.data import read_haystack
 
     plan: list[tuple[str, str, Callable[[], Sample]]] = []
@@ -326,8 +319,10 @@ def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None,
                     f"exceed the model's context of {max_context} tokens; lower --max-length to at most "
                     f"{max_context - gen_len - overhead} (or raise --max-context if the model can take it)"
                 )
+            records = longbench[task][0] if task in longbench else None
             for sid, make in generate_longbench(task, cfg.data_dir, fmt, max_length, limit=cfg.limit,
-                                                longbench_e=cfg.longbench_e, max_new_tokens=cfg.max_new_tokens):
+                                                longbench_e=cfg.longbench_e, max_new_tokens=cfg.max_new_tokens,
+                                                records=records):
                 plan.append((task, sid, make))
     return _interleave_tasks(plan)
 
@@ -425,9 +420,9 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     if overwrite:
         for name in ("predictions.jsonl", "metrics.json", "results.json"):
             (out / name).unlink(missing_ok=True)
-    haystack = _validate_before_model(cfg)
-    digest = haystack_digest(haystack)
-    data_digest = longbench_digest(cfg)
+    data = _validate_before_model(cfg)
+    digest = haystack_digest(data) if isinstance(data, str) else None
+    data_digest = {t: sha for t, (_, sha) in data.items()} if isinstance(data, dict) else None
     if not overwrite:
         _check_config_compatible(cfg, out, digest, data_digest)
 
@@ -439,7 +434,7 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = 
     _check_lengths(cfg, max_context)
     fmt = PromptFormat(backend.tokenizer, prefix_in_reply=backend.prefix_in_reply)
     try:
-        plan = plan_samples(cfg, fmt, max_context, haystack)
+        plan = plan_samples(cfg, fmt, max_context, data)
     except ValueError as exc:  # a generator refusing its arguments (a length too short for a task, a blank needle)
         raise EvalError(str(exc)) from exc
 

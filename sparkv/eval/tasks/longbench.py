@@ -18,6 +18,7 @@ keeps the first line, as for trec and triviaqa).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -169,26 +170,37 @@ def _check_record(record: dict[str, Any], where: str, task: str | None) -> None:
 def read_jsonl(path: str | Path, limit: int | None = None, task: str | None = None) -> list[dict[str, Any]]:
     """Records of a LongBench JSONL file (blank lines skipped); ``ValueError`` names a bad line (invalid JSON, a
     missing field, a wrong field type; with ``task``, what its metric needs) or an empty file."""
+    return _parse_lines(Path(path).read_text(encoding="utf-8"), path, limit, task)
+
+
+def load_task(data_dir: str | Path, task: str, longbench_e: bool = False, limit: int | None = None
+              ) -> tuple[list[dict[str, Any]], str]:
+    """``(records, sha256 of the file)`` of one task, the file read once (checked as by :func:`read_jsonl`)."""
+    path = task_file(data_dir, task, longbench_e)
+    raw = path.read_bytes()
+    return _parse_lines(raw.decode("utf-8"), path, limit, task), hashlib.sha256(raw).hexdigest()
+
+
+def _parse_lines(text: str, path, limit: int | None, task: str | None) -> list[dict[str, Any]]:
     records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            missing = [k for k in REQUIRED_FIELDS if k not in record]
-            if missing:
-                raise ValueError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
-            if isinstance(record["answers"], str):
-                record["answers"] = [record["answers"]]
-            _check_record(record, f"{path}:{number}", task)
-            record.setdefault("all_classes", None)
-            record.setdefault("_id", f"line{number}")
-            records.append(record)
-            if limit is not None and len(records) >= limit:
-                break
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        missing = [k for k in REQUIRED_FIELDS if k not in record]
+        if missing:
+            raise ValueError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+        if isinstance(record["answers"], str):
+            record["answers"] = [record["answers"]]
+        _check_record(record, f"{path}:{number}", task)
+        record.setdefault("all_classes", None)
+        record.setdefault("_id", f"line{number}")
+        records.append(record)
+        if limit is not None and len(records) >= limit:
+            break
     if not records:
         raise ValueError(f"{path}: no records (the file is empty)")
     return records
@@ -249,9 +261,11 @@ def generate_longbench(
     limit: int | None = None,
     longbench_e: bool = False,
     max_new_tokens: int | None = None,
+    records: list[dict[str, Any]] | None = None,
 ) -> Iterator[tuple[str, Callable[[], Sample]]]:
-    """Yield ``(sample_id, make)`` for the records of one task file."""
-    records = read_jsonl(task_file(data_dir, task, longbench_e), limit, task)
+    """Yield ``(sample_id, make)`` for the records of one task file (``records``: already read by :func:`load_task`)."""
+    if records is None:
+        records = read_jsonl(task_file(data_dir, task, longbench_e), limit, task)
     seen: set[str] = set()
     for record in records:
         sample_id = str(record["_id"])

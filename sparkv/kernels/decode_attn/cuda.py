@@ -171,18 +171,31 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
     return p, d, why
 
 
-def build(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> str | None:
-    """Compile (once) the kernel for this case; the reason it cannot run here, or None."""
-    _, d, why = launch_params(prefix, group, dtype, **kw)
-    if why is not None:
-        return why
-    key = (tuple(sorted(d.items())), prefix.values.device.index)
+def _built(d: dict[str, int], device: torch.device) -> str | None:
+    """Compile (once) the kernel ``d`` on ``device``; why it cannot be built there (cached: not retried every
+    decode step), or None."""
+    key = (tuple(sorted(d.items())), device.index)
     if key not in _FAILED:
         try:
-            _kernel(d, prefix.values.device)
+            _kernel(d, device)
         except (RuntimeError, OSError, AttributeError, ImportError) as e:  # no NVRTC, old GPU, a private API gone
             _FAILED[key] = f"NVRTC build failed: {e}"[:500]
     return _FAILED.get(key)
+
+
+def build(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> str | None:
+    """Compile (once) the kernel for this case; the reason it cannot run here, or None."""
+    _, d, why = launch_params(prefix, group, dtype, **kw)
+    return why if why is not None else _built(d, prefix.values.device)
+
+
+def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple[SplitPlan | None, str | None]:
+    """``(plan, None)`` when the kernel takes this step with its default launch, else ``(None, why)``: the launch
+    parameters are resolved once per step, for both the decision and the plan."""
+    group = query.shape[1] // prefix.values.shape[1]
+    p, d, why = launch_params(prefix, group, query.dtype)
+    why = why or _built(d, prefix.values.device)
+    return (None, why) if why is not None else (SplitPlan(query, prefix, scaling, _resolved=(p, d)), None)
 
 
 class SplitPlan:
@@ -195,14 +208,18 @@ class SplitPlan:
     partial last wave leaves multiprocessors idle). ``kw`` overrides :data:`DEFAULTS`.
     """
 
-    def __init__(self, query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None, **kw):
+    def __init__(self, query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
+                 _resolved: tuple[dict, dict] | None = None, **kw):
         b, hq, _, dd = query.shape
         self.query, self.prefix, self.scaling = query.contiguous(), prefix, float(scaling)
         self.h = prefix.values.shape[1]
         self.group = hq // self.h
-        p, d, why = launch_params(prefix, self.group, query.dtype, **kw)
-        if why is not None:
-            raise ValueError(f"the CUDA SparK kernel does not support this case: {why}")
+        if _resolved is not None:  # from try_plan: already checked
+            p, d = _resolved
+        else:
+            p, d, why = launch_params(prefix, self.group, query.dtype, **kw)
+            if why is not None:
+                raise ValueError(f"the CUDA SparK kernel does not support this case: {why}")
         self.kernel, self.smem, resident = _kernel(d, query.device)
         self.warps = p["warps"]
         s = prefix.num_tokens
@@ -252,13 +269,8 @@ def spark_split_partials(query: torch.Tensor, prefix: CompressedKV, scaling: flo
 
 def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV, scaling: float, **kw) -> torch.Tensor:
     """One-token decode attention over a SparK prefix (no tail) with the CUDA split kernel and the Triton combine."""
-    from sparkv.kernels.decode_attn.fused import decode_attn_combine_kernel
+    from sparkv.kernels.decode_attn.fused import combine_partials
 
-    b, hq, _, dd = query.shape
-    g = hq // prefix.values.shape[1]
-    o_part, lse_part, ns = spark_split_partials(query, prefix, scaling, **kw)
-    out = torch.empty(b, hq, 1, dd, dtype=query.dtype, device=query.device)
+    o_part, lse_part, _ = spark_split_partials(query, prefix, scaling, **kw)
     with launch_device(query.device):
-        decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=dd,
-                                              BD=max(32, triton.next_power_of_2(dd)), BNS=32)
-    return out
+        return combine_partials(o_part, lse_part, query)

@@ -496,15 +496,16 @@ def _spark_kernel_choice(choice: str | None) -> str:
     return choice
 
 
-def _use_cuda_spark(prefix: CompressedKV, group: int, choice: str) -> bool:
-    """Whether the CUDA C++ split kernel takes this SparK prefix (``choice``: see :func:`_spark_kernel_choice`)."""
+def _cuda_spark_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float, choice: str):
+    """The CUDA C++ split kernel's plan when it takes this SparK prefix, else None (``choice``: see
+    :func:`_spark_kernel_choice`)."""
     import warnings
 
     if choice == "triton":
-        return False
+        return None
     from sparkv.kernels.decode_attn import cuda
 
-    why = cuda.build(prefix, group, prefix.values.dtype)
+    plan, why = cuda.try_plan(query, prefix, scaling)
     if why is not None and choice == "cuda":
         raise ValueError(f"spark_kernel='cuda' cannot run here: {why}; use 'auto' or 'triton'")
     if why is not None:
@@ -513,7 +514,16 @@ def _use_cuda_spark(prefix: CompressedKV, group: int, choice: str) -> bool:
             _CUDA_FAILED[dev] = why
             warnings.warn(f"sparkv: the CUDA SparK kernel is unavailable ({why}); using the Triton kernel",
                           stacklevel=3)
-    return why is None
+    return plan
+
+
+def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Merge split partials (``[B*H, NS, G, D]`` / ``[B*H, NS, G]``) into ``[B, HQ, 1, D]`` in the query dtype."""
+    b, hq, _, d = query.shape
+    out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=query.device)
+    decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, o_part.shape[1], G=o_part.shape[2], D=d,
+                                          BD=max(32, triton.next_power_of_2(d)), BNS=16 if interpreting() else 32)
+    return out
 
 
 def _choose_launch(prepare, candidates: list[tuple[triton.Config, int]]) -> tuple[dict, int]:
@@ -653,12 +663,13 @@ def decode_attn_triton(
         raise ValueError("EXPAND_PTX needs a GPU; use EXPAND_TILE or EXPAND_GLOBAL under TRITON_INTERPRET=1")
     if layout == LAYOUT_SPARK and kv.dtype != q.dtype:
         raise ValueError(f"kept_values dtype {kv.dtype} must match the query dtype {q.dtype}")
-    spark_cuda = None
+    plan = None
     if layout == LAYOUT_SPARK and interp and spark_kernel == "cuda":
         raise ValueError("spark_kernel='cuda' needs a GPU (the CUDA kernel has no interpreter); use 'auto' or 'triton'")
-    if layout == LAYOUT_SPARK and not interp and _use_cuda_spark(prefix, g, spark_kernel):
-        # The CUDA kernel takes the prefix; the Triton split kernel below then covers the tail only.
-        spark_cuda, layout, s = prefix, LAYOUT_NONE, 0
+    if layout == LAYOUT_SPARK and not interp:
+        plan = _cuda_spark_plan(q, prefix, scaling, spark_kernel)
+        if plan is not None:  # the CUDA kernel takes the prefix; the Triton split kernel covers the tail only
+            layout, s = LAYOUT_NONE, 0
     align = 32 if interp else CHUNK_ALIGN
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
     work = max(b * h * (s + st), 1).bit_length() // 2  # log4 of B·H·S: a coarse size class for the choice
@@ -702,11 +713,9 @@ def decode_attn_triton(
                 _TUNED[key] = _choose_launch(prepare, launch_candidates(layout, d))
             launch, per_sm = _TUNED[key]
         LAST_LAUNCH.clear()
-        plan = None
-        if spark_cuda is not None:
+        if plan is not None:
             from sparkv.kernels.decode_attn import cuda
 
-            plan = cuda.SplitPlan(q, spark_cuda, scaling)
             LAST_LAUNCH.update(spark_kernel="cuda", **cuda.LAST_LAUNCH)
         lead = plan.splits if plan is not None else 0
         if run_triton:
@@ -721,10 +730,7 @@ def decode_attn_triton(
             plan.launch(o_part, lse_part)
         if run_triton:
             split_kernel()
-        out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=dev)
-        decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=g, D=d,
-                                              BD=max(32, triton.next_power_of_2(d)), BNS=16 if interp else 32)
-    return out
+        return combine_partials(o_part, lse_part, q)
 
 
 __all__ = ["decode_attn_triton", "decode_attn_fwd_kernel", "decode_attn_combine_kernel", "launch_candidates"]
