@@ -1,9 +1,10 @@
 """Launch parameters of the CUDA SparK split kernel (``sparkv/kernels/decode_attn/spark_walk.cu``) on the H200.
 
-First a correctness pass (the kernel through ``decode_attn_triton(spark_kernel="cuda")`` against the fp32 PyTorch
-reference on small random cases: head dims 64 / 128 / 256, odd and even kept counts, GQA groups 1-8, every
-supported recovery, bf16 / fp16, short rows), then, at the issue's target shapes plus one SmolLM2 shape, every
-``(warps, min_blocks, chains, waves)`` candidate timed against the best SDPA backend (same data, same run).
+First a correctness pass (the kernel, with its defaults and with every compile-time variant of
+``CHECK_VARIANTS``, against the fp32 PyTorch reference on small random cases: head dims 64 / 128 / 256, odd and
+even kept counts, GQA groups 1-8, every supported recovery, bf16 / fp16, short rows), then, at the issue's target
+shapes plus one SmolLM2 shape, every launch candidate (overrides of ``cuda.DEFAULTS``) timed against the best SDPA
+backend (same data, same run).
 
     PYTHONPATH=. python benchmarks/cuda_decode_sweep.py
     # -> benchmarks/results/experiments/decode_cuda_sweep_h200.json
@@ -44,9 +45,27 @@ CHECKS = [
     (1, 8, 2, 2000, 256, 52, torch.bfloat16, "mean", None),
 ]
 SHAPES = [(128, 32, 8, 32768, 8), (128, 32, 8, 131072, 1), (64, 9, 3, 32768, 8)]  # (D, HQ, H, context, batch)
-# (warps, min_blocks, chains, waves)
-CANDIDATES = [(4, 2, 2, 1), (4, 1, 2, 1), (4, 3, 2, 1), (4, 2, 1, 1), (4, 2, 2, 2), (8, 1, 2, 1), (2, 4, 2, 1),
-              (2, 6, 2, 1)]
+# Launch candidates: overrides of cuda.DEFAULTS (the first is the defaults themselves).
+CANDIDATES = [
+    {},
+    dict(recovery_operand="table", q_table="float32", stages=2),
+    dict(recovery_operand="bits", q_table="float32", stages=2),
+    dict(recovery_operand="bits", q_table="half", stages=2),
+    dict(recovery_operand="table", q_table="float32", stages=1),
+    dict(recovery_operand="bits", q_table="float32", stages=1),
+    dict(recovery_operand="bits", q_table="half", stages=1),
+    dict(recovery_operand="bits", q_table="half", stages=1, min_blocks=3),
+    dict(recovery_operand="bits", q_table="half", stages=1, chains=1),
+    dict(recovery_operand="bits", q_table="half", stages=1, waves=2),
+    dict(recovery_operand="bits", q_table="float32", stages=1, warps=8, min_blocks=1),
+]
+# Compile-time variants every correctness check also runs with.
+CHECK_VARIANTS = [dict(recovery_operand=r, q_table=t, stages=n)
+                  for r in cuda.RECOVERY_OPERANDS for t in cuda.Q_TABLES for n in (1, 2)]
+
+
+def name(kw: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in kw.items()) or "defaults"
 
 
 def build(b, hq, h, s, d, dk, dtype, recovery, lengths, seed):
@@ -72,8 +91,12 @@ def main() -> None:
         q, prefix = build(b, hq, h, s, d, dk, dtype, rec, lengths, seed=s + dk)
         ref = decode_attn_ref(q.float(), prefix, None, None, d ** -0.5)
         out = decode_attn_triton(q, prefix, None, None, d ** -0.5, spark_kernel="cuda")
-        checks.append(dict(b=b, hq=hq, h=h, s=s, d=d, dk=dk, dtype=str(dtype), recovery=rec, err=rel_err(out, ref)))
-        print("check", checks[-1], flush=True)
+        case = dict(b=b, hq=hq, h=h, s=s, d=d, dk=dk, dtype=str(dtype), recovery=rec)
+        checks.append(dict(case, variant="defaults", err=rel_err(out, ref)))
+        for kw in CHECK_VARIANTS:
+            out = cuda.decode_attn_cuda(q, prefix, d ** -0.5, **kw)
+            checks.append(dict(case, variant=name(kw), err=rel_err(out, ref)))
+        print("check", case, "max err", max(c["err"] for c in checks[-1 - len(CHECK_VARIANTS):]), flush=True)
     if any(c["err"] > 1e-2 for c in checks):
         sys.exit("a correctness check failed: nothing is timed")
     for d, hq, h, s, b in SHAPES:
@@ -88,11 +111,12 @@ def main() -> None:
             ref = decode_attn_ref(q.float(), prefix, None, None, scale, block_size=8192)
             row = dict(head_dim=d, context=s, batch=b, key_ratio=lam, kept=dk, bytes=prefix.nbytes() + q.nbytes,
                        sdpa_us=sdpa, candidates={})
-            for warps, min_blocks, chains, waves in CANDIDATES:
-                kw = dict(warps=warps, min_blocks=min_blocks, chains=chains, waves=waves)
+            for kw in CANDIDATES:
                 err = rel_err(cuda.decode_attn_cuda(q, prefix, scale, **kw), ref)
                 us = bench_us(lambda kw=kw: cuda.decode_attn_cuda(q, prefix, scale, **kw)) if err < 1e-2 else None
-                row["candidates"][f"w{warps}m{min_blocks}c{chains}v{waves}"] = dict(us=us, rel_err=err)
+                row["candidates"][name(kw)] = dict(us=us, rel_err=err, launch=dict(cuda.LAST_LAUNCH))
+                print(f"  {name(kw):<70} {us or float('nan'):8.1f} µs  {sdpa / us if us else 0:.2f}x  err {err:.1e}",
+                      flush=True)
             rows.append(row)
             best = min((c["us"], name) for name, c in row["candidates"].items() if c["us"])
             print(f"D{d} {s // 1024}K b{b} λ={lam}: SDPA {sdpa:.1f} µs, best {best[1]} {best[0]:.1f} µs "

@@ -74,6 +74,24 @@ def test_cuda_kernel_matches_reference(case, poison_empty):
     assert rel_err(out, tri) < 1e-2
 
 
+OPERAND_VARIANTS = [dict(recovery_operand=r, q_table=t, stages=n)
+                    for r in cuda.RECOVERY_OPERANDS for t in cuda.Q_TABLES for n in (1, 2)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", OPERAND_VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+@pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-H{c[1]}-G{c[2]}-S{c[3]}-D{c[5]}-DK{c[6]}-{c[8]}" for c in CASES])
+def test_cuda_kernel_variants_match_reference(case, variant, poison_empty):
+    """Every compile-time variant (recovery operand from the bits or a table, q table in fp32 or 16 bits, one or
+    two stages) against the fp32 reference, on every case (no tail: the CUDA kernel alone)."""
+    query, prefix, _, _ = make_case(*case, seed=case[3] + 1)
+    why = cuda.build(prefix, case[2], case[7], **variant)
+    if why is not None and "shared memory" in why:
+        pytest.skip(why)
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1, **variant), ref) < 1e-2
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v)
                                     for w, m, c, v in [(2, 4, 1, 1), (4, 1, 1, 2), (8, 1, 2, 1), (4, 3, 2, 3)]])
@@ -206,20 +224,22 @@ def _pip_nvrtc() -> ctypes.CDLL:
 
 
 VARIANTS = [
-    # (D, DK, G, recovery, dtype, warps, min_blocks, chains): every KV_MODE, recovery, dtype, GQ 4 / 8, chain count
-    (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2),
-    (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1),
-    (64, 13, 3, "constant", torch.float16, 4, 2, 2),
-    (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2),
-    (256, 77, 2, "mean", torch.float16, 4, 1, 2),
+    # (D, DK, G, recovery, dtype, warps, min_blocks, chains, recovery_operand, q_table, stages): every KV_MODE,
+    # recovery, dtype, GQ 4 / 8, chain count, operand source, q-table type and stage count
+    (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, "bits", "half", 1),
+    (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1, "table", "float32", 2),
+    (64, 13, 3, "constant", torch.float16, 4, 2, 2, "bits", "float32", 2),
+    (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2, "table", "half", 1),
+    (256, 77, 2, "mean", torch.float16, 4, 1, 2, "bits", "half", 2),
+    (128, 25, 8, "mean", torch.bfloat16, 4, 2, 2, "bits", "half", 1),
 ]
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("variant", VARIANTS, ids=[f"D{v[0]}-DK{v[1]}-G{v[2]}-{v[3]}-c{v[7]}" for v in VARIANTS])
+@pytest.mark.parametrize("variant", VARIANTS, ids=["-".join(str(x) for x in v if not isinstance(x, torch.dtype))
+                                                  for v in VARIANTS])
 def test_cuda_source_compiles(variant, arch):
-    d, dk, g, rec, dtype, warps, min_blocks, chains = variant
-    defines = cuda.defines(d, dk, g, rec, dtype, warps, min_blocks, chains)
+    defines = cuda.defines(*variant)
     # EXPECT_SMEM: the source static_asserts that cuda.shared_bytes() describes its shared-memory layout.
     source = cuda.kernel_source({**defines, "EXPECT_SMEM": cuda.shared_bytes(defines)})
     cubin = cuda.nvrtc_compile(source, cuda.KERNEL_NAME, arch, _pip_nvrtc())
@@ -239,6 +259,12 @@ def test_launch_parameters_are_checked_before_anything_runs():
         cuda.launch_params(prefix, 2, torch.bfloat16, min_blocks=0)
     with pytest.raises(ValueError, match="chains must be 1 or 2"):
         cuda.launch_params(prefix, 2, torch.bfloat16, chains=3)
+    with pytest.raises(ValueError, match="stages must be 1 or 2"):
+        cuda.launch_params(prefix, 2, torch.bfloat16, stages=True)
+    with pytest.raises(ValueError, match="recovery_operand must be one of"):
+        cuda.launch_params(prefix, 2, torch.bfloat16, recovery_operand="lut")
+    with pytest.raises(ValueError, match="q_table must be one of"):
+        cuda.launch_params(prefix, 2, torch.bfloat16, q_table="fp32")
     if not torch.cuda.is_available():
         assert cuda.launch_params(prefix, 2, torch.bfloat16)[2] == "device cpu (needs CUDA)"
 

@@ -19,7 +19,10 @@
 // log-sum-exps as the Triton split kernel, merged by its combine kernel.
 //
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
-// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers),
+// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), RECB (1: the recovery's B operand is built from the bits in registers,
+// +-2 on pruned channels with q*u/2 as A, no table; 0: from the 256-entry table), QH (1: the q table holds q in its
+// 16-bit dtype, 16 copies, converted per gather; 0: fp32, 8 copies; both 32*GQ bytes a channel), WARPS, MINB
+// (blocks per multiprocessor to fit: caps registers), STAGES (1 or 2 buffers of the small arrays per warp),
 // CHAINS (1 or 2 walks per token), KV_MODE (how kept rows are copied and read: 2 = 16-byte chunks into rows
 // padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte words into rows of an odd number of words, DK even;
 // 0 = the warp's contiguous bytes as they are, read per entry, DK odd).
@@ -44,13 +47,17 @@ typedef unsigned long long u64;
 #define KV_WORDS ((64 * DK + 2 + 3) / 4)
 #define KV_BYTES (((KV_WORDS * 4 + 15) / 16) * 16)
 #endif
-#define QROW (8 * GQ * 4)
+#define QROW (32 * GQ)  // one channel's row of the q table: 8 fp32 copies or 16 16-bit copies of GQ heads
 #define V_BYTES (32 * D * 2)
 #define W_BYTES (32 * NW * 4)
 #define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
-#define WARP_BYTES (V_BYTES + 2 * SMALL_BYTES)
+#define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES)
 #define QTAB_BYTES (D * QROW)
+#if RECB
+#define LUT_BYTES 0
+#else
 #define LUT_BYTES (256 * 8)
+#endif
 #define KS_BYTES ((GQ + 1) * 32 * 4)
 #define SMEM_FIXED (QTAB_BYTES + LUT_BYTES + WARPS * KS_BYTES)
 #ifdef EXPECT_SMEM  // defined by the tests: cuda.shared_bytes() must describe this layout
@@ -257,19 +264,59 @@ __device__ __forceinline__ float pick(const uint4& vv, int k) {  // kept entry k
   return (k & 1) ? hi_to_f32(word) : lo_to_f32(word);
 }
 
-__device__ __forceinline__ void fma_row(float (&a)[GQ], float x, const float* qq) {
+__device__ __forceinline__ void fma_row(float (&a)[GQ], float x, const unsigned char* qq) {
+#if QH
+  // GQ 16-bit q values of one channel; bf16 -> fp32 is a shift or a mask, exact.
+  if (GQ == 4) {
+    const uint2 w = *(const uint2*)qq;
+    a[0] += x * lo_to_f32(w.x);
+    a[1 % GQ] += x * hi_to_f32(w.x);
+    a[2 % GQ] += x * lo_to_f32(w.y);
+    a[3 % GQ] += x * hi_to_f32(w.y);
+  } else {
+    const uint4 w = *(const uint4*)qq;
+    a[0] += x * lo_to_f32(w.x);
+    a[1 % GQ] += x * hi_to_f32(w.x);
+    a[2 % GQ] += x * lo_to_f32(w.y);
+    a[3 % GQ] += x * hi_to_f32(w.y);
+    a[4 % GQ] += x * lo_to_f32(w.z);
+    a[5 % GQ] += x * hi_to_f32(w.z);
+    a[6 % GQ] += x * lo_to_f32(w.w);
+    a[7 % GQ] += x * hi_to_f32(w.w);
+  }
+#else
   const float4 q4 = *(const float4*)qq;
   a[0] += x * q4.x;
   a[1 % GQ] += x * q4.y;
   a[2 % GQ] += x * q4.z;
   a[3 % GQ] += x * q4.w;
   if (GQ == 8) {
-    const float4 q5 = *(const float4*)(qq + 4);
+    const float4 q5 = *(const float4*)(qq + 16);
     a[4 % GQ] += x * q5.x;
     a[5 % GQ] += x * q5.y;
     a[6 % GQ] += x * q5.z;
     a[7 % GQ] += x * q5.w;
   }
+#endif
+}
+
+// The NW kept-bitmap words of one token, as 16- or 8-byte loads (one load per lane and word would hit NW-way bank
+// conflicts: lanes are NW words apart).
+__device__ __forceinline__ void load_words(u32 (&w)[NW], const u32* p) {
+#if NW % 4 == 0
+#pragma unroll
+  for (int i = 0; i < NW / 4; ++i) {
+    const uint4 x = ((const uint4*)p)[i];
+    w[4 * i] = x.x;
+    w[(4 * i + 1) % NW] = x.y;
+    w[(4 * i + 2) % NW] = x.z;
+    w[(4 * i + 3) % NW] = x.w;
+  }
+#else
+  const uint2 x = *(const uint2*)p;
+  w[0] = x.x;
+  w[1 % NW] = x.y;
+#endif
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
@@ -285,14 +332,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     float* __restrict__ lse_part,    // [B*H, NS, G]
     double scale_d, double const_d, int S, int CHUNK, int NS, int H) {
   extern __shared__ __align__(128) unsigned char smem[];
-  float* qtab = (float*)smem;
-  uint2* lut = (uint2*)(smem + QTAB_BYTES);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, i4 = lane & 3;
   float* ks = (float*)(smem + QTAB_BYTES + LUT_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
   unsigned char* stages = smem + SMEM_FIXED;
   // Per warp: one V tile (its load is issued after the P·V of the previous tile and lands during the next walk)
-  // and two stages of the small arrays (kept values, kept and sign words), one tile ahead.
+  // and STAGES stages of the small arrays (kept values, kept and sign words): with two, the next tile's are issued
+  // before this tile's walk; with one (less shared memory, more resident blocks), after this tile's recovery.
   unsigned char* vbuf = stages + warp * WARP_BYTES;
   unsigned char* small0 = vbuf + V_BYTES;
 
@@ -300,12 +346,23 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   const float scale = (float)scale_d;
   const u64 row0 = (u64)bh * (u64)S;
 
-  // q table (fp32, 8 copies) and the +-1 lookup table.
+  // q table: GQ heads per channel row, in copies so that the lanes of one shared-memory phase never share a bank.
   const u16* qb = q + (u64)bh * G * D;  // the G query heads of KV head h are contiguous: (b*H + h)*G
+#if QH
+  u16* qtab = (u16*)smem;
+  for (int e = tid; e < D * 16 * GQ; e += WARPS * 32) {
+    const int hq = e % GQ, c = e / (16 * GQ);
+    qtab[e] = hq < G ? qb[hq * D + c] : (u16)0;
+  }
+#else
+  float* qtab = (float*)smem;
   for (int e = tid; e < D * 8 * GQ; e += WARPS * 32) {
     const int hq = e % GQ, c = e / (8 * GQ);
     qtab[e] = hq < G ? elt_to_f32(qb[hq * D + c]) : 0.f;
   }
+#endif
+#if !RECB
+  uint2* lut = (uint2*)(smem + QTAB_BYTES);  // +-1 operand of 4 channels from (4 pruned bits, 4 sign bits)
   for (int e = tid; e < 256; e += WARPS * 32) {
     const u32 pn = e & 15, sn = e >> 4;
     u32 h[4];
@@ -313,22 +370,34 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     for (int k = 0; k < 4; ++k) h[k] = ((pn >> k) & 1) ? (((sn >> k) & 1) ? 0x3F80u : 0xBF80u) : 0u;
     lut[e] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
   }
-  // A operand of the recovery MMA: row g = query head g, 4 channels per lane per k-step (nibble N = i4*(D/16)+s).
+#endif
+  // A operand of the recovery MMA: row g = query head g, 4 channels per lane per k-step. RECB: k-step s of lane i4
+  // takes bit o = f % 8 of kept-bitmap word f / 8 (f = i4*KS + s) and the bits 16, 8 and 24 above it, so that two
+  // shifts put a pair's bits at 14 and 30 (b0: o, o+16; b1: o+8, o+24); the B values are +-2, so A is halved
+  // (exact). Table: nibble N = i4*(D/16)+s, channels 4N..4N+3.
   u32 qa[KS][2];
 #pragma unroll
   for (int s = 0; s < KS; ++s) {
+#if RECB
+    const int f = i4 * KS + s, c0 = 32 * (f >> 3) + (f & 7);
+    const int ch[4] = {c0, c0 + 16, c0 + 8, c0 + 24};
+    const float half = 0.5f;
+#else
     const int c = 4 * (i4 * (D / 16) + s);
-    float f[4];
+    const int ch[4] = {c, c + 1, c + 2, c + 3};
+    const float half = 1.f;
+#endif
+    float f4[4];
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      float x = g < G ? elt_to_f32(qb[g * D + c + e]) : 0.f;
+      float x = g < G ? elt_to_f32(qb[g * D + ch[e]]) * half : 0.f;
 #if REC == 0
-      x *= u[(u64)bh * D + c + e];
+      x *= u[(u64)bh * D + ch[e]];
 #endif
-      f[e] = x;
+      f4[e] = x;
     }
-    qa[s][0] = pack_bf16(f[0], f[1]);
-    qa[s][1] = pack_bf16(f[2], f[3]);
+    qa[s][0] = pack_bf16(f4[0], f4[1]);
+    qa[s][1] = pack_bf16(f4[2], f4[3]);
   }
   __syncthreads();
 
@@ -384,10 +453,15 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 
   for (; t0 < end; t0 += 32 * WARPS) {
     const int t1 = t0 + 32 * WARPS;
+#if STAGES == 2
     unsigned char* st_next = (st == small0) ? small0 + SMALL_BYTES : small0;
     if (t1 < end) issue_small(t1, st_next);
     cp_commit();
-    cp_wait2();  // this tile's small arrays (its V may still be in flight)
+    cp_wait2();  // this tile's small arrays (its V and the next small arrays may still be in flight)
+#else
+    unsigned char* st_next = st;
+    cp_wait1();  // this tile's small arrays (its V may still be in flight)
+#endif
     __syncwarp();
     const int rows = min(32, end - t0);
     float r_cur = r_next;
@@ -402,9 +476,17 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     {
       const bool valid = lane < rows;
       u32 words[NW];
+      if (valid) {
+        load_words(words, kws + lane * NW);
+      } else {
 #pragma unroll
-      for (int w = 0; w < NW; ++w) words[w] = valid ? kws[lane * NW + w] : safe_w[w];
+        for (int w = 0; w < NW; ++w) words[w] = safe_w[w];
+      }
+#if QH
+      const unsigned char* qrow = smem + (lane & 15) * (GQ * 2);
+#else
       const unsigned char* qrow = smem + (lane & 7) * (GQ * 4);
+#endif
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
 #elif KV_MODE == 1
@@ -452,7 +534,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #else
         const float x = elt_to_f32(*(const u16*)(kvrow + 2 * k));
 #endif
-        fma_row(a, x, (const float*)(qrow + off));
+        fma_row(a, x, qrow + off);
 #if CHAINS == 2
         if (j < STEPS_BOT) {
           const int k2 = j;
@@ -466,7 +548,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #else
           const float x2 = elt_to_f32(*(const u16*)(kvrow + 2 * k2));
 #endif
-          fma_row(a2, x2, (const float*)(qrow + off2));
+          fma_row(a2, x2, qrow + off2);
         }
 #endif
       }
@@ -489,7 +571,27 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       const int tt = 8 * j + g;  // token of this lane's B columns
       float c[4] = {0.f, 0.f, 0.f, 0.f}, c2[4] = {0.f, 0.f, 0.f, 0.f};  // two MMA chains, summed below
 #if REC != 1
-      constexpr int LW = D >= 128 ? D / 128 : 1;  // lane words
+      constexpr int LW = D >= 128 ? D / 128 : 1;  // bitmap words of this lane's channels
+#if RECB
+      // B operand from the bits: +-2 (bf16 0x4000 / 0xC000) on pruned channels, 0 on kept ones. Bit 14 of a half:
+      // pruned (~kept); bit 15: pruned and negative (~(kept | sign)).
+      u32 kw[LW], kn[LW];
+#pragma unroll
+      for (int m = 0; m < LW; ++m) {
+        const int w = (i4 * KS) / 8 + m;
+        const int sh = D >= 128 ? 0 : 4 * (i4 & 1);  // D = 64: two lanes share a word, this one's bits o = 4*(i4&1)+s
+        kw[m] = kws[tt * NW + w] >> sh;
+        kn[m] = (kws[tt * NW + w] | sws[tt * NW + w]) >> sh;
+      }
+#pragma unroll
+      for (int s = 0; s < KS; ++s) {
+        const int m = D >= 128 ? s / 8 : 0, o = D >= 128 ? s % 8 : s;
+        const u32 b0 = (~(kw[m] << (14 - o)) & 0x40004000u) | (~(kn[m] << (15 - o)) & 0x80008000u);
+        const u32 p1 = o <= 6 ? kw[m] << (6 - o) : kw[m] >> 1;
+        const u32 b1 = (~p1 & 0x40004000u) | (~(kn[m] << (7 - o)) & 0x80008000u);
+        mma_bf16((s & 1) ? c2 : c, qa[s][0], 0u, qa[s][1], 0u, b0, b1);
+      }
+#else
       u32 zl[LW], zo[LW];
 #pragma unroll
       for (int m = 0; m < LW; ++m) {
@@ -513,6 +615,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
         const uint2 bb = lut[idx];
         mma_bf16((s & 1) ? c2 : c, qa[s][0], 0u, qa[s][1], 0u, bb.x, bb.y);
       }
+#endif
       c[0] += c2[0];
       c[1] += c2[1];
 #endif
@@ -542,6 +645,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       sc[j][0] = s0;
       sc[j][1] = s1;
     }
+
+#if STAGES == 1
+    // The walk and the recovery have read this stage: the next tile's small arrays land during softmax and P·V.
+    __syncwarp();
+    if (t1 < end) issue_small(t1, st);
+    cp_commit();
+#endif
 
     // ---- online softmax (per head g; the 4 lanes of a head reduce with two shuffles) ----
     float mt = sc[0][0];
