@@ -28,11 +28,10 @@ LOG2E = 1.4426950408889634
 _COMPILED: dict[tuple, tuple[object, int, int]] = {}
 # (defines, device index) -> why the build failed (not retried on every decode step)
 _FAILED: dict[tuple, str] = {}
-# Launch parameters: 4-warp blocks, registers capped for 2 resident blocks (H200 sweep, BENCHMARKS.md
-# "Session 6"), two walks per token and one wave of blocks (earlier sweeps of intermediate kernel versions).
-DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, recovery_operand="table", q_table="float32")
-RECOVERY_OPERANDS = ("bits", "table")  # the recovery MMA's +-1 operand: built from the bits, or a 256-entry table
-Q_TABLES = ("float32", "half")  # the kept term's q table: fp32, or the query's own 16-bit dtype
+# Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7"): 4-warp blocks, registers capped for 2 resident blocks,
+# two walks per token, one wave of blocks, two stages of small-array buffers. One stage (less shared memory) lets 3
+# blocks fit at λ = 0.5 but was slower there; so were a 3-block register cap and two waves.
+DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 # What the last call launched (benchmarks record it per row).
 LAST_LAUNCH: dict = {}
 
@@ -58,11 +57,9 @@ def supported(prefix: CompressedKV, group: int) -> str | None:
 
 
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
-            min_blocks: int = 1, chains: int = 2, recovery_operand: str = "table",
-            q_table: str = "float32", stages: int = 2) -> dict[str, int]:
+            min_blocks: int = 1, chains: int = 2, stages: int = 2) -> dict[str, int]:
     return dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
-                HALF=int(dtype == torch.float16), RECB=int(recovery_operand == "bits"), QH=int(q_table == "half"),
-                WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
+                HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
                 KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
 
 
@@ -77,8 +74,7 @@ def shared_bytes(d: dict[str, int]) -> int:
     else:
         kv_bytes = triton.cdiv((64 * d["DK"] + 5) // 4 * 4, 16) * 16
     small = kv_bytes + 2 * 32 * nw * 4
-    lut = 0 if d["RECB"] else 256 * 8
-    fixed = d["D"] * 32 * d["GQ"] + lut + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
+    fixed = d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
     return fixed + d["WARPS"] * (32 * d["D"] * 2 + d["STAGES"] * small)
 
 
@@ -150,10 +146,6 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
     for name in ("chains", "stages"):
         if p[name] not in (1, 2) or isinstance(p[name], bool):
             raise ValueError(f"{name} must be 1 or 2, got {p[name]!r}")
-    if p["recovery_operand"] not in RECOVERY_OPERANDS:
-        raise ValueError(f"recovery_operand must be one of {RECOVERY_OPERANDS}, got {p['recovery_operand']!r}")
-    if p["q_table"] not in Q_TABLES:
-        raise ValueError(f"q_table must be one of {Q_TABLES}, got {p['q_table']!r}")
     for name in ("min_blocks", "waves"):
         if not isinstance(p[name], int) or isinstance(p[name], bool) or not 1 <= p[name] <= 32:
             raise ValueError(f"{name} must be an integer in [1, 32], got {p[name]!r}")
@@ -169,7 +161,7 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
 
     def make(warps: int) -> dict:
         return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps, p["min_blocks"], p["chains"],
-                       p["recovery_operand"], p["q_table"], p["stages"])
+                       p["stages"])
 
     d = make(p["warps"])
     limit = torch.cuda.get_device_properties(dev).shared_memory_per_block_optin

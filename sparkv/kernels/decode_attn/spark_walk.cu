@@ -2,27 +2,25 @@
 //
 // Why not rebuild the key tile: the Triton kernel rebuilds every key channel (~11 instructions a channel, 44 of
 // its 98 per token and KV head at D = 128) and is bound by issuing them. Here the kept term costs per *kept*
-// entry, not per channel, and the recovery term goes through the tensor cores from a 4-channel lookup table:
+// entry, not per channel, and the recovery term goes through the tensor cores with an operand built from the bits:
 //   kept     lane = token: walk the token's kept bitmap from the top (find-last-set, clear), and for the k-th
 //            kept channel c add kept_values[t, k] * q[:, c] to G fp32 accumulators; q sits in shared memory
 //            as a [D][8 copies][GQ] fp32 table, copy = lane % 8, so the 8 lanes of a 128-bit load phase never
 //            share a bank;
 //   recovery r_t * sum_pruned sign * (q*u): one m16n8k16 MMA per 16 channels and 8 tokens, M = query heads,
-//            N = tokens, K = channels (any channel order works if q*u uses the same one); the B operand (+-1 on
-//            pruned channels, 0 on kept ones) of 4 channels comes from a 256-entry table indexed by the 4 kept
-//            bits (inverted) and the 4 sign bits;
+//            N = tokens, K = channels (any channel order works if q*u uses the same one); the B operand (+-2 on
+//            pruned channels, 0 on kept ones, with q*u/2 as A) is built in registers from the kept and sign words
+//            by shifts and masks, 4 instructions per pair of channels (a 256-entry shared-memory table instead was
+//            slower: its lookups conflict on banks, BENCHMARKS.md "Session 7");
 //   softmax  in the MMA's accumulator layout (lane = (head g, tokens 2i, 2i+1)), which is also the B operand
 //            layout of the P·V MMA (M = channels of V, N = heads, K = tokens; V^T from shared memory through
 //            ldmatrix.trans, rows XOR-swizzled), so probabilities never leave registers.
 // Every warp owns its 32-token tiles and its online-softmax state; the warps of a block merge once at the end.
-// Loads go through cp.async into two per-warp stages. Output: the same normalised partials and base-2
+// Loads go through cp.async into per-warp buffers. Output: the same normalised partials and base-2
 // log-sum-exps as the Triton split kernel, merged by its combine kernel.
 //
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
-// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), RECB (1: the recovery's B operand is built from the bits in registers,
-// +-2 on pruned channels with q*u/2 as A, no table; 0: from the 256-entry table), QH (1: the q table holds q in its
-// 16-bit dtype, 16 copies, converted per gather; 0: fp32, 8 copies; both 32*GQ bytes a channel), WARPS, MINB
-// (blocks per multiprocessor to fit: caps registers), STAGES (1 or 2 buffers of the small arrays per warp),
+// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers), STAGES (1 or 2 buffers of the small arrays per warp),
 // CHAINS (1 or 2 walks per token), KV_MODE (how kept rows are copied and read: 2 = 16-byte chunks into rows
 // padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte words into rows of an odd number of words, DK even;
 // 0 = the warp's contiguous bytes as they are, read per entry, DK odd).
@@ -47,19 +45,14 @@ typedef unsigned long long u64;
 #define KV_WORDS ((64 * DK + 2 + 3) / 4)
 #define KV_BYTES (((KV_WORDS * 4 + 15) / 16) * 16)
 #endif
-#define QROW (32 * GQ)  // one channel's row of the q table: 8 fp32 copies or 16 16-bit copies of GQ heads
+#define QROW (8 * GQ * 4)  // one channel's row of the q table: 8 fp32 copies of GQ heads
 #define V_BYTES (32 * D * 2)
 #define W_BYTES (32 * NW * 4)
 #define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
 #define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES)
 #define QTAB_BYTES (D * QROW)
-#if RECB
-#define LUT_BYTES 0
-#else
-#define LUT_BYTES (256 * 8)
-#endif
 #define KS_BYTES ((GQ + 1) * 32 * 4)
-#define SMEM_FIXED (QTAB_BYTES + LUT_BYTES + WARPS * KS_BYTES)
+#define SMEM_FIXED (QTAB_BYTES + WARPS * KS_BYTES)
 #ifdef EXPECT_SMEM  // defined by the tests: cuda.shared_bytes() must describe this layout
 static_assert(SMEM_FIXED + WARPS * WARP_BYTES == EXPECT_SMEM, "cuda.shared_bytes() disagrees with spark_walk.cu");
 #endif
@@ -265,26 +258,6 @@ __device__ __forceinline__ float pick(const uint4& vv, int k) {  // kept entry k
 }
 
 __device__ __forceinline__ void fma_row(float (&a)[GQ], float x, const unsigned char* qq) {
-#if QH
-  // GQ 16-bit q values of one channel; bf16 -> fp32 is a shift or a mask, exact.
-  if (GQ == 4) {
-    const uint2 w = *(const uint2*)qq;
-    a[0] += x * lo_to_f32(w.x);
-    a[1 % GQ] += x * hi_to_f32(w.x);
-    a[2 % GQ] += x * lo_to_f32(w.y);
-    a[3 % GQ] += x * hi_to_f32(w.y);
-  } else {
-    const uint4 w = *(const uint4*)qq;
-    a[0] += x * lo_to_f32(w.x);
-    a[1 % GQ] += x * hi_to_f32(w.x);
-    a[2 % GQ] += x * lo_to_f32(w.y);
-    a[3 % GQ] += x * hi_to_f32(w.y);
-    a[4 % GQ] += x * lo_to_f32(w.z);
-    a[5 % GQ] += x * hi_to_f32(w.z);
-    a[6 % GQ] += x * lo_to_f32(w.w);
-    a[7 % GQ] += x * hi_to_f32(w.w);
-  }
-#else
   const float4 q4 = *(const float4*)qq;
   a[0] += x * q4.x;
   a[1 % GQ] += x * q4.y;
@@ -297,7 +270,6 @@ __device__ __forceinline__ void fma_row(float (&a)[GQ], float x, const unsigned 
     a[6 % GQ] += x * q5.z;
     a[7 % GQ] += x * q5.w;
   }
-#endif
 }
 
 // The NW kept-bitmap words of one token, as 16- or 8-byte loads (one load per lane and word would hit NW-way bank
@@ -334,7 +306,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   extern __shared__ __align__(128) unsigned char smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, i4 = lane & 3;
-  float* ks = (float*)(smem + QTAB_BYTES + LUT_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
+  float* ks = (float*)(smem + QTAB_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
   unsigned char* stages = smem + SMEM_FIXED;
   // Per warp: one V tile (its load is issued after the P·V of the previous tile and lands during the next walk)
   // and STAGES stages of the small arrays (kept values, kept and sign words): with two, the next tile's are issued
@@ -345,61 +317,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   const int i_s = blockIdx.x, bh = blockIdx.y, b = bh / H;
   const float scale = (float)scale_d;
   const u64 row0 = (u64)bh * (u64)S;
-
-  // q table: GQ heads per channel row, in copies so that the lanes of one shared-memory phase never share a bank.
-  const u16* qb = q + (u64)bh * G * D;  // the G query heads of KV head h are contiguous: (b*H + h)*G
-#if QH
-  u16* qtab = (u16*)smem;
-  for (int e = tid; e < D * 16 * GQ; e += WARPS * 32) {
-    const int hq = e % GQ, c = e / (16 * GQ);
-    qtab[e] = hq < G ? qb[hq * D + c] : (u16)0;
-  }
-#else
-  float* qtab = (float*)smem;
-  for (int e = tid; e < D * 8 * GQ; e += WARPS * 32) {
-    const int hq = e % GQ, c = e / (8 * GQ);
-    qtab[e] = hq < G ? elt_to_f32(qb[hq * D + c]) : 0.f;
-  }
-#endif
-#if !RECB
-  uint2* lut = (uint2*)(smem + QTAB_BYTES);  // +-1 operand of 4 channels from (4 pruned bits, 4 sign bits)
-  for (int e = tid; e < 256; e += WARPS * 32) {
-    const u32 pn = e & 15, sn = e >> 4;
-    u32 h[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) h[k] = ((pn >> k) & 1) ? (((sn >> k) & 1) ? 0x3F80u : 0xBF80u) : 0u;
-    lut[e] = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
-  }
-#endif
-  // A operand of the recovery MMA: row g = query head g, 4 channels per lane per k-step. RECB: k-step s of lane i4
-  // takes bit o = f % 8 of kept-bitmap word f / 8 (f = i4*KS + s) and the bits 16, 8 and 24 above it, so that two
-  // shifts put a pair's bits at 14 and 30 (b0: o, o+16; b1: o+8, o+24); the B values are +-2, so A is halved
-  // (exact). Table: nibble N = i4*(D/16)+s, channels 4N..4N+3.
-  u32 qa[KS][2];
-#pragma unroll
-  for (int s = 0; s < KS; ++s) {
-#if RECB
-    const int f = i4 * KS + s, c0 = 32 * (f >> 3) + (f & 7);
-    const int ch[4] = {c0, c0 + 16, c0 + 8, c0 + 24};
-    const float half = 0.5f;
-#else
-    const int c = 4 * (i4 * (D / 16) + s);
-    const int ch[4] = {c, c + 1, c + 2, c + 3};
-    const float half = 1.f;
-#endif
-    float f4[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      float x = g < G ? elt_to_f32(qb[g * D + ch[e]]) * half : 0.f;
-#if REC == 0
-      x *= u[(u64)bh * D + ch[e]];
-#endif
-      f4[e] = x;
-    }
-    qa[s][0] = pack_bf16(f4[0], f4[1]);
-    qa[s][1] = pack_bf16(f4[2], f4[3]);
-  }
-  __syncthreads();
 
   const int start = i_s * CHUNK;
   const int end = min(start + CHUNK, lens[b]);
@@ -440,6 +357,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
   };
 
+  // The first tile's loads go out before the q tables are built, so that their latency overlaps that work.
   int t0 = start + 32 * warp;
   unsigned char* st = small0;
   if (t0 < end) issue_small(t0, st);
@@ -450,6 +368,52 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #if REC == 0
   if (t0 + lane < end) r_next = elt_to_f32(rs[row0 + t0 + lane]);
 #endif
+
+
+  // q table: GQ heads per channel row, 8 fp32 copies (copy = lane % 8 at gather time, so the 8 lanes of a 16-byte
+  // load phase never share a bank). Every q element is loaded once (loads first, all in flight together), then
+  // stored 8 times; the copy order is rotated by channel so that the stores do not conflict either.
+  const u16* qb = q + (u64)bh * G * D;  // the G query heads of KV head h are contiguous: (b*H + h)*G
+  {
+    float* qtab = (float*)smem;
+    constexpr int NQ = (GQ * D + WARPS * 32 - 1) / (WARPS * 32);
+    u16 qx[NQ];
+#pragma unroll
+    for (int i = 0; i < NQ; ++i) {
+      const int e = tid + WARPS * 32 * i, hq = e % GQ, c = e / GQ;
+      qx[i] = (e < GQ * D && hq < G) ? qb[hq * D + c] : (u16)0;
+    }
+#pragma unroll
+    for (int i = 0; i < NQ; ++i) {
+      const int e = tid + WARPS * 32 * i, hq = e % GQ, c = e / GQ;
+      if (e < GQ * D) {
+        const float x = elt_to_f32(qx[i]);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) qtab[(c * 8 + ((k + c) & 7)) * GQ + hq] = x;
+      }
+    }
+  }
+  // A operand of the recovery MMA: row g = query head g, 4 channels per lane per k-step. K-step s of lane i4 takes
+  // bit o = f % 8 of kept-bitmap word f / 8 (f = i4*KS + s) and the bits 16, 8 and 24 above it, so that two shifts
+  // put a pair's bits at 14 and 30 (b0: o, o+16; b1: o+8, o+24). The B values are +-2, so A is halved (exact).
+  u32 qa[KS][2];
+#pragma unroll
+  for (int s = 0; s < KS; ++s) {
+    const int f = i4 * KS + s, c0 = 32 * (f >> 3) + (f & 7);
+    const int ch[4] = {c0, c0 + 16, c0 + 8, c0 + 24};
+    float f4[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float x = g < G ? elt_to_f32(qb[g * D + ch[e]]) * 0.5f : 0.f;
+#if REC == 0
+      x *= u[(u64)bh * D + ch[e]];
+#endif
+      f4[e] = x;
+    }
+    qa[s][0] = pack_bf16(f4[0], f4[1]);
+    qa[s][1] = pack_bf16(f4[2], f4[3]);
+  }
+  __syncthreads();
 
   for (; t0 < end; t0 += 32 * WARPS) {
     const int t1 = t0 + 32 * WARPS;
@@ -482,11 +446,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #pragma unroll
         for (int w = 0; w < NW; ++w) words[w] = safe_w[w];
       }
-#if QH
-      const unsigned char* qrow = smem + (lane & 15) * (GQ * 2);
-#else
       const unsigned char* qrow = smem + (lane & 7) * (GQ * 4);
-#endif
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
 #elif KV_MODE == 1
@@ -572,7 +532,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       float c[4] = {0.f, 0.f, 0.f, 0.f}, c2[4] = {0.f, 0.f, 0.f, 0.f};  // two MMA chains, summed below
 #if REC != 1
       constexpr int LW = D >= 128 ? D / 128 : 1;  // bitmap words of this lane's channels
-#if RECB
       // B operand from the bits: +-2 (bf16 0x4000 / 0xC000) on pruned channels, 0 on kept ones. Bit 14 of a half:
       // pruned (~kept); bit 15: pruned and negative (~(kept | sign)).
       u32 kw[LW], kn[LW];
@@ -591,31 +550,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
         const u32 b1 = (~p1 & 0x40004000u) | (~(kn[m] << (7 - o)) & 0x80008000u);
         mma_bf16((s & 1) ? c2 : c, qa[s][0], 0u, qa[s][1], 0u, b0, b1);
       }
-#else
-      u32 zl[LW], zo[LW];
-#pragma unroll
-      for (int m = 0; m < LW; ++m) {
-        int w;
-        int sh = 0;
-        if (D >= 128) {
-          w = i4 * LW + m;
-        } else {
-          w = i4 >> 1;
-          sh = 16 * (i4 & 1);
-        }
-        const u32 kw = kws[tt * NW + w] >> sh, sw = sws[tt * NW + w] >> sh;
-        zl[m] = (~kw & 0x0F0F0F0Fu) | ((sw << 4) & 0xF0F0F0F0u);
-        zo[m] = ((~kw >> 4) & 0x0F0F0F0Fu) | (sw & 0xF0F0F0F0u);
-      }
-#pragma unroll
-      for (int s = 0; s < KS; ++s) {
-        const int m = s / 8, n = s % 8;
-        const u32 z = (n & 1) ? zo[m] : zl[m];
-        const u32 idx = __byte_perm(z, 0, 0x4440 + (n >> 1));
-        const uint2 bb = lut[idx];
-        mma_bf16((s & 1) ? c2 : c, qa[s][0], 0u, qa[s][1], 0u, bb.x, bb.y);
-      }
-#endif
       c[0] += c2[0];
       c[1] += c2[1];
 #endif
