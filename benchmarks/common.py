@@ -35,14 +35,24 @@ def wall_clock_us(fn, warmup: int = 5, rep: int = 50) -> float:
     return statistics.median(times)
 
 
-def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True) -> float:
-    """Median GPU time of ``fn()`` in microseconds, L2 flushed (256 MB memset) before every timed call.
+FLUSHES = ("zero", "read")
 
+
+def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True, flush: str = "zero") -> float:
+    """Median GPU time of ``fn()`` in microseconds, L2 flushed with a 256 MB buffer before every timed call.
+
+    ``flush="zero"``: the buffer is zeroed (``triton.testing.do_bench``'s flush). That leaves L2 full of *dirty*
+    lines, whose write-back to DRAM then competes with the timed kernel's reads: a fixed cost of about 15-20 µs on
+    the H200 (L2 60 MB) added to every kernel, whatever it does. ``flush="read"``: the buffer is read (a max
+    reduction), so L2 holds clean lines of it; the timed operands are just as cold, without the write-back. That is
+    what a decode step meets in a model (the layers before attention read weights, they write almost nothing).
     ``graph=True`` captures ``fn`` in a CUDA graph and times its replays with CUDA events, so what is measured is
     the kernels' time, not Python / launch overhead (a small decode step otherwise measures the host: our
     launcher's two Triton launches cost ~0.1-0.2 ms of CPU in this VM). Otherwise the same loop as
     ``triton.testing.do_bench`` (median). Without CUDA (dry runs under ``TRITON_INTERPRET=1``) a wall-clock median.
     """
+    if flush not in FLUSHES:
+        raise ValueError(f"flush must be one of {FLUSHES}, got {flush!r}")
     if not torch.cuda.is_available():
         return wall_clock_us(fn, warmup=0, rep=3)
     import statistics
@@ -69,10 +79,17 @@ def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True) -> float:
             torch.cuda.synchronize()
     driver = triton.runtime.driver.active
     cache = driver.get_empty_cache_for_benchmark()
+
+    def clear(_cache):
+        if flush == "zero":
+            driver.clear_cache(_cache)
+        else:
+            _cache.max()
+
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(5):
-        driver.clear_cache(cache)
+        clear(cache)
         run()
     end.record()
     torch.cuda.synchronize()
@@ -83,7 +100,7 @@ def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True) -> float:
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     for i in range(n):
-        driver.clear_cache(cache)
+        clear(cache)
         starts[i].record()
         run()
         ends[i].record()

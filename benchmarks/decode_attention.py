@@ -9,7 +9,9 @@ token per row, contexts 8K / 32K / 128K, batch 1 and 8, key ratio λ 0 (our kern
 Every config is checked against the fp32 PyTorch reference before it is timed (relative error < 1e-2).
 SparK rows run what the library dispatches to (``kernel``: the CUDA C++ split kernel where it applies, else the
 Triton one) and also time the Triton SparK kernel on the same data (``triton_us``).
-``bytes`` is what one decode step must read: the prefix layout (``CompressedKV.nbytes()``: kept values, bitmaps,
+Times are medians with L2 flushed before every call by reading a 256 MB buffer; every row is also timed with the
+buffer zeroed instead (``*_zero_flush``: Triton's do_bench flush, whose dirty lines add a fixed write-back cost to
+every kernel, ours and SDPA's alike; ``common.bench_us`` explains). ``bytes`` is what one decode step must read: the prefix layout (``CompressedKV.nbytes()``: kept values, bitmaps,
 scales, u, dense values, lengths) plus the query; SDPA reads the dense keys and values plus the query.
 
 ``--explore`` times every autotune candidate and split size at (32K, b8), (128K, b1) and (128K, b8) instead
@@ -34,7 +36,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEVICE, bench_us, default_out, environment, fmt_ctx, markdown_table, rel_err, write_json  # noqa: E402
+from common import DEVICE, FLUSHES, bench_us, default_out, environment, fmt_ctx, markdown_table, rel_err, write_json  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
@@ -50,7 +52,7 @@ RATIOS = (0.0, 0.5, 0.8)
 TOL = 1e-2
 
 
-def sdpa_us(q, k, v, scale, backend):
+def sdpa_us(q, k, v, scale, backend, flush="zero"):
     """(median µs, output) of one SDPA backend with ``enable_gqa=True``, or (None, None) if it refuses the case."""
     from torch.nn.attention import sdpa_kernel
 
@@ -62,7 +64,7 @@ def sdpa_us(q, k, v, scale, backend):
         out = fn()
     except RuntimeError:
         return None, None
-    return bench_us(fn), out
+    return bench_us(fn, flush=flush), out
 
 
 def make_shape(b, hq, h, s, d, dtype, seed):
@@ -89,14 +91,22 @@ def run_table(args, save=None) -> list[dict]:
                 base = dict(m, context=s, batch=b, dtype="bf16")
                 dense = CompressedKV(DenseKeys(k), v, lens)
                 ref = decode_attn_ref(q.float(), dense, None, None, scale, block_size=8192)
-                flash_us, flash_out = sdpa_us(q, k, v, scale, torch.nn.attention.SDPBackend.FLASH_ATTENTION)
-                cudnn_us, cudnn_out = sdpa_us(q, k, v, scale, torch.nn.attention.SDPBackend.CUDNN_ATTENTION)
+                # Timed twice: L2 flushed by reading a buffer (the table's numbers) and by zeroing one (Triton's
+                # do_bench flush, which adds the write-back of dirty L2 lines to every kernel; bench_us says more).
+                sdpa = {}
+                for flush in FLUSHES:
+                    for name, backend in (("flash", torch.nn.attention.SDPBackend.FLASH_ATTENTION),
+                                          ("cudnn", torch.nn.attention.SDPBackend.CUDNN_ATTENTION)):
+                        sdpa[name, flush] = sdpa_us(q, k, v, scale, backend, flush)
+                (flash_us, flash_out), (cudnn_us, cudnn_out) = sdpa["flash", "read"], sdpa["cudnn", "read"]
                 for name, out in (("flash", flash_out), ("cudnn", cudnn_out)):
                     if out is not None and rel_err(out, ref) > TOL:
                         print(f"warning: SDPA {name} rel err {rel_err(out, ref):.2e} at {base}", flush=True)
                 best_sdpa = min((t for t in (flash_us, cudnn_us) if t is not None), default=None)
+                best_sdpa_zero = min((sdpa[n, "zero"][0] for n in ("flash", "cudnn") if sdpa[n, "zero"][0] is not None),
+                                     default=None)
                 dense_bytes = k.nbytes + v.nbytes + q.nbytes
-                dense_us = None
+                dense_us = dense_us_zero = None
                 for lam in RATIOS:
                     dk = kept_channels(d, lam)
                     prefix = dense if lam == 0 else CompressedKV(select_pack_triton(k, stat, dk), v, lens)
@@ -109,22 +119,29 @@ def run_table(args, save=None) -> list[dict]:
                         print(f"FAILED check: {row}", flush=True)
                         rows.append(row)
                         continue
-                    us = bench_us(lambda: decode_attn_triton(q, prefix, None, None, scale))
+                    def step(kernel=None, q=q, prefix=prefix, scale=scale):
+                        return decode_attn_triton(q, prefix, None, None, scale, spark_kernel=kernel)
+
+                    us = bench_us(step, flush="read")
                     row["config"] = str(dict(LAST_LAUNCH))
                     row["kernel"] = LAST_LAUNCH.get("spark_kernel", "triton") if lam else "triton"
+                    us_zero = bench_us(step, flush="zero")
                     if lam and row["kernel"] == "cuda":
                         # The Triton SparK kernel on the same data, for comparison (the dispatcher's fallback).
                         tri = decode_attn_triton(q, prefix, None, None, scale, spark_kernel="triton")
                         row["triton_rel_err"] = rel_err(tri, exp)
-                        row["triton_us"] = bench_us(
-                            lambda: decode_attn_triton(q, prefix, None, None, scale, spark_kernel="triton"))
+                        row["triton_us"] = bench_us(lambda: step("triton"), flush="read")
                     if lam == 0:
-                        dense_us = us
+                        dense_us, dense_us_zero = us, us_zero
                     nbytes = prefix.nbytes() + q.nbytes
                     row.update(bytes=nbytes, us=us, tbps=nbytes / us / 1e6, sdpa_flash_us=flash_us,
                                sdpa_cudnn_us=cudnn_us, sdpa_tbps=dense_bytes / best_sdpa / 1e6 if best_sdpa else None,
                                speedup_vs_sdpa=best_sdpa / us if best_sdpa else None,
-                               speedup_vs_dense_kernel=dense_us / us if dense_us else None)
+                               speedup_vs_dense_kernel=dense_us / us if dense_us else None, flush="read",
+                               us_zero_flush=us_zero, sdpa_flash_us_zero_flush=sdpa["flash", "zero"][0],
+                               sdpa_cudnn_us_zero_flush=sdpa["cudnn", "zero"][0],
+                               speedup_vs_sdpa_zero_flush=best_sdpa_zero / us_zero if best_sdpa_zero else None,
+                               speedup_vs_dense_kernel_zero_flush=dense_us_zero / us_zero if dense_us_zero else None)
                     rows.append(row)
                     print(f"{m['model']:>13} {fmt_ctx(s):>5} b{b} λ={lam:<3} {us:9.1f} µs {row['tbps']:.2f} TB/s "
                           f"sdpa {best_sdpa or 0:8.1f} µs  x{row['speedup_vs_sdpa'] or 0:.2f} vs sdpa  err {err:.1e}",
@@ -204,6 +221,7 @@ COLUMNS = [
     ("tbps", "TB/s", ".2f"), ("sdpa_flash_us", "SDPA flash µs", ".1f"), ("sdpa_cudnn_us", "SDPA cuDNN µs", ".1f"),
     ("speedup_vs_sdpa", "vs best SDPA", ".2f"), ("speedup_vs_dense_kernel", "vs our dense", ".2f"),
     ("rel_err", "rel err", ".1e"), ("triton_us", "Triton SparK µs", ".1f"),
+    ("us_zero_flush", "µs, zeroed-L2 flush", ".1f"), ("speedup_vs_sdpa_zero_flush", "vs best SDPA, zeroed-L2 flush", ".2f"),
 ]
 
 

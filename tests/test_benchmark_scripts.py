@@ -43,3 +43,15 @@ def test_decode_table_dry_run_is_tiny_and_never_overwrites_gpu_results(tmp_path)
     out = ROOT / "benchmarks" / "results" / "dry_run" / "decode_attention_cpu.json"
     rows = json.loads(out.read_text())["rows"]
     assert [r["context"] for r in rows] == [256] * 3 and all(r["rel_err"] < 1e-2 for r in rows)
+    # Both L2 flushes are timed for every row.
+    assert all(r["flush"] == "read" and r["us"] > 0 and r["us_zero_flush"] > 0 for r in rows)
+
+
+def test_bench_us_refuses_an_unknown_flush():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from common import bench_us
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    with pytest.raises(ValueError, match=r"flush must be one of \('zero', 'read'\)"):
+        bench_us(lambda: None, flush="memset")
