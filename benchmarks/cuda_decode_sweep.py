@@ -51,11 +51,10 @@ SHAPES = [(128, 32, 8, 32768, 8), (128, 32, 8, 131072, 1), (128, 32, 8, 8192, 1)
 CANDIDATES = [
     {},
     dict(stages=1),
-    dict(stages=1, min_blocks=3),
-    dict(stages=1, min_blocks=3, chains=1),
     dict(chains=1),
+    dict(min_blocks=3),
+    dict(stages=1, min_blocks=3),
     dict(waves=2),
-    dict(warps=8, min_blocks=1, stages=1),
 ]
 # Compile-time variants every correctness check also runs with.
 CHECK_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(chains=1)]

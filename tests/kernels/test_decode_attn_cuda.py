@@ -92,8 +92,9 @@ def test_cuda_kernel_variants_match_reference(case, variant, poison_empty):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v)
-                                    for w, m, c, v in [(2, 4, 1, 1), (4, 1, 1, 2), (8, 1, 2, 1), (4, 3, 2, 3)]])
+@pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v, stages=n)
+                                    for w, m, c, v, n in [(2, 4, 1, 1, 2), (4, 1, 1, 2, 1), (8, 1, 2, 1, 2),
+                                                          (4, 3, 2, 3, 1)]])
 def test_cuda_kernel_launch_parameters(params, poison_empty):
     query, prefix, _, _ = make_case(2, 4, 4, 3000, 0, 128, 26, torch.bfloat16, "mean", [3000, 1234], seed=1)
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
@@ -231,6 +232,7 @@ VARIANTS = [
     (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2, 1),
     (256, 77, 2, "mean", torch.float16, 4, 1, 2, 2),
     (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1),
+    (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2),
 ]
 
 

@@ -75,7 +75,7 @@ def shared_bytes(d: dict[str, int]) -> int:
         kv_bytes = triton.cdiv((64 * d["DK"] + 5) // 4 * 4, 16) * 16
     small = kv_bytes + 2 * 32 * nw * 4
     fixed = d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
-    return fixed + d["WARPS"] * (32 * d["D"] * 2 + d["STAGES"] * small)
+    return fixed + d["WARPS"] * (32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
 
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:

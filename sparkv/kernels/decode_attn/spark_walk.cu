@@ -14,7 +14,7 @@
 //            slower: its lookups conflict on banks, BENCHMARKS.md "Session 7");
 //   softmax  in the MMA's accumulator layout (lane = (head g, tokens 2i, 2i+1)), which is also the B operand
 //            layout of the P·V MMA (M = channels of V, N = heads, K = tokens; V^T from shared memory through
-//            ldmatrix.trans, rows XOR-swizzled), so probabilities never leave registers.
+//            ldmatrix.trans, rows padded by 16 bytes), so probabilities never leave registers.
 // Every warp owns its 32-token tiles and its online-softmax state; the warps of a block merge once at the end.
 // Loads go through cp.async into per-warp buffers. Output: the same normalised partials and base-2
 // log-sum-exps as the Triton split kernel, merged by its combine kernel.
@@ -46,7 +46,8 @@ typedef unsigned long long u64;
 #define KV_BYTES (((KV_WORDS * 4 + 15) / 16) * 16)
 #endif
 #define QROW (8 * GQ * 4)  // one channel's row of the q table: 8 fp32 copies of GQ heads
-#define V_BYTES (32 * D * 2)
+#define V_STRIDE ((D / 8 + 1) * 16)  // bytes per V row in shared memory
+#define V_BYTES (32 * V_STRIDE)
 #define W_BYTES (32 * NW * 4)
 #define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
 #define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES)
@@ -58,6 +59,13 @@ static_assert(SMEM_FIXED + WARPS * WARP_BYTES == EXPECT_SMEM, "cuda.shared_bytes
 #endif
 
 __device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ u32 rotl(u32 x, int n) { return __funnelshift_l(x, x, n); }
+// ~(m ? a : b) bitwise, as one LOP3 (the compiler splits it into three).
+__device__ __forceinline__ u32 not_select(u32 m, u32 a, u32 b) {
+  u32 d;
+  asm("lop3.b32 %0, %1, %2, %3, 0x1B;" : "=r"(d) : "r"(a), "r"(b), "r"(m));
+  return d;
+}
 
 __device__ __forceinline__ void cp_async(u32 dst, const void* src, int ok, int nbytes) {
   // Rows past the split's end are zero-filled (src-size 0) from a valid address.
@@ -137,11 +145,29 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 addr, u32& r0, u32& r1, u3
 // else chunks past the valid rows are zero-filled (src-size 0, from the tile's first chunk, a valid address).
 template <bool ALL_ROWS>
 __device__ __forceinline__ void load_v(u32 vs, const unsigned char* src, int valid, int lane) {
+  // V rows are padded to an odd number of 16-byte chunks (V_STRIDE), so that ldmatrix's 8 rows hit 8 different
+  // bank groups; the padding (unlike an XOR swizzle) keeps every destination this lane's base plus a constant.
+  constexpr int VCH = D / 8;  // chunks per row; divides 32, so chunk lane + 32*i is row lane/VCH + i*32/VCH
+  const u32 dst = vs + (lane / VCH) * V_STRIDE + (lane % VCH) * 16;
+  const unsigned char* from = src + 16 * lane;
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) {
-    const int e = lane + 32 * i, row = e / (D / 8), ch = e % (D / 8);
-    const bool ok = ALL_ROWS || e < valid;
-    cp_async(vs + (row * (D / 8) + (ch ^ (row & 7))) * 16, src + 16 * (ok ? e : 0), ok, 16);
+  for (int i = 0; i < VCH; ++i) {
+    const bool ok = ALL_ROWS || lane + 32 * i < valid;
+    cp_async(dst + i * (32 / VCH) * V_STRIDE, ok ? from + 512 * i : src, ok, 16);
+  }
+}
+
+// Kept rows of a tile: N chunks of B bytes a row, into rows of STRIDE chunks (STRIDE odd, so that the lanes' reads of
+// their own rows never share a bank). Unpadded (STRIDE == N), every destination is this lane's base plus a constant.
+template <bool ALL_ROWS, int B, int N, int STRIDE>
+__device__ __forceinline__ void load_rows(u32 dst, const unsigned char* src, int rows, int lane) {
+  const unsigned char* from = src + B * lane;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int e = lane + 32 * i;
+    const bool ok = ALL_ROWS || e / N < rows;
+    const u32 to = STRIDE == N ? dst + B * lane + 32 * B * i : dst + ((e / N) * STRIDE + e % N) * B;
+    cp_async(to, ok ? from + 32 * B * i : src, ok, B);
   }
 }
 
@@ -150,21 +176,9 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_bh, const u32*
                                            int rows, int lane) {
   const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
 #if KV_MODE == 2
-  const unsigned char* src = (const unsigned char*)(kv_bh + (u64)t0 * DK);
-#pragma unroll
-  for (int i = 0; i < KVC; ++i) {
-    const int e = lane + 32 * i, row = e / KVC, col = e % KVC;
-    const bool ok = ALL_ROWS || row < rows;
-    cp_async(kvs + (row * KV_STRIDE16 + col) * 16, src + 16 * (ok ? e : 0), ok, 16);
-  }
+  load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
 #elif KV_MODE == 1
-  const unsigned char* src = (const unsigned char*)(kv_bh + (u64)t0 * DK);
-#pragma unroll
-  for (int i = 0; i < DKW; ++i) {
-    const int e = lane + 32 * i, row = e / DKW, col = e % DKW;
-    const bool ok = ALL_ROWS || row < rows;
-    cp_async(kvs + (row * KV_STRIDE_W + col) * 4, src + 4 * (ok ? e : 0), ok, 4);
-  }
+  load_rows<ALL_ROWS, 4, DKW, KV_STRIDE_W>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
 #else
   // Odd DK: rows are not 4-byte aligned; copy the tile's bytes from the 4-byte boundary below them (the last
   // word may hold fewer valid bytes: src-size below 4 zero-fills the rest, nothing past the tile is read).
@@ -202,16 +216,16 @@ __device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx: 2 ulp, exp
 
 // A walk over one token's kept bitmap (NW words in registers). TOP: highest channel first; else lowest first.
 // Empty words are moved to the back of the queue once, so a step advances by at most one word; next() returns
-// the byte offset of the next kept channel's row in the q table.
+// the byte offset of the next kept channel's entry (this lane's copy) in the q table.
 template <bool TOP>
 struct Walk {
   u32 qw[NW], qb[NW], cur, base;
-  __device__ __forceinline__ void init(const u32 (&words)[NW], bool compact) {
+  __device__ __forceinline__ void init(const u32 (&words)[NW], bool compact, u32 qoff) {
 #pragma unroll
     for (int w = 0; w < NW; ++w) {
       const int idx = TOP ? NW - 1 - w : w;
       qw[w] = words[idx];
-      qb[w] = (u32)(idx * 32 * QROW);
+      qb[w] = (u32)(idx * 32 * QROW) + qoff;  // qoff: this lane's copy, folded in once instead of per entry
     }
     if (compact) {  // warp-uniform: some lane of the warp has an empty word
 #pragma unroll
@@ -446,7 +460,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #pragma unroll
         for (int w = 0; w < NW; ++w) words[w] = safe_w[w];
       }
-      const unsigned char* qrow = smem + (lane & 7) * (GQ * 4);
+      const u32 qoff = (lane & 7) * (GQ * 4);
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
 #elif KV_MODE == 1
@@ -464,10 +478,10 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       for (int w = 0; w < NW; ++w) empty |= words[w] == 0;
       const bool compact = __any_sync(ALL_LANES, empty);
       Walk<true> top;
-      top.init(words, compact);
+      top.init(words, compact, qoff);
 #if CHAINS == 2
       Walk<false> bot;
-      bot.init(words, compact);
+      bot.init(words, compact, qoff);
       float a2[GQ];
 #pragma unroll
       for (int h = 0; h < GQ; ++h) a2[h] = 0.f;
@@ -494,7 +508,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #else
         const float x = elt_to_f32(*(const u16*)(kvrow + 2 * k));
 #endif
-        fma_row(a, x, qrow + off);
+        fma_row(a, x, smem + off);
 #if CHAINS == 2
         if (j < STEPS_BOT) {
           const int k2 = j;
@@ -508,7 +522,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #else
           const float x2 = elt_to_f32(*(const u16*)(kvrow + 2 * k2));
 #endif
-          fma_row(a2, x2, qrow + off2);
+          fma_row(a2, x2, smem + off2);
         }
 #endif
       }
@@ -533,21 +547,24 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #if REC != 1
       constexpr int LW = D >= 128 ? D / 128 : 1;  // bitmap words of this lane's channels
       // B operand from the bits: +-2 (bf16 0x4000 / 0xC000) on pruned channels, 0 on kept ones. Bit 14 of a half:
-      // pruned (~kept); bit 15: pruned and negative (~(kept | sign)).
-      u32 kw[LW], kn[LW];
+      // pruned (~kept); bit 15: pruned and negative (~(kept | sign)). yr holds (kept | sign) rotated left by one, so
+      // one bit-select takes channel c's two bits from c (kept word) and c + 1 (yr), one rotation moves them to
+      // 14-15 and 30-31, and a mask clears the rest: 3 instructions a register.
+      u32 kw[LW], yr[LW];
 #pragma unroll
       for (int m = 0; m < LW; ++m) {
         const int w = (i4 * KS) / 8 + m;
         const int sh = D >= 128 ? 0 : 4 * (i4 & 1);  // D = 64: two lanes share a word, this one's bits o = 4*(i4&1)+s
-        kw[m] = kws[tt * NW + w] >> sh;
-        kn[m] = (kws[tt * NW + w] | sws[tt * NW + w]) >> sh;
+        const u32 k = kws[tt * NW + w] >> sh;
+        kw[m] = k;
+        yr[m] = rotl(k | (sws[tt * NW + w] >> sh), 1);
       }
 #pragma unroll
       for (int s = 0; s < KS; ++s) {
         const int m = D >= 128 ? s / 8 : 0, o = D >= 128 ? s % 8 : s;
-        const u32 b0 = (~(kw[m] << (14 - o)) & 0x40004000u) | (~(kn[m] << (15 - o)) & 0x80008000u);
-        const u32 p1 = o <= 6 ? kw[m] << (6 - o) : kw[m] >> 1;
-        const u32 b1 = (~p1 & 0x40004000u) | (~(kn[m] << (7 - o)) & 0x80008000u);
+        const u32 m0 = (1u << o) | (1u << (o + 16)), m1 = (1u << (o + 8)) | (1u << (o + 24));
+        const u32 b0 = rotl(not_select(m0, kw[m], yr[m]), 14 - o) & 0xC000C000u;
+        const u32 b1 = rotl(not_select(m1, kw[m], yr[m]), (6 - o) & 31) & 0xC000C000u;
         mma_bf16((s & 1) ? c2 : c, qa[s][0], 0u, qa[s][1], 0u, b0, b1);
       }
       c[0] += c2[0];
@@ -620,16 +637,14 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     cp_wait1();  // this tile's V
     __syncwarp();
     {
-      const u32 vs = smem_u32(vbuf);
       const int qm = lane >> 3, r8 = lane & 7;
+      const u32 vs = smem_u32(vbuf) + ((qm >> 1) * 8 + r8) * V_STRIDE + (qm & 1) * 16;  // this lane's row address
 #pragma unroll
       for (int kt = 0; kt < 2; ++kt) {
-        const int row = 16 * kt + (qm >> 1) * 8 + r8;
 #pragma unroll
         for (int m = 0; m < KS; ++m) {
-          const int ch = 2 * m + (qm & 1);
           u32 x0, x1, x2, x3;
-          ldmatrix_x4_trans(vs + (row * (D / 8) + (ch ^ (row & 7))) * 16, x0, x1, x2, x3);
+          ldmatrix_x4_trans(vs + 16 * kt * V_STRIDE + 32 * m, x0, x1, x2, x3);
           mma_pv(acc[m], x0, x1, x2, x3, pb[2 * kt], pb[2 * kt + 1]);
         }
       }
