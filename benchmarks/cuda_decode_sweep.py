@@ -51,13 +51,17 @@ SHAPES = [(128, 32, 8, 32768, 8), (128, 32, 8, 131072, 1), (128, 32, 8, 8192, 1)
 CANDIDATES = [
     {},
     dict(stages=1),
-    dict(chains=1),
+    dict(v_stages=2),
+    dict(stages=1, v_stages=2),
+    dict(warps=2, v_stages=2),
     dict(min_blocks=3),
     dict(stages=1, min_blocks=3),
-    dict(waves=2),
 ]
+# L2 flushed by reading a buffer before every timed call, as for the decode table's main columns (common.bench_us).
+FLUSH = "read"
 # Compile-time variants every correctness check also runs with.
-CHECK_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(chains=1)]
+CHECK_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(chains=1), dict(v_stages=2),
+                  dict(stages=1, v_stages=2), dict(warps=2, v_stages=2)]
 
 
 def name(kw: dict) -> str:
@@ -99,8 +103,8 @@ def main() -> None:
         torch.cuda.empty_cache()
         q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=s + b + d)
         scale = d ** -0.5
-        sdpa = min(t for t in (sdpa_us(q, k, v, scale, torch.nn.attention.SDPBackend.FLASH_ATTENTION)[0],
-                               sdpa_us(q, k, v, scale, torch.nn.attention.SDPBackend.CUDNN_ATTENTION)[0]) if t)
+        sdpa = min(t for t in (sdpa_us(q, k, v, scale, torch.nn.attention.SDPBackend.FLASH_ATTENTION, FLUSH)[0],
+                               sdpa_us(q, k, v, scale, torch.nn.attention.SDPBackend.CUDNN_ATTENTION, FLUSH)[0]) if t)
         for lam in (0.5, 0.8):
             dk = kept_channels(d, lam)
             prefix = CompressedKV(select_pack_triton(k, stat, dk), v, lens)
@@ -109,15 +113,17 @@ def main() -> None:
                        sdpa_us=sdpa, candidates={})
             for kw in CANDIDATES:
                 err = rel_err(cuda.decode_attn_cuda(q, prefix, scale, **kw), ref)
-                us = bench_us(lambda kw=kw: cuda.decode_attn_cuda(q, prefix, scale, **kw)) if err < 1e-2 else None
+                us = bench_us(lambda kw=kw: cuda.decode_attn_cuda(q, prefix, scale, **kw), flush=FLUSH) if err < 1e-2 else None
                 row["candidates"][name(kw)] = dict(us=us, rel_err=err, launch=dict(cuda.LAST_LAUNCH))
                 print(f"  {name(kw):<70} {us or float('nan'):8.1f} µs  {sdpa / us if us else 0:.2f}x  err {err:.1e}",
                       flush=True)
+            # The split kernel alone (no combine): what the combine kernel adds to the step.
+            row["split_only_us"] = bench_us(lambda: cuda.spark_split_partials(q, prefix, scale), flush=FLUSH)
             rows.append(row)
             best = min((c["us"], name) for name, c in row["candidates"].items() if c["us"])
             print(f"D{d} {s // 1024}K b{b} λ={lam}: SDPA {sdpa:.1f} µs, best {best[1]} {best[0]:.1f} µs "
                   f"({sdpa / best[0]:.2f}x)", flush=True)
-    write_json(args.out, {**environment(), "command": "PYTHONPATH=. python benchmarks/cuda_decode_sweep.py",
+    write_json(args.out, {**environment(), "command": "PYTHONPATH=. python benchmarks/cuda_decode_sweep.py", "flush": FLUSH,
                           "checks": checks, "rows": rows})
 
 

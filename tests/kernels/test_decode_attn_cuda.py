@@ -74,15 +74,17 @@ def test_cuda_kernel_matches_reference(case, poison_empty):
     assert rel_err(out, tri) < 1e-2
 
 
-BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1)]
+BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1),
+                   dict(stages=2, v_stages=2), dict(stages=1, v_stages=2)]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", BUFFER_VARIANTS, ids=lambda v: "-".join(f"{k}{x}" for k, x in v.items()))
 @pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-H{c[1]}-G{c[2]}-S{c[3]}-D{c[5]}-DK{c[6]}-{c[8]}" for c in CASES])
 def test_cuda_kernel_variants_match_reference(case, variant, poison_empty):
-    """One and two stages of small-array buffers (their loads are issued at different points), a register cap of
-    3 blocks and one walk per token, against the fp32 reference on every case (no tail: the CUDA kernel alone)."""
+    """One and two stages of small-array buffers and of V tiles (their loads are issued and waited for at different
+    points), a register cap of 3 blocks and one walk per token, against the fp32 reference on every case (no tail:
+    the CUDA kernel alone)."""
     query, prefix, _, _ = make_case(*case, seed=case[3] + 1)
     why = cuda.build(prefix, case[2], case[7], **variant)
     if why is not None and "shared memory" in why:
@@ -92,9 +94,10 @@ def test_cuda_kernel_variants_match_reference(case, variant, poison_empty):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v, stages=n)
-                                    for w, m, c, v, n in [(2, 4, 1, 1, 2), (4, 1, 1, 2, 1), (8, 1, 2, 1, 2),
-                                                          (4, 3, 2, 3, 1)]])
+@pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v, stages=n, v_stages=vs)
+                                    for w, m, c, v, n, vs in [(2, 4, 1, 1, 2, 1), (4, 1, 1, 2, 1, 1),
+                                                              (8, 1, 2, 1, 2, 1), (4, 3, 2, 3, 1, 1),
+                                                              (2, 2, 2, 1, 2, 2)]])
 def test_cuda_kernel_launch_parameters(params, poison_empty):
     query, prefix, _, _ = make_case(2, 4, 4, 3000, 0, 128, 26, torch.bfloat16, "mean", [3000, 1234], seed=1)
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
@@ -224,15 +227,15 @@ def _pip_nvrtc() -> ctypes.CDLL:
 
 
 VARIANTS = [
-    # (D, DK, G, recovery, dtype, warps, min_blocks, chains, stages): every KV_MODE, recovery, dtype, GQ 4 / 8,
-    # chain count and stage count
-    (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 1),
-    (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1, 2),
-    (64, 13, 3, "constant", torch.float16, 4, 2, 2, 2),
-    (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2, 1),
-    (256, 77, 2, "mean", torch.float16, 4, 1, 2, 2),
-    (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1),
-    (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2),
+    # (D, DK, G, recovery, dtype, warps, min_blocks, chains, stages, v_stages): every KV_MODE, recovery, dtype,
+    # GQ 4 / 8, chain count and stage counts
+    (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 1, 1),
+    (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1, 2, 2),
+    (64, 13, 3, "constant", torch.float16, 4, 2, 2, 2, 1),
+    (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2, 1, 2),
+    (256, 77, 2, "mean", torch.float16, 4, 1, 2, 2, 1),
+    (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1, 1),
+    (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2, 2),
 ]
 
 
@@ -262,6 +265,8 @@ def test_launch_parameters_are_checked_before_anything_runs():
         cuda.launch_params(prefix, 2, torch.bfloat16, chains=3)
     with pytest.raises(ValueError, match="stages must be 1 or 2"):
         cuda.launch_params(prefix, 2, torch.bfloat16, stages=True)
+    with pytest.raises(ValueError, match="v_stages must be 1 or 2"):
+        cuda.launch_params(prefix, 2, torch.bfloat16, v_stages=3)
     if not torch.cuda.is_available():
         assert cuda.launch_params(prefix, 2, torch.bfloat16)[2] == "device cpu (needs CUDA)"
 

@@ -31,7 +31,7 @@ _FAILED: dict[tuple, str] = {}
 # Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7"): 4-warp blocks, registers capped for 2 resident blocks,
 # two walks per token, one wave of blocks, two stages of small-array buffers. One stage (less shared memory) lets 3
 # blocks fit at λ = 0.5 but was slower there; so were a 3-block register cap and two waves.
-DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
+DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, v_stages=1)
 # What the last call launched (benchmarks record it per row).
 LAST_LAUNCH: dict = {}
 
@@ -57,10 +57,10 @@ def supported(prefix: CompressedKV, group: int) -> str | None:
 
 
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
-            min_blocks: int = 1, chains: int = 2, stages: int = 2) -> dict[str, int]:
+            min_blocks: int = 1, chains: int = 2, stages: int = 2, v_stages: int = 1) -> dict[str, int]:
     return dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
                 HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
-                KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
+                VSTAGES=v_stages, KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
 
 
 def shared_bytes(d: dict[str, int]) -> int:
@@ -75,7 +75,7 @@ def shared_bytes(d: dict[str, int]) -> int:
         kv_bytes = triton.cdiv((64 * d["DK"] + 5) // 4 * 4, 16) * 16
     small = kv_bytes + 2 * 32 * nw * 4
     fixed = d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
-    return fixed + d["WARPS"] * (32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
+    return fixed + d["WARPS"] * (d["VSTAGES"] * 32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
 
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
@@ -143,7 +143,7 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
     p = {**DEFAULTS, **kw}
     if p["warps"] not in (1, 2, 4, 8):
         raise ValueError(f"warps must be 1, 2, 4 or 8, got {p['warps']!r}")
-    for name in ("chains", "stages"):
+    for name in ("chains", "stages", "v_stages"):
         if p[name] not in (1, 2) or isinstance(p[name], bool):
             raise ValueError(f"{name} must be 1 or 2, got {p[name]!r}")
     for name in ("min_blocks", "waves"):
@@ -161,7 +161,7 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
 
     def make(warps: int) -> dict:
         return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps, p["min_blocks"], p["chains"],
-                       p["stages"])
+                       p["stages"], p["v_stages"])
 
     d = make(p["warps"])
     limit = torch.cuda.get_device_properties(dev).shared_memory_per_block_optin

@@ -20,7 +20,8 @@
 // log-sum-exps as the Triton split kernel, merged by its combine kernel.
 //
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
-// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers), STAGES (1 or 2 buffers of the small arrays per warp),
+// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers),
+// STAGES (1 or 2 buffers of the small arrays per warp), VSTAGES (1 or 2 buffers of V tiles per warp),
 // CHAINS (1 or 2 walks per token), KV_MODE (how kept rows are copied and read: 2 = 16-byte chunks into rows
 // padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte words into rows of an odd number of words, DK even;
 // 0 = the warp's contiguous bytes as they are, read per entry, DK odd).
@@ -50,7 +51,7 @@ typedef unsigned long long u64;
 #define V_BYTES (32 * V_STRIDE)
 #define W_BYTES (32 * NW * 4)
 #define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
-#define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES)
+#define WARP_BYTES (VSTAGES * V_BYTES + STAGES * SMALL_BYTES)
 #define QTAB_BYTES (D * QROW)
 #define KS_BYTES ((GQ + 1) * 32 * 4)
 #define SMEM_FIXED (QTAB_BYTES + WARPS * KS_BYTES)
@@ -80,6 +81,7 @@ __device__ __forceinline__ void cp_async(u32 dst, const void* src, int ok, int n
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
 __device__ __forceinline__ void cp_wait2() { asm volatile("cp.async.wait_group 2;\n" ::); }
+__device__ __forceinline__ void cp_wait3() { asm volatile("cp.async.wait_group 3;\n" ::); }
 
 __device__ __forceinline__ float lo_to_f32(u32 w) {
 #if HALF
@@ -322,11 +324,12 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   const int g = lane >> 2, i4 = lane & 3;
   float* ks = (float*)(smem + QTAB_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
   unsigned char* stages = smem + SMEM_FIXED;
-  // Per warp: one V tile (its load is issued after the P·V of the previous tile and lands during the next walk)
-  // and STAGES stages of the small arrays (kept values, kept and sign words): with two, the next tile's are issued
+  // Per warp: VSTAGES V tiles (with one, a tile's load is issued after the P·V of the previous tile and lands
+  // during the next walk; with two, it is issued a whole tile earlier, so twice the V bytes are in flight) and
+  // STAGES stages of the small arrays (kept values, kept and sign words): with two, the next tile's are issued
   // before this tile's walk; with one (less shared memory, more resident blocks), after this tile's recovery.
   unsigned char* vbuf = stages + warp * WARP_BYTES;
-  unsigned char* small0 = vbuf + V_BYTES;
+  unsigned char* small0 = vbuf + VSTAGES * V_BYTES;
 
   const int i_s = blockIdx.x, bh = blockIdx.y, b = bh / H;
   const float scale = (float)scale_d;
@@ -353,13 +356,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     safe_w[w] = n >= 32 ? ALL_LANES : (n <= 0 ? 0u : ((1u << n) - 1));
   }
 
-  auto issue_v = [&](int t0) {
+  auto issue_v = [&](int t0, unsigned char* vb) {
     const int rows = min(32, end - t0);
     const unsigned char* src = (const unsigned char*)(v_bh + (u64)t0 * D);
     if (rows == 32) {
-      load_v<true>(smem_u32(vbuf), src, 0, lane);
+      load_v<true>(smem_u32(vb), src, 0, lane);
     } else {
-      load_v<false>(smem_u32(vbuf), src, rows * (D / 8), lane);
+      load_v<false>(smem_u32(vb), src, rows * (D / 8), lane);
     }
   };
   auto issue_small = [&](int t0, unsigned char* st) {
@@ -376,7 +379,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   unsigned char* st = small0;
   if (t0 < end) issue_small(t0, st);
   cp_commit();
-  if (t0 < end) issue_v(t0);
+  if (t0 < end) issue_v(t0, vbuf);
   cp_commit();
   float r_next = 0.f;
 #if REC == 0
@@ -429,16 +432,31 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   }
   __syncthreads();
 
+  unsigned char* vb = vbuf;
   for (; t0 < end; t0 += 32 * WARPS) {
     const int t1 = t0 + 32 * WARPS;
+#if VSTAGES == 2
+    // The other V buffer was last read by the previous tile's P·V (followed by a __syncwarp).
+    unsigned char* vb_next = (vb == vbuf) ? vbuf + V_BYTES : vbuf;
+#endif
 #if STAGES == 2
     unsigned char* st_next = (st == small0) ? small0 + SMALL_BYTES : small0;
     if (t1 < end) issue_small(t1, st_next);
     cp_commit();
+#if VSTAGES == 2
+    if (t1 < end) issue_v(t1, vb_next);
+    cp_commit();
+    cp_wait3();  // this tile's small arrays (pending: its V, the next tile's small arrays and V)
+#else
     cp_wait2();  // this tile's small arrays (its V and the next small arrays may still be in flight)
+#endif
 #else
     unsigned char* st_next = st;
-    cp_wait1();  // this tile's small arrays (its V may still be in flight)
+#if VSTAGES == 2
+    if (t1 < end) issue_v(t1, vb_next);
+    cp_commit();
+#endif
+    cp_wait1();  // this tile's small arrays (and with VSTAGES 2 its V; the next V may still be in flight)
 #endif
     __syncwarp();
     const int rows = min(32, end - t0);
@@ -634,11 +652,15 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
 
     // ---- P·V: out^T[d][h] += V^T[d][t] P[t][h] ----
+#if VSTAGES == 2 && STAGES == 2
+    cp_wait2();  // this tile's V (pending: the next tile's small arrays and V)
+#elif VSTAGES == 1
     cp_wait1();  // this tile's V
+#endif  // (VSTAGES 2 with STAGES 1: this tile's V was waited for with its small arrays)
     __syncwarp();
     {
       const int qm = lane >> 3, r8 = lane & 7;
-      const u32 vs = smem_u32(vbuf) + ((qm >> 1) * 8 + r8) * V_STRIDE + (qm & 1) * 16;  // this lane's row address
+      const u32 vs = smem_u32(vb) + ((qm >> 1) * 8 + r8) * V_STRIDE + (qm & 1) * 16;  // this lane's row address
 #pragma unroll
       for (int kt = 0; kt < 2; ++kt) {
 #pragma unroll
@@ -650,8 +672,12 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       }
     }
     __syncwarp();
-    if (t1 < end) issue_v(t1);
+#if VSTAGES == 2
+    vb = vb_next;
+#else
+    if (t1 < end) issue_v(t1, vb);
     cp_commit();
+#endif
     st = st_next;
   }
 
