@@ -38,14 +38,24 @@ def wall_clock_us(fn, warmup: int = 5, rep: int = 50) -> float:
 FLUSHES = ("zero", "read")
 
 
+def flush_l2(driver, buffer, flush: str) -> None:
+    """Evict L2 by writing (``"zero"``: Triton's ``driver.clear_cache``) or reading (``"read"``) ``buffer``."""
+    if flush == "zero":
+        driver.clear_cache(buffer)
+    elif flush == "read":
+        buffer.max()
+    else:
+        raise ValueError(f"flush must be one of {FLUSHES}, got {flush!r}")
+
+
 def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True, flush: str = "zero") -> float:
     """Median GPU time of ``fn()`` in microseconds, L2 flushed with a 256 MB buffer before every timed call.
 
     ``flush="zero"``: the buffer is zeroed (``triton.testing.do_bench``'s flush). That leaves L2 full of *dirty*
-    lines, whose write-back to DRAM then competes with the timed kernel's reads: a fixed cost of about 15-20 µs on
-    the H200 (L2 60 MB) added to every kernel, whatever it does. ``flush="read"``: the buffer is read (a max
-    reduction), so L2 holds clean lines of it; the timed operands are just as cold, without the write-back. That is
-    what a decode step meets in a model (the layers before attention read weights, they write almost nothing).
+    lines, whose write-back to DRAM then competes with the timed kernel's reads: on the H200 it added 0-14 µs to a
+    kernel's time, mostly 2-10 µs, whatever the kernel (both columns of ``results/decode_attention_h200.json``).
+    ``flush="read"``: the buffer is read (a max reduction), so L2 holds clean lines of it; the timed operands are
+    just as cold, without the write-back. That is what a decode step meets in a model (the layers before attention read weights, they write almost nothing).
     ``graph=True`` captures ``fn`` in a CUDA graph and times its replays with CUDA events, so what is measured is
     the kernels' time, not Python / launch overhead (a small decode step otherwise measures the host: our
     launcher's two Triton launches cost ~0.1-0.2 ms of CPU in this VM). Otherwise the same loop as
@@ -81,10 +91,7 @@ def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True, flush: st
     cache = driver.get_empty_cache_for_benchmark()
 
     def clear(_cache):
-        if flush == "zero":
-            driver.clear_cache(_cache)
-        else:
-            _cache.max()
+        flush_l2(driver, _cache, flush)
 
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -116,12 +123,27 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out - ref).norm() / ref.norm()).item()
 
 
+def code_digest(root: Path | None = None) -> str:
+    """SHA-256 over the library and benchmark sources (``sparkv/**/*.py``, ``*.cu``, ``benchmarks/*.py``: paths and
+    contents, sorted): which code made a results file, even where no git history travels with it (the lent GPU
+    machine gets a copy of the working tree). Recompute it on a checkout to find the commit."""
+    import hashlib
+
+    root = root or Path(__file__).resolve().parents[1]
+    files = sorted([*root.glob("sparkv/**/*.py"), *root.glob("sparkv/**/*.cu"), *root.glob("benchmarks/*.py")])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def environment() -> dict:
-    """Device, date and versions for the results file."""
+    """Device, date, versions and the code's digest for the results file."""
     import triton
 
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "code_sha256": code_digest(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "triton": triton.__version__,
@@ -137,6 +159,7 @@ def environment() -> dict:
         env["device"] = props.name
         env["sms"] = props.multi_processor_count
         env["memory_gib"] = round(props.total_memory / 2**30, 1)
+        env["l2_cache_mib"] = round(props.L2_cache_size / 2**20, 1)
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
         try:

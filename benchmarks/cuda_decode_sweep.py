@@ -47,21 +47,20 @@ CHECKS = [
 # (D, HQ, H, context, batch): the issue's two target shapes, small and large caches, and SmolLM2's heads.
 SHAPES = [(128, 32, 8, 32768, 8), (128, 32, 8, 131072, 1), (128, 32, 8, 8192, 1), (128, 32, 8, 32768, 1),
           (128, 32, 8, 131072, 8), (64, 9, 3, 32768, 8)]
-# Launch candidates: overrides of cuda.DEFAULTS (the first is the defaults themselves).
+# Launch candidates: overrides of cuda.DEFAULTS (the first is the defaults themselves), and the split kernel's own
+# merge of the splits instead of the combine kernel (what eager steps use; a captured step takes the combine kernel).
 CANDIDATES = [
     {},
     dict(stages=1),
-    dict(v_stages=2),
-    dict(stages=1, v_stages=2),
-    dict(warps=2, v_stages=2),
     dict(min_blocks=3),
     dict(stages=1, min_blocks=3),
+    dict(combine="kernel"),
 ]
 # L2 flushed by reading a buffer before every timed call, as for the decode table's main columns (common.bench_us).
 FLUSH = "read"
 # Compile-time variants every correctness check also runs with.
-CHECK_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(chains=1), dict(v_stages=2),
-                  dict(stages=1, v_stages=2), dict(warps=2, v_stages=2)]
+CHECK_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(chains=1), dict(combine="kernel"),
+                  dict(combine="triton")]
 
 
 def name(kw: dict) -> str:
@@ -113,7 +112,8 @@ def main() -> None:
                        sdpa_us=sdpa, candidates={})
             for kw in CANDIDATES:
                 err = rel_err(cuda.decode_attn_cuda(q, prefix, scale, **kw), ref)
-                us = bench_us(lambda kw=kw: cuda.decode_attn_cuda(q, prefix, scale, **kw), flush=FLUSH) if err < 1e-2 else None
+                us = bench_us(lambda kw=kw: cuda.decode_attn_cuda(q, prefix, scale, **kw), flush=FLUSH) \
+                    if err < 1e-2 else None
                 row["candidates"][name(kw)] = dict(us=us, rel_err=err, launch=dict(cuda.LAST_LAUNCH))
                 print(f"  {name(kw):<70} {us or float('nan'):8.1f} µs  {sdpa / us if us else 0:.2f}x  err {err:.1e}",
                       flush=True)
@@ -123,8 +123,8 @@ def main() -> None:
             best = min((c["us"], name) for name, c in row["candidates"].items() if c["us"])
             print(f"D{d} {s // 1024}K b{b} λ={lam}: SDPA {sdpa:.1f} µs, best {best[1]} {best[0]:.1f} µs "
                   f"({sdpa / best[0]:.2f}x)", flush=True)
-    write_json(args.out, {**environment(), "command": "PYTHONPATH=. python benchmarks/cuda_decode_sweep.py", "flush": FLUSH,
-                          "checks": checks, "rows": rows})
+    write_json(args.out, {**environment(), "command": "PYTHONPATH=. python benchmarks/cuda_decode_sweep.py",
+                          "flush": FLUSH, "checks": checks, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys
 import time
 
 import torch
+from transformers import LogitsProcessor
 
 from benchmarks.common import RESULTS, environment
 
@@ -36,15 +37,35 @@ def build_model(layers: int):
     return model
 
 
+class StepClock(LogitsProcessor):
+    """A logits processor that only records when each generated token's forward pass has finished on the GPU
+    (synchronised: what a streaming user waits for), so that decode steps are timed one by one, apart from the
+    prefill."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
+        return scores
+
+    def step_ms(self) -> list[float]:
+        return [1e3 * (b - a) for a, b in zip(self.times, self.times[1:])]
+
+
 def timed_generate(model, ids, mask, new_tokens: int, press=None):
-    """One prefill + ``new_tokens`` greedy steps; returns (tokens, prefill s, mean decode-step ms, cache, peak bytes
-    of the prefill-only call).
+    """One prefill + ``new_tokens`` greedy steps; returns (tokens, prefill s, decode-step ms (every step), cache,
+    peak bytes of the prefill-only call).
 
     A short untimed run first compiles and autotunes every kernel the press uses (prefill and decode shapes), so
-    the timings are steady-state. Peak memory counts the timed run only.
+    the timings are steady-state. Peak memory counts the timed run only. Decode steps are timed one by one
+    (:class:`StepClock`): the difference of two whole-run timings would carry the prefill's variance into them.
     """
     import sparkv
+    from transformers import LogitsProcessorList
 
+    clock = StepClock()
     kwargs = dict(attention_mask=mask, do_sample=False, pad_token_id=0, eos_token_id=None)
     p = sparkv.Press(press) if press is not None else None
     with p(model) if p is not None else contextlib.nullcontext():
@@ -62,13 +83,19 @@ def timed_generate(model, ids, mask, new_tokens: int, press=None):
             p.last_cache = None
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        out = model.generate(ids, max_new_tokens=new_tokens, **kwargs)
+        out = model.generate(ids, max_new_tokens=new_tokens, logits_processor=LogitsProcessorList([clock]), **kwargs)
         torch.cuda.synchronize()
-        total = time.perf_counter() - t0
     cache = p.last_cache if p is not None else None
-    step_ms = 1e3 * max(total - prefill, 0.0) / max(new_tokens - 1, 1)
-    return out[:, ids.shape[1]:], prefill, step_ms, cache, prefill_peak
+    return out[:, ids.shape[1]:], prefill, clock.step_ms(), cache, prefill_peak
+
+
+def step_stats(steps: list[float]) -> dict:
+    """Median and spread of the decode-step times (ms)."""
+    import statistics
+
+    q = statistics.quantiles(steps, n=10) if len(steps) > 1 else steps * 9
+    return {"decode_step_ms": statistics.median(steps), "decode_step_ms_p10": q[0], "decode_step_ms_p90": q[-1],
+            "decode_steps_ms": steps}
 
 
 def first_step_logits(model, ids, mask, press=None) -> torch.Tensor:
@@ -102,9 +129,9 @@ def main() -> None:
     ids = torch.randint(1, 128000, (args.batch, args.context), device="cuda")
     mask = torch.ones_like(ids)
 
-    plain, plain_prefill, plain_step, _, plain_prefill_peak = timed_generate(model, ids, mask, args.new_tokens)
+    plain, plain_prefill, plain_steps, _, plain_prefill_peak = timed_generate(model, ids, mask, args.new_tokens)
     plain_peak = torch.cuda.max_memory_allocated()
-    rows = [{"press": "plain DynamicCache", "prefill_s": plain_prefill, "decode_step_ms": plain_step,
+    rows = [{"press": "plain DynamicCache", "prefill_s": plain_prefill, **step_stats(plain_steps),
              "peak_gpu_bytes": plain_peak, "prefill_peak_gpu_bytes": plain_prefill_peak}]
     # Gate: the sparkv cache path must reproduce plain transformers before anything is timed. Greedy tokens of a
     # random model (near-uniform logits) flip on bf16 rounding, so the check is on the first step's logits.
@@ -119,12 +146,17 @@ def main() -> None:
     for spec in PRESSES:
         name, _, ratio = spec.partition("@")
         press = sparkv.parse_press(name, key_ratio=float(ratio or 0.0), budget=args.budget)
-        tokens, prefill, step, cache, prefill_peak = timed_generate(model, ids, mask, args.new_tokens, press)
+        tokens, prefill, steps, cache, prefill_peak = timed_generate(model, ids, mask, args.new_tokens, press)
         report = memory_report(cache)
-        row = {"press": spec, "prefill_s": prefill, "decode_step_ms": step,
+        row = {"press": spec, "prefill_s": prefill, **step_stats(steps),
                "peak_gpu_bytes": torch.cuda.max_memory_allocated(), "prefill_peak_gpu_bytes": prefill_peak,
                **report.to_dict()}
         row["tokens_equal_plain"] = bool(torch.equal(tokens, plain))
+        # Which split kernel took the compressed prefix on the last decode step, and which merged the splits.
+        from sparkv.kernels.decode_attn.fused import LAST_LAUNCH
+
+        row["decode_kernels"] = {"prefix": LAST_LAUNCH.get("spark_kernel", "triton"),
+                                 "combine": LAST_LAUNCH.get("combine")}
         rows.append(row)
         del cache  # else it stays allocated through the next press's run and inflates that peak
 
@@ -134,7 +166,7 @@ def main() -> None:
     print(f"\nLlama-3.1-8B attention layout, {args.layers} layers, context {args.context}, batch {args.batch}, bf16, "
           f"{args.new_tokens} new tokens, budget {args.budget}")
     print("| press | KV exact | KV allocated | KV nominal | exact / dense | peak GPU (prefill only) | peak GPU (prefill + "
-          "decode) | prefill s | decode ms/step |")
+          "decode) | prefill s | decode ms/step, median (p10-p90) |")
     print("|---|---|---|---|---|---|---|---|---|")
     gib = 2**30
     for r in rows:
@@ -143,7 +175,8 @@ def main() -> None:
         fmt = lambda n: f"{n / gib:.2f} GiB" if n is not None else "-"  # noqa: E731
         share = f"{100 * exact / dense:.1f}%" if exact and dense else "-"
         print(f"| {r['press']} | {fmt(exact)} | {fmt(r.get('allocated_kv_bytes'))} | {fmt(r.get('nominal_kv_bytes'))} "
-              f"| {share} | {fmt(r['prefill_peak_gpu_bytes'])} | {fmt(r['peak_gpu_bytes'])} | {r['prefill_s']:.2f} | {r['decode_step_ms']:.1f} |")
+              f"| {share} | {fmt(r['prefill_peak_gpu_bytes'])} | {fmt(r['peak_gpu_bytes'])} | {r['prefill_s']:.2f} "
+              f"| {r['decode_step_ms']:.1f} ({r['decode_step_ms_p10']:.1f}-{r['decode_step_ms_p90']:.1f}) |")
 
 
 if __name__ == "__main__":

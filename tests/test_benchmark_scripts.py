@@ -55,3 +55,50 @@ def test_bench_us_refuses_an_unknown_flush():
         sys.path.remove(str(ROOT / "benchmarks"))
     with pytest.raises(ValueError, match=r"flush must be one of \('zero', 'read'\)"):
         bench_us(lambda: None, flush="memset")
+
+
+def test_flush_l2_writes_or_reads_the_buffer():
+    """``zero`` goes through the driver's clear_cache (dirty lines), ``read`` reads the buffer (clean lines)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from common import flush_l2
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    calls = []
+
+    class Driver:
+        def clear_cache(self, buffer):
+            calls.append(("clear_cache", buffer))
+
+    class Buffer:
+        def max(self):
+            calls.append(("max", self))
+
+    buf = Buffer()
+    flush_l2(Driver(), buf, "zero")
+    flush_l2(Driver(), buf, "read")
+    assert calls == [("clear_cache", buf), ("max", buf)]
+    with pytest.raises(ValueError, match="flush must be one of"):
+        flush_l2(Driver(), buf, "memset")
+
+
+def test_code_digest_follows_the_sources(tmp_path):
+    """Results files name the code that made them by a digest of its sources: any change of a source changes it."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from common import code_digest
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    (tmp_path / "sparkv" / "kernels").mkdir(parents=True)
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "sparkv" / "a.py").write_text("x = 1\n")
+    (tmp_path / "sparkv" / "kernels" / "k.cu").write_text("// kernel\n")
+    (tmp_path / "benchmarks" / "b.py").write_text("y = 2\n")
+    first = code_digest(tmp_path)
+    assert first == code_digest(tmp_path) and len(first) == 64
+    (tmp_path / "sparkv" / "kernels" / "k.cu").write_text("// kernel, changed\n")
+    assert code_digest(tmp_path) != first
+    (tmp_path / "notes.txt").write_text("not a source")
+    second = code_digest(tmp_path)
+    (tmp_path / "notes.txt").write_text("still not a source")
+    assert code_digest(tmp_path) == second

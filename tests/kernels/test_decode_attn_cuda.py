@@ -74,17 +74,15 @@ def test_cuda_kernel_matches_reference(case, poison_empty):
     assert rel_err(out, tri) < 1e-2
 
 
-BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1),
-                   dict(stages=2, v_stages=2), dict(stages=1, v_stages=2)]
+BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1)]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", BUFFER_VARIANTS, ids=lambda v: "-".join(f"{k}{x}" for k, x in v.items()))
 @pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-H{c[1]}-G{c[2]}-S{c[3]}-D{c[5]}-DK{c[6]}-{c[8]}" for c in CASES])
 def test_cuda_kernel_variants_match_reference(case, variant, poison_empty):
-    """One and two stages of small-array buffers and of V tiles (their loads are issued and waited for at different
-    points), a register cap of 3 blocks and one walk per token, against the fp32 reference on every case (no tail:
-    the CUDA kernel alone)."""
+    """One and two stages of small-array buffers (their loads are issued at different points), a register cap of
+    3 blocks and one walk per token, against the fp32 reference on every case (no tail: the CUDA kernel alone)."""
     query, prefix, _, _ = make_case(*case, seed=case[3] + 1)
     why = cuda.build(prefix, case[2], case[7], **variant)
     if why is not None and "shared memory" in why:
@@ -94,10 +92,9 @@ def test_cuda_kernel_variants_match_reference(case, variant, poison_empty):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v, stages=n, v_stages=vs)
-                                    for w, m, c, v, n, vs in [(2, 4, 1, 1, 2, 1), (4, 1, 1, 2, 1, 1),
-                                                              (8, 1, 2, 1, 2, 1), (4, 3, 2, 3, 1, 1),
-                                                              (2, 2, 2, 1, 2, 2)]])
+@pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v, stages=n)
+                                    for w, m, c, v, n in [(2, 4, 1, 1, 2), (4, 1, 1, 2, 1), (8, 1, 2, 1, 2),
+                                                          (4, 3, 2, 3, 1)]])
 def test_cuda_kernel_launch_parameters(params, poison_empty):
     query, prefix, _, _ = make_case(2, 4, 4, 3000, 0, 128, 26, torch.bfloat16, "mean", [3000, 1234], seed=1)
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
@@ -153,12 +150,83 @@ def test_auto_takes_the_cuda_kernel_and_writes_one_set_of_partials(poison_empty)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[7]], ids=lambda c: f"D{c[5]}-DK{c[6]}-G{c[2]}")
+def test_in_kernel_combine_equals_the_combine_kernel(case, poison_empty):
+    """The kernel's last block per KV head merges the splits as the Triton combine kernel does, leaves its counters
+    at zero for the next launch, and also merges partials written before it (a tail's, through decode_attn_triton)."""
+    from sparkv.kernels.decode_attn.fused import LAST_LAUNCH
+
+    query, prefix, tail_k, tail_v = make_case(*case, seed=case[3] + 2)
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    for chunk in (None, 64):  # one wave of splits, and many short ones (most of a short row's splits empty)
+        fused = cuda.decode_attn_cuda(query, prefix, 0.1, chunk=chunk, combine="kernel")
+        separate = cuda.decode_attn_cuda(query, prefix, 0.1, chunk=chunk, combine="triton")
+        assert rel_err(fused, ref) < 1e-2 and rel_err(fused, separate) < 1e-2
+        torch.cuda.synchronize()
+        assert all(int(c.abs().sum()) == 0 for c in cuda._COUNTERS.values())
+    tail_k, tail_v = make_case(*case[:4], 6, *case[5:], seed=9)[2:]
+    ref = decode_attn_ref(query.float(), prefix, tail_k, tail_v, 0.1)
+    assert rel_err(decode_attn_triton(query, prefix, tail_k, tail_v, 0.1, spark_kernel="cuda"), ref) < 1e-2
+    assert LAST_LAUNCH["combine"] == "cuda"
+
+
+@pytest.mark.gpu
+def test_in_kernel_combine_in_a_cuda_graph_and_across_batch_sizes(poison_empty):
+    """Replays of a captured step (its counters are zeroed inside the graph) equal the eager step bit for bit, and
+    eager steps of other batch sizes on the same stream before and after stay right (the counters are reset)."""
+    small = make_case(1, 2, 4, 1500, 0, 128, 26, torch.bfloat16, "mean", None, seed=4)[:2]
+    large = make_case(4, 4, 4, 900, 0, 128, 26, torch.bfloat16, "mean", [900, 1, 450, 899], seed=5)[:2]
+    refs = [decode_attn_ref(q.float(), p, None, None, 0.1) for q, p in (small, large)]
+    eager = cuda.decode_attn_cuda(*small, 0.1, combine="kernel")
+    assert rel_err(eager, refs[0]) < 1e-2
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        cuda.decode_attn_cuda(*small, 0.1, combine="kernel")
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = cuda.decode_attn_cuda(*small, 0.1, combine="kernel")
+    for _ in range(3):
+        captured.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured, eager)
+        assert rel_err(cuda.decode_attn_cuda(*large, 0.1, combine="kernel"), refs[1]) < 1e-2
+        assert torch.equal(cuda.decode_attn_cuda(*small, 0.1, combine="kernel"), eager)
+    # A captured step of the front end takes the combine kernel (free to launch in a graph, faster on the GPU).
+    from sparkv.kernels.decode_attn.fused import LAST_LAUNCH
+
+    separate = cuda.decode_attn_cuda(*small, 0.1, combine="triton")  # compiles the combine kernel outside capture
+    with torch.cuda.graph(graph := torch.cuda.CUDAGraph()):
+        captured = decode_attn_triton(*small, None, None, 0.1, spark_kernel="cuda")
+    assert LAST_LAUNCH["combine"] == "triton"
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, separate)
+
+
+@pytest.mark.gpu
+def test_combine_kernel_takes_over_when_the_partials_do_not_fit(monkeypatch, poison_empty):
+    from sparkv.kernels.decode_attn.fused import LAST_LAUNCH
+
+    query, prefix, tail_k, tail_v = make_case(*CASES[1], seed=11)
+    monkeypatch.setattr(cuda.SplitPlan, "can_combine", lambda self, slots: False)
+    ref = decode_attn_ref(query.float(), prefix, tail_k, tail_v, 0.1)
+    assert rel_err(decode_attn_triton(query, prefix, tail_k, tail_v, 0.1, spark_kernel="cuda"), ref) < 1e-2
+    assert LAST_LAUNCH["combine"] == "triton"
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1), decode_attn_ref(query.float(), prefix, None, None,
+                                                                             0.1)) < 1e-2
+
+
+@pytest.mark.gpu
 def test_nvrtc_failure_falls_back_once_with_a_warning(monkeypatch, poison_empty):
     from sparkv.kernels.decode_attn import fused
 
     query, prefix, _, _ = make_case(1, 2, 4, 500, 0, 128, 40, torch.bfloat16, "mean", None)
     monkeypatch.setattr(cuda, "_COMPILED", {})
     monkeypatch.setattr(cuda, "_FAILED", {})
+    monkeypatch.setattr(cuda, "_PLANS", {})
     monkeypatch.setattr(fused, "_CUDA_FAILED", {})
 
     def no_nvrtc(*a, **k):
@@ -184,6 +252,8 @@ def test_launch_parameters_are_checked():
         cuda.decode_attn_cuda(query, prefix, 0.1, warps=3)
     with pytest.raises(ValueError, match="chunk must be a positive multiple of 32"):
         cuda.decode_attn_cuda(query, prefix, 0.1, chunk=33)
+    with pytest.raises(ValueError, match="combine must be 'auto', 'kernel' or 'triton'"):
+        cuda.decode_attn_cuda(query, prefix, 0.1, combine="cuda")
 
 
 def test_spark_kernel_choice_is_validated(monkeypatch):
@@ -227,15 +297,15 @@ def _pip_nvrtc() -> ctypes.CDLL:
 
 
 VARIANTS = [
-    # (D, DK, G, recovery, dtype, warps, min_blocks, chains, stages, v_stages): every KV_MODE, recovery, dtype,
-    # GQ 4 / 8, chain count and stage counts
-    (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 1, 1),
-    (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1, 2, 2),
-    (64, 13, 3, "constant", torch.float16, 4, 2, 2, 2, 1),
-    (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2, 1, 2),
-    (256, 77, 2, "mean", torch.float16, 4, 1, 2, 2, 1),
-    (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1, 1),
-    (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2, 2),
+    # (D, DK, G, recovery, dtype, warps, min_blocks, chains, stages): every KV_MODE, recovery, dtype, GQ 4 / 8,
+    # chain count and stage count
+    (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 1),
+    (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1, 2),
+    (64, 13, 3, "constant", torch.float16, 4, 2, 2, 2),
+    (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2, 1),
+    (256, 77, 2, "mean", torch.float16, 4, 1, 2, 2),
+    (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1),
+    (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2),
 ]
 
 
@@ -244,8 +314,9 @@ VARIANTS = [
                                                   for v in VARIANTS])
 def test_cuda_source_compiles(variant, arch):
     defines = cuda.defines(*variant)
-    # EXPECT_SMEM: the source static_asserts that cuda.shared_bytes() describes its shared-memory layout.
-    source = cuda.kernel_source({**defines, "EXPECT_SMEM": cuda.shared_bytes(defines)})
+    # EXPECT_SMEM (set by default): the source static_asserts that cuda.shared_bytes() describes its layout.
+    source = cuda.kernel_source(defines)
+    assert f"#define EXPECT_SMEM {cuda.shared_bytes(defines)}\n" in source
     cubin = cuda.nvrtc_compile(source, cuda.KERNEL_NAME, arch, _pip_nvrtc())
     assert cubin[:4] == b"\x7fELF" and cuda.KERNEL_NAME.encode() in cubin
     with pytest.raises(RuntimeError, match="shared_bytes"):
@@ -265,10 +336,37 @@ def test_launch_parameters_are_checked_before_anything_runs():
         cuda.launch_params(prefix, 2, torch.bfloat16, chains=3)
     with pytest.raises(ValueError, match="stages must be 1 or 2"):
         cuda.launch_params(prefix, 2, torch.bfloat16, stages=True)
-    with pytest.raises(ValueError, match="v_stages must be 1 or 2"):
-        cuda.launch_params(prefix, 2, torch.bfloat16, v_stages=3)
     if not torch.cuda.is_available():
         assert cuda.launch_params(prefix, 2, torch.bfloat16)[2] == "device cpu (needs CUDA)"
+
+
+def test_combine_scratch_bounds_the_slots():
+    """The in-kernel combine needs 16 + slots * G floats of the per-warp buffers; more slots go to the combine
+    kernel."""
+    d = cuda.defines(128, 26, 4, "mean", torch.bfloat16, 4, 2, 2, 2)
+    scratch = cuda.combine_scratch_bytes(d)
+    assert 0 < scratch < cuda.shared_bytes(d)
+    most = (scratch // 4 - 16) // d["G"]
+    assert cuda.combine_fits(d, most) and not cuda.combine_fits(d, most + 1)
+
+
+def test_misaligned_views_are_not_the_cuda_kernels_case():
+    """A view that starts inside its storage (here 2 bytes in) would fault in the kernel's 16-byte copies: refused
+    with the array's name (auto then takes the Triton kernel)."""
+    query, prefix, _, _ = make_interpreter_case()
+    assert cuda._misaligned(prefix) is None
+    shifted = torch.empty(prefix.values.numel() + 1, dtype=prefix.values.dtype, device=prefix.values.device)[1:]
+    shifted = shifted.view_as(prefix.values).copy_(prefix.values)
+    bad = CompressedKV(prefix.keys, shifted, prefix.lengths)
+    assert cuda._misaligned(bad) == "values at an address that is not 16-byte aligned"
+    if torch.cuda.is_available():
+        # The case's decision is cached after the aligned call; alignment is still checked on every call.
+        assert cuda.try_plan(query, prefix, 0.1)[1] is None
+        assert "not 16-byte aligned" in cuda.try_plan(query, bad, 0.1)[1]
+        with pytest.raises(ValueError, match="not 16-byte aligned"):
+            cuda.SplitPlan(query, bad, 0.1)
+        ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+        assert rel_err(decode_attn_triton(query, bad, None, None, 0.1), ref) < 1e-2
 
 
 def test_nvrtc_errors_carry_the_log():

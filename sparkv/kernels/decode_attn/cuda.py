@@ -28,10 +28,11 @@ LOG2E = 1.4426950408889634
 _COMPILED: dict[tuple, tuple[object, int, int]] = {}
 # (defines, device index) -> why the build failed (not retried on every decode step)
 _FAILED: dict[tuple, str] = {}
-# Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7"): 4-warp blocks, registers capped for 2 resident blocks,
-# two walks per token, one wave of blocks, two stages of small-array buffers. One stage (less shared memory) lets 3
-# blocks fit at λ = 0.5 but was slower there; so were a 3-block register cap and two waves.
-DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, v_stages=1)
+# Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7" and "Session 8"): 4-warp blocks, registers capped for 2
+# resident blocks, two walks per token, one wave of blocks, two stages of small-array buffers. One stage (less shared
+# memory) lets 3 blocks fit at λ = 0.5 but was 3-10% slower; two waves were slower; a 3-block register cap was within
+# ±3% on most shapes but up to 7.5% slower at 128K·b8·λ=0.5; double-buffered V tiles cost resident blocks.
+DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 # What the last call launched (benchmarks record it per row).
 LAST_LAUNCH: dict = {}
 
@@ -57,10 +58,10 @@ def supported(prefix: CompressedKV, group: int) -> str | None:
 
 
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
-            min_blocks: int = 1, chains: int = 2, stages: int = 2, v_stages: int = 1) -> dict[str, int]:
+            min_blocks: int = 1, chains: int = 2, stages: int = 2) -> dict[str, int]:
     return dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
                 HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
-                VSTAGES=v_stages, KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
+                KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
 
 
 def shared_bytes(d: dict[str, int]) -> int:
@@ -75,7 +76,7 @@ def shared_bytes(d: dict[str, int]) -> int:
         kv_bytes = triton.cdiv((64 * d["DK"] + 5) // 4 * 4, 16) * 16
     small = kv_bytes + 2 * 32 * nw * 4
     fixed = d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
-    return fixed + d["WARPS"] * (d["VSTAGES"] * 32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
+    return fixed + d["WARPS"] * (32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
 
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
@@ -107,7 +108,36 @@ def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
 
 
 def kernel_source(d: dict[str, int]) -> str:
+    """The source for defines ``d``; ``EXPECT_SMEM`` (default :func:`shared_bytes`) makes the build check that the
+    launcher's shared-memory size is the kernel's own."""
+    d = {"EXPECT_SMEM": shared_bytes(d), **d}
     return "".join(f"#define {k} {v}\n" for k, v in d.items()) + SOURCE
+
+
+def combine_scratch_bytes(d: dict[str, int]) -> int:
+    """Shared memory the in-kernel combine may use (the per-warp buffers, free by then)."""
+    return shared_bytes(d) - (d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4)
+
+
+def combine_fits(d: dict[str, int], slots: int) -> bool:
+    """Whether the kernel can merge ``slots`` split partials itself (16 + slots * G floats of scratch)."""
+    return 4 * (16 + slots * d["G"]) <= combine_scratch_bytes(d)
+
+
+# (device index, stream handle) -> int32 counters of the in-kernel combine, one per KV head; every launch leaves them
+# at zero. One buffer per stream, since launches on one stream never overlap.
+_COUNTERS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _counters(device: torch.device, n: int) -> torch.Tensor:
+    if torch.cuda.is_current_stream_capturing():
+        # Zeroed inside the graph, so that every replay starts from zero whatever ran before it.
+        return torch.zeros(n, dtype=torch.int32, device=device)
+    key = (device.index, torch.cuda.current_stream(device).cuda_stream)
+    c = _COUNTERS.get(key)
+    if c is None or c.numel() < n:
+        c = _COUNTERS[key] = torch.zeros(max(n, 256), dtype=torch.int32, device=device)
+    return c
 
 
 def _kernel(d: dict[str, int], device: torch.device):
@@ -134,6 +164,22 @@ def _kernel(d: dict[str, int], device: torch.device):
     return _COMPILED[key]
 
 
+def _misaligned(prefix: CompressedKV) -> str | None:
+    """Which array's address the kernel's cp.async copies cannot take (a view starting inside its storage), if any:
+    V rows and 8-entry chunks of kept values go in 16-byte copies, bitmap rows in copies of up to 16 bytes."""
+    keys = prefix.keys
+    words = keys.head_dim // 32
+    need = [("values", prefix.values, 16), ("kept_bits", keys.kept_bits, min(16, 4 * words))]
+    if keys.sign_bits is not None:
+        need.append(("sign_bits", keys.sign_bits, min(16, 4 * words)))
+    if keys.kept % 2 == 0:
+        need.append(("kept_values", keys.kept_values, 16 if keys.kept % 8 == 0 else 4))
+    for name, t, align in need:
+        if t.is_contiguous() and t.data_ptr() % align:
+            return f"{name} at an address that is not {align}-byte aligned"
+    return None
+
+
 def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group)."""
@@ -143,7 +189,7 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
     p = {**DEFAULTS, **kw}
     if p["warps"] not in (1, 2, 4, 8):
         raise ValueError(f"warps must be 1, 2, 4 or 8, got {p['warps']!r}")
-    for name in ("chains", "stages", "v_stages"):
+    for name in ("chains", "stages"):
         if p[name] not in (1, 2) or isinstance(p[name], bool):
             raise ValueError(f"{name} must be 1 or 2, got {p[name]!r}")
     for name in ("min_blocks", "waves"):
@@ -161,7 +207,7 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
 
     def make(warps: int) -> dict:
         return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps, p["min_blocks"], p["chains"],
-                       p["stages"], p["v_stages"])
+                       p["stages"])
 
     d = make(p["warps"])
     limit = torch.cuda.get_device_properties(dev).shared_memory_per_block_optin
@@ -172,6 +218,29 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
         why = (f"{shared_bytes(d)} bytes of shared memory per block with {p['warps']} warps "
                f"(this GPU allows {limit})")
     return p, d, why
+
+
+_DRIVER: list = []  # [libcuda, cuLaunchKernel] once loaded
+
+
+def _launch(func, grid: tuple[int, int], threads: int, smem: int, device: torch.device, args: list) -> None:
+    """``cuLaunchKernel`` on the current stream with ``args`` (ctypes values in the kernel's parameter order).
+
+    Direct, rather than through ``torch.cuda._utils._CudaKernel.__call__``: that wrapper looks the driver library up
+    and converts every argument again on each call, host time an eager decode step pays once per layer."""
+    if not _DRIVER:
+        from torch.cuda import _utils as cuda_utils
+
+        lib = cuda_utils._get_gpu_runtime_library()
+        _DRIVER.extend([lib, lib.cuLaunchKernel])
+    lib, launch = _DRIVER
+    params = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
+    stream = torch.cuda.current_stream(device).cuda_stream
+    status = launch(func, grid[0], grid[1], 1, threads, 1, 1, smem, ctypes.c_void_p(stream), params, None)
+    if status != 0:
+        name = ctypes.c_char_p()
+        lib.cuGetErrorString(status, ctypes.byref(name))
+        raise RuntimeError(f"launching the CUDA SparK kernel failed: {(name.value or b'?').decode()} ({status})")
 
 
 def _built(d: dict[str, int], device: torch.device) -> str | None:
@@ -192,12 +261,23 @@ def build(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> str | N
     return why if why is not None else _built(d, prefix.values.device)
 
 
+# What try_plan decided per case (shapes, dtypes, layout, device): a model's decode steps repeat one case per layer,
+# and resolving it again costs host time on every step of eager generation.
+_PLANS: dict[tuple, tuple[dict, dict, str | None]] = {}
+
+
 def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple[SplitPlan | None, str | None]:
-    """``(plan, None)`` when the kernel takes this step with its default launch, else ``(None, why)``: the launch
-    parameters are resolved once per step, for both the decision and the plan."""
-    group = query.shape[1] // prefix.values.shape[1]
-    p, d, why = launch_params(prefix, group, query.dtype)
-    why = why or _built(d, prefix.values.device)
+    """``(plan, None)`` when the kernel takes this step with its default launch, else ``(None, why)``. The decision
+    is cached per case; only the arrays' alignment (a property of these tensors) is checked on every call."""
+    keys, values = prefix.keys, prefix.values
+    case = (tuple(query.shape), query.dtype, tuple(values.shape), values.device, type(keys), keys.head_dim,
+            keys.kept, keys.recovery, keys.kept_values.dtype, None if keys.scale is None else keys.scale.dtype,
+            prefix.num_tokens)
+    if case not in _PLANS:
+        p, d, why = launch_params(prefix, query.shape[1] // values.shape[1], query.dtype)
+        _PLANS[case] = (p, d, why or _built(d, values.device))
+    p, d, why = _PLANS[case]
+    why = why or _misaligned(prefix)
     return (None, why) if why is not None else (SplitPlan(query, prefix, scaling, _resolved=(p, d)), None)
 
 
@@ -221,9 +301,11 @@ class SplitPlan:
             p, d = _resolved
         else:
             p, d, why = launch_params(prefix, self.group, query.dtype, **kw)
+            why = why or _misaligned(prefix)
             if why is not None:
                 raise ValueError(f"the CUDA SparK kernel does not support this case: {why}")
         self.kernel, self.smem, resident = _kernel(d, query.device)
+        self.defines = d
         self.warps = p["warps"]
         s = prefix.num_tokens
         tile = 32 * self.warps
@@ -237,7 +319,10 @@ class SplitPlan:
         LAST_LAUNCH.clear()
         LAST_LAUNCH.update(p, chunk=chunk, splits=self.splits, resident_blocks=resident)
 
-    def launch(self, o_part: torch.Tensor, lse_part: torch.Tensor) -> None:
+    def launch(self, o_part: torch.Tensor, lse_part: torch.Tensor, out: torch.Tensor | None = None) -> None:
+        """Write this plan's split partials; with ``out`` (``[B, HQ, 1, D]``, the query's dtype) the kernel also
+        merges all ``NS`` slots of the buffers into ``out`` (the slots past its own must be written before, on this
+        stream); check :meth:`can_combine` first."""
         prefix, keys, dev = self.prefix, self.prefix.keys, self.query.device
         b, _, _, dd = self.query.shape
         ns = o_part.shape[1]
@@ -251,11 +336,24 @@ class SplitPlan:
         u = keys.u.float().contiguous() if keys.u is not None else torch.zeros(b * self.h, dd, device=dev)
         v = prefix.values.contiguous()
         lens = prefix.lengths.to(device=dev, dtype=torch.int32).contiguous()
+        if out is not None:
+            if out.shape != self.query.shape or out.dtype != self.query.dtype or not out.is_contiguous():
+                raise ValueError(f"out must be a contiguous {tuple(self.query.shape)} {self.query.dtype} tensor, "
+                                 f"got {tuple(out.shape)} {out.dtype}")
+            if not self.can_combine(ns):
+                raise ValueError(f"the kernel cannot merge {ns} split slots itself (see can_combine)")
         with launch_device(dev):
-            self.kernel(grid=(self.splits, b * self.h, 1), block=(32 * self.warps, 1, 1),
-                        args=[self.query, kv, kb, sb, r, u, v, lens, o_part, lse_part, self.scaling * LOG2E,
-                              float(keys.constant), prefix.num_tokens, self.chunk, ns, self.h],
-                        shared_mem=self.smem)
+            counters = _counters(dev, b * self.h) if out is not None else lens
+            pointers = [self.query, kv, kb, sb, r, u, v, lens, o_part, lse_part,
+                        out if out is not None else self.query, counters]
+            _launch(self.kernel.func, (self.splits, b * self.h), 32 * self.warps, self.smem, dev,
+                    [ctypes.c_void_p(t.data_ptr()) for t in pointers]
+                    + [ctypes.c_double(self.scaling * LOG2E), ctypes.c_double(float(keys.constant))]
+                    + [ctypes.c_int(x) for x in (prefix.num_tokens, self.chunk, ns, self.h, int(out is not None))])
+
+    def can_combine(self, slots: int) -> bool:
+        """Whether :meth:`launch` can merge ``slots`` split slots in the kernel (its shared memory bounds them)."""
+        return combine_fits(self.defines, slots)
 
 
 def spark_split_partials(query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
@@ -270,10 +368,26 @@ def spark_split_partials(query: torch.Tensor, prefix: CompressedKV, scaling: flo
     return o_part, lse_part, plan.splits
 
 
-def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV, scaling: float, **kw) -> torch.Tensor:
-    """One-token decode attention over a SparK prefix (no tail) with the CUDA split kernel and the Triton combine."""
+def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
+                     combine: str = "auto", **kw) -> torch.Tensor:
+    """One-token decode attention over a SparK prefix (no tail) with the CUDA split kernel; ``combine``:
+    ``"kernel"`` (its last block per KV head merges the splits, when they fit its shared memory), ``"triton"``
+    (the Triton combine kernel) or ``"auto"`` (the kernel's own merge except while a CUDA graph is captured: as
+    :func:`~sparkv.kernels.decode_attn.fused.decode_attn_triton` does)."""
+    if combine not in ("auto", "kernel", "triton"):
+        raise ValueError(f"combine must be 'auto', 'kernel' or 'triton', got {combine!r}")
+    if combine == "auto":
+        combine = "triton" if torch.cuda.is_current_stream_capturing() else "kernel"
+    plan = SplitPlan(query, prefix, scaling, chunk, **kw)
+    b, _, _, dd = query.shape
+    o_part = torch.empty(b * plan.h, plan.splits, plan.group, dd, dtype=torch.float32, device=query.device)
+    lse_part = torch.empty(b * plan.h, plan.splits, plan.group, dtype=torch.float32, device=query.device)
+    if combine == "kernel" and plan.can_combine(plan.splits):
+        out = torch.empty_like(plan.query)
+        plan.launch(o_part, lse_part, out)
+        return out
     from sparkv.kernels.decode_attn.fused import combine_partials
 
-    o_part, lse_part, _ = spark_split_partials(query, prefix, scaling, **kw)
+    plan.launch(o_part, lse_part)
     with launch_device(query.device):
         return combine_partials(o_part, lse_part, query)

@@ -43,6 +43,8 @@ fp32 right after loading (``F32``) because the interpreter has no bf16 arithmeti
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -200,6 +202,7 @@ def prefetch_lanes(bs: int, dk: int) -> int:
     return triton.next_power_of_2(triton.cdiv(bs * dk * 2, 128) + 1)
 
 
+@functools.lru_cache(maxsize=256)  # once per case, not per decode step (callers unpack it, never change it)
 def shape_constexprs(h: int, g: int, d: int, dk: int) -> dict[str, int]:
     """The kernel's shape constants for ``h`` KV heads, ``g`` query heads per KV head, head_dim ``d``, ``dk`` kept."""
     nw = num_words(d)
@@ -592,8 +595,9 @@ def decode_attn_triton(
             :mod:`sparkv.kernels.decode_attn.cuda`; an unsupported case raises), ``"triton"`` (this module's
             kernel), or ``"auto"`` (CUDA where it supports the case and NVRTC can build it, else Triton). Default:
             the ``SPARKV_SPARK_KERNEL`` environment variable, else ``"auto"``. ``chunk`` and ``config`` apply to
-            the Triton kernel only. The tail always goes through the Triton kernel; both write split partials
-            that one combine kernel merges.
+            the Triton kernel only. The tail always goes through the Triton kernel; both write split partials,
+            merged by the CUDA kernel's last block of each KV head (the Triton kernel runs first), or by the
+            combine kernel when the CUDA kernel is not used or the partials do not fit its shared memory.
 
     Returns:
         ``[B, HQ, 1, D]`` in the query dtype.
@@ -672,7 +676,10 @@ def decode_attn_triton(
             layout, s = LAYOUT_NONE, 0
     align = 32 if interp else CHUNK_ALIGN
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
-    work = max(b * h * (s + st), 1).bit_length() // 2  # log4 of B·H·S: a coarse size class for the choice
+    # log4 of B·H·S: a coarse size class for the choice. Not for a tail alone (the CUDA kernel takes the prefix): a
+    # tail grows by one token a step, so its class would change (and the choice be timed again) every few steps of a
+    # generation, for a launch of a few µs whatever its parameters.
+    work = max(b * h * (s + st), 1).bit_length() // 2 if layout != LAYOUT_NONE else None
 
     def prepare(launch: dict, per_sm: int, lead: int = 0):
         """The split kernel's launch for ``launch`` / ``per_sm`` as a closure, with its output buffers; ``lead``
@@ -726,10 +733,22 @@ def decode_attn_triton(
             ns = lead
             o_part = torch.empty(b * h, ns, g, d, dtype=torch.float32, device=dev)
             lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
+        if plan is not None and plan.can_combine(ns) and not torch.cuda.is_current_stream_capturing():
+            # The tail's partials first: the CUDA kernel's last block of each KV head merges every slot. Eager steps
+            # only: it saves the combine kernel's launch (host time, which bounds an eager decode step), but its
+            # serial merge takes ~1-2 µs longer on the GPU than the combine kernel, which a CUDA graph launches for
+            # free (BENCHMARKS.md, "Session 8").
+            if run_triton:
+                split_kernel()
+            out = torch.empty_like(q)
+            plan.launch(o_part, lse_part, out)
+            LAST_LAUNCH["combine"] = "cuda"
+            return out
         if plan is not None:
             plan.launch(o_part, lse_part)
         if run_triton:
             split_kernel()
+        LAST_LAUNCH["combine"] = "triton"
         return combine_partials(o_part, lse_part, q)
 
 

@@ -10,21 +10,22 @@
 //   recovery r_t * sum_pruned sign * (q*u): one m16n8k16 MMA per 16 channels and 8 tokens, M = query heads,
 //            N = tokens, K = channels (any channel order works if q*u uses the same one); the B operand (+-2 on
 //            pruned channels, 0 on kept ones, with q*u/2 as A) is built in registers from the kept and sign words
-//            by shifts and masks, 4 instructions per pair of channels (a 256-entry shared-memory table instead was
-//            slower: its lookups conflict on banks, BENCHMARKS.md "Session 7");
+//            by one bit-select (LOP3), a rotation and a mask, 3 instructions a register (a 256-entry shared-memory
+//            table instead was equal or up to 1.2% faster at λ = 0.5, slower at λ = 0.8: BENCHMARKS.md "Session 7");
 //   softmax  in the MMA's accumulator layout (lane = (head g, tokens 2i, 2i+1)), which is also the B operand
 //            layout of the P·V MMA (M = channels of V, N = heads, K = tokens; V^T from shared memory through
 //            ldmatrix.trans, rows padded by 16 bytes), so probabilities never leave registers.
 // Every warp owns its 32-token tiles and its online-softmax state; the warps of a block merge once at the end.
 // Loads go through cp.async into per-warp buffers. Output: the same normalised partials and base-2
-// log-sum-exps as the Triton split kernel, merged by its combine kernel.
+// log-sum-exps as the Triton split kernel, merged by its combine kernel, or (COMBINE) by this kernel's last block
+// of each KV head (combine_if_last).
 //
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
 // 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers),
-// STAGES (1 or 2 buffers of the small arrays per warp), VSTAGES (1 or 2 buffers of V tiles per warp),
-// CHAINS (1 or 2 walks per token), KV_MODE (how kept rows are copied and read: 2 = 16-byte chunks into rows
-// padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte words into rows of an odd number of words, DK even;
-// 0 = the warp's contiguous bytes as they are, read per entry, DK odd).
+// STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
+// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte
+// words into rows of an odd number of words, DK even; 0 = the warp's contiguous bytes as they are, read per entry,
+// DK odd).
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -51,13 +52,15 @@ typedef unsigned long long u64;
 #define V_BYTES (32 * V_STRIDE)
 #define W_BYTES (32 * NW * 4)
 #define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
-#define WARP_BYTES (VSTAGES * V_BYTES + STAGES * SMALL_BYTES)
+#define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES)
 #define QTAB_BYTES (D * QROW)
 #define KS_BYTES ((GQ + 1) * 32 * 4)
 #define SMEM_FIXED (QTAB_BYTES + WARPS * KS_BYTES)
-#ifdef EXPECT_SMEM  // defined by the tests: cuda.shared_bytes() must describe this layout
+#ifdef EXPECT_SMEM  // defined by the launcher: cuda.shared_bytes() must describe this layout
 static_assert(SMEM_FIXED + WARPS * WARP_BYTES == EXPECT_SMEM, "cuda.shared_bytes() disagrees with spark_walk.cu");
 #endif
+// The warps' merge at the end reuses the per-warp buffers: [WARPS][8] maxima and sums, [WARPS][G][D] outputs.
+static_assert((16 * WARPS + WARPS * G * D) * 4 <= WARPS * WARP_BYTES, "the block merge does not fit its buffers");
 
 __device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ u32 rotl(u32 x, int n) { return __funnelshift_l(x, x, n); }
@@ -81,7 +84,6 @@ __device__ __forceinline__ void cp_async(u32 dst, const void* src, int ok, int n
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
 __device__ __forceinline__ void cp_wait2() { asm volatile("cp.async.wait_group 2;\n" ::); }
-__device__ __forceinline__ void cp_wait3() { asm volatile("cp.async.wait_group 3;\n" ::); }
 
 __device__ __forceinline__ float lo_to_f32(u32 w) {
 #if HALF
@@ -307,6 +309,60 @@ __device__ __forceinline__ void load_words(u32 (&w)[NW], const u32* p) {
 #endif
 }
 
+// The last block of a KV head to finish merges all NS split partials of that head into the output (the slots past
+// this grid's splits hold partials written by an earlier kernel on the stream, e.g. the dense tail's), so that no
+// combine kernel is launched. Which block is last: a per-head counter, incremented once per block after its partial
+// is visible device-wide (threadfence), and reset to zero by the last block for the next launch. ``scratch``: this
+// block's shared memory past the q table (16 + NS * G floats, checked by the launcher).
+__device__ __noinline__ void combine_if_last(const float* o_part, const float* lse_part, u16* out, int* counters,
+                                             int bh, int NS, float* scratch, int tid, int warp, int lane) {
+  __threadfence();
+  __syncthreads();  // every thread's partial is written and fenced; the merge's shared buffers are free
+  int* last = (int*)scratch;
+  if (tid == 0) last[0] = atomicAdd(counters + bh, 1) == (int)gridDim.x - 1;
+  __syncthreads();
+  if (!last[0]) return;
+  __threadfence();
+  if (tid == 0) counters[bh] = 0;
+  float* w = scratch + 16;  // [NS][G]: log-sum-exps, then normalised weights
+  const u64 base = (u64)bh * NS * G;
+  for (int e = tid; e < NS * G; e += WARPS * 32) w[e] = __ldcg(lse_part + base + e);  // L2: written by other blocks
+  __syncthreads();
+  for (int h = warp; h < G; h += WARPS) {
+    float m = NEG_INF;
+    for (int s = lane; s < NS; s += 32) m = fmaxf(m, w[s * G + h]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(ALL_LANES, m, o));
+    float l = 0.f;
+    for (int s = lane; s < NS; s += 32) {
+      const float x = m == NEG_INF ? 0.f : exp2f(w[s * G + h] - m);
+      w[s * G + h] = x;
+      l += x;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(ALL_LANES, l, o);
+    const float inv = l > 0.f ? 1.f / l : 0.f;  // no token at all: 0 (the launcher refuses that case)
+    for (int s = lane; s < NS; s += 32) w[s * G + h] *= inv;
+  }
+  __syncthreads();
+  constexpr int D4 = D / 4;
+  for (int e = tid; e < G * D4; e += WARPS * 32) {
+    const int h = e / D4, d4 = e % D4;
+    const float4* src = (const float4*)(o_part + (base + h) * D) + d4;  // slot s at src + s * G * D4
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int s = 0; s < NS; ++s) {
+      const float x = w[s * G + h];
+      const float4 o = __ldcg(src + (u64)s * G * D4);
+      acc.x += x * o.x;
+      acc.y += x * o.y;
+      acc.z += x * o.z;
+      acc.w += x * o.w;
+    }
+    *(uint2*)(out + ((u64)bh * G + h) * D + 4 * d4) = make_uint2(pack_p(acc.x, acc.y), pack_p(acc.z, acc.w));
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     const u16* __restrict__ q,       // [B, H*G, D]
     const u16* __restrict__ kv,      // kept_values [B*H, S, DK]
@@ -318,18 +374,19 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     const int* __restrict__ lens,    // [B]
     float* __restrict__ o_part,      // [B*H, NS, G, D]
     float* __restrict__ lse_part,    // [B*H, NS, G]
-    double scale_d, double const_d, int S, int CHUNK, int NS, int H) {
+    u16* __restrict__ out,           // [B, H*G, D] in the query dtype (written when COMBINE)
+    int* __restrict__ counters,      // [B*H] zero before the launch, zero again after it (when COMBINE)
+    double scale_d, double const_d, int S, int CHUNK, int NS, int H, int COMBINE) {
   extern __shared__ __align__(128) unsigned char smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, i4 = lane & 3;
   float* ks = (float*)(smem + QTAB_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
   unsigned char* stages = smem + SMEM_FIXED;
-  // Per warp: VSTAGES V tiles (with one, a tile's load is issued after the P·V of the previous tile and lands
-  // during the next walk; with two, it is issued a whole tile earlier, so twice the V bytes are in flight) and
-  // STAGES stages of the small arrays (kept values, kept and sign words): with two, the next tile's are issued
+  // Per warp: one V tile (its load is issued after the P·V of the previous tile and lands during the next walk)
+  // and STAGES stages of the small arrays (kept values, kept and sign words): with two, the next tile's are issued
   // before this tile's walk; with one (less shared memory, more resident blocks), after this tile's recovery.
   unsigned char* vbuf = stages + warp * WARP_BYTES;
-  unsigned char* small0 = vbuf + VSTAGES * V_BYTES;
+  unsigned char* small0 = vbuf + V_BYTES;
 
   const int i_s = blockIdx.x, bh = blockIdx.y, b = bh / H;
   const float scale = (float)scale_d;
@@ -356,13 +413,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     safe_w[w] = n >= 32 ? ALL_LANES : (n <= 0 ? 0u : ((1u << n) - 1));
   }
 
-  auto issue_v = [&](int t0, unsigned char* vb) {
+  auto issue_v = [&](int t0) {
     const int rows = min(32, end - t0);
     const unsigned char* src = (const unsigned char*)(v_bh + (u64)t0 * D);
     if (rows == 32) {
-      load_v<true>(smem_u32(vb), src, 0, lane);
+      load_v<true>(smem_u32(vbuf), src, 0, lane);
     } else {
-      load_v<false>(smem_u32(vb), src, rows * (D / 8), lane);
+      load_v<false>(smem_u32(vbuf), src, rows * (D / 8), lane);
     }
   };
   auto issue_small = [&](int t0, unsigned char* st) {
@@ -374,12 +431,12 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
   };
 
-  // The first tile's loads go out before the q tables are built, so that their latency overlaps that work.
+  // The first tile's loads go out before the q table is built, so that their latency overlaps that work.
   int t0 = start + 32 * warp;
   unsigned char* st = small0;
   if (t0 < end) issue_small(t0, st);
   cp_commit();
-  if (t0 < end) issue_v(t0, vbuf);
+  if (t0 < end) issue_v(t0);
   cp_commit();
   float r_next = 0.f;
 #if REC == 0
@@ -411,8 +468,9 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
   }
   // A operand of the recovery MMA: row g = query head g, 4 channels per lane per k-step. K-step s of lane i4 takes
-  // bit o = f % 8 of kept-bitmap word f / 8 (f = i4*KS + s) and the bits 16, 8 and 24 above it, so that two shifts
-  // put a pair's bits at 14 and 30 (b0: o, o+16; b1: o+8, o+24). The B values are +-2, so A is halved (exact).
+  // bit o = f % 8 of kept-bitmap word f / 8 (f = i4*KS + s) and the bits 16, 8 and 24 above it, so that a bit-select
+  // and one rotation put a pair's bits at 14-15 and 30-31 (b0: o, o+16; b1: o+8, o+24). The B values are +-2, so A
+  // is halved (exact).
   u32 qa[KS][2];
 #pragma unroll
   for (int s = 0; s < KS; ++s) {
@@ -432,31 +490,16 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   }
   __syncthreads();
 
-  unsigned char* vb = vbuf;
   for (; t0 < end; t0 += 32 * WARPS) {
     const int t1 = t0 + 32 * WARPS;
-#if VSTAGES == 2
-    // The other V buffer was last read by the previous tile's P·V (followed by a __syncwarp).
-    unsigned char* vb_next = (vb == vbuf) ? vbuf + V_BYTES : vbuf;
-#endif
 #if STAGES == 2
     unsigned char* st_next = (st == small0) ? small0 + SMALL_BYTES : small0;
     if (t1 < end) issue_small(t1, st_next);
     cp_commit();
-#if VSTAGES == 2
-    if (t1 < end) issue_v(t1, vb_next);
-    cp_commit();
-    cp_wait3();  // this tile's small arrays (pending: its V, the next tile's small arrays and V)
-#else
     cp_wait2();  // this tile's small arrays (its V and the next small arrays may still be in flight)
-#endif
 #else
     unsigned char* st_next = st;
-#if VSTAGES == 2
-    if (t1 < end) issue_v(t1, vb_next);
-    cp_commit();
-#endif
-    cp_wait1();  // this tile's small arrays (and with VSTAGES 2 its V; the next V may still be in flight)
+    cp_wait1();  // this tile's small arrays (its V may still be in flight)
 #endif
     __syncwarp();
     const int rows = min(32, end - t0);
@@ -652,15 +695,11 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
 
     // ---- P·V: out^T[d][h] += V^T[d][t] P[t][h] ----
-#if VSTAGES == 2 && STAGES == 2
-    cp_wait2();  // this tile's V (pending: the next tile's small arrays and V)
-#elif VSTAGES == 1
     cp_wait1();  // this tile's V
-#endif  // (VSTAGES 2 with STAGES 1: this tile's V was waited for with its small arrays)
     __syncwarp();
     {
       const int qm = lane >> 3, r8 = lane & 7;
-      const u32 vs = smem_u32(vb) + ((qm >> 1) * 8 + r8) * V_STRIDE + (qm & 1) * 16;  // this lane's row address
+      const u32 vs = smem_u32(vbuf) + ((qm >> 1) * 8 + r8) * V_STRIDE + (qm & 1) * 16;  // this lane's row address
 #pragma unroll
       for (int kt = 0; kt < 2; ++kt) {
 #pragma unroll
@@ -672,12 +711,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       }
     }
     __syncwarp();
-#if VSTAGES == 2
-    vb = vb_next;
-#else
-    if (t1 < end) issue_v(t1, vb);
+    if (t1 < end) issue_v(t1);
     cp_commit();
-#endif
     st = st_next;
   }
 
@@ -724,4 +759,5 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     o_part[(part * G + h) * D + d] = L > 0.f ? O / L : 0.f;
     if (d == 0) lse_part[part * G + h] = L > 0.f ? mx + log2f(L) : NEG_INF;
   }
+  if (COMBINE) combine_if_last(o_part, lse_part, out, counters, bh, NS, (float*)stages, tid, warp, lane);
 }
