@@ -34,6 +34,8 @@ CASES = [
     (2, 2, 1, 700, 0, 128, 100, torch.float16, "mean", None),
     (1, 2, 2, 2000, 1, 256, 52, torch.bfloat16, "mean", None),
     (1, 2, 5, 300, 0, 256, 128, torch.bfloat16, "mean", None),
+    (1, 2, 2, 1000, 3, 256, 77, torch.float16, "mean", [999]),  # odd DK with 8 bitmap words, fp16 at D = 256
+    (2, 2, 4, 900, 2, 128, 40, torch.bfloat16, "constant", [900, 300]),  # constant recovery at D = 128
 ]
 
 
@@ -306,6 +308,7 @@ VARIANTS = [
     (256, 77, 2, "mean", torch.float16, 4, 1, 2, 2),
     (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1),
     (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2),
+    (128, 40, 4, "constant", torch.bfloat16, 4, 2, 2, 1),
 ]
 
 
