@@ -30,6 +30,17 @@ def test_generate_benchmark_refuses_without_cuda():
     assert res.returncode != 0 and "needs CUDA" in res.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+@pytest.mark.parametrize("script", ["decode_host_overhead.py", "cuda_decode_sweep.py"])
+def test_gpu_only_benchmarks_refuse_without_cuda(script, tmp_path):
+    """They time a GPU against itself: without one they exit with a message and write nothing."""
+    out = tmp_path / "out.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--out", str(out)], capture_output=True,
+                         text=True, check=False, timeout=120, cwd=ROOT)
+    assert res.returncode != 0 and "needs a CUDA device" in res.stderr
+    assert not out.exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU dry run")
 def test_decode_table_dry_run_is_tiny_and_never_overwrites_gpu_results(tmp_path):
     """Under TRITON_INTERPRET=1 the table runs at tiny shapes, checked against the reference, into dry_run/."""
