@@ -372,6 +372,15 @@ def test_misaligned_views_are_not_the_cuda_kernels_case():
         assert rel_err(decode_attn_triton(query, bad, None, None, 0.1), ref) < 1e-2
 
 
+def test_launch_decisions_are_cached_within_a_bound(monkeypatch):
+    """One decision per case, reused on later calls; a cache full of other cases starts over instead of growing."""
+    query, prefix, _, _ = make_interpreter_case()
+    monkeypatch.setattr(cuda, "_PLANS", {("other case", i): ({}, {}, "x") for i in range(4096)})
+    first = cuda.try_plan(query, prefix, 0.1)
+    assert len(cuda._PLANS) == 1
+    assert cuda.try_plan(query, prefix, 0.1)[1] == first[1] and len(cuda._PLANS) == 1
+
+
 def test_nvrtc_errors_carry_the_log():
     with pytest.raises(RuntimeError, match="could not compile"):
         cuda.nvrtc_compile("this is not C++", "broken", "sm_90", _pip_nvrtc())

@@ -274,6 +274,8 @@ def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple
             keys.kept, keys.recovery, keys.kept_values.dtype, None if keys.scale is None else keys.scale.dtype,
             prefix.num_tokens)
     if case not in _PLANS:
+        if len(_PLANS) >= 4096:  # a server sees a new prompt length per request: bound the cache, not the cases
+            _PLANS.clear()
         p, d, why = launch_params(prefix, query.shape[1] // values.shape[1], query.dtype)
         _PLANS[case] = (p, d, why or _built(d, values.device))
     p, d, why = _PLANS[case]
