@@ -55,7 +55,8 @@ def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True, flush: st
     lines, whose write-back to DRAM then competes with the timed kernel's reads: on the H200 it added 0-14 µs to a
     kernel's time, mostly 2-10 µs, whatever the kernel (both columns of ``results/decode_attention_h200.json``).
     ``flush="read"``: the buffer is read (a max reduction), so L2 holds clean lines of it; the timed operands are
-    just as cold, without the write-back. That is what a decode step meets in a model (the layers before attention read weights, they write almost nothing).
+    just as cold, without the write-back. That is what a decode step meets in a model (the layers before attention
+    read weights, they write almost nothing).
     ``graph=True`` captures ``fn`` in a CUDA graph and times its replays with CUDA events, so what is measured is
     the kernels' time, not Python / launch overhead (a small decode step otherwise measures the host: our
     launcher's two Triton launches cost ~0.1-0.2 ms of CPU in this VM). Otherwise the same loop as
@@ -90,13 +91,10 @@ def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True, flush: st
     driver = triton.runtime.driver.active
     cache = driver.get_empty_cache_for_benchmark()
 
-    def clear(_cache):
-        flush_l2(driver, _cache, flush)
-
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(5):
-        clear(cache)
+        flush_l2(driver, cache, flush)
         run()
     end.record()
     torch.cuda.synchronize()
@@ -107,7 +105,7 @@ def bench_us(fn, warmup: int = 25, rep: int = 100, graph: bool = True, flush: st
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     for i in range(n):
-        clear(cache)
+        flush_l2(driver, cache, flush)
         starts[i].record()
         run()
         ends[i].record()

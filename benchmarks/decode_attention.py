@@ -11,8 +11,9 @@ SparK rows run what the library dispatches to (``kernel``: the CUDA C++ split ke
 Triton one) and also time the Triton SparK kernel on the same data (``triton_us``).
 Times are medians with L2 flushed before every call by reading a 256 MB buffer; every row is also timed with the
 buffer zeroed instead (``*_zero_flush``: Triton's do_bench flush, whose dirty lines add a fixed write-back cost to
-every kernel, ours and SDPA's alike; ``common.bench_us`` explains). ``bytes`` is what one decode step must read: the prefix layout (``CompressedKV.nbytes()``: kept values, bitmaps,
-scales, u, dense values, lengths) plus the query; SDPA reads the dense keys and values plus the query.
+every kernel, ours and SDPA's alike; ``common.bench_us`` explains). ``bytes`` is what one decode step must read:
+the prefix layout (``CompressedKV.nbytes()``: kept values, bitmaps, scales, u, dense values, lengths) plus the query;
+SDPA reads the dense keys and values plus the query.
 
 ``--explore`` times every autotune candidate and split size at (32K, b8), (128K, b1) and (128K, b8) instead
 (tuning aid; D = 128 unless ``--head-dims 64``); ``--explore --occupancy`` times the default SparK config at 2-4
@@ -36,7 +37,17 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEVICE, FLUSHES, bench_us, default_out, environment, fmt_ctx, markdown_table, rel_err, write_json  # noqa: E402
+from common import (  # noqa: E402
+    DEVICE,
+    FLUSHES,
+    bench_us,
+    default_out,
+    environment,
+    fmt_ctx,
+    markdown_table,
+    rel_err,
+    write_json,
+)
 
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
@@ -103,8 +114,8 @@ def run_table(args, save=None) -> list[dict]:
                     if out is not None and rel_err(out, ref) > TOL:
                         print(f"warning: SDPA {name} rel err {rel_err(out, ref):.2e} at {base}", flush=True)
                 best_sdpa = min((t for t in (flash_us, cudnn_us) if t is not None), default=None)
-                best_sdpa_zero = min((sdpa[n, "zero"][0] for n in ("flash", "cudnn") if sdpa[n, "zero"][0] is not None),
-                                     default=None)
+                best_sdpa_zero = min((sdpa[n, "zero"][0] for n in ("flash", "cudnn")
+                                      if sdpa[n, "zero"][0] is not None), default=None)
                 dense_bytes = k.nbytes + v.nbytes + q.nbytes
                 dense_us = dense_us_zero = None
                 for lam in RATIOS:
@@ -221,7 +232,8 @@ COLUMNS = [
     ("tbps", "TB/s", ".2f"), ("sdpa_flash_us", "SDPA flash µs", ".1f"), ("sdpa_cudnn_us", "SDPA cuDNN µs", ".1f"),
     ("speedup_vs_sdpa", "vs best SDPA", ".2f"), ("speedup_vs_dense_kernel", "vs our dense", ".2f"),
     ("rel_err", "rel err", ".1e"), ("triton_us", "Triton SparK µs", ".1f"),
-    ("us_zero_flush", "µs, zeroed-L2 flush", ".1f"), ("speedup_vs_sdpa_zero_flush", "vs best SDPA, zeroed-L2 flush", ".2f"),
+    ("us_zero_flush", "µs, zeroed-L2 flush", ".1f"),
+    ("speedup_vs_sdpa_zero_flush", "vs best SDPA, zeroed-L2 flush", ".2f"),
 ]
 
 

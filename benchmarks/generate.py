@@ -19,7 +19,7 @@ import sys
 import time
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from benchmarks.common import RESULTS, environment
 
@@ -63,7 +63,6 @@ def timed_generate(model, ids, mask, new_tokens: int, press=None):
     (:class:`StepClock`): the difference of two whole-run timings would carry the prefill's variance into them.
     """
     import sparkv
-    from transformers import LogitsProcessorList
 
     clock = StepClock()
     kwargs = dict(attention_mask=mask, do_sample=False, pad_token_id=0, eos_token_id=None)

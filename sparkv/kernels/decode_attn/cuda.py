@@ -3,8 +3,8 @@
 Why a second kernel: the Triton kernel rebuilds every key channel and is bound by issuing those instructions
 (BENCHMARKS.md); this one costs per kept entry and puts the recovery on the tensor cores (the ``.cu`` file's header
 says how). Triton cannot express its per-lane gathers from a shared-memory table, so it is CUDA C++; NVRTC ships
-with PyTorch's CUDA wheels, so no toolkit is needed. It writes the same split partials as the Triton split kernel
-and reuses its combine kernel.
+with PyTorch's CUDA wheels, so no toolkit is needed. It writes the same split partials as the Triton split kernel;
+on eager steps its last block per KV head merges them, in CUDA graphs the Triton combine kernel does.
 
 It runs on sm_80+ GPUs only (no CPU interpreter): tests compare it with the PyTorch reference on the GPU.
 """
@@ -75,8 +75,12 @@ def shared_bytes(d: dict[str, int]) -> int:
     else:
         kv_bytes = triton.cdiv((64 * d["DK"] + 5) // 4 * 4, 16) * 16
     small = kv_bytes + 2 * 32 * nw * 4
-    fixed = d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
-    return fixed + d["WARPS"] * (32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
+    return _fixed_bytes(d) + d["WARPS"] * (32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
+
+
+def _fixed_bytes(d: dict[str, int]) -> int:
+    """The q table and the warps' score buffers (``SMEM_FIXED``); the per-warp tile buffers follow them."""
+    return d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
 
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
@@ -116,7 +120,7 @@ def kernel_source(d: dict[str, int]) -> str:
 
 def combine_scratch_bytes(d: dict[str, int]) -> int:
     """Shared memory the in-kernel combine may use (the per-warp buffers, free by then)."""
-    return shared_bytes(d) - (d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4)
+    return shared_bytes(d) - _fixed_bytes(d)
 
 
 def combine_fits(d: dict[str, int], slots: int) -> bool:
@@ -335,7 +339,7 @@ class SplitPlan:
         kv, kb = keys.kept_values.contiguous(), keys.kept_bits.contiguous()
         sb = keys.sign_bits.contiguous() if keys.sign_bits is not None else kb
         r = keys.scale.contiguous() if keys.scale is not None else kv
-        u = keys.u.float().contiguous() if keys.u is not None else torch.zeros(b * self.h, dd, device=dev)
+        u = keys.u.float().contiguous() if keys.u is not None else kv  # read by mean recovery only
         v = prefix.values.contiguous()
         lens = prefix.lengths.to(device=dev, dtype=torch.int32).contiguous()
         if out is not None:
@@ -357,15 +361,26 @@ class SplitPlan:
         """Whether :meth:`launch` can merge ``slots`` split slots in the kernel (its shared memory bounds them)."""
         return combine_fits(self.defines, slots)
 
+    def merges_itself(self, slots: int) -> bool:
+        """Whether this step should merge its ``slots`` in the kernel: when they fit, and not while a CUDA graph is
+        captured (the merge saves a launch, which costs the host time on eager steps only, and is 1-3 µs slower on
+        the GPU than the combine kernel: BENCHMARKS.md, "Session 8")."""
+        return self.can_combine(slots) and not torch.cuda.is_current_stream_capturing()
+
+    def partials(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Empty ``(o_part, lse_part)`` buffers for this plan's splits alone."""
+        b, _, _, dd = self.query.shape
+        shape = (b * self.h, self.splits, self.group)
+        return (torch.empty(*shape, dd, dtype=torch.float32, device=self.query.device),
+                torch.empty(*shape, dtype=torch.float32, device=self.query.device))
+
 
 def spark_split_partials(query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
                          **kw):
     """Split partials ``(o_part, lse_part, NS)`` of one query token over a SparK prefix in buffers of their own
     (:class:`SplitPlan` has the arguments)."""
     plan = SplitPlan(query, prefix, scaling, chunk, **kw)
-    b, _, _, dd = query.shape
-    o_part = torch.empty(b * plan.h, plan.splits, plan.group, dd, dtype=torch.float32, device=query.device)
-    lse_part = torch.empty(b * plan.h, plan.splits, plan.group, dtype=torch.float32, device=query.device)
+    o_part, lse_part = plan.partials()
     plan.launch(o_part, lse_part)
     return o_part, lse_part, plan.splits
 
@@ -378,13 +393,13 @@ def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV, scaling: float, 
     :func:`~sparkv.kernels.decode_attn.fused.decode_attn_triton` does)."""
     if combine not in ("auto", "kernel", "triton"):
         raise ValueError(f"combine must be 'auto', 'kernel' or 'triton', got {combine!r}")
-    if combine == "auto":
-        combine = "triton" if torch.cuda.is_current_stream_capturing() else "kernel"
     plan = SplitPlan(query, prefix, scaling, chunk, **kw)
-    b, _, _, dd = query.shape
-    o_part = torch.empty(b * plan.h, plan.splits, plan.group, dd, dtype=torch.float32, device=query.device)
-    lse_part = torch.empty(b * plan.h, plan.splits, plan.group, dtype=torch.float32, device=query.device)
-    if combine == "kernel" and plan.can_combine(plan.splits):
+    o_part, lse_part = plan.partials()
+    if combine == "auto":
+        merge = plan.merges_itself(plan.splits)
+    else:
+        merge = combine == "kernel" and plan.can_combine(plan.splits)
+    if merge:
         out = torch.empty_like(plan.query)
         plan.launch(o_part, lse_part, out)
         return out

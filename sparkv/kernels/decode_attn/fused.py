@@ -729,15 +729,11 @@ def decode_attn_triton(
             # One set of partials: the CUDA kernel's prefix splits first, then the Triton kernel's (tail) splits.
             LAST_LAUNCH.update(launch, programs_per_sm=per_sm)
             split_kernel, o_part, lse_part, ns = prepare(launch, per_sm, lead)
-        else:
+        else:  # the CUDA kernel's splits alone (no tail)
             ns = lead
-            o_part = torch.empty(b * h, ns, g, d, dtype=torch.float32, device=dev)
-            lse_part = torch.empty(b * h, ns, g, dtype=torch.float32, device=dev)
-        if plan is not None and plan.can_combine(ns) and not torch.cuda.is_current_stream_capturing():
-            # The tail's partials first: the CUDA kernel's last block of each KV head merges every slot. Eager steps
-            # only: it saves the combine kernel's launch (host time, which bounds an eager decode step), but its
-            # serial merge takes ~1-2 µs longer on the GPU than the combine kernel, which a CUDA graph launches for
-            # free (BENCHMARKS.md, "Session 8").
+            o_part, lse_part = plan.partials()
+        if plan is not None and plan.merges_itself(ns):
+            # The tail's partials first: the CUDA kernel's last block of each KV head merges every slot.
             if run_triton:
                 split_kernel()
             out = torch.empty_like(q)
