@@ -9,6 +9,10 @@ Compute's instructions per tile on the H200 (784 for the default SparK config, 3
     python scripts/compile_sm90.py --bs 32 --warps 4 --stages 3 --maxnreg 128   # default SparK tile, D = 128, λ = 0.5
     python scripts/compile_sm90.py --expand 3 --bs 64 --stages 2 --d 64 --dk 32 # session-1 layout at D = 64
     python scripts/compile_sm90.py --layout dense --bs 64 --stages 2            # dense control
+    python scripts/compile_sm90.py --cuda --dk 64                               # the CUDA C++ kernel, λ = 0.5
+
+``--cuda`` compiles the CUDA C++ SparK kernel (``spark_walk.cu``, NVRTC from the test extras' wheel) with its default
+launch parameters instead, and prints the same lines for its 32-token tile loop.
 """
 
 from __future__ import annotations
@@ -74,14 +78,40 @@ def dump(kernel, out: Path) -> tuple[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     for ext, text in kernel.asm.items():
         (out / f"k.{ext}").write_bytes(text if isinstance(text, bytes) else text.encode())
+    return cuobjdump(out / "k.cubin")
+
+
+def cuobjdump(cubin_path: Path) -> tuple[str, str]:
+    """(resource-usage line, SASS) of a CUBIN, with the cuobjdump bundled in Triton's wheel; the SASS is also
+    written next to it."""
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    cubin = str(out / "k.cubin")
+    cubin = str(cubin_path)
     usage = subprocess.run([str(tools / "cuobjdump"), "--dump-resource-usage", cubin], capture_output=True,
                            text=True, check=True).stdout
     sass = subprocess.run([str(tools / "cuobjdump"), "--dump-sass", cubin], capture_output=True, text=True,
                           check=True).stdout
-    (out / "k.sass").write_text(sass)
+    cubin_path.with_suffix(".sass").write_text(sass)
     return usage.strip().splitlines()[-1].strip(), sass
+
+
+def compile_cuda_kernel(args) -> None:
+    """``--cuda``: the CUDA C++ SparK kernel with its default launch parameters, bf16."""
+    import torch
+
+    from sparkv.kernels.decode_attn import cuda
+
+    lib = cuda.pip_nvrtc()
+    if lib is None:
+        sys.exit("--cuda needs NVRTC: pip install -e '.[test]' (the nvidia-cuda-nvrtc wheel)")
+    p = cuda.DEFAULTS
+    d = cuda.defines(args.d, args.dk, args.group, args.recovery, torch.bfloat16, p["warps"], p["min_blocks"],
+                     p["chains"], p["stages"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    cubin = args.out / "k.cubin"
+    cubin.write_bytes(cuda.nvrtc_compile(cuda.kernel_source(d), cuda.KERNEL_NAME, "sm_90", lib))
+    usage, sass = cuobjdump(cubin)
+    print(usage, f"| shared memory per block: {cuda.shared_bytes(d)} B")
+    print(loop_summary(sass, 1, 32))  # every warp walks its own 32-token tiles
 
 
 def loop_summary(sass: str, warps: int, tokens: int) -> str:
@@ -108,9 +138,14 @@ def main() -> None:
     ap.add_argument("--pf", type=int, default=1)
     ap.add_argument("--maxnreg", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("runs/sm90"))
+    ap.add_argument("--cuda", action="store_true", help="the CUDA C++ SparK kernel instead (uses --d --dk --group "
+                    "--recovery; its own launch defaults)")
     args = ap.parse_args()
     if not 1 <= args.dk <= args.d:
         ap.error(f"--dk must be in [1, --d = {args.d}], got {args.dk}")
+    if args.cuda:
+        compile_cuda_kernel(args)
+        return
 
     fn = fused.decode_attn_fwd_kernel
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # unwrap heuristics

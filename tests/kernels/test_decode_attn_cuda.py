@@ -286,16 +286,10 @@ def make_interpreter_case():
 # --- CPU tier: NVRTC compile of every variant -----------------------------------------------------------------
 
 def _pip_nvrtc() -> ctypes.CDLL:
-    try:
-        import nvidia
-    except ImportError:
-        pytest.skip("the nvidia-cuda-nvrtc wheel is not installed (pip install -e '.[test]')")
-    for root in nvidia.__path__:
-        libs = sorted(Path(root).glob("cu*/lib/libnvrtc.so*")) + sorted(Path(root).glob("cuda_nvrtc/lib/libnvrtc.so*"))
-        for lib in libs:
-            if "builtins" not in lib.name:
-                return ctypes.CDLL(str(lib))
-    pytest.skip("no libnvrtc in the nvidia namespace package")
+    lib = cuda.pip_nvrtc()
+    if lib is None:
+        pytest.skip("no NVRTC: the nvidia-cuda-nvrtc wheel is not installed (pip install -e '.[test]')")
+    return lib
 
 
 VARIANTS = [

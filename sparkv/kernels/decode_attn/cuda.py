@@ -111,6 +111,21 @@ def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
     return cubin.raw
 
 
+def pip_nvrtc() -> ctypes.CDLL | None:
+    """NVRTC from the ``nvidia-cuda-nvrtc`` wheel (the test extras), to compile the kernel on a machine without a GPU
+    (tests, ``scripts/compile_sm90.py --cuda``); None when the wheel is not installed."""
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    for root in nvidia.__path__:
+        libs = sorted(Path(root).glob("cu*/lib/libnvrtc.so*")) + sorted(Path(root).glob("cuda_nvrtc/lib/libnvrtc.so*"))
+        for lib in libs:
+            if "builtins" not in lib.name:
+                return ctypes.CDLL(str(lib))
+    return None
+
+
 def kernel_source(d: dict[str, int]) -> str:
     """The source for defines ``d``; ``EXPECT_SMEM`` (default :func:`shared_bytes`) makes the build check that the
     launcher's shared-memory size is the kernel's own."""
