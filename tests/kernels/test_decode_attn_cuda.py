@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
