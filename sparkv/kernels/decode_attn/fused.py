@@ -44,7 +44,6 @@ fp32 right after loading (``F32``) because the interpreter has no bf16 arithmeti
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
@@ -461,10 +460,7 @@ def decode_attn_combine_kernel(
     D: tl.constexpr,
     BD: tl.constexpr,
     BNS: tl.constexpr,
-    PDL: tl.constexpr = False,
 ):
-    if PDL:  # launched as a programmatic dependent: wait here until the split kernel's partials are visible
-        tl.extra.cuda.gdc_wait()
     i_bhg = tl.program_id(0).to(tl.int64)  # = (b*H + h)*G + g = b*HQ + hq
     i_bh, i_g = i_bhg // G, i_bhg % G
     o_j = tl.arange(0, BD)
@@ -494,6 +490,8 @@ _CUDA_FAILED: dict[int, str] = {}  # device index -> why NVRTC / the module load
 
 def _spark_kernel_choice(choice: str | None) -> str:
     """``spark_kernel`` of :func:`decode_attn_triton`, else ``SPARKV_SPARK_KERNEL``, else ``auto`` (checked)."""
+    import os
+
     choice = choice or os.environ.get("SPARKV_SPARK_KERNEL", "auto")
     if choice not in SPARK_KERNELS:
         raise ValueError(f"spark_kernel / SPARKV_SPARK_KERNEL must be one of {', '.join(SPARK_KERNELS)}; "
@@ -522,29 +520,12 @@ def _cuda_spark_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float, 
     return plan
 
 
-# Launch the combine kernel as a programmatic dependent of the split kernel (Hopper+): its blocks are scheduled and
-# wait on the GPU while the split kernel drains, instead of launching after it. SPARKV_COMBINE_PDL=1 turns it on.
-COMBINE_PDL = os.environ.get("SPARKV_COMBINE_PDL", "0") == "1"  # session-9 experiment: off by default
-
-
-@functools.lru_cache(maxsize=None)
-def _pdl_capable(device_index: int) -> bool:
-    return torch.cuda.get_device_capability(device_index)[0] >= 9
-
-
-def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.Tensor,
-                     pdl: bool | None = None) -> torch.Tensor:
-    """Merge split partials (``[B*H, NS, G, D]`` / ``[B*H, NS, G]``) into ``[B, HQ, 1, D]`` in the query dtype.
-    ``pdl``: launch as a programmatic dependent of the previous kernel (default: :data:`COMBINE_PDL` on sm_90+)."""
+def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Merge split partials (``[B*H, NS, G, D]`` / ``[B*H, NS, G]``) into ``[B, HQ, 1, D]`` in the query dtype."""
     b, hq, _, d = query.shape
     out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=query.device)
-    interp = interpreting()
-    if pdl is None:
-        pdl = COMBINE_PDL and not interp and query.is_cuda and _pdl_capable(query.device.index or 0)
-    extra = dict(launch_pdl=True) if pdl else {}
     decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, o_part.shape[1], G=o_part.shape[2], D=d,
-                                          BD=max(32, triton.next_power_of_2(d)), BNS=16 if interp else 32, PDL=pdl,
-                                          **extra)
+                                          BD=max(32, triton.next_power_of_2(d)), BNS=16 if interpreting() else 32)
     return out
 
 

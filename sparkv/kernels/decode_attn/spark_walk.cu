@@ -27,14 +27,6 @@
 // words into rows of an odd number of words, DK even; 0 = the warp's contiguous bytes as they are, read per entry,
 // DK odd).
 
-// Session-9 experiments (BENCHMARKS.md "Session 9"; removed after): PIN_SCALE pins the next tile's scale load at the
-// top of the loop; L2PF > 0 bulk-prefetches into L2 the warp's tile L2PF tiles ahead.
-#ifndef PIN_SCALE
-#define PIN_SCALE 0
-#endif
-#ifndef L2PF
-#define L2PF 0
-#endif
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
@@ -88,15 +80,6 @@ __device__ __forceinline__ void cp_async(u32 dst, const void* src, int ok, int n
   } else {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 4 : 0));
   }
-}
-// A 16-bit load (0 where !ok) that stays where it is written. As a plain load the compiler sank the scale's load of the
-// next tile to two thirds of the way through this one, where its first use then waited for DRAM: 8 % of the λ = 0.8
-// kernel's stall samples (Nsight Compute source counters, BENCHMARKS.md "Session 9").
-__device__ __forceinline__ u16 load_u16_here(const u16* p, bool ok) {
-  u16 x;
-  asm volatile("{ .reg .pred p; setp.ne.s32 p, %2, 0; mov.b16 %0, 0; @p ld.global.nc.b16 %0, [%1]; }"
-               : "=h"(x) : "l"(p), "r"((int)ok));
-  return x;
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
@@ -395,11 +378,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     int* __restrict__ counters,      // [B*H] zero before the launch, zero again after it (when COMBINE)
     double scale_d, double const_d, int S, int CHUNK, int NS, int H, int COMBINE) {
   extern __shared__ __align__(128) unsigned char smem[];
-#if __CUDA_ARCH__ >= 900
-  // A combine kernel launched as a programmatic dependent may be scheduled now (it waits for this grid's end before
-  // reading anything); a no-op otherwise.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, i4 = lane & 3;
   float* ks = (float*)(smem + QTAB_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
@@ -460,13 +438,9 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   cp_commit();
   if (t0 < end) issue_v(t0);
   cp_commit();
-  u16 r_next = 0;  // the next tile's scale of this lane's token, raw bits
+  float r_next = 0.f;
 #if REC == 0
-#if PIN_SCALE
-  r_next = load_u16_here(rs + row0 + t0 + lane, t0 + lane < end);
-#else
-  if (t0 + lane < end) r_next = rs[row0 + t0 + lane];
-#endif
+  if (t0 + lane < end) r_next = elt_to_f32(rs[row0 + t0 + lane]);
 #endif
 
 
@@ -518,22 +492,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 
   for (; t0 < end; t0 += 32 * WARPS) {
     const int t1 = t0 + 32 * WARPS;
-#if L2PF > 0
-    {
-      const int tp = t0 + L2PF * 32 * WARPS;
-      if (lane < 5 && tp < end) {  // lanes 0-4: V rows, kept values, kept words, sign words, scales
-        const int rows = min(32, end - tp);
-        const unsigned char* a = lane == 0 ? (const unsigned char*)(v_bh + (u64)tp * D)
-                               : lane == 1 ? (const unsigned char*)(kv_bh + (u64)tp * DK)
-                               : lane == 2 ? (const unsigned char*)(kb_bh + (u64)tp * NW)
-                               : lane == 3 ? (const unsigned char*)(sb_bh + (u64)tp * NW)
-                                           : (const unsigned char*)(rs + row0 + tp);
-        const u32 n = lane == 0 ? rows * D * 2 : lane == 1 ? rows * DK * 2 : lane < 4 ? rows * NW * 4 : rows * 2;
-        const u64 lo = ((u64)a + 15) & ~(u64)15, hi = ((u64)a + n) & ~(u64)15;  // inside the rows, 16-byte units
-        if (hi > lo) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(lo), "r"((u32)(hi - lo)) : "memory");
-      }
-    }
-#endif
 #if STAGES == 2
     unsigned char* st_next = (st == small0) ? small0 + SMALL_BYTES : small0;
     if (t1 < end) issue_small(t1, st_next);
@@ -545,13 +503,9 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #endif
     __syncwarp();
     const int rows = min(32, end - t0);
-    const u16 r_cur = r_next;
+    float r_cur = r_next;
 #if REC == 0
-#if PIN_SCALE
-    r_next = load_u16_here(rs + row0 + t1 + lane, t1 + lane < end);
-#else
-    r_next = (t1 + lane < end) ? rs[row0 + t1 + lane] : (u16)0;
-#endif
+    r_next = (t1 + lane < end) ? elt_to_f32(rs[row0 + t1 + lane]) : 0.f;
 #endif
     const u32* kws = (const u32*)(st + KV_BYTES);
     const u32* sws = kws + 32 * NW;
@@ -640,7 +594,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #pragma unroll
       for (int h = 0; h < GQ; ++h) ks[h * 32 + lane] = a[h];
 #if REC == 0
-      ks[GQ * 32 + lane] = elt_to_f32(r_cur);
+      ks[GQ * 32 + lane] = r_cur;
 #endif
     }
     __syncwarp();
