@@ -134,3 +134,39 @@ def test_chunk_then_decode_after_compression_on_gpu(spec):
     for r, g in zip(logits["torch"], logits["auto"]):
         assert torch.isfinite(g).all()
         assert (g.float() - r.float()).abs().max().item() <= 2e-2 * max(r.float().abs().max().item(), 1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
+def test_model_split_over_two_gpus(spec):
+    """Layers split over two GPUs (accelerate's ``dispatch_model``, what ``device_map=`` does): every layer's cache
+    stays on its layer's GPU, the kernels run there, and logits and generated tokens equal the one-GPU model's."""
+    from accelerate import dispatch_model
+
+    import sparkv
+
+    tok = tiny_tokenizer()
+    shape = dict(hidden_size=512, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=4,
+                 intermediate_size=1024, max_position_embeddings=4096)
+    one = tiny_model("llama", dtype=torch.bfloat16, **shape).to("cuda:0")
+    split = dispatch_model(tiny_model("llama", dtype=torch.bfloat16, **shape), device_map={
+        "model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": 0,
+        "model.layers.2": 1, "model.layers.3": 1, "model.norm": 1, "lm_head": 1})
+    contexts = [(CONTEXT + " ") * 8, (CONTEXT + " ") * 5]
+    ids, mask = encode(tok, contexts, "cuda:0")
+    forced = torch.randint(3, 250, (2, 6), generator=torch.Generator().manual_seed(3)).to("cuda:0")
+    ref, _ = run(one, ids, mask, spec, "triton", forced)
+    got, cache = run(split, ids, mask, spec, "triton", forced)
+    pressed = [(i, layer) for i, layer in enumerate(cache.layers) if isinstance(layer, PressedLayer)]
+    assert len(pressed) == 4
+    for i, layer in pressed:
+        assert isinstance(layer.prefix.keys, SparKKeys)
+        assert layer.prefix.values.device == torch.device("cuda", i // 2)
+        assert layer.prefix.keys.kept_values.device == torch.device("cuda", i // 2)
+    for r, g in zip(ref, got):
+        assert g.device == torch.device("cuda", 1)
+        torch.testing.assert_close(g.to(r.device), r, rtol=0, atol=0)
+    tokens = [sparkv.generate(m, tok, contexts, "Q?", Press(spec, key_ratio=0.5, budget=300),
+                              max_new_tokens=8).token_ids for m in (one, split)]
+    assert tokens[0] == tokens[1] and len(tokens[0]) == 2
