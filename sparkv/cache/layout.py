@@ -245,7 +245,8 @@ class CompressedKV:
     """One layer's compressed prompt: keys in one of the layouts above, dense values, per-row lengths.
 
     values  [B, H, S, D] model dtype.
-    lengths [B] int32: row b's valid tokens are ``0 .. lengths[b]-1`` (left-aligned); the rest is padding.
+    lengths [B] int32: row b's valid tokens are ``0 .. lengths[b]-1`` (left-aligned); the rest is padding. Fixed
+            for the prefix's life: ``min_length`` / ``max_length`` are read from it at construction.
     """
 
     keys: Keys
@@ -264,7 +265,9 @@ class CompressedKV:
             raise ValueError(f"keys ({key_tensor.dtype}, {key_tensor.device}) and values ({self.values.dtype}, "
                              f"{self.values.device}) must share dtype and device")
         _check_int_tensor("lengths", self.lengths, (b,))
-        if b and (int(self.lengths.min()) < 0 or int(self.lengths.max()) > s):
+        # Read once here (one host sync per prefix), so that decode steps never read lengths back from the GPU.
+        self.min_length, self.max_length = (int(x) for x in torch.aminmax(self.lengths)) if b else (0, 0)
+        if self.min_length < 0 or self.max_length > s:
             raise ValueError(f"lengths must be in [0, {s}] (the tokens stored), got {self.lengths.tolist()}")
 
     @property

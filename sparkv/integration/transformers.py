@@ -136,7 +136,6 @@ def sparkv_attention_forward(module, query, key, value, attention_mask, dropout:
     from sparkv.kernels.decode_attn import decode_attn
 
     tail_keys, tail_values = layer.tail()
-    # Backend first: the dense check reads lengths, a host sync that a CUDA decode step must not pay.
     if resolve_backend(layer.press.backend, query.device) == "torch" and _is_plain_dense(layer.prefix, query):
         # Nothing pruned, no padding, one new token: the very computation a plain DynamicCache does, so full and
         # λ = 0 presses reproduce the dense model bit for bit on the PyTorch path.
@@ -171,8 +170,7 @@ def _check_tail_mask(attention_mask, layer) -> None:
 
 
 def _is_plain_dense(prefix, query) -> bool:
-    return (isinstance(prefix.keys, DenseKeys) and query.shape[2] == 1
-            and bool((prefix.lengths == prefix.num_tokens).all()))
+    return isinstance(prefix.keys, DenseKeys) and query.shape[2] == 1 and prefix.min_length == prefix.num_tokens
 
 
 def register() -> None:

@@ -118,6 +118,8 @@ def test_layouts_refuse_inconsistent_fields():
             ThinKKeys(kv, bad.expand(2, 2, 3), 64)
     values = torch.randn(2, 2, 16, 64)
     CompressedKV(layout, values, torch.tensor([16, 0]))
+    ckv = CompressedKV(layout, values, torch.tensor([16, 3]))
+    assert (ckv.min_length, ckv.max_length) == (3, 16)  # read once here; decode steps use these, not the tensor
     for lengths, match in ((torch.tensor([40, 10]), r"lengths must be in \[0, 16\]"),
                            (torch.tensor([-1, 10]), "lengths must be in"),
                            (torch.tensor([4.0, 2.0]), "integer"), (torch.tensor([4]), "integer")):

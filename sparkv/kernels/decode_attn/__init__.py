@@ -20,10 +20,6 @@ def _fused_supports(query: torch.Tensor, prefix: CompressedKV | None) -> bool:
     return not (isinstance(keys, SparKKeys) and keys.recovery in ("gaussian", "exponential"))
 
 
-def _capturing(query: torch.Tensor) -> bool:
-    return query.is_cuda and torch.cuda.is_current_stream_capturing()
-
-
 def decode_attn(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torch.Tensor | None,
                 tail_values: torch.Tensor | None, scaling: float, backend: str = "auto") -> torch.Tensor:
     """Dispatch to :func:`decode_attn_ref` or the Triton split-K kernel (see ``decode_attn_ref`` for arguments).
@@ -31,8 +27,7 @@ def decode_attn(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: tor
     ``auto`` takes Triton on CUDA for one-token decode in fp16/bf16 and the PyTorch path otherwise.
     """
     no_tail = tail_keys is None or tail_keys.shape[-2] == 0
-    if prefix is not None and no_tail and prefix.lengths.numel() and not _capturing(query) \
-            and int(prefix.lengths.min()) == 0:
+    if prefix is not None and no_tail and prefix.lengths.numel() and prefix.min_length == 0:
         raise ValueError("a batch row with prefix.lengths[b] = 0 and no tail has no token to attend to (its output "
                          "would be 0/0)")
     if resolve_backend(backend, query.device, supported=_fused_supports(query, prefix)) == "triton":
