@@ -75,8 +75,7 @@ def test_cuda_kernel_matches_reference(case, poison_empty):
     assert rel_err(out, tri) < 1e-2
 
 
-BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1),
-                   dict(v_bulk=1), dict(v_bulk=1, stages=1)]
+BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1)]
 
 
 @pytest.mark.gpu
@@ -319,17 +318,6 @@ def test_cuda_source_compiles(variant, arch):
     with pytest.raises(RuntimeError, match="shared_bytes"):
         cuda.nvrtc_compile(cuda.kernel_source({**defines, "EXPECT_SMEM": cuda.shared_bytes(defines) + 16}),
                            cuda.KERNEL_NAME, arch, _pip_nvrtc())
-
-
-@pytest.mark.parametrize("variant", VARIANTS[:5], ids=["-".join(str(x) for x in v if not isinstance(x, torch.dtype))
-                                                      for v in VARIANTS[:5]])
-def test_cuda_source_with_bulk_v_copies_compiles_for_sm90(variant):
-    """The V_BULK experiment (V rows by bulk copies on an mbarrier) builds on sm_90 and is refused on sm_80."""
-    defines = cuda.defines(*variant, v_bulk=1)
-    cubin = cuda.nvrtc_compile(cuda.kernel_source(defines), cuda.KERNEL_NAME, "sm_90", _pip_nvrtc())
-    assert cubin[:4] == b"\x7fELF"
-    with pytest.raises(RuntimeError, match="V_BULK needs sm_90"):
-        cuda.nvrtc_compile(cuda.kernel_source(defines), cuda.KERNEL_NAME, "sm_80", _pip_nvrtc())
 
 
 def test_launch_parameters_are_checked_before_anything_runs():

@@ -32,7 +32,7 @@ _FAILED: dict[tuple, str] = {}
 # resident blocks, two walks per token, one wave of blocks, two stages of small-array buffers. One stage (less shared
 # memory) lets 3 blocks fit at λ = 0.5 but was 3-10% slower; two waves were slower; a 3-block register cap was within
 # ±3% on most shapes but up to 7.5% slower at 128K·b8·λ=0.5; double-buffered V tiles cost resident blocks.
-DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, v_bulk=0)  # v_bulk: experiment (sm_90+)
+DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 # What the last call launched (benchmarks record it per row).
 LAST_LAUNCH: dict = {}
 
@@ -58,10 +58,10 @@ def supported(prefix: CompressedKV, group: int) -> str | None:
 
 
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
-            min_blocks: int = 1, chains: int = 2, stages: int = 2, v_bulk: int = 0) -> dict[str, int]:
+            min_blocks: int = 1, chains: int = 2, stages: int = 2) -> dict[str, int]:
     return dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
                 HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
-                KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0), V_BULK=v_bulk)
+                KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
 
 
 def shared_bytes(d: dict[str, int]) -> int:
@@ -75,8 +75,7 @@ def shared_bytes(d: dict[str, int]) -> int:
     else:
         kv_bytes = triton.cdiv((64 * d["DK"] + 5) // 4 * 4, 16) * 16
     small = kv_bytes + 2 * 32 * nw * 4
-    return _fixed_bytes(d) + d["WARPS"] * (32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small
-                                         + (16 if d.get("V_BULK") else 0))
+    return _fixed_bytes(d) + d["WARPS"] * (32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
 
 
 def _fixed_bytes(d: dict[str, int]) -> int:
@@ -212,8 +211,6 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
     for name in ("chains", "stages"):
         if p[name] not in (1, 2) or isinstance(p[name], bool):
             raise ValueError(f"{name} must be 1 or 2, got {p[name]!r}")
-    if p["v_bulk"] not in (0, 1) or isinstance(p["v_bulk"], bool):
-        raise ValueError(f"v_bulk must be 0 or 1, got {p['v_bulk']!r}")
     for name in ("min_blocks", "waves"):
         if not isinstance(p[name], int) or isinstance(p[name], bool) or not 1 <= p[name] <= 32:
             raise ValueError(f"{name} must be an integer in [1, 32], got {p[name]!r}")
@@ -224,14 +221,12 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
         why = f"device {dev} (needs CUDA)"
     if why is None and dtype != keys.kept_values.dtype:
         why = f"a {dtype} query over {keys.kept_values.dtype} keys (the kernel reads both as one 16-bit type)"
-    if why is None and p["v_bulk"] and torch.cuda.get_device_capability(dev)[0] < 9:
-        why = "v_bulk needs compute capability >= 9.0 (bulk copies)"
     if why is not None:
         return p, {}, why
 
     def make(warps: int) -> dict:
         return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps, p["min_blocks"], p["chains"],
-                       p["stages"], p["v_bulk"])
+                       p["stages"])
 
     d = make(p["warps"])
     limit = torch.cuda.get_device_properties(dev).shared_memory_per_block_optin

@@ -52,12 +52,7 @@ typedef unsigned long long u64;
 #define V_BYTES (32 * V_STRIDE)
 #define W_BYTES (32 * NW * 4)
 #define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
-#ifndef V_BULK
-#define V_BULK 0
-#endif
-// V_BULK (sm_90+, experiment): V rows arrive by bulk copies (the Tensor Memory Accelerator), one per lane and row,
-// completing on a per-warp mbarrier (16 bytes after the warp's buffers) instead of 16-byte cp.async copies.
-#define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES + (V_BULK ? 16 : 0))
+#define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES)
 #define QTAB_BYTES (D * QROW)
 #define KS_BYTES ((GQ + 1) * 32 * 4)
 #define SMEM_FIXED (QTAB_BYTES + WARPS * KS_BYTES)
@@ -87,7 +82,6 @@ __device__ __forceinline__ void cp_async(u32 dst, const void* src, int ok, int n
   }
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_wait0() { asm volatile("cp.async.wait_group 0;\n" ::); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
 __device__ __forceinline__ void cp_wait2() { asm volatile("cp.async.wait_group 2;\n" ::); }
 
@@ -149,39 +143,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 addr, u32& r0, u32& r1, u3
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(addr));
 }
-
-#if V_BULK && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-#error "V_BULK needs sm_90 or newer (cp.async.bulk, mbarrier transaction counts)"
-#endif
-#if V_BULK
-__device__ __forceinline__ void mbar_init(u32 bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-}
-__device__ __forceinline__ void mbar_expect(u32 bar, u32 bytes) {
-  u64 state;
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 %0, [%1], %2;" : "=l"(state) : "r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-  u32 done;
-  do {
-    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-  } while (!done);
-}
-__device__ __forceinline__ void mbar_inval(u32 bar) {
-  asm volatile("mbarrier.inval.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
-}
-// One V row by a bulk copy into this lane's padded row; rows past the valid ones copy the last valid row (finite
-// data: their probabilities are exactly 0, so they add nothing, as the zero-filled rows of the cp.async path).
-__device__ __forceinline__ void load_v_bulk(u32 vs, u32 bar, const unsigned char* src, int rows, int lane) {
-  const int r = lane < rows ? lane : rows - 1;
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // this warp's ldmatrix reads of the buffer come first
-  if (lane == 0) mbar_expect(bar, 32 * D * 2);
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-               ::"r"(vs + lane * V_STRIDE), "l"(src + (u64)r * D * 2), "r"(D * 2), "r"(bar) : "memory");
-}
-#endif
 
 // cp.async of one 32-token tile. Every array's chunks are contiguous in global memory from the tile's first row
 // (chunk e at src + e * chunk bytes), so the addresses are one base plus constants. ALL_ROWS: all 32 rows are valid;
@@ -425,12 +386,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   // and STAGES stages of the small arrays (kept values, kept and sign words): with two, the next tile's are issued
   // before this tile's walk; with one (less shared memory, more resident blocks), after this tile's recovery.
   unsigned char* vbuf = stages + warp * WARP_BYTES;
-#if V_BULK
-  const u32 vbar = smem_u32(vbuf + WARP_BYTES - 16);
-  u32 vphase = 0;
-  if (lane == 0) mbar_init(vbar, 1);
-  __syncwarp();
-#endif
   unsigned char* small0 = vbuf + V_BYTES;
 
   const int i_s = blockIdx.x, bh = blockIdx.y, b = bh / H;
@@ -461,10 +416,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   auto issue_v = [&](int t0) {
     const int rows = min(32, end - t0);
     const unsigned char* src = (const unsigned char*)(v_bh + (u64)t0 * D);
-#if V_BULK
-    load_v_bulk(smem_u32(vbuf), vbar, src, rows, lane);
-    return;
-#endif
     if (rows == 32) {
       load_v<true>(smem_u32(vbuf), src, 0, lane);
     } else {
@@ -486,9 +437,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   if (t0 < end) issue_small(t0, st);
   cp_commit();
   if (t0 < end) issue_v(t0);
-#if !V_BULK
   cp_commit();
-#endif
   float r_next = 0.f;
 #if REC == 0
   if (t0 + lane < end) r_next = elt_to_f32(rs[row0 + t0 + lane]);
@@ -547,18 +496,10 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     unsigned char* st_next = (st == small0) ? small0 + SMALL_BYTES : small0;
     if (t1 < end) issue_small(t1, st_next);
     cp_commit();
-#if V_BULK
-    cp_wait1();  // this tile's small arrays (the next ones may still be in flight; V is on the mbarrier)
-#else
     cp_wait2();  // this tile's small arrays (its V and the next small arrays may still be in flight)
-#endif
 #else
     unsigned char* st_next = st;
-#if V_BULK
-    cp_wait0();  // this tile's small arrays (V is on the mbarrier)
-#else
     cp_wait1();  // this tile's small arrays (its V may still be in flight)
-#endif
 #endif
     __syncwarp();
     const int rows = min(32, end - t0);
@@ -754,12 +695,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
 
     // ---- P·V: out^T[d][h] += V^T[d][t] P[t][h] ----
-#if V_BULK
-    mbar_wait(vbar, vphase);  // this tile's V
-    vphase ^= 1;
-#else
     cp_wait1();  // this tile's V
-#endif
     __syncwarp();
     {
       const int qm = lane >> 3, r8 = lane & 7;
@@ -776,9 +712,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
     __syncwarp();
     if (t1 < end) issue_v(t1);
-#if !V_BULK
     cp_commit();
-#endif
     st = st_next;
   }
 
@@ -786,9 +720,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   l_run += __shfl_xor_sync(ALL_LANES, l_run, 1);
   l_run += __shfl_xor_sync(ALL_LANES, l_run, 2);
   asm volatile("cp.async.wait_all;\n" ::);
-#if V_BULK
-  if (lane == 0) mbar_inval(vbar);  // every V copy was waited for; the buffers are reused below
-#endif
   __syncthreads();
   float* mw = (float*)stages;            // [WARPS][8]
   float* lw = mw + WARPS * 8;            // [WARPS][8]
