@@ -1,0 +1,260 @@
+"""How fast can a kernel stream HBM into shared memory on this GPU, by copy mechanism? The decode kernels' question.
+
+The SparK decode kernel reads its tiles with 16-byte ``cp.async`` copies and streams at ~4.2 TB/s, where cuDNN's dense
+decode reaches 4.5-4.6 TB/s (BENCHMARKS.md). This script measures the ceiling of each way to fill shared memory,
+with no attention math in the way, so that the gap can be put on the copy mechanism or elsewhere:
+
+* ``cp.async``: every thread copies 16-byte chunks of a tile and reads back its own chunks (each thread waits on
+  its own copies, the cheapest synchronisation there is), ``STAGES`` tiles in flight per block;
+* ``bulk``: one producer warp issues ``cp.async.bulk`` copies (the Tensor Memory Accelerator) of ``CHUNK`` bytes into a
+  ring of ``STAGES`` tiles, completing on mbarriers; four consumer warps read each tile and release it. ``CHUNK`` =
+  4 KB is the size of one 32-row x 128-byte box, what a 2-D tensor copy of a V tile would move.
+
+Each configuration reads a 4 GiB random buffer once per launch (tiles interleaved over the blocks), median of 15
+launches timed with CUDA events. Before timing, every kernel's XOR of the words it read is checked against NumPy's
+on a 96 MiB buffer, so a kernel that skips data cannot be timed. The torch ``sum`` of the same buffer (the ceiling
+quoted in the spec) is measured in the same run.
+
+Then the best configuration of each mechanism reads exactly as many bytes as each Llama-head (D = 128) row of the
+committed decode table (``results/decode_attention_h200.json``), timed as that table is (``common.bench_us``: CUDA
+graph replays, L2 flushed by a read before each): the time a kernel that does nothing but stream those bytes needs,
+launch and ramp included, against which the decode kernels' times can be read.
+
+    PYTHONPATH=. python benchmarks/stream_ceiling.py   # -> benchmarks/results/stream_ceiling_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import functools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, bench_us, environment, markdown_table, write_json  # noqa: E402
+
+from sparkv.kernels.decode_attn import cuda  # noqa: E402
+
+SOURCE = r"""
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ u32 xor4(uint4 v) { return v.x ^ v.y ^ v.z ^ v.w; }
+
+// Tiles t = blockIdx.x + k * gridDim.x, k = 0, 1, ...: each block streams an interleaved share of the buffer.
+extern "C" __global__ void __launch_bounds__(128) stream_cp_async(const char* __restrict__ src, long long tiles,
+                                                                  u32* out) {
+  extern __shared__ __align__(128) char smem[];
+  constexpr int PER = TILE / (16 * 128);
+  const u32 base = smem_addr(smem);
+  u32 acc = 0;
+  auto issue = [&](long long t, int slot) {
+    if (t < tiles) {
+#pragma unroll
+      for (int i = 0; i < PER; ++i) {
+        const int off = (i * 128 + threadIdx.x) * 16;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(base + slot * TILE + off),
+                     "l"(src + t * TILE + off) : "memory");
+      }
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  };
+  for (int s = 0; s < STAGES - 1; ++s) issue(blockIdx.x + (long long)s * gridDim.x, s);
+  for (long long k = 0;; ++k) {
+    const long long t = blockIdx.x + k * gridDim.x;
+    if (t >= tiles) break;
+    issue(t + (long long)(STAGES - 1) * gridDim.x, (int)((k + STAGES - 1) % STAGES));
+    asm volatile("cp.async.wait_group %0;" ::"n"(STAGES - 1) : "memory");
+    const int slot = (int)(k % STAGES);
+#pragma unroll
+    for (int i = 0; i < PER; ++i)
+      acc ^= xor4(*reinterpret_cast<const uint4*>(smem + slot * TILE + (i * 128 + threadIdx.x) * 16));
+  }
+  atomicXor(out, acc);
+}
+
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+  u32 done;
+  do {
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  } while (!done);
+}
+
+// Warps 0-3 consume, warp 4 produces: lane 0 issues TILE / CHUNK bulk copies per tile on the tile's "full" barrier
+// and waits on its "empty" barrier (one arrival per consumer warp) before refilling a slot.
+extern "C" __global__ void __launch_bounds__(160) stream_bulk(const char* __restrict__ src, long long tiles,
+                                                              u32* out) {
+  extern __shared__ __align__(128) char smem[];
+  __shared__ __align__(8) u64 bars[2 * STAGES];
+  const u32 base = smem_addr(smem), full = smem_addr(bars), empty = full + 8 * STAGES;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(full + 8 * s) : "memory");
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 4;" ::"r"(empty + 8 * s) : "memory");
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (warp == 4) {
+    if (lane == 0) {
+      for (long long k = 0;; ++k) {
+        const long long t = blockIdx.x + k * gridDim.x;
+        if (t >= tiles) break;
+        const int slot = (int)(k % STAGES);
+        if (k >= STAGES) mbar_wait(empty + 8 * slot, (u32)((k / STAGES - 1) & 1));
+        u64 state;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 %0, [%1], %2;"
+                     : "=l"(state) : "r"(full + 8 * slot), "r"(TILE) : "memory");
+#pragma unroll
+        for (int c = 0; c < TILE / CHUNK; ++c)
+          asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                       ::"r"(base + slot * TILE + c * CHUNK), "l"(src + t * TILE + c * CHUNK), "r"(CHUNK),
+                       "r"(full + 8 * slot) : "memory");
+      }
+    }
+    return;
+  }
+  u32 acc = 0;
+  for (long long k = 0;; ++k) {
+    const long long t = blockIdx.x + k * gridDim.x;
+    if (t >= tiles) break;
+    const int slot = (int)(k % STAGES);
+    mbar_wait(full + 8 * slot, (u32)((k / STAGES) & 1));
+#pragma unroll
+    for (int i = 0; i < TILE / (16 * 128); ++i)
+      acc ^= xor4(*reinterpret_cast<const uint4*>(smem + slot * TILE + (i * 128 + threadIdx.x) * 16));
+    __syncwarp();
+    if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(empty + 8 * slot) : "memory");
+  }
+  atomicXor(out, acc);
+}
+"""
+
+# (mechanism, tile bytes, stages, chunk bytes)
+CONFIGS = ([("cp.async", tile, stages, 16) for tile in (8192, 16384) for stages in (2, 3, 4)]
+           + [("bulk", tile, stages, chunk) for tile in (8192, 16384, 32768) for stages in (2, 3, 4)
+              for chunk in (4096, tile)])
+BLOCKS_PER_SM = (1, 2, 4)
+SMEM_PER_SM = 227 * 1024
+
+
+def build(mech: str, tile: int, stages: int, chunk: int):
+    from torch.cuda import _utils as cuda_utils
+
+    name = "stream_cp_async" if mech == "cp.async" else "stream_bulk"
+    source = f"#define TILE {tile}\n#define STAGES {stages}\n#define CHUNK {max(chunk, 16)}\n" + SOURCE
+    major, minor = torch.cuda.get_device_capability()
+    cubin = cuda.nvrtc_compile(source, name, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
+    kern = cuda_utils._cuda_load_module(cubin, [name])[name]
+    kern.set_shared_memory_config(tile * stages)
+    return kern, 128 if mech == "cp.async" else 160
+
+
+def run(kern, threads: int, smem: int, buf: torch.Tensor, tile: int, grid: int, out: torch.Tensor,
+        zero: bool = True) -> None:
+    if zero:  # the XOR check needs it; timed steps skip it (a memset in the graph would be timed too)
+        out.zero_()
+    args = [ctypes.c_void_p(buf.data_ptr()), ctypes.c_longlong(buf.numel() // tile), ctypes.c_void_p(out.data_ptr())]
+    cuda._launch(kern.func, (grid, 1), threads, smem, buf.device, args)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=RESULTS / "stream_ceiling_h200.json")
+    p.add_argument("--gib", type=float, default=4.0, help="buffer size in GiB (default 4)")
+    p.add_argument("--table", type=Path, default=RESULTS / "decode_attention_h200.json",
+                   help="decode table whose byte counts are streamed (default: the committed one)")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("stream_ceiling.py needs a CUDA device")
+    major, _ = torch.cuda.get_device_capability()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    big = torch.randint(-2**31, 2**31 - 1, (int(args.gib * 2**30) // 4,), dtype=torch.int32, device="cuda")
+    big = big.view(torch.uint8)
+    small = big[: 96 * 2**20]
+    expect = int(np.bitwise_xor.reduce(small.view(torch.int32).cpu().numpy().view(np.uint32)))
+    out = torch.zeros(1, dtype=torch.int32, device="cuda")
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def median_us(fn, reps: int = 15) -> float:
+        fn()
+        times = []
+        for _ in range(reps):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3)
+        return statistics.median(times)
+
+    bf16 = big.view(torch.bfloat16)
+    rows = [dict(mechanism="torch sum (bf16)", tile=None, stages=None, chunk=None, blocks_per_sm=None,
+                 us=median_us(lambda: bf16.sum()))]
+    configs = [c for c in CONFIGS if c[0] == "cp.async" or major >= 9]
+    for mech, tile, stages, chunk in tqdm(configs, desc="configs"):
+        kern, threads = build(mech, tile, stages, chunk)
+        smem = tile * stages
+        for bps in BLOCKS_PER_SM:
+            if bps * (smem + 1024) > SMEM_PER_SM:
+                continue
+            grid = sms * bps
+            run(kern, threads, smem, small, tile, grid, out)
+            got = int(out.item()) & 0xFFFFFFFF
+            if got != expect:
+                raise SystemExit(f"{mech} tile={tile} stages={stages} chunk={chunk} bps={bps}: XOR {got:#x} != "
+                                 f"NumPy's {expect:#x}: the kernel did not read every word once")
+            us = median_us(functools.partial(run, kern, threads, smem, big, tile, grid, out))
+            rows.append(dict(mechanism=mech, tile=tile, stages=stages, chunk=chunk, blocks_per_sm=bps, us=us))
+    for r in rows:
+        r["bytes"] = big.numel()
+        r["tbps"] = big.numel() / r["us"] / 1e6
+        r["in_flight_kib_per_sm"] = None if r["tile"] is None else r["tile"] * r["stages"] * r["blocks_per_sm"] / 1024
+    best = {m: max((r for r in rows if r["mechanism"] == m), key=lambda r: r["tbps"])
+            for m in ("cp.async", "bulk") if any(r["mechanism"] == m for r in rows)}
+    sized = []
+    table = json.loads(args.table.read_text()) if args.table.exists() else {"rows": []}
+    for nbytes in tqdm(sorted({r["bytes"] for r in table["rows"] if r["head_dim"] == 128}), desc="sizes"):
+        for mech, r in best.items():
+            kern, threads = build(mech, r["tile"], r["stages"], r["chunk"])
+            n = nbytes // r["tile"] * r["tile"]  # whole tiles: at most one tile (<= 32 KiB) short
+            part = big[:n]
+            grid = sms * r["blocks_per_sm"]
+            us = bench_us(functools.partial(run, kern, threads, r["tile"] * r["stages"], part, r["tile"], grid, out,
+                                            zero=False), flush="read")
+            sized.append(dict(mechanism=mech, tile=r["tile"], stages=r["stages"], chunk=r["chunk"],
+                              blocks_per_sm=r["blocks_per_sm"], bytes=n, us=us, tbps=n / us / 1e6,
+                              table_rows=[{k: t[k] for k in ("context", "batch", "key_ratio", "us", "sdpa_cudnn_us",
+                                                             "sdpa_flash_us")}
+                                          for t in table["rows"] if t["head_dim"] == 128 and t["bytes"] == nbytes]))
+    payload = dict(environment(), command="PYTHONPATH=. python benchmarks/stream_ceiling.py", rows=rows,
+                   at_table_sizes=sized)
+    write_json(args.out, payload)
+    print(markdown_table(sized, [("mechanism", "mechanism", ""), ("bytes", "bytes", ""), ("us", "µs", ".1f"),
+                                 ("tbps", "TB/s", ".2f")]))
+    rows.sort(key=lambda r: -r["tbps"])
+    print(markdown_table(rows[:20], [("mechanism", "mechanism", ""), ("tile", "tile B", ""),
+                                     ("stages", "stages", ""), ("chunk", "copy B", ""),
+                                     ("blocks_per_sm", "blocks/SM", ""), ("us", "µs", ".0f"),
+                                     ("tbps", "TB/s", ".2f")]))
+    for mech in ("cp.async", "bulk"):
+        best = max((r for r in rows if r["mechanism"] == mech), key=lambda r: r["tbps"], default=None)
+        if best:
+            print(f"best {mech}: {best['tbps']:.2f} TB/s (tile {best['tile']}, stages {best['stages']}, "
+                  f"copy {best['chunk']} B, {best['blocks_per_sm']} blocks/SM)")
+
+
+if __name__ == "__main__":
+    main()
