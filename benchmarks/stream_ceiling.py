@@ -151,13 +151,21 @@ BLOCKS_PER_SM = (1, 2, 4)
 SMEM_PER_SM = 227 * 1024
 
 
+def kernel_name(mech: str) -> str:
+    return "stream_cp_async" if mech == "cp.async" else "stream_bulk"
+
+
+def kernel_source(tile: int, stages: int, chunk: int) -> str:
+    return f"#define TILE {tile}\n#define STAGES {stages}\n#define CHUNK {max(chunk, 16)}\n" + SOURCE
+
+
 def build(mech: str, tile: int, stages: int, chunk: int):
     from torch.cuda import _utils as cuda_utils
 
-    name = "stream_cp_async" if mech == "cp.async" else "stream_bulk"
-    source = f"#define TILE {tile}\n#define STAGES {stages}\n#define CHUNK {max(chunk, 16)}\n" + SOURCE
+    name = kernel_name(mech)
     major, minor = torch.cuda.get_device_capability()
-    cubin = cuda.nvrtc_compile(source, name, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
+    cubin = cuda.nvrtc_compile(kernel_source(tile, stages, chunk), name, f"sm_{major}{minor}",
+                               cuda_utils._get_nvrtc_library())
     kern = cuda_utils._cuda_load_module(cubin, [name])[name]
     kern.set_shared_memory_config(tile * stages)
     return kern, 128 if mech == "cp.async" else 160

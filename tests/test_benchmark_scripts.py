@@ -31,7 +31,8 @@ def test_generate_benchmark_refuses_without_cuda():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
-@pytest.mark.parametrize("script", ["decode_host_overhead.py", "cuda_decode_sweep.py", "combine_passes_ab.py"])
+@pytest.mark.parametrize("script", ["decode_host_overhead.py", "cuda_decode_sweep.py", "combine_passes_ab.py",
+                                    "stream_ceiling.py"])
 def test_gpu_only_benchmarks_refuse_without_cuda(script, tmp_path):
     """They time a GPU against itself: without one they exit with a message and write nothing."""
     out = tmp_path / "out.json"
@@ -113,3 +114,22 @@ def test_code_digest_follows_the_sources(tmp_path):
     second = code_digest(tmp_path)
     (tmp_path / "notes.txt").write_text("still not a source")
     assert code_digest(tmp_path) == second
+
+
+@pytest.mark.parametrize("mechanism", ["cp.async", "bulk"])
+def test_stream_ceiling_kernels_compile_for_sm90(mechanism, monkeypatch):
+    """The streaming-ceiling kernels build (NVRTC from the pip wheel) for every configuration the script times."""
+    from sparkv.kernels.decode_attn import cuda
+
+    lib = cuda.pip_nvrtc()
+    if lib is None:
+        pytest.skip("the nvidia-cuda-nvrtc wheel is not installed")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import stream_ceiling
+
+    configs = [c for c in stream_ceiling.CONFIGS if c[0] == mechanism]
+    assert configs
+    for _, tile, stages, chunk in configs:
+        cubin = cuda.nvrtc_compile(stream_ceiling.kernel_source(tile, stages, chunk),
+                                   stream_ceiling.kernel_name(mechanism), "sm_90", lib)
+        assert cubin[:4] == b"\x7fELF"
