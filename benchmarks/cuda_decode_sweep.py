@@ -55,15 +55,12 @@ CANDIDATES = [
     dict(min_blocks=3),
     dict(stages=1, min_blocks=3),
     dict(combine="kernel"),
-    dict(l2pf=1),
-    dict(l2pf=2),
-    dict(l2pf=1, stages=1),
 ]
 # L2 flushed by reading a buffer before every timed call, as for the decode table's main columns (common.bench_us).
 FLUSH = "read"
 # Compile-time variants every correctness check also runs with.
 CHECK_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(chains=1), dict(combine="kernel"),
-                  dict(combine="triton"), dict(l2pf=1), dict(l2pf=2, stages=1)]
+                  dict(combine="triton")]
 
 
 def name(kw: dict) -> str:

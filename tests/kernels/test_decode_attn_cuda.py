@@ -75,8 +75,7 @@ def test_cuda_kernel_matches_reference(case, poison_empty):
     assert rel_err(out, tri) < 1e-2
 
 
-BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1),
-                   dict(l2pf=1), dict(l2pf=2, stages=1)]
+BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1)]
 
 
 @pytest.mark.gpu
@@ -389,13 +388,3 @@ def test_supported_names_the_reason():
     packed = select_pack_ref(keys[..., :64], torch.rand(1, 1, 64, generator=gen) + 0.1, 32, "code", "gaussian")
     prefix = CompressedKV(packed, torch.randn(1, 1, 8, 64).bfloat16(), torch.tensor([8], dtype=torch.int32))
     assert "recovery 'gaussian'" in cuda.supported(prefix, 4)
-
-
-@pytest.mark.parametrize("l2pf", [1, 2])
-@pytest.mark.parametrize("variant", VARIANTS[:4], ids=["-".join(str(x) for x in v if not isinstance(x, torch.dtype))
-                                                      for v in VARIANTS[:4]])
-def test_cuda_source_with_l2_prefetch_of_v_compiles(variant, l2pf):
-    """The L2PF experiment (V rows of a later tile prefetched into L2) builds for sm_80 and sm_90."""
-    defines = cuda.defines(*variant, l2pf=l2pf)
-    for arch in ("sm_80", "sm_90"):
-        assert cuda.nvrtc_compile(cuda.kernel_source(defines), cuda.KERNEL_NAME, arch, _pip_nvrtc())[:4] == b"\x7fELF"

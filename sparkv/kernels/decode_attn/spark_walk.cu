@@ -27,12 +27,6 @@
 // words into rows of an odd number of words, DK even; 0 = the warp's contiguous bytes as they are, read per entry,
 // DK odd).
 
-// L2PF (experiment, session 10): 1 or 2 = each warp prefetches into L2 the V rows of its tile that many tiles ahead
-// (per-lane prefetch.global.L2, 128-byte lines), so that their DRAM reads start before the V buffer is free.
-#ifndef L2PF
-#define L2PF 0
-#endif
-
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
@@ -498,18 +492,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 
   for (; t0 < end; t0 += 32 * WARPS) {
     const int t1 = t0 + 32 * WARPS;
-#if L2PF > 0
-    {
-      const int tp = t0 + L2PF * 32 * WARPS;
-      if (tp < end) {
-        const int vbytes = min(32, end - tp) * D * 2;
-        const unsigned char* base = (const unsigned char*)(v_bh + (u64)tp * D);
-#pragma unroll
-        for (int i = lane; i < D / 2; i += 32)  // D / 2 lines of 128 bytes in a full tile
-          if (i * 128 < vbytes) asm volatile("prefetch.global.L2 [%0];" ::"l"(base + i * 128));
-      }
-    }
-#endif
 #if STAGES == 2
     unsigned char* st_next = (st == small0) ? small0 + SMALL_BYTES : small0;
     if (t1 < end) issue_small(t1, st_next);
