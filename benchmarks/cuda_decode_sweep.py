@@ -55,16 +55,12 @@ CANDIDATES = [
     dict(min_blocks=3),
     dict(stages=1, min_blocks=3),
     dict(combine="kernel"),
-    # 8-warp blocks capped at 128 registers (2 per multiprocessor) with one stage: 16 warps per multiprocessor at
-    # λ = 0.8 (2 x 112.6 KB of shared memory; no spills, 1425 vs 1377 SASS instructions per tile; session 10).
-    dict(warps=8, stages=1),
-    dict(warps=8, stages=1, chains=1),
 ]
 # L2 flushed by reading a buffer before every timed call, as for the decode table's main columns (common.bench_us).
 FLUSH = "read"
 # Compile-time variants every correctness check also runs with.
 CHECK_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(chains=1), dict(combine="kernel"),
-                  dict(combine="triton"), dict(warps=8, stages=1)]
+                  dict(combine="triton")]
 
 
 def name(kw: dict) -> str:
