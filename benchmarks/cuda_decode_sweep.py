@@ -55,14 +55,12 @@ CANDIDATES = [
     dict(min_blocks=3),
     dict(stages=1, min_blocks=3),
     dict(combine="kernel"),
-    dict(interleave=1),
-    dict(interleave=1, min_blocks=3),
 ]
 # L2 flushed by reading a buffer before every timed call, as for the decode table's main columns (common.bench_us).
 FLUSH = "read"
 # Compile-time variants every correctness check also runs with.
 CHECK_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(chains=1), dict(combine="kernel"),
-                  dict(combine="triton"), dict(interleave=1), dict(interleave=1, stages=1, combine="kernel")]
+                  dict(combine="triton")]
 
 
 def name(kw: dict) -> str:

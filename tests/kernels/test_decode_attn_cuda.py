@@ -75,8 +75,7 @@ def test_cuda_kernel_matches_reference(case, poison_empty):
     assert rel_err(out, tri) < 1e-2
 
 
-BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1),
-                   dict(interleave=1), dict(interleave=1, stages=1)]
+BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1)]
 
 
 @pytest.mark.gpu

@@ -33,12 +33,6 @@
 #ifndef NO_MATH
 #define NO_MATH 0
 #endif
-// INTERLEAVE (experiment, session 10): split i_s takes the block tiles (32 * WARPS tokens) i_s, i_s + splits, ... of its
-// row instead of one contiguous chunk, so that the blocks of a KV head sweep its arrays together (a plain stream
-// whose blocks read interleaved tiles outran the kernel's loads by 10-14 %, even for the V rows alone).
-#ifndef INTERLEAVE
-#define INTERLEAVE 0
-#endif
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -405,13 +399,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   const float scale = (float)scale_d;
   const u64 row0 = (u64)bh * (u64)S;
 
-#if INTERLEAVE
-  const int start = i_s * 32 * WARPS, end = lens[b], STEP = (int)gridDim.x * 32 * WARPS;
-#else
   const int start = i_s * CHUNK;
   const int end = min(start + CHUNK, lens[b]);
-  constexpr int STEP = 32 * WARPS;
-#endif
   const u16* kv_bh = kv + row0 * DK;
   const u32* kb_bh = kb + row0 * NW;
   const u32* sb_bh = sb + row0 * NW;
@@ -513,8 +502,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #if NO_MATH
   u32 sink = 0;
 #endif
-  for (; t0 < end; t0 += STEP) {
-    const int t1 = t0 + STEP;
+  for (; t0 < end; t0 += 32 * WARPS) {
+    const int t1 = t0 + 32 * WARPS;
 #if STAGES == 2
     unsigned char* st_next = (st == small0) ? small0 + SMALL_BYTES : small0;
     if (t1 < end) issue_small(t1, st_next);
