@@ -116,7 +116,7 @@ def test_code_digest_follows_the_sources(tmp_path):
     assert code_digest(tmp_path) == second
 
 
-@pytest.mark.parametrize("mechanism", ["cp.async", "bulk"])
+@pytest.mark.parametrize("mechanism", ["cp.async", "bulk", "warp tiles"])
 def test_stream_ceiling_kernels_compile_for_sm90(mechanism, monkeypatch):
     """The streaming-ceiling kernels build (NVRTC from the pip wheel) for every configuration the script times."""
     from sparkv.kernels.decode_attn import cuda
@@ -127,9 +127,13 @@ def test_stream_ceiling_kernels_compile_for_sm90(mechanism, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import stream_ceiling
 
-    configs = [c for c in stream_ceiling.CONFIGS if c[0] == mechanism]
-    assert configs
-    for _, tile, stages, chunk in configs:
-        cubin = cuda.nvrtc_compile(stream_ceiling.kernel_source(tile, stages, chunk),
-                                   stream_ceiling.kernel_name(mechanism), "sm_90", lib)
+    if mechanism == "warp tiles":
+        sources = [stream_ceiling.kernel_source(tile, stages, 16, wpb, chunked)
+                   for tile, stages, wpb, _, chunked in stream_ceiling.WARP_CONFIGS]
+    else:
+        sources = [stream_ceiling.kernel_source(tile, stages, chunk)
+                   for mech, tile, stages, chunk in stream_ceiling.CONFIGS if mech == mechanism]
+    assert sources
+    for source in sources:
+        cubin = cuda.nvrtc_compile(source, stream_ceiling.kernel_name(mechanism), "sm_90", lib)
         assert cubin[:4] == b"\x7fELF"
