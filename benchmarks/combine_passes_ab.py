@@ -10,7 +10,6 @@ output only, with ``SPARKV_AUTOTUNE=0``).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, bench_us, environment, rel_err, write_json  # noqa: E402
+from common import RESULTS, bench_us, environment, parse_gpu_args, rel_err, script_parser, write_json  # noqa: E402
 from decode_attention import make_shape  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
@@ -37,11 +36,8 @@ PASSES = (32, 64)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=RESULTS / "experiments" / "combine_passes_ab_h200.json")
-    args = p.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("combine_passes_ab.py needs a CUDA device")
+    args = parse_gpu_args(script_parser(__doc__, RESULTS / "experiments" / "combine_passes_ab_h200.json"),
+                          "combine_passes_ab.py")
     bns = [PASSES[0]]
 
     def combine(o_part, lse_part, query):  # fused.combine_partials with the slots per pass fixed

@@ -7,10 +7,12 @@ every config checked against the reference in the same run before it is timed.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -18,6 +20,23 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 # ``cpu`` for a dry run of a script's code paths under TRITON_INTERPRET=1 (tiny shapes; numbers meaningless).
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def script_parser(doc: str, out: Path | None = None) -> argparse.ArgumentParser:
+    """A benchmark script's parser: its docstring as help and, with ``out``, ``--out`` (the JSON file) defaulting to it."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if out is not None:
+        p.add_argument("--out", type=Path, default=out)
+    return p
+
+
+def parse_gpu_args(parser: argparse.ArgumentParser, script: str) -> argparse.Namespace:
+    """Parse the arguments of a GPU-only script, then exit with a message where there is no CUDA device (after
+    parsing, so that ``--help`` works anywhere); nothing is written then."""
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit(f"{script} needs a CUDA device")
+    return args
 
 
 def wall_clock_us(fn, warmup: int = 5, rep: int = 50) -> float:

@@ -12,7 +12,6 @@ backend (same data, same run).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, bench_us, environment, rel_err, write_json  # noqa: E402
+from common import RESULTS, bench_us, environment, parse_gpu_args, rel_err, script_parser, write_json  # noqa: E402
 from decode_attention import make_shape, sdpa_us  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV  # noqa: E402
@@ -80,11 +79,8 @@ def build(b, hq, h, s, d, dk, dtype, recovery, lengths, seed):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=RESULTS / "experiments" / "decode_cuda_sweep_h200.json")
-    args = p.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("cuda_decode_sweep.py needs a CUDA device")
+    args = parse_gpu_args(script_parser(__doc__, RESULTS / "experiments" / "decode_cuda_sweep_h200.json"),
+                          "cuda_decode_sweep.py")
     checks, rows = [], []
     for b, hq, h, s, d, dk, dtype, rec, lengths in CHECKS:
         q, prefix = build(b, hq, h, s, d, dk, dtype, rec, lengths, seed=s + dk)

@@ -19,7 +19,6 @@ checked against the fp32 reference first.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, bench_us, environment, rel_err, write_json  # noqa: E402
+from common import RESULTS, bench_us, environment, parse_gpu_args, rel_err, script_parser, write_json  # noqa: E402
 from decode_attention import make_shape  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
@@ -59,12 +58,9 @@ def eager_us(fn, calls: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__, RESULTS / "decode_host_overhead_h200.json")
     p.add_argument("--calls", type=int, default=200)
-    p.add_argument("--out", type=Path, default=RESULTS / "decode_host_overhead_h200.json")
-    args = p.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("decode_host_overhead.py needs a CUDA device")
+    args = parse_gpu_args(p, "decode_host_overhead.py")
     if args.calls < 1:
         sys.exit(f"--calls must be >= 1, got {args.calls}")
     rows = []

@@ -30,7 +30,6 @@ launch and ramp included, against which the decode kernels' times can be read.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import functools
 import json
@@ -45,7 +44,15 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, bench_us, environment, markdown_table, write_json  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    bench_us,
+    environment,
+    markdown_table,
+    parse_gpu_args,
+    script_parser,
+    write_json,
+)
 
 from sparkv.kernels.decode_attn import cuda  # noqa: E402
 
@@ -240,17 +247,14 @@ def run(kern, threads: int, smem: int, buf: torch.Tensor, tile: int, grid: int, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=RESULTS / "stream_ceiling_h200.json")
+    p = script_parser(__doc__, RESULTS / "stream_ceiling_h200.json")
     p.add_argument("--gib", type=float, default=4.0, help="buffer size in GiB (default 4)")
     p.add_argument("--part", choices=("all", "block", "warp"), default="all",
                    help="block: block-level streams only; warp: the per-warp tiles (plus one block-level reference); "
                         "all (default): both, then the decode table's byte counts")
     p.add_argument("--table", type=Path, default=RESULTS / "decode_attention_h200.json",
                    help="decode table whose byte counts are streamed (default: the committed one)")
-    args = p.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("stream_ceiling.py needs a CUDA device")
+    args = parse_gpu_args(p, "stream_ceiling.py")
     major, _ = torch.cuda.get_device_capability()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     big = torch.randint(-2**31, 2**31 - 1, (int(args.gib * 2**30) // 4,), dtype=torch.int32, device="cuda")
