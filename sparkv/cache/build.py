@@ -14,7 +14,7 @@ import copy
 import torch
 from transformers.cache_utils import Cache
 
-from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer
+from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer, crop_removes
 from sparkv.config import PressConfig
 
 __all__ = ["SparkvCache", "build_cache", "fork_cache", "layer_types", "text_config"]
@@ -47,9 +47,7 @@ class SparkvCache(Cache):
     def crop(self, max_length: int) -> None:
         """Refused (before any layer changes) when it would remove tokens from a filled sparkv layer: the compressed
         prompt cannot be cut back (assisted decoding, prompt lookup). A crop that removes nothing is a no-op."""
-        length = self.get_seq_length()
-        target = length + max_length if max_length < 0 else max_length
-        if target < length:
+        if crop_removes(self.get_seq_length(), max_length):
             self._refuse_if_filled("cropped (assisted decoding and prompt lookup are not supported)")
         super().crop(max_length)
 

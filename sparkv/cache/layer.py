@@ -77,6 +77,12 @@ def _mask_to_valid(attention_mask, batch: int, seq_len: int, device) -> torch.Te
     return row.expand(batch, seq_len).to(device)
 
 
+def crop_removes(length: int, max_length: int) -> bool:
+    """Whether transformers' ``crop(max_length)`` (keep ``max_length`` tokens; negative: remove that many) removes
+    any of ``length`` tokens."""
+    return (length + max_length if max_length < 0 else max_length) < length
+
+
 class PressedLayer(CacheLayerMixin):
     """A full-attention cache layer that compresses its prompt with a press (module docstring).
 
@@ -192,9 +198,7 @@ class PressedLayer(CacheLayerMixin):
     def crop(self, max_length: int) -> None:
         """transformers' semantics (keep ``max_length`` tokens; negative: remove that many): refused unless it
         removes nothing (the compressed prompt cannot be cut back; assisted decoding is not supported)."""
-        length = self.get_seq_length()
-        target = length + max_length if max_length < 0 else max_length
-        if target < length:
+        if crop_removes(self.get_seq_length(), max_length):
             raise NotImplementedError("a sparkv layer cannot be cropped (assisted decoding is not supported)")
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
