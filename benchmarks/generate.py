@@ -121,6 +121,7 @@ def main() -> None:
         sys.exit("generate.py times decoding on a CUDA device; it needs CUDA")
 
     import sparkv
+    from sparkv.kernels.decode_attn.fused import LAST_LAUNCH
     from sparkv.memory import memory_report
 
     torch.manual_seed(0)
@@ -152,8 +153,6 @@ def main() -> None:
                **report.to_dict()}
         row["tokens_equal_plain"] = bool(torch.equal(tokens, plain))
         # Which split kernel took the compressed prefix on the last decode step, and which merged the splits.
-        from sparkv.kernels.decode_attn.fused import LAST_LAUNCH
-
         row["decode_kernels"] = {"prefix": LAST_LAUNCH.get("spark_kernel", "triton"),
                                  "combine": LAST_LAUNCH.get("combine")}
         rows.append(row)
