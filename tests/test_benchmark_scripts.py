@@ -14,6 +14,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def benchmarks_on_path(monkeypatch):
+    """The benchmark scripts' folder importable (they import ``common`` as a top-level module), for this test only."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
 def test_ab_decode_refuses_without_cuda():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -59,23 +65,15 @@ def test_decode_table_dry_run_is_tiny_and_never_overwrites_gpu_results(tmp_path)
     assert all(r["flush"] == "read" and r["us"] > 0 and r["us_zero_flush"] > 0 for r in rows)
 
 
-def test_bench_us_refuses_an_unknown_flush():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from common import bench_us
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def test_bench_us_refuses_an_unknown_flush(benchmarks_on_path):
+    from common import bench_us
     with pytest.raises(ValueError, match=r"flush must be one of \('zero', 'read'\)"):
         bench_us(lambda: None, flush="memset")
 
 
-def test_flush_l2_writes_or_reads_the_buffer():
+def test_flush_l2_writes_or_reads_the_buffer(benchmarks_on_path):
     """``zero`` goes through the driver's clear_cache (dirty lines), ``read`` reads the buffer (clean lines)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from common import flush_l2
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from common import flush_l2
     calls = []
 
     class Driver:
@@ -94,13 +92,9 @@ def test_flush_l2_writes_or_reads_the_buffer():
         flush_l2(Driver(), buf, "memset")
 
 
-def test_code_digest_follows_the_sources(tmp_path):
+def test_code_digest_follows_the_sources(tmp_path, benchmarks_on_path):
     """Results files name the code that made them by a digest of its sources: any change of a source changes it."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from common import code_digest
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from common import code_digest
     (tmp_path / "sparkv" / "kernels").mkdir(parents=True)
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "sparkv" / "a.py").write_text("x = 1\n")
@@ -117,14 +111,13 @@ def test_code_digest_follows_the_sources(tmp_path):
 
 
 @pytest.mark.parametrize("mechanism", ["cp.async", "bulk", "warp tiles"])
-def test_stream_ceiling_kernels_compile_for_sm90(mechanism, monkeypatch):
+def test_stream_ceiling_kernels_compile_for_sm90(mechanism, benchmarks_on_path):
     """The streaming-ceiling kernels build (NVRTC from the pip wheel) for every configuration the script times."""
     from sparkv.kernels.decode_attn import cuda
 
     lib = cuda.pip_nvrtc()
     if lib is None:
         pytest.skip("the nvidia-cuda-nvrtc wheel is not installed")
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import stream_ceiling
 
     if mechanism == "warp tiles":
