@@ -10,6 +10,7 @@ Compute's instructions per tile on the H200 (784 for the default SparK config, 3
     python scripts/compile_sm90.py --expand 3 --bs 64 --stages 2 --d 64 --dk 32 # session-1 layout at D = 64
     python scripts/compile_sm90.py --layout dense --bs 64 --stages 2            # dense control
     python scripts/compile_sm90.py --cuda --dk 64                               # the CUDA C++ kernel, λ = 0.5
+    python scripts/compile_sm90.py --cuda --dk 26 --cuda-launch warps=8,stages=1  # λ = 0.8, 8-warp blocks
 
 ``--cuda`` compiles the CUDA C++ SparK kernel (``spark_walk.cu``, NVRTC from the test extras' wheel) with its default
 launch parameters instead, and prints the same lines for its 32-token tile loop.
@@ -94,8 +95,23 @@ def cuobjdump(cubin_path: Path) -> tuple[str, str]:
     return usage.strip().splitlines()[-1].strip(), sass
 
 
+CUDA_LAUNCH_KEYS = ("warps", "min_blocks", "chains", "stages")  # the compile-time ones of cuda.DEFAULTS
+
+
+def launch_overrides(text: str) -> dict[str, int]:
+    """``"warps=8,stages=1"`` -> ``{"warps": 8, "stages": 1}`` (keys: :data:`CUDA_LAUNCH_KEYS`)."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in CUDA_LAUNCH_KEYS or not value.isdigit():
+            raise argparse.ArgumentTypeError(f"expected K=V with K in {CUDA_LAUNCH_KEYS} and V an integer, got "
+                                             f"{item!r}")
+        out[key] = int(value)
+    return out
+
+
 def compile_cuda_kernel(args) -> None:
-    """``--cuda``: the CUDA C++ SparK kernel with its default launch parameters, bf16."""
+    """``--cuda``: the CUDA C++ SparK kernel with its default launch parameters (``--cuda-launch`` overrides), bf16."""
     import torch
 
     from sparkv.kernels.decode_attn import cuda
@@ -103,7 +119,7 @@ def compile_cuda_kernel(args) -> None:
     lib = cuda.pip_nvrtc()
     if lib is None:
         sys.exit("--cuda needs NVRTC: pip install -e '.[test]' (the nvidia-cuda-nvrtc wheel)")
-    p = cuda.DEFAULTS
+    p = {**cuda.DEFAULTS, **args.cuda_launch}
     d = cuda.defines(args.d, args.dk, args.group, args.recovery, torch.bfloat16, p["warps"], p["min_blocks"],
                      p["chains"], p["stages"])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +156,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/sm90"))
     ap.add_argument("--cuda", action="store_true", help="the CUDA C++ SparK kernel instead (uses --d --dk --group "
                     "--recovery; its own launch defaults)")
+    ap.add_argument("--cuda-launch", type=launch_overrides, default={}, metavar="K=V,...",
+                    help=f"with --cuda: overrides of its launch defaults, of {', '.join(CUDA_LAUNCH_KEYS)} "
+                    "(e.g. warps=8,stages=1)")
     args = ap.parse_args()
     if not 1 <= args.dk <= args.d:
         ap.error(f"--dk must be in [1, --d = {args.d}], got {args.dk}")

@@ -78,3 +78,19 @@ def test_cuda_kernel_instruction_budget(dk, budget, tmp_path):
     assert "REG:" in out and 0 < int(out.split("REG:")[1].split()[0]) <= 255
     per_token_head = float(loop.split(" = ")[1].split()[0])
     assert 20 < per_token_head <= budget and "HMMA" in loop, loop
+
+
+def test_cuda_launch_overrides_reach_the_build(tmp_path):
+    """``--cuda-launch warps=8,stages=1`` builds that variant (8-warp blocks under a 2-block register cap: at most
+    128 registers, the figure BENCHMARKS.md "Session 10" quotes), and a bad override is refused by name."""
+    pytest.importorskip("nvidia")
+    from sparkv.kernels.decode_attn import cuda
+
+    if cuda.pip_nvrtc() is None:
+        pytest.skip("no NVRTC wheel")
+    out, _ = compile_sm90(["--cuda", "--dk", "26", "--cuda-launch", "warps=8,stages=1"], tmp_path)
+    assert int(out.split("REG:")[1].split()[0]) <= 128
+    assert "shared memory per block: 112640 B" in out
+    res = subprocess.run([sys.executable, str(SCRIPT), "--cuda", "--cuda-launch", "lanes=8"], capture_output=True,
+                         text=True, check=False, timeout=120, cwd=tmp_path)
+    assert res.returncode != 0 and "--cuda-launch" in res.stderr and "lanes=8" in res.stderr
