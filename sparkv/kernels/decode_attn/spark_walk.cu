@@ -160,13 +160,12 @@ __device__ __forceinline__ void load_v(u32 vs, const unsigned char* src, int val
   // V rows are padded to an odd number of 16-byte chunks (V_STRIDE), so that ldmatrix's 8 rows hit 8 different
   // bank groups; the padding (unlike an XOR swizzle) keeps every destination this lane's base plus a constant.
   constexpr int VCH = D / 8;  // chunks per row; divides 32, so chunk lane + 32*i is row lane/VCH + i*32/VCH
-  constexpr int VS = NO_MATH == 6 ? D * 2 : V_STRIDE;  // 6: unpadded rows (timing experiment)
-  const u32 dst = vs + (lane / VCH) * VS + (lane % VCH) * 16;
+  const u32 dst = vs + (lane / VCH) * V_STRIDE + (lane % VCH) * 16;
   const unsigned char* from = src + 16 * lane;
 #pragma unroll
   for (int i = 0; i < VCH; ++i) {
     const bool ok = ALL_ROWS || lane + 32 * i < valid;
-    cp_async(dst + i * (32 / VCH) * VS, ok ? from + 512 * i : src, ok, 16);
+    cp_async(dst + i * (32 / VCH) * V_STRIDE, ok ? from + 512 * i : src, ok, 16);
   }
 }
 
@@ -434,7 +433,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
   };
   auto issue_small = [&](int t0, unsigned char* st) {
-    if (NO_MATH == 2 || NO_MATH == 4 || NO_MATH == 6) return;  // V only (4: no scale loads either)
+    if (NO_MATH == 2 || NO_MATH == 4) return;  // V only (4: no scale loads either)
     if (NO_MATH == 5 && t0 > start + 32 * warp + 32 * WARPS) return;  // math only: the first two stages, reused
     const int rows = min(32, end - t0);
     if (rows == 32) {
@@ -452,7 +451,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   if (t0 < end) issue_v(t0);
   cp_commit();
   float r_next = 0.f;
-#if REC == 0 && NO_MATH != 4 && NO_MATH != 6
+#if REC == 0 && NO_MATH != 4
   if (t0 + lane < end) r_next = elt_to_f32(rs[row0 + t0 + lane]);
 #endif
 
@@ -520,7 +519,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     __syncwarp();
     const int rows = min(32, end - t0);
     float r_cur = r_next;
-#if REC == 0 && NO_MATH != 4 && NO_MATH != 6 && NO_MATH != 5
+#if REC == 0 && NO_MATH != 4 && NO_MATH != 5
     r_next = (t1 + lane < end) ? elt_to_f32(rs[row0 + t1 + lane]) : 0.f;
 #endif
     const u32* kws = (const u32*)(st + KV_BYTES);
