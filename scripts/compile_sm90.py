@@ -95,7 +95,7 @@ def cuobjdump(cubin_path: Path) -> tuple[str, str]:
     return usage.strip().splitlines()[-1].strip(), sass
 
 
-CUDA_LAUNCH_KEYS = ("warps", "min_blocks", "chains", "stages", "no_math")  # the compile-time ones of cuda.DEFAULTS
+CUDA_LAUNCH_KEYS = ("warps", "min_blocks", "chains", "stages")  # the compile-time ones of cuda.DEFAULTS
 
 
 def launch_overrides(text: str) -> dict[str, int]:

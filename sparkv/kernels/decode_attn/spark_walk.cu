@@ -29,8 +29,7 @@
 
 // NO_MATH (experiment, session 10; wrong output, timing only): every load, wait and buffer of the kernel as it is,
 // the walk, recovery, softmax and P.V replaced by an XOR of the landed buffers, to time the load pipeline alone;
-// 2: V rows only, 3: the small arrays (kept values, bitmaps) and scales only; 5 (session 11): the math only, on
-// the first tiles' buffers reloaded never again (no scale loads either).
+// 2: V rows only, 3: the small arrays (kept values, bitmaps) and scales only.
 #ifndef NO_MATH
 #define NO_MATH 0
 #endif
@@ -423,7 +422,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 
   auto issue_v = [&](int t0) {
     if (NO_MATH == 3) return;  // small arrays only
-    if (NO_MATH == 5 && t0 != start + 32 * warp) return;  // math only: V of the first tile, reused
     const int rows = min(32, end - t0);
     const unsigned char* src = (const unsigned char*)(v_bh + (u64)t0 * D);
     if (rows == 32) {
@@ -434,7 +432,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   };
   auto issue_small = [&](int t0, unsigned char* st) {
     if (NO_MATH == 2 || NO_MATH == 4) return;  // V only (4: no scale loads either)
-    if (NO_MATH == 5 && t0 > start + 32 * warp + 32 * WARPS) return;  // math only: the first two stages, reused
     const int rows = min(32, end - t0);
     if (rows == 32) {
       load_small<true>(smem_u32(st), kv_bh, kb_bh, sb_bh, t0, rows, lane);
@@ -502,7 +499,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   }
   __syncthreads();
 
-#if NO_MATH && NO_MATH != 5
+#if NO_MATH
   u32 sink = 0;
 #endif
   for (; t0 < end; t0 += 32 * WARPS) {
@@ -519,12 +516,12 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     __syncwarp();
     const int rows = min(32, end - t0);
     float r_cur = r_next;
-#if REC == 0 && NO_MATH != 4 && NO_MATH != 5
+#if REC == 0 && NO_MATH != 4
     r_next = (t1 + lane < end) ? elt_to_f32(rs[row0 + t1 + lane]) : 0.f;
 #endif
     const u32* kws = (const u32*)(st + KV_BYTES);
     const u32* sws = kws + 32 * NW;
-#if NO_MATH && NO_MATH != 5
+#if NO_MATH
     {
       u32 x = __float_as_uint(r_cur);
       for (int i = lane; i < SMALL_BYTES / 4; i += 32) x ^= ((const u32*)st)[i];
@@ -754,7 +751,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     st = st_next;
   }
 
-#if NO_MATH && NO_MATH != 5
+#if NO_MATH
   if (sink == 0x9e3779b9u) lse_part[0] = 1.f;  // keeps the loads (never true in practice; the output is wrong anyway)
 #endif
   // ---- merge the warps of this block, write the normalised partial and its log-sum-exp ----
