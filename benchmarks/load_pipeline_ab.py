@@ -46,7 +46,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("load_pipeline_ab.py needs a CUDA device")
     rows = []
-    kern, threads, _ = stream_ceiling.build(*STREAM)
+    kern, threads = stream_ceiling.build(*STREAM)
     tile, stages = STREAM[1], STREAM[2]
     stream_buf = torch.randint(0, 255, (4 * 2**30,), dtype=torch.uint8, device="cuda")
     sink = torch.zeros(1, dtype=torch.int32, device="cuda")
