@@ -34,8 +34,9 @@ from sparkv.config import kept_channels  # noqa: E402
 from sparkv.kernels.decode_attn import cuda  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
 
-SHAPES = [(32768, 8), (131072, 1), (131072, 8)]  # (context, batch)
-LAUNCHES = [{}, {"no_math": 2}, {"no_math": 4}]  # 4: V rows only, without the per-tile scale loads
+SHAPES = [(32768, 8), (131072, 1), (131072, 8), (8192, 1)]  # (context, batch)
+LAUNCHES = [{}, {"no_math": 1}, {"warps": 8, "stages": 1}, {"warps": 8, "stages": 1, "no_math": 1}, {"no_math": 2},
+            {"no_math": 3}]
 STREAM = ("cp.async", 16384, 3, 16)  # stream_ceiling.py's mechanism, tile, stages, copy bytes; 2 blocks per SM
 
 
@@ -64,8 +65,7 @@ def main() -> None:
             total = prefix.nbytes() + q.nbytes
             v_bytes = prefix.values.nbytes + prefix.keys.scale.nbytes
             for kw in LAUNCHES:
-                nbytes = {2: v_bytes, 3: total - prefix.values.nbytes,
-                          4: prefix.values.nbytes}.get(kw.get("no_math", 0), total)
+                nbytes = {2: v_bytes, 3: total - prefix.values.nbytes}.get(kw.get("no_math", 0), total)
                 plan = cuda.SplitPlan(q, prefix, 128 ** -0.5, **kw)
                 o_part, lse_part = plan.partials()
                 us = bench_us(lambda plan=plan, o=o_part, lse=lse_part: plan.launch(o, lse), flush="read")

@@ -431,7 +431,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
   };
   auto issue_small = [&](int t0, unsigned char* st) {
-    if (NO_MATH == 2 || NO_MATH == 4) return;  // V only (4: no scale loads either)
+    if (NO_MATH == 2) return;  // V only
     const int rows = min(32, end - t0);
     if (rows == 32) {
       load_small<true>(smem_u32(st), kv_bh, kb_bh, sb_bh, t0, rows, lane);
@@ -448,7 +448,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   if (t0 < end) issue_v(t0);
   cp_commit();
   float r_next = 0.f;
-#if REC == 0 && NO_MATH != 4
+#if REC == 0
   if (t0 + lane < end) r_next = elt_to_f32(rs[row0 + t0 + lane]);
 #endif
 
@@ -516,7 +516,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     __syncwarp();
     const int rows = min(32, end - t0);
     float r_cur = r_next;
-#if REC == 0 && NO_MATH != 4
+#if REC == 0
     r_next = (t1 + lane < end) ? elt_to_f32(rs[row0 + t1 + lane]) : 0.f;
 #endif
     const u32* kws = (const u32*)(st + KV_BYTES);
