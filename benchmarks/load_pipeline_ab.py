@@ -4,10 +4,7 @@
 load, wait, buffer and the occupancy of the split kernel and replaces the walk, recovery, softmax and P·V by an XOR
 of the landed buffers: its output is wrong, so nothing is checked; it times what the kernel's loads alone cost.
 Split kernel only (no combine), Llama heads, L2 flushed by a read, CUDA-graph replays (``common.bench_us``); default
-launch and 8-warp blocks with one stage (16 warps per multiprocessor at λ = 0.8). ``no_math=2`` issues the V rows'
-copies only (the per-token scale loads stay, 0.6 % of the bytes), ``no_math=3`` the small arrays' (kept values, both
-bitmaps) and the scales only; each is set against a plain stream (``stream_ceiling.py``'s 16-byte ``cp.async``
-kernel, 16 KB tiles, 3 stages, 2 blocks per multiprocessor) of exactly the bytes it reads, timed in the same run.
+launch and 8-warp blocks with one stage (16 warps per multiprocessor at λ = 0.8).
 
     SPARKV_AUTOTUNE=0 PYTHONPATH=. python benchmarks/load_pipeline_ab.py
     # -> benchmarks/results/experiments/load_pipeline_ab_h200.json
@@ -27,17 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, bench_us, environment, write_json  # noqa: E402
 from decode_attention import make_shape  # noqa: E402
 
-import stream_ceiling  # noqa: E402
-
 from sparkv.cache.layout import CompressedKV  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
 from sparkv.kernels.decode_attn import cuda  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
 
 SHAPES = [(32768, 8), (131072, 1), (131072, 8), (8192, 1)]  # (context, batch)
-LAUNCHES = [{}, {"no_math": 1}, {"warps": 8, "stages": 1}, {"warps": 8, "stages": 1, "no_math": 1}, {"no_math": 2},
-            {"no_math": 3}]
-STREAM = ("cp.async", 16384, 3, 16)  # stream_ceiling.py's mechanism, tile, stages, copy bytes; 2 blocks per SM
+LAUNCHES = [{}, {"no_math": 1}, {"warps": 8, "stages": 1}, {"warps": 8, "stages": 1, "no_math": 1}]
 
 
 def main() -> None:
@@ -47,34 +40,19 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("load_pipeline_ab.py needs a CUDA device")
     rows = []
-    kern, threads = stream_ceiling.build(*STREAM)
-    tile, stages = STREAM[1], STREAM[2]
-    stream_buf = torch.randint(0, 255, (4 * 2**30,), dtype=torch.uint8, device="cuda")
-    sink = torch.zeros(1, dtype=torch.int32, device="cuda")
-    grid = 2 * torch.cuda.get_device_properties(0).multi_processor_count
-
-    def stream_us(nbytes: int) -> float:
-        part = stream_buf[: nbytes // tile * tile]
-        return bench_us(lambda: stream_ceiling.run(kern, threads, tile * stages, part, tile, grid, sink, zero=False),
-                        flush="read")
-
     for s, b in SHAPES:
         q, k, v, stat, lens = make_shape(b, 32, 8, s, 128, torch.bfloat16, seed=s + b)
         for lam in (0.5, 0.8):
             prefix = CompressedKV(select_pack_triton(k, stat, kept_channels(128, lam)), v, lens)
-            total = prefix.nbytes() + q.nbytes
-            v_bytes = prefix.values.nbytes + prefix.keys.scale.nbytes
+            nbytes = prefix.nbytes() + q.nbytes
             for kw in LAUNCHES:
-                nbytes = {2: v_bytes, 3: total - prefix.values.nbytes}.get(kw.get("no_math", 0), total)
                 plan = cuda.SplitPlan(q, prefix, 128 ** -0.5, **kw)
                 o_part, lse_part = plan.partials()
                 us = bench_us(lambda plan=plan, o=o_part, lse=lse_part: plan.launch(o, lse), flush="read")
-                st_us = stream_us(nbytes)
                 rows.append(dict(context=s, batch=b, key_ratio=lam, launch=kw, bytes=nbytes, us=us,
-                                 tbps=nbytes / us / 1e6, stream_us=st_us, splits=plan.splits,
+                                 tbps=nbytes / us / 1e6, splits=plan.splits,
                                  resident=cuda.LAST_LAUNCH.get("resident_blocks")))
-                print(f"{s // 1024}K b{b} λ={lam} {str(kw):45s} {us:8.1f} µs {nbytes / us / 1e6:5.2f} TB/s  "
-                      f"stream of the same bytes {st_us:7.1f} µs ({us / st_us:.3f}x)", flush=True)
+                print(f"{s // 1024}K b{b} λ={lam} {str(kw):45s} {us:8.1f} µs {nbytes / us / 1e6:5.2f} TB/s", flush=True)
     write_json(args.out, {**environment(), "command": "SPARKV_AUTOTUNE=0 PYTHONPATH=. python "
                           "benchmarks/load_pipeline_ab.py", "rows": rows})
 

@@ -28,8 +28,7 @@
 // DK odd).
 
 // NO_MATH (experiment, session 10; wrong output, timing only): every load, wait and buffer of the kernel as it is,
-// the walk, recovery, softmax and P.V replaced by an XOR of the landed buffers, to time the load pipeline alone;
-// 2: V rows only, 3: the small arrays (kept values, bitmaps) and scales only.
+// the walk, recovery, softmax and P.V replaced by an XOR of the landed buffers, to time the load pipeline alone.
 #ifndef NO_MATH
 #define NO_MATH 0
 #endif
@@ -421,7 +420,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   }
 
   auto issue_v = [&](int t0) {
-    if (NO_MATH == 3) return;  // small arrays only
     const int rows = min(32, end - t0);
     const unsigned char* src = (const unsigned char*)(v_bh + (u64)t0 * D);
     if (rows == 32) {
@@ -431,7 +429,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
   };
   auto issue_small = [&](int t0, unsigned char* st) {
-    if (NO_MATH == 2) return;  // V only
     const int rows = min(32, end - t0);
     if (rows == 32) {
       load_small<true>(smem_u32(st), kv_bh, kb_bh, sb_bh, t0, rows, lane);
