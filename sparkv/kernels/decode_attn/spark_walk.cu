@@ -522,11 +522,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     {
       u32 x = __float_as_uint(r_cur);
       for (int i = lane; i < SMALL_BYTES / 4; i += 32) x ^= ((const u32*)st)[i];
-#if STAGES == 1
-      __syncwarp();
-      if (t1 < end) issue_small(t1, st);  // as the real loop does after the recovery
-      cp_commit();
-#endif
       cp_wait1();  // this tile's V
       __syncwarp();
       for (int i = lane; i < V_BYTES / 16; i += 32) {
