@@ -32,7 +32,7 @@ _FAILED: dict[tuple, str] = {}
 # resident blocks, two walks per token, one wave of blocks, two stages of small-array buffers. One stage (less shared
 # memory) lets 3 blocks fit at λ = 0.5 but was 3-10% slower; two waves were slower; a 3-block register cap was within
 # ±3% on most shapes but up to 7.5% slower at 128K·b8·λ=0.5; double-buffered V tiles cost resident blocks.
-DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, no_math=0)  # no_math: timing experiment
+DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 # What the last call launched (benchmarks record it per row).
 LAST_LAUNCH: dict = {}
 
@@ -58,10 +58,10 @@ def supported(prefix: CompressedKV, group: int) -> str | None:
 
 
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
-            min_blocks: int = 1, chains: int = 2, stages: int = 2, no_math: int = 0) -> dict[str, int]:
+            min_blocks: int = 1, chains: int = 2, stages: int = 2) -> dict[str, int]:
     return dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
                 HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
-                KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0), NO_MATH=no_math)
+                KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
 
 
 def shared_bytes(d: dict[str, int]) -> int:
@@ -226,7 +226,7 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
 
     def make(warps: int) -> dict:
         return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps, p["min_blocks"], p["chains"],
-                       p["stages"], p["no_math"])
+                       p["stages"])
 
     d = make(p["warps"])
     limit = torch.cuda.get_device_properties(dev).shared_memory_per_block_optin

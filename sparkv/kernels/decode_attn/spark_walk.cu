@@ -27,12 +27,6 @@
 // words into rows of an odd number of words, DK even; 0 = the warp's contiguous bytes as they are, read per entry,
 // DK odd).
 
-// NO_MATH (experiment, session 10; wrong output, timing only): every load, wait and buffer of the kernel as it is,
-// the walk, recovery, softmax and P.V replaced by an XOR of the landed buffers, to time the load pipeline alone.
-#ifndef NO_MATH
-#define NO_MATH 0
-#endif
-
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
@@ -496,9 +490,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   }
   __syncthreads();
 
-#if NO_MATH
-  u32 sink = 0;
-#endif
   for (; t0 < end; t0 += 32 * WARPS) {
     const int t1 = t0 + 32 * WARPS;
 #if STAGES == 2
@@ -518,24 +509,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #endif
     const u32* kws = (const u32*)(st + KV_BYTES);
     const u32* sws = kws + 32 * NW;
-#if NO_MATH
-    {
-      u32 x = __float_as_uint(r_cur);
-      for (int i = lane; i < SMALL_BYTES / 4; i += 32) x ^= ((const u32*)st)[i];
-      cp_wait1();  // this tile's V
-      __syncwarp();
-      for (int i = lane; i < V_BYTES / 16; i += 32) {
-        const uint4 y = ((const uint4*)vbuf)[i];
-        x ^= y.x ^ y.y ^ y.z ^ y.w;
-      }
-      sink ^= x;
-      __syncwarp();
-      if (t1 < end) issue_v(t1);
-      cp_commit();
-      st = st_next;
-      continue;
-    }
-#endif
 
     // ---- kept term, lane = token: CHAINS independent walks (the top one from the highest channel down, the
     // bottom one from the lowest up), each over half of the DK kept entries, for instruction-level parallelism ----
@@ -743,9 +716,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     st = st_next;
   }
 
-#if NO_MATH
-  if (sink == 0x9e3779b9u) lse_part[0] = 1.f;  // keeps the loads (never true in practice; the output is wrong anyway)
-#endif
   // ---- merge the warps of this block, write the normalised partial and its log-sum-exp ----
   l_run += __shfl_xor_sync(ALL_LANES, l_run, 1);
   l_run += __shfl_xor_sync(ALL_LANES, l_run, 2);
