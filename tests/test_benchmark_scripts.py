@@ -38,11 +38,13 @@ def test_generate_benchmark_refuses_without_cuda():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
 @pytest.mark.parametrize("script", ["decode_host_overhead.py", "cuda_decode_sweep.py", "combine_passes_ab.py",
-                                    "stream_ceiling.py", "decode_host_profile.py"])
+                                    "stream_ceiling.py", "decode_host_profile.py", "cuda_source_ab.py"])
 def test_gpu_only_benchmarks_refuse_without_cuda(script, tmp_path):
     """They time a GPU against itself: without one they exit with a message and write nothing."""
     out = tmp_path / "out.json"
     extra = [] if script == "decode_host_profile.py" else ["--out", str(out)]  # it prints, writes no file
+    if script == "cuda_source_ab.py":
+        extra += ["--base-dir", str(tmp_path)]
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *extra], capture_output=True,
                          text=True, check=False, timeout=120, cwd=ROOT)
     assert res.returncode != 0 and "needs a CUDA device" in res.stderr

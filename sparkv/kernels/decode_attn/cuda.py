@@ -75,7 +75,7 @@ def shared_bytes(d: dict[str, int]) -> int:
     else:
         kv_bytes = triton.cdiv((64 * d["DK"] + 5) // 4 * 4, 16) * 16
     small = kv_bytes + 2 * 32 * nw * 4
-    return _fixed_bytes(d) + d["WARPS"] * (32 * (d["D"] // 8 + 1) * 16 + d["STAGES"] * small)
+    return _fixed_bytes(d) + d["WARPS"] * (32 * d["D"] * 2 + d["STAGES"] * small)
 
 
 def _fixed_bytes(d: dict[str, int]) -> int:

@@ -14,7 +14,7 @@
 //            table instead was equal or up to 1.2% faster at λ = 0.5, slower at λ = 0.8: BENCHMARKS.md "Session 7");
 //   softmax  in the MMA's accumulator layout (lane = (head g, tokens 2i, 2i+1)), which is also the B operand
 //            layout of the P·V MMA (M = channels of V, N = heads, K = tokens; V^T from shared memory through
-//            ldmatrix.trans, rows padded by 16 bytes), so probabilities never leave registers.
+//            ldmatrix.trans, rows XOR-swizzled by 16-byte chunk), so probabilities never leave registers.
 // Every warp owns its 32-token tiles and its online-softmax state; the warps of a block merge once at the end.
 // Loads go through cp.async into per-warp buffers. Output: the same normalised partials and base-2
 // log-sum-exps as the Triton split kernel, merged by its combine kernel, or (COMBINE) by this kernel's last block
@@ -48,7 +48,7 @@ typedef unsigned long long u64;
 #define KV_BYTES (((KV_WORDS * 4 + 15) / 16) * 16)
 #endif
 #define QROW (8 * GQ * 4)  // one channel's row of the q table: 8 fp32 copies of GQ heads
-#define V_STRIDE ((D / 8 + 1) * 16)  // bytes per V row in shared memory
+#define V_STRIDE (D * 2)  // bytes per V row in shared memory: unpadded (the chunks are swizzled, see load_v)
 #define V_BYTES (32 * V_STRIDE)
 #define W_BYTES (32 * NW * 4)
 #define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
@@ -149,15 +149,23 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 addr, u32& r0, u32& r1, u3
 // else chunks past the valid rows are zero-filled (src-size 0, from the tile's first chunk, a valid address).
 template <bool ALL_ROWS>
 __device__ __forceinline__ void load_v(u32 vs, const unsigned char* src, int valid, int lane) {
-  // V rows are padded to an odd number of 16-byte chunks (V_STRIDE), so that ldmatrix's 8 rows hit 8 different
-  // bank groups; the padding (unlike an XOR swizzle) keeps every destination this lane's base plus a constant.
-  constexpr int VCH = D / 8;  // chunks per row; divides 32, so chunk lane + 32*i is row lane/VCH + i*32/VCH
-  const u32 dst = vs + (lane / VCH) * V_STRIDE + (lane % VCH) * 16;
+  // 16-byte chunk c of row r is stored at chunk c ^ (r % 8) of that row, so that ldmatrix's 8 rows (r % 8 = 0..7,
+  // one logical chunk) hit 8 different bank groups. Unlike padded rows (V_STRIDE + 16, sessions 7-10), every 128
+  // bytes a group of 8 lanes copies land in one aligned 128-byte line of shared memory: with padded rows half of the
+  // copies straddled two lines, and L2 served every sector twice (Nsight Compute: L2 hit rate 34 % instead of
+  // 0.8 %), so the V loads ran ~10 % below a plain stream (BENCHMARKS.md "Session 11").
+  constexpr int VCH = D / 8;           // chunks per row; divides 32, so chunk lane + 32*i is row lane/VCH + i*RPI
+  constexpr int RPI = 32 / VCH;        // rows per copy round
+  constexpr int P = RPI >= 8 ? 1 : 8 / RPI;  // rounds after which row % 8 repeats
+  const int r0 = lane / VCH, c = lane % VCH;
+  u32 dst[P];
+#pragma unroll
+  for (int k = 0; k < P; ++k) dst[k] = vs + (r0 + RPI * k) * V_STRIDE + ((c ^ ((r0 + RPI * k) & 7)) * 16);
   const unsigned char* from = src + 16 * lane;
 #pragma unroll
   for (int i = 0; i < VCH; ++i) {
     const bool ok = ALL_ROWS || lane + 32 * i < valid;
-    cp_async(dst + i * (32 / VCH) * V_STRIDE, ok ? from + 512 * i : src, ok, 16);
+    cp_async(dst[i % P] + (i / P) * P * RPI * V_STRIDE, ok ? from + 512 * i : src, ok, 16);
   }
 }
 
@@ -699,13 +707,16 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     __syncwarp();
     {
       const int qm = lane >> 3, r8 = lane & 7;
-      const u32 vs = smem_u32(vbuf) + ((qm >> 1) * 8 + r8) * V_STRIDE + (qm & 1) * 16;  // this lane's row address
+      // This lane's row (r % 8 == r8) and its swizzle: logical chunk 2m + (qm & 1) sits at (2m + (qm & 1)) ^ r8,
+      // i.e. at byte 32m ^ x16 of the row.
+      const u32 vs = smem_u32(vbuf) + ((qm >> 1) * 8 + r8) * V_STRIDE;
+      const u32 x16 = ((qm & 1) ^ r8) * 16;
 #pragma unroll
       for (int kt = 0; kt < 2; ++kt) {
 #pragma unroll
         for (int m = 0; m < KS; ++m) {
           u32 x0, x1, x2, x3;
-          ldmatrix_x4_trans(vs + 16 * kt * V_STRIDE + 32 * m, x0, x1, x2, x3);
+          ldmatrix_x4_trans(vs + 16 * kt * V_STRIDE + ((32 * m) ^ x16), x0, x1, x2, x3);
           mma_pv(acc[m], x0, x1, x2, x3, pb[2 * kt], pb[2 * kt + 1]);
         }
       }
