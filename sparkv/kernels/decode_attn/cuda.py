@@ -69,7 +69,7 @@ def shared_bytes(d: dict[str, int]) -> int:
     nw, dkw = d["D"] // 32, d["DK"] // 2
     if d["KV_MODE"] == 2:
         kvc = dkw // 4
-        kv_bytes = 32 * (kvc if kvc % 2 or kvc % 8 == 0 else kvc + 1) * 16  # odd, or swizzled
+        kv_bytes = 32 * (kvc if kvc % 2 else kvc + 1) * 16
     elif d["KV_MODE"] == 1:
         kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
     else:

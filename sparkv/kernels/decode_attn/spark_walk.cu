@@ -23,8 +23,7 @@
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
 // 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers),
 // STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
-// are copied and read: 2 = 16-byte chunks, DK % 8 == 0, into rows padded to an odd number of chunks, or, when the
-// chunks of a row are a multiple of 8, into unpadded rows with the chunks XOR-swizzled by row (KV_SWZ); 1 = 4-byte
+// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte
 // words into rows of an odd number of words, DK even; 0 = the warp's contiguous bytes as they are, read per entry,
 // DK odd).
 
@@ -39,8 +38,7 @@ typedef unsigned long long u64;
 #define NEG_INF __int_as_float(0xff800000)
 #if KV_MODE == 2
 #define KVC (DKW / 4)
-#define KV_SWZ (KVC % 8 == 0)  // as V's rows (load_v): padding would make copies straddle shared lines
-#define KV_STRIDE16 ((KVC % 2 || KV_SWZ) ? KVC : KVC + 1)
+#define KV_STRIDE16 ((KVC % 2) ? KVC : KVC + 1)
 #define KV_BYTES (32 * KV_STRIDE16 * 16)
 #elif KV_MODE == 1
 #define KV_STRIDE_W ((DKW % 2) ? DKW : DKW + 1)
@@ -172,17 +170,15 @@ __device__ __forceinline__ void load_v(u32 vs, const unsigned char* src, int val
 }
 
 // Kept rows of a tile: N chunks of B bytes a row, into rows of STRIDE chunks (STRIDE odd, so that the lanes' reads of
-// their own rows never share a bank; or, SWZ, STRIDE == N a multiple of 8 and chunk c of row r at c ^ (r % 8)).
-// Unpadded and unswizzled (STRIDE == N), every destination is this lane's base plus a constant.
-template <bool ALL_ROWS, int B, int N, int STRIDE, bool SWZ = false>
+// their own rows never share a bank). Unpadded (STRIDE == N), every destination is this lane's base plus a constant.
+template <bool ALL_ROWS, int B, int N, int STRIDE>
 __device__ __forceinline__ void load_rows(u32 dst, const unsigned char* src, int rows, int lane) {
   const unsigned char* from = src + B * lane;
 #pragma unroll
   for (int i = 0; i < N; ++i) {
     const int e = lane + 32 * i;
     const bool ok = ALL_ROWS || e / N < rows;
-    const u32 to = SWZ ? dst + ((e / N) * STRIDE + ((e % N) ^ ((e / N) & 7))) * B
-                       : (STRIDE == N ? dst + B * lane + 32 * B * i : dst + ((e / N) * STRIDE + e % N) * B);
+    const u32 to = STRIDE == N ? dst + B * lane + 32 * B * i : dst + ((e / N) * STRIDE + e % N) * B;
     cp_async(to, ok ? from + 32 * B * i : src, ok, B);
   }
 }
@@ -192,7 +188,7 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_bh, const u32*
                                            int rows, int lane) {
   const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
 #if KV_MODE == 2
-  load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16, KV_SWZ>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
+  load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
 #elif KV_MODE == 1
   load_rows<ALL_ROWS, 4, DKW, KV_STRIDE_W>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
 #else
@@ -536,7 +532,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       const u32 qoff = (lane & 7) * (GQ * 4);
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
-      const int kswz = KV_SWZ ? (lane & 7) : 0;  // this row's chunk swizzle (row = lane)
 #elif KV_MODE == 1
       const unsigned char* kvrow = st + lane * KV_STRIDE_W * 4;
 #else
@@ -574,7 +569,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
         const int k = DK - 1 - j;
         const u32 off = top.next();
 #if KV_MODE == 2
-        if ((k & 7) == 7 || j == 0) vv = *(const uint4*)(kvrow + (((k >> 3) ^ kswz) * 16));
+        if ((k & 7) == 7 || j == 0) vv = *(const uint4*)(kvrow + (k >> 3) * 16);
         const float x = pick(vv, k);
 #elif KV_MODE == 1
         if ((k & 1) == 1 || j == 0) vw = *(const u32*)(kvrow + (k >> 1) * 4);
@@ -588,7 +583,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
           const int k2 = j;
           const u32 off2 = bot.next();
 #if KV_MODE == 2
-          if ((k2 & 7) == 0) vv2 = *(const uint4*)(kvrow + (((k2 >> 3) ^ kswz) * 16));
+          if ((k2 & 7) == 0) vv2 = *(const uint4*)(kvrow + (k2 >> 3) * 16);
           const float x2 = pick(vv2, k2);
 #elif KV_MODE == 1
           if ((k2 & 1) == 0) vw2 = *(const u32*)(kvrow + (k2 >> 1) * 4);
