@@ -23,9 +23,9 @@
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
 // 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers),
 // STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
-// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte
-// words into rows of an odd number of words, DK even; 0 = the warp's contiguous bytes as they are, read per entry,
-// DK odd).
+// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 1 = read as
+// 4-byte words, DK even: rows of an odd number of words are the tile's bytes as they are (KV_CONTIG), even ones are
+// copied word by word into rows padded to an odd number; 0 = the tile's bytes as they are, read per entry, DK odd).
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -40,12 +40,18 @@ typedef unsigned long long u64;
 #define KVC (DKW / 4)
 #define KV_STRIDE16 ((KVC % 2) ? KVC : KVC + 1)
 #define KV_BYTES (32 * KV_STRIDE16 * 16)
-#elif KV_MODE == 1
-#define KV_STRIDE_W ((DKW % 2) ? DKW : DKW + 1)
+#elif KV_MODE == 1 && DKW % 2 == 0
+#define KV_STRIDE_W (DKW + 1)  // word rows padded to an odd number of words
 #define KV_BYTES (32 * KV_STRIDE_W * 4)
 #else
-#define KV_WORDS ((64 * DK + 2 + 3) / 4)
-#define KV_BYTES (((KV_WORDS * 4 + 15) / 16) * 16)
+// Odd DK, or an odd number of words a row: the tile's rows as they are in global memory (their own word stride is
+// odd), copied in 16-byte chunks from the 16-byte boundary below them (up to 14 bytes before them).
+#define KV_CONTIG 1
+#define KV_CHUNKS ((64 * DK + 14 + 15) / 16)
+#define KV_BYTES (KV_CHUNKS * 16)
+#endif
+#ifndef KV_CONTIG
+#define KV_CONTIG 0
 #endif
 #define QROW (8 * GQ * 4)  // one channel's row of the q table: 8 fp32 copies of GQ heads
 #define V_STRIDE (D * 2)  // bytes per V row in shared memory: unpadded (the chunks are swizzled, see load_v)
@@ -189,19 +195,20 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_bh, const u32*
   const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
 #if KV_MODE == 2
   load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
-#elif KV_MODE == 1
+#elif !KV_CONTIG
   load_rows<ALL_ROWS, 4, DKW, KV_STRIDE_W>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
 #else
-  // Odd DK: rows are not 4-byte aligned; copy the tile's bytes from the 4-byte boundary below them (the last
-  // word may hold fewer valid bytes: src-size below 4 zero-fills the rest, nothing past the tile is read).
-  const u64 a0 = (u64)(kv_bh + (u64)t0 * DK), a4 = a0 & ~(u64)3, a_end = a0 + (u64)rows * DK * 2;
+  // The tile's bytes from the 16-byte boundary below them (inside the same allocation: its base is aligned); the
+  // last chunk may hold fewer valid bytes: src-size below 16 zero-fills the rest, nothing past the tile is read.
+  const u64 a0 = (u64)(kv_bh + (u64)t0 * DK), a16 = a0 & ~(u64)15;
+  const int span = (int)(a0 & 15) + rows * DK * 2;  // bytes from a16 to the end of the tile's rows
 #pragma unroll
-  for (int i = 0; i < (KV_WORDS + 31) / 32; ++i) {
+  for (int i = 0; i < (KV_CHUNKS + 31) / 32; ++i) {
     const int e = lane + 32 * i;
-    if (e < KV_WORDS) {
-      const u64 src = a4 + 4 * (u64)e;
-      const int n = src < a_end ? (int)min((u64)4, a_end - src) : 0;
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(kvs + 4 * e), "l"(n ? src : a4), "r"(n));
+    if (e < KV_CHUNKS) {
+      const int n = min(16, max(0, span - 16 * e));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(kvs + 16 * e),
+                   "l"(n ? a16 + 16 * e : a16), "r"(n));
     }
   }
 #endif
@@ -532,12 +539,12 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       const u32 qoff = (lane & 7) * (GQ * 4);
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
-#elif KV_MODE == 1
+#elif !KV_CONTIG
       const unsigned char* kvrow = st + lane * KV_STRIDE_W * 4;
 #else
-      // The tile's bytes start at the 4-byte boundary below kv_bh + t0*DK; t0 is even (splits are multiples of 32
-      // tokens, checked by the launcher), so that offset is kv_bh's own.
-      const unsigned char* kvrow = st + ((u64)kv_bh & 3) + lane * DK * 2;
+      // The tile's bytes start at the 16-byte boundary below kv_bh + t0*DK; t0 is a multiple of 8 (splits are
+      // multiples of 32 tokens, checked by the launcher), so that offset is kv_bh's own.
+      const unsigned char* kvrow = st + ((u64)kv_bh & 15) + lane * DK * 2;
 #endif
       float a[GQ];
 #pragma unroll
