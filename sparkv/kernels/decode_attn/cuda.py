@@ -70,9 +70,9 @@ def shared_bytes(d: dict[str, int]) -> int:
     if d["KV_MODE"] == 2:
         kvc = dkw // 4
         kv_bytes = 32 * (kvc if kvc % 2 else kvc + 1) * 16
-    elif d["KV_MODE"] == 1 and dkw % 2 == 0:
-        kv_bytes = 32 * (dkw + 1) * 4
-    else:  # the tile's contiguous bytes from the 16-byte boundary below them
+    elif d["KV_MODE"] == 1:
+        kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
+    else:  # odd DK: the tile's contiguous bytes from the 16-byte boundary below them
         kv_bytes = triton.cdiv(64 * d["DK"] + 14, 16) * 16
     small = kv_bytes + 2 * 32 * nw * 4
     return _fixed_bytes(d) + d["WARPS"] * (32 * d["D"] * 2 + d["STAGES"] * small)

@@ -23,9 +23,9 @@
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
 // 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers),
 // STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
-// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 1 = read as
-// 4-byte words, DK even: rows of an odd number of words are the tile's bytes as they are (KV_CONTIG), even ones are
-// copied word by word into rows padded to an odd number; 0 = the tile's bytes as they are, read per entry, DK odd).
+// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte
+// words into rows of an odd number of words, DK even; 0 = the tile's contiguous bytes as they are, copied in 16-byte
+// chunks and read per entry, DK odd).
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -40,18 +40,15 @@ typedef unsigned long long u64;
 #define KVC (DKW / 4)
 #define KV_STRIDE16 ((KVC % 2) ? KVC : KVC + 1)
 #define KV_BYTES (32 * KV_STRIDE16 * 16)
-#elif KV_MODE == 1 && DKW % 2 == 0
-#define KV_STRIDE_W (DKW + 1)  // word rows padded to an odd number of words
+#elif KV_MODE == 1
+#define KV_STRIDE_W ((DKW % 2) ? DKW : DKW + 1)
 #define KV_BYTES (32 * KV_STRIDE_W * 4)
 #else
-// Odd DK, or an odd number of words a row: the tile's rows as they are in global memory (their own word stride is
-// odd), copied in 16-byte chunks from the 16-byte boundary below them (up to 14 bytes before them).
-#define KV_CONTIG 1
+// Odd DK: the tile's rows as they are in global memory, copied in 16-byte chunks from the 16-byte boundary below
+// them (up to 14 bytes before them). Rows of an odd number of words (KV_MODE 1, unpadded) were copied this way too,
+// with fewer instructions, and took 4-5 % longer at λ = 0.8 (BENCHMARKS.md "Session 11"); here 4 % less (D = 64).
 #define KV_CHUNKS ((64 * DK + 14 + 15) / 16)
 #define KV_BYTES (KV_CHUNKS * 16)
-#endif
-#ifndef KV_CONTIG
-#define KV_CONTIG 0
 #endif
 #define QROW (8 * GQ * 4)  // one channel's row of the q table: 8 fp32 copies of GQ heads
 #define V_STRIDE (D * 2)  // bytes per V row in shared memory: unpadded (the chunks are swizzled, see load_v)
@@ -195,7 +192,7 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_bh, const u32*
   const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
 #if KV_MODE == 2
   load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
-#elif !KV_CONTIG
+#elif KV_MODE == 1
   load_rows<ALL_ROWS, 4, DKW, KV_STRIDE_W>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
 #else
   // The tile's bytes from the 16-byte boundary below them (inside the same allocation: its base is aligned); the
@@ -539,7 +536,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       const u32 qoff = (lane & 7) * (GQ * 4);
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
-#elif !KV_CONTIG
+#elif KV_MODE == 1
       const unsigned char* kvrow = st + lane * KV_STRIDE_W * 4;
 #else
       // The tile's bytes start at the 16-byte boundary below kv_bh + t0*DK; t0 is a multiple of 8 (splits are
