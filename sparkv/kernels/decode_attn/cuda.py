@@ -28,10 +28,11 @@ LOG2E = 1.4426950408889634
 _COMPILED: dict[tuple, tuple[object, int, int]] = {}
 # (defines, device index) -> why the build failed (not retried on every decode step)
 _FAILED: dict[tuple, str] = {}
-# Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7" and "Session 8"): 4-warp blocks, registers capped for 2
-# resident blocks, two walks per token, one wave of blocks, two stages of small-array buffers. One stage (less shared
-# memory) lets 3 blocks fit at λ = 0.5 but was 3-10% slower; two waves were slower; a 3-block register cap was within
-# ±3% on most shapes but up to 7.5% slower at 128K·b8·λ=0.5; double-buffered V tiles cost resident blocks.
+# Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7", "Session 8" and "Session 11"): 4-warp blocks, registers
+# capped for 2 resident blocks, two walks per token, one wave of blocks, two stages of small-array buffers. One stage
+# (less shared memory) lets 3 blocks fit at λ = 0.5 but is up to 15% slower; two waves were slower; a 3-block
+# register cap is within 0.5% at λ = 0.8 and up to 20% slower at λ = 0.5 with D = 128 (session 11); double-buffered V
+# tiles cost resident blocks.
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 # What the last call launched (benchmarks record it per row).
 LAST_LAUNCH: dict = {}
