@@ -74,7 +74,7 @@ def shared_bytes(d: dict[str, int]) -> int:
     elif d["KV_MODE"] == 1:
         kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
     else:  # odd DK: the tile's contiguous bytes from the 16-byte boundary below them
-        kv_bytes = triton.cdiv(64 * d["DK"] + 14, 16) * 16
+        kv_bytes = triton.cdiv(triton.cdiv(64 * d["DK"] + 14, 16) * 16, 128) * 128
     small = kv_bytes + 2 * 32 * nw * 4
     return _fixed_bytes(d) + d["WARPS"] * (32 * d["D"] * 2 + d["STAGES"] * small)
 

@@ -48,7 +48,10 @@ typedef unsigned long long u64;
 // them (up to 14 bytes before them). Rows of an odd number of words (KV_MODE 1, unpadded) were copied this way too,
 // with fewer instructions, and took 4-5 % longer at λ = 0.8 (BENCHMARKS.md "Session 11"); here 4 % less (D = 64).
 #define KV_CHUNKS ((64 * DK + 14 + 15) / 16)
-#define KV_BYTES (KV_CHUNKS * 16)
+// Rounded up to 128 bytes, so that every warp's buffers (and this stage's copies) start on a 128-byte line: with
+// KV_CHUNKS * 16 alone, the V tiles of warps 1-3 sat 16-112 bytes off a line and their copies straddled lines, the
+// loss "Session 11" found for padded V rows.
+#define KV_BYTES (((KV_CHUNKS * 16 + 127) / 128) * 128)
 #endif
 #define QROW (8 * GQ * 4)  // one channel's row of the q table: 8 fp32 copies of GQ heads
 #define V_STRIDE (D * 2)  // bytes per V row in shared memory: unpadded (the chunks are swizzled, see load_v)
@@ -59,6 +62,7 @@ typedef unsigned long long u64;
 #define QTAB_BYTES (D * QROW)
 #define KS_BYTES ((GQ + 1) * 32 * 4)
 #define SMEM_FIXED (QTAB_BYTES + WARPS * KS_BYTES)
+static_assert(SMEM_FIXED % 128 == 0 && WARP_BYTES % 128 == 0, "every warp's V tile must start on a 128-byte line");
 #ifdef EXPECT_SMEM  // defined by the launcher: cuda.shared_bytes() must describe this layout
 static_assert(SMEM_FIXED + WARPS * WARP_BYTES == EXPECT_SMEM, "cuda.shared_bytes() disagrees with spark_walk.cu");
 #endif
