@@ -447,12 +447,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     }
   };
 
-  // The first tile's loads go out before the q table is built, so that their latency overlaps that work.
+  // The first tile's small arrays go out before the q table is built, so that their latency overlaps that work;
+  // its V tile only after it (below): every block issues its first tiles at once, and with all those V tiles in
+  // flight the set-up took 5-8 µs, even with q and u loaded first; this order is 1-10 % faster per step
+  // (BENCHMARKS.md "Session 12").
   int t0 = start + 32 * warp;
   unsigned char* st = small0;
   if (t0 < end) issue_small(t0, st);
-  cp_commit();
-  if (t0 < end) issue_v(t0);
   cp_commit();
   float r_next = 0.f;
 #if REC == 0
@@ -505,6 +506,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     qa[s][1] = pack_bf16(f4[2], f4[3]);
   }
   __syncthreads();
+  if (t0 < end) issue_v(t0);
+  cp_commit();
 
   for (; t0 < end; t0 += 32 * WARPS) {
     const int t1 = t0 + 32 * WARPS;
