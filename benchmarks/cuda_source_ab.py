@@ -59,8 +59,11 @@ def main() -> None:
     p.add_argument("--base-dir", type=Path, required=True, help="folder with the other tree's cuda.py and "
                    "spark_walk.cu")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    p.add_argument("--tree-launch", default="", metavar="K=V,...",
+                   help="launch parameters of the working tree's kernel (its cuda.DEFAULTS keys), e.g. dynamic=0")
     args = parse_gpu_args(p, "cuda_source_ab.py")
     versions = {"base": load_module(args.base_dir), "tree": cuda}
+    launch = {"base": {}, "tree": {k: int(v) for k, _, v in (x.partition("=") for x in args.tree_launch.split(",") if x)}}
     rows = []
     for hq, h, d, s, b, lam in tqdm(SHAPES, desc="shapes"):
         torch.cuda.empty_cache()
@@ -71,7 +74,7 @@ def main() -> None:
                    bytes=prefix.nbytes() + q.nbytes)
         plans = {}
         for name, mod in versions.items():
-            plan = mod.SplitPlan(q, prefix, d ** -0.5)
+            plan = mod.SplitPlan(q, prefix, d ** -0.5, **launch[name])
             o_part, lse_part = plan.partials()
             plan.launch(o_part, lse_part)
             out = combine_partials(o_part, lse_part, q)
@@ -94,7 +97,8 @@ def main() -> None:
         tqdm.write(f"{s // 1024}K b{b} D={d} λ={lam}: base {row['base_us']:7.1f} µs, tree {row['tree_us']:7.1f} µs "
                    f"({row['tree_vs_base']:.3f}x), rel err {row['base_rel_err']:.1e} / {row['tree_rel_err']:.1e}")
     write_json(args.out, {**environment(), "command": f"PYTHONPATH=. python benchmarks/cuda_source_ab.py "
-                          f"--base-dir {args.base_dir}", "rows": rows})
+                          f"--base-dir {args.base_dir}" + (f" --tree-launch {args.tree_launch}" if args.tree_launch else ""),
+                          "tree_launch": launch["tree"], "rows": rows})
     print("\n| shape | λ | base µs | tree µs | tree vs base |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['context'] // 1024}K·b{r['batch']} D={r['head_dim']} | {r['key_ratio']} | {r['base_us']:.1f} | "
