@@ -14,6 +14,7 @@ L2 flushed by a read, ``common.bench_us``), default launch, Llama heads (32 quer
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import statistics
 import sys
@@ -54,16 +55,28 @@ def load_module(folder: Path):
     return mod
 
 
+def launch_overrides(text: str) -> dict[str, int]:
+    """``"dynamic=0,stages=1"`` -> ``{"dynamic": 0, "stages": 1}`` (keys: the working tree's ``cuda.DEFAULTS``)."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in cuda.DEFAULTS or not value.lstrip("-").isdigit():
+            raise argparse.ArgumentTypeError(f"expected K=V with K in {sorted(cuda.DEFAULTS)} and V an integer, "
+                                             f"got {item!r}")
+        out[key] = int(value)
+    return out
+
+
 def main() -> None:
     p = script_parser(__doc__, RESULTS / "experiments" / "cuda_source_ab_h200.json")
     p.add_argument("--base-dir", type=Path, required=True, help="folder with the other tree's cuda.py and "
                    "spark_walk.cu")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
-    p.add_argument("--tree-launch", default="", metavar="K=V,...",
+    p.add_argument("--tree-launch", type=launch_overrides, default={}, metavar="K=V,...",
                    help="launch parameters of the working tree's kernel (its cuda.DEFAULTS keys), e.g. dynamic=0")
     args = parse_gpu_args(p, "cuda_source_ab.py")
     versions = {"base": load_module(args.base_dir), "tree": cuda}
-    launch = {"base": {}, "tree": {k: int(v) for k, _, v in (x.partition("=") for x in args.tree_launch.split(",") if x)}}
+    launch = {"base": {}, "tree": args.tree_launch}
     rows = []
     for hq, h, d, s, b, lam in tqdm(SHAPES, desc="shapes"):
         torch.cuda.empty_cache()
@@ -96,9 +109,10 @@ def main() -> None:
         rows.append(row)
         tqdm.write(f"{s // 1024}K b{b} D={d} λ={lam}: base {row['base_us']:7.1f} µs, tree {row['tree_us']:7.1f} µs "
                    f"({row['tree_vs_base']:.3f}x), rel err {row['base_rel_err']:.1e} / {row['tree_rel_err']:.1e}")
-    write_json(args.out, {**environment(), "command": f"PYTHONPATH=. python benchmarks/cuda_source_ab.py "
-                          f"--base-dir {args.base_dir}" + (f" --tree-launch {args.tree_launch}" if args.tree_launch else ""),
-                          "tree_launch": launch["tree"], "rows": rows})
+    command = f"PYTHONPATH=. python benchmarks/cuda_source_ab.py --base-dir {args.base_dir}"
+    if args.tree_launch:
+        command += " --tree-launch " + ",".join(f"{k}={v}" for k, v in args.tree_launch.items())
+    write_json(args.out, {**environment(), "command": command, "tree_launch": args.tree_launch, "rows": rows})
     print("\n| shape | λ | base µs | tree µs | tree vs base |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['context'] // 1024}K·b{r['batch']} D={r['head_dim']} | {r['key_ratio']} | {r['base_us']:.1f} | "
