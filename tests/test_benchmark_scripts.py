@@ -51,6 +51,16 @@ def test_gpu_only_benchmarks_refuse_without_cuda(script, tmp_path):
     assert not out.exists()
 
 
+def test_source_ab_launch_overrides_are_checked(tmp_path):
+    """``--tree-launch`` takes the working tree's launch keys with integer values; anything else is refused by name,
+    before any GPU work."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_source_ab.py"), "--base-dir", str(tmp_path),
+                          "--tree-launch", "stages=1,threads=128"], capture_output=True, text=True, check=False,
+                         timeout=120, cwd=ROOT)
+    assert res.returncode == 2 and "--tree-launch" in res.stderr and "'threads=128'" in res.stderr
+    assert "'stages'" in res.stderr  # the allowed keys are named
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU dry run")
 def test_decode_table_dry_run_is_tiny_and_never_overwrites_gpu_results(tmp_path):
     """Under TRITON_INTERPRET=1 the table runs at tiny shapes, checked against the reference, into dry_run/."""
