@@ -56,15 +56,11 @@ def load_module(folder: Path):
 
 
 def launch_overrides(text: str) -> dict[str, int]:
-    """``"dynamic=0,stages=1"`` -> ``{"dynamic": 0, "stages": 1}`` (keys: the working tree's ``cuda.DEFAULTS``)."""
-    out = {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        if key not in cuda.DEFAULTS or not value.lstrip("-").isdigit():
-            raise argparse.ArgumentTypeError(f"expected K=V with K in {sorted(cuda.DEFAULTS)} and V an integer, "
-                                             f"got {item!r}")
-        out[key] = int(value)
-    return out
+    """``--tree-launch``: :func:`cuda.parse_launch` over the working tree's ``cuda.DEFAULTS`` keys."""
+    try:
+        return cuda.parse_launch(text, cuda.DEFAULTS)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main() -> None:
@@ -100,7 +96,7 @@ def main() -> None:
         times = {name: [] for name in versions}
         for _ in range(args.rounds):
             for name, (plan, o_part, lse_part) in plans.items():
-                times[name].append(bench_us(lambda plan=plan, o=o_part, l=lse_part: plan.launch(o, l),
+                times[name].append(bench_us(lambda plan=plan, o=o_part, lse=lse_part: plan.launch(o, lse),
                                             flush="read"))
         for name, t in times.items():
             row[f"{name}_us_runs"] = t

@@ -99,15 +99,13 @@ CUDA_LAUNCH_KEYS = ("warps", "min_blocks", "chains", "stages")  # the compile-ti
 
 
 def launch_overrides(text: str) -> dict[str, int]:
-    """``"warps=8,stages=1"`` -> ``{"warps": 8, "stages": 1}`` (keys: :data:`CUDA_LAUNCH_KEYS`)."""
-    out = {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        if key not in CUDA_LAUNCH_KEYS or not value.isdigit():
-            raise argparse.ArgumentTypeError(f"expected K=V with K in {CUDA_LAUNCH_KEYS} and V an integer, got "
-                                             f"{item!r}")
-        out[key] = int(value)
-    return out
+    """``--cuda-launch``: :func:`cuda.parse_launch` over :data:`CUDA_LAUNCH_KEYS`."""
+    from sparkv.kernels.decode_attn import cuda
+
+    try:
+        return cuda.parse_launch(text, CUDA_LAUNCH_KEYS)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def compile_cuda_kernel(args) -> None:

@@ -336,6 +336,15 @@ def test_launch_parameters_are_checked_before_anything_runs():
         assert cuda.launch_params(prefix, 2, torch.bfloat16)[2] == "device cpu (needs CUDA)"
 
 
+def test_launch_text_is_parsed_and_checked():
+    """The command lines' ``K=V,...`` launch parameters (benchmarks/cuda_source_ab.py, scripts/compile_sm90.py)."""
+    assert cuda.parse_launch("warps=8,stages=1", cuda.DEFAULTS) == {"warps": 8, "stages": 1}
+    assert cuda.parse_launch("", cuda.DEFAULTS) == {}
+    for bad in ("threads=128", "warps=eight", "warps"):
+        with pytest.raises(ValueError, match=f"K in .*'warps'.* got '{bad}'"):
+            cuda.parse_launch(f"stages=1,{bad}", cuda.DEFAULTS)
+
+
 def test_combine_scratch_bounds_the_slots():
     """The in-kernel combine needs 16 + slots * G floats of the per-warp buffers; more slots go to the combine
     kernel."""

@@ -38,6 +38,21 @@ DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 LAST_LAUNCH: dict = {}
 
 
+def parse_launch(text: str, allowed) -> dict[str, int]:
+    """``"warps=8,stages=1"`` -> ``{"warps": 8, "stages": 1}``, for command lines (benchmarks, scripts); a key outside
+    ``allowed`` or a value that is not an integer raises ``ValueError`` naming both."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            key = None
+        if key not in allowed:
+            raise ValueError(f"expected K=V with K in {sorted(allowed)} and V an integer, got {item!r}")
+    return out
+
+
 def supported(prefix: CompressedKV, group: int) -> str | None:
     """Why the CUDA kernel cannot take this prefix (None when it can)."""
     keys = prefix.keys
