@@ -520,14 +520,16 @@ def _cuda_spark_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float, 
     return plan
 
 
-def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """Merge split partials (``[B*H, NS, G, D]`` / ``[B*H, NS, G]``) into ``[B, HQ, 1, D]`` in the query dtype."""
+def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.Tensor,
+                     slots_per_pass: int | None = None) -> torch.Tensor:
+    """Merge split partials (``[B*H, NS, G, D]`` / ``[B*H, NS, G]``) into ``[B, HQ, 1, D]`` in the query dtype.
+    ``slots_per_pass`` (a power of two; default below) is for benchmarks/combine_passes_ab.py."""
     b, hq, _, d = query.shape
     ns = o_part.shape[1]
     out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=query.device)
     # Up to 64 slots in one pass: every further pass waits on another round of loads (1-2 µs a step at 128K·b1 and
     # 32K·b1 on the H200, where there are 33-64 slots: BENCHMARKS.md "Session 9"). 128 was not tried.
-    bns = 16 if interpreting() else (64 if ns > 32 else 32)
+    bns = slots_per_pass or (16 if interpreting() else (64 if ns > 32 else 32))
     decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=o_part.shape[2], D=d,
                                           BD=max(32, triton.next_power_of_2(d)), BNS=bns)
     return out
