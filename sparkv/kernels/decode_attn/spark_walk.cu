@@ -462,21 +462,33 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 
 
   // q table: GQ heads per channel row, 8 fp32 copies (copy = lane % 8 at gather time, so the 8 lanes of a 16-byte
-  // load phase never share a bank). Every q element is loaded once (loads first, all in flight together), then
-  // stored 8 times; the copy order is rotated by channel so that the stores do not conflict either.
+  // load phase never share a bank); the copy order is rotated by channel so that the stores do not conflict either.
+  // Every q element (and u, for the recovery operand below) is loaded from global memory once per block, all loads in
+  // one batch, coalesced: the operand was gathered with 2*KS*4 scalar loads per thread, whose round trips (batched by
+  // the register cap, behind every block's first copies) made most of the 6-8 µs set-up.
   const u16* qb = q + (u64)bh * G * D;  // the G query heads of KV head h are contiguous: (b*H + h)*G
+  float* qtab = (float*)smem;
+#if REC == 0
+  float* u_s = (float*)(stages + (WARPS - 1) * WARP_BYTES);  // the last warp's V tile, free until its first issue_v
+  constexpr int NU = (D + WARPS * 32 - 1) / (WARPS * 32);
+  float ux[NU];
+#pragma unroll
+  for (int i = 0; i < NU; ++i) {
+    const int c = tid + WARPS * 32 * i;
+    ux[i] = c < D ? u[(u64)bh * D + c] : 0.f;
+  }
+#endif
   {
-    float* qtab = (float*)smem;
     constexpr int NQ = (GQ * D + WARPS * 32 - 1) / (WARPS * 32);
     u16 qx[NQ];
 #pragma unroll
-    for (int i = 0; i < NQ; ++i) {
-      const int e = tid + WARPS * 32 * i, hq = e % GQ, c = e / GQ;
-      qx[i] = (e < GQ * D && hq < G) ? qb[hq * D + c] : (u16)0;
+    for (int i = 0; i < NQ; ++i) {  // element e = head * D + channel: consecutive threads, consecutive addresses
+      const int e = tid + WARPS * 32 * i, hq = e / D, c = e % D;
+      qx[i] = (e < GQ * D && hq < G) ? qb[e] : (u16)0;
     }
 #pragma unroll
     for (int i = 0; i < NQ; ++i) {
-      const int e = tid + WARPS * 32 * i, hq = e % GQ, c = e / GQ;
+      const int e = tid + WARPS * 32 * i, hq = e / D, c = e % D;
       if (e < GQ * D) {
         const float x = elt_to_f32(qx[i]);
 #pragma unroll
@@ -484,6 +496,14 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
       }
     }
   }
+#if REC == 0
+#pragma unroll
+  for (int i = 0; i < NU; ++i) {
+    const int c = tid + WARPS * 32 * i;
+    if (c < D) u_s[c] = ux[i];
+  }
+#endif
+  __syncthreads();
   // A operand of the recovery MMA: row g = query head g, 4 channels per lane per k-step. K-step s of lane i4 takes
   // bit o = f % 8 of kept-bitmap word f / 8 (f = i4*KS + s) and the bits 16, 8 and 24 above it, so that a bit-select
   // and one rotation put a pair's bits at 14-15 and 30-31 (b0: o, o+16; b1: o+8, o+24). The B values are +-2, so A
@@ -496,16 +516,19 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     float f4[4];
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      float x = g < G ? elt_to_f32(qb[g * D + ch[e]]) * 0.5f : 0.f;
+      // Head g of channel c sits at copy (0 + c) & 7 of its row.
+      float x = g < G ? qtab[(ch[e] * 8 + (ch[e] & 7)) * GQ + g] * 0.5f : 0.f;
 #if REC == 0
-      x *= u[(u64)bh * D + ch[e]];
+      x *= u_s[ch[e]];
 #endif
       f4[e] = x;
     }
     qa[s][0] = pack_bf16(f4[0], f4[1]);
     qa[s][1] = pack_bf16(f4[2], f4[3]);
   }
-  __syncthreads();
+#if REC == 0
+  __syncthreads();  // u_s (the last warp's V tile) is read by every warp before that warp's first V copies land there
+#endif
   if (t0 < end) issue_v(t0);
   cp_commit();
 
