@@ -464,8 +464,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   // q table: GQ heads per channel row, 8 fp32 copies (copy = lane % 8 at gather time, so the 8 lanes of a 16-byte
   // load phase never share a bank); the copy order is rotated by channel so that the stores do not conflict either.
   // Every q element (and u, for the recovery operand below) is loaded from global memory once per block, all loads in
-  // one batch, coalesced: the operand was gathered with 2*KS*4 scalar loads per thread, whose round trips (batched by
-  // the register cap, behind every block's first copies) made most of the 6-8 µs set-up.
+  // one batch, coalesced; gathering the operand with 2*KS*4 scalar loads per thread instead cost ~1 µs a step at 8K-32K
+  // (BENCHMARKS.md "Session 13").
   const u16* qb = q + (u64)bh * G * D;  // the G query heads of KV head h are contiguous: (b*H + h)*G
   float* qtab = (float*)smem;
 #if REC == 0
