@@ -151,6 +151,55 @@ def test_decode_dispatch_and_errors():
             fn(q2[:, :3], prefix2, None, None, 0.125)
 
 
+TAIL_LENGTH_CASES = [  # (B, H, G, S, tail capacity, valid tail tokens, D, DK): DK None = dense prefix, S 0 = none
+    (2, 2, 3, 63, 9, 1, 64, 13),
+    (2, 2, 3, 63, 9, 5, 64, 13),
+    (1, 3, 2, 40, 37, 37, 32, None),
+    (3, 1, 4, 0, 70, 33, 64, None),
+]
+
+
+def _with_tail_length(b, h, g, s, cap, valid, d, dk, dtype):
+    """A case whose tail buffers hold ``cap`` tokens of which the first ``valid`` count, the rest random garbage
+    (never zeros: a kernel reading past the length must change the result)."""
+    query, prefix, tail_k, tail_v = make_case(b, h, g, s, cap, d, dk, dtype, seed=valid)
+    if valid + 1 < cap:  # a never-written slot may hold NaN: it must not reach the output (0 · NaN)
+        tail_k[:, :, -1] = float("nan")
+        tail_v[:, :, -1] = float("nan")
+    return query, prefix, tail_k, tail_v, torch.tensor([valid], dtype=torch.int32, device=DEVICE)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", TAIL_LENGTH_CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_tail_length_on_the_device_equals_the_cut_tail(case, dtype, poison_empty):
+    """A tail given as capacity + a device-side length (CUDA-graph decode) attends to exactly the first
+    ``tail_length`` tokens, in both the reference and the kernel."""
+    query, prefix, tail_k, tail_v, length = _with_tail_length(*case, dtype)
+    valid, d = case[5], case[6]
+    cut_k, cut_v = tail_k[:, :, :valid], tail_v[:, :, :valid]
+    expected = reference(query, prefix, cut_k, cut_v, d ** -0.5)
+    ref = decode_attn_ref(query.float(), prefix, tail_k, tail_v, d ** -0.5, tail_length=length)
+    assert rel_err(ref, expected) < 1e-6
+    if valid < case[4]:  # the garbage past the length would change the answer: the check above can fail
+        whole = reference(query, prefix, tail_k.nan_to_num(), tail_v.nan_to_num(), d ** -0.5)
+        assert rel_err(whole, expected) > 1e-3
+    out = decode_attn_triton(query, prefix, tail_k, tail_v, d ** -0.5, tail_length=length)
+    assert out.shape == query.shape and out.dtype == query.dtype
+    assert rel_err(out, expected) < RTOL[dtype]
+    assert rel_err(decode_attn(query, prefix, tail_k, tail_v, d ** -0.5, tail_length=length), expected) < RTOL[dtype]
+
+
+def test_tail_length_is_checked():
+    query, prefix, tail_k, tail_v, length = _with_tail_length(1, 1, 2, 10, 4, 2, 64, 13, torch.float32)
+    for fn in (decode_attn_ref, decode_attn_triton):
+        with pytest.raises(ValueError, match="tail_length needs tail_keys"):
+            fn(query, prefix, None, None, 0.125, tail_length=length)
+        for bad in (torch.tensor([2, 2], dtype=torch.int32), torch.tensor([2.0]), 2):
+            with pytest.raises(ValueError, match="tail_length must be a one-element int32/int64 tensor"):
+                fn(query, prefix, tail_k, tail_v, 0.125, tail_length=bad)
+
+
 # --- GPU tier -------------------------------------------------------------------------------------------------
 
 GPU_SHAPES = [
@@ -172,6 +221,17 @@ def test_decode_gpu_full(b, h, g, s, st, d, lam, dtype, spark_kernel, poison_emp
     """The Triton kernel, and what the GPU path dispatches to (the CUDA kernel for these shapes)."""
     case = make_case(b, h, g, s, st, d, kept_channels(d, lam), dtype, seed=d)
     run_and_check(*case, 1e-2, spark_kernel=spark_kernel)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lam", [0.5, 0.8])
+def test_tail_length_on_the_gpu(lam, poison_empty):
+    """Full-size prefix (the CUDA kernel takes it) plus a tail of capacity 96 with 41 valid tokens."""
+    query, prefix, tail_k, tail_v, length = _with_tail_length(2, 8, 4, 16384, 96, 41, 128, kept_channels(128, lam),
+                                                              torch.bfloat16)
+    expected = reference(query, prefix, tail_k[:, :, :41], tail_v[:, :, :41], 128 ** -0.5)
+    out = decode_attn_triton(query, prefix, tail_k, tail_v, 128 ** -0.5, tail_length=length)
+    assert rel_err(out, expected) < 1e-2
 
 
 GPU_CONFIGS = SPARK_CONFIGS + SPARK_CONFIGS_SMALL_HEAD + OTHER_CONFIGS

@@ -21,7 +21,8 @@ def _fused_supports(query: torch.Tensor, prefix: CompressedKV | None) -> bool:
 
 
 def decode_attn(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torch.Tensor | None,
-                tail_values: torch.Tensor | None, scaling: float, backend: str = "auto") -> torch.Tensor:
+                tail_values: torch.Tensor | None, scaling: float, backend: str = "auto",
+                tail_length: torch.Tensor | None = None) -> torch.Tensor:
     """Dispatch to :func:`decode_attn_ref` or the Triton split-K kernel (see ``decode_attn_ref`` for arguments).
 
     ``auto`` takes Triton on CUDA for one-token decode in fp16/bf16 and the PyTorch path otherwise.
@@ -33,8 +34,8 @@ def decode_attn(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: tor
     if resolve_backend(backend, query.device, supported=_fused_supports(query, prefix)) == "triton":
         from sparkv.kernels.decode_attn.fused import decode_attn_triton
 
-        return decode_attn_triton(query, prefix, tail_keys, tail_values, scaling)
-    return decode_attn_ref(query, prefix, tail_keys, tail_values, scaling)
+        return decode_attn_triton(query, prefix, tail_keys, tail_values, scaling, tail_length=tail_length)
+    return decode_attn_ref(query, prefix, tail_keys, tail_values, scaling, tail_length=tail_length)
 
 
 __all__ = ["decode_attn", "decode_attn_ref"]

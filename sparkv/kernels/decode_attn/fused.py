@@ -255,6 +255,7 @@ def decode_attn_fwd_kernel(
     lens,  # [B] int32 valid prefix tokens per row
     tk,  # tail keys [B, H, ST, D]
     tv,  # tail values [B, H, ST, D]
+    tail_len,  # [1] int: valid tail tokens, read on the device (TAIL_ON_DEVICE), else ST
     o_part,  # [B*H, NS, G, D] float32
     lse_part,  # [B*H, NS, G] float32 (base 2)
     scale,  # softmax scale * log2(e)
@@ -276,6 +277,7 @@ def decode_attn_fwd_kernel(
     LAYOUT: tl.constexpr,
     RECOVERY: tl.constexpr,
     HAS_TAIL: tl.constexpr,
+    TAIL_ON_DEVICE: tl.constexpr,
     EXPAND: tl.constexpr,
     PF: tl.constexpr,
     NLK: tl.constexpr,
@@ -436,8 +438,10 @@ def decode_attn_fwd_kernel(
     else:
         if HAS_TAIL:
             start = (i_s - NSP) * CHUNK_T
+            # On the device (CUDA graphs): the buffers' capacity ST is fixed, the valid length grows each step.
+            st = tl.load(tail_len) if TAIL_ON_DEVICE else ST
             b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_b64 * s_tk_b + i_h64 * s_tk_h, tv + i_b64 * s_tv_b + i_h64 * s_tv_h,
-                                           s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, ST), scale,
+                                           s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), scale,
                                            b_m, b_l, b_acc, D, BD, F32, BS)
 
     # Normalised partial output and its log-sum-exp (base 2); an empty split writes 0 and -inf.
@@ -579,6 +583,7 @@ def decode_attn_triton(
     chunk: int | None = None,
     config: dict | None = None,
     spark_kernel: str | None = None,
+    tail_length: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One-token decode attention over a compressed prefix and a dense tail (GPU kernels, split-K).
 
@@ -604,6 +609,9 @@ def decode_attn_triton(
             the Triton kernel only. The tail always goes through the Triton kernel; both write split partials,
             merged by the CUDA kernel's last block of each KV head (the Triton kernel runs first), or by the
             combine kernel when the CUDA kernel is not used or the partials do not fit its shared memory.
+        tail_length: ``[1]`` int32/int64 tensor on the query's device: only the tail's first ``tail_length`` tokens
+            are attended, the rest of its buffers is capacity. Read by the kernel, so a step captured in a CUDA graph
+            stays valid as the tail grows (``sparkv.integration.graphs``); None: the whole tail.
 
     Returns:
         ``[B, HQ, 1, D]`` in the query dtype.
@@ -616,7 +624,7 @@ def decode_attn_triton(
     allowed = (torch.float16, torch.bfloat16, torch.float32) if interp else (torch.float16, torch.bfloat16)
     if query.dtype not in allowed:
         raise ValueError(f"query dtype must be one of {allowed}, got {query.dtype}")
-    check_tail(query, prefix, tail_keys, tail_values)
+    check_tail(query, prefix, tail_keys, tail_values, tail_length)
     has_tail = tail_keys is not None and tail_keys.shape[-2] > 0
     if prefix is None and not has_tail:
         raise ValueError("attention needs a prefix or a tail")
@@ -630,6 +638,7 @@ def decode_attn_triton(
             raise ValueError(f"{name} is on {t.device}, the query on {dev}: all inputs must be on one device")
     q = query.contiguous()
     dummy = q
+    tail_len = dummy if tail_length is None else tail_length
 
     layout, rec, dk, const = LAYOUT_NONE, REC_ZERO, 1, 0.0
     kd = kv = kb = sb = r = u = v = lens = dummy
@@ -700,12 +709,13 @@ def decode_attn_triton(
 
         def split_kernel():
             decode_attn_fwd_kernel[(ns, b * h)](
-                q, kd, kv, kb, sb, r, u, v, lens, tk, tv, o_own, lse_own,
+                q, kd, kv, kb, sb, r, u, v, lens, tk, tv, tail_len, o_own, lse_own,
                 float(scaling) * LOG2E, const,
                 s, st, chunk_p, chunk_t, nsp, total,
                 *s_kd, *s_v, *s_tk, *s_tv,
                 **shape_constexprs(h, g, d, dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
-                USE_POPC=not interp, F32=interp or query.dtype == torch.float32, **launch,
+                TAIL_ON_DEVICE=tail_length is not None, USE_POPC=not interp,
+                F32=interp or query.dtype == torch.float32, **launch,
             )
 
         return split_kernel, o_part, lse_part, total

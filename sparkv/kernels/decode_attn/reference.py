@@ -19,14 +19,24 @@ NEG_INF = float("-inf")
 
 
 def check_tail(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torch.Tensor | None,
-               tail_values: torch.Tensor | None) -> None:
+               tail_values: torch.Tensor | None, tail_length: torch.Tensor | None = None) -> None:
     """Shapes shared by every attention path: query ``[B, HQ, Q, D]``; the tail's keys and values both given (or
-    both None), ``[B, H, ST, D]`` alike and, with a prefix, with its B, H and D; HQ a multiple of H."""
+    both None), ``[B, H, ST, D]`` alike and, with a prefix, with its B, H and D; HQ a multiple of H; a
+    ``tail_length`` only with a tail, as a one-element integer tensor on the query's device (its value is not read
+    here: that would synchronise with the device)."""
     if query.dim() != 4:
         raise ValueError(f"query must be [B, HQ, Q, D], got {tuple(query.shape)}")
     b, hq, _, d = query.shape
     if (tail_keys is None) != (tail_values is None):
         raise ValueError("tail_keys and tail_values must be given together (or both None)")
+    if tail_length is not None:
+        if tail_keys is None:
+            raise ValueError("tail_length needs tail_keys / tail_values (the buffers it counts tokens of)")
+        if not isinstance(tail_length, torch.Tensor) or tail_length.numel() != 1 \
+                or tail_length.dtype not in (torch.int32, torch.int64) or tail_length.device != query.device:
+            raise ValueError(f"tail_length must be a one-element int32/int64 tensor on {query.device}, got "
+                             + (f"{tuple(tail_length.shape)} {tail_length.dtype} on {tail_length.device}"
+                                if isinstance(tail_length, torch.Tensor) else type(tail_length).__name__))
     ref = prefix.values.shape if prefix is not None else None
     if tail_keys is not None:
         if tail_keys.dim() != 4 or tail_keys.shape != tail_values.shape:
@@ -78,6 +88,7 @@ def decode_attn_ref(
     tail_values: torch.Tensor | None,
     scaling: float,
     block_size: int = 1024,
+    tail_length: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of new queries over a compressed prefix and a dense tail.
 
@@ -88,11 +99,13 @@ def decode_attn_ref(
             Query i sees tail tokens ``0 .. ST - Q + i`` (causal).
         scaling: softmax scale.
         block_size: tokens per block.
+        tail_length: ``[1]`` integer tensor: only the tail's first ``tail_length`` tokens exist (the queries are the
+            last Q of them), the rest of its buffers is capacity; None: all ``ST``.
 
     Returns:
         ``[B, HQ, Q, D]`` in the query dtype; accumulation in float32.
     """
-    check_tail(query, prefix, tail_keys, tail_values)
+    check_tail(query, prefix, tail_keys, tail_values, tail_length)
     b, hq, nq, d = query.shape
     ref = prefix.values if prefix is not None else tail_values
     if ref is None:
@@ -124,11 +137,15 @@ def decode_attn_ref(
             absorb(scores, prefix.values[:, :, start:end])
     if tail_keys is not None and tail_keys.shape[-2] > 0:
         st = tail_keys.shape[-2]
-        q_pos = (st - nq + torch.arange(nq, device=query.device)).repeat(g).view(1, 1, g * nq, 1)
+        valid = st if tail_length is None else tail_length.reshape(()).long()  # a tensor: no host sync
+        q_pos = (valid - nq + torch.arange(nq, device=query.device)).repeat(g).view(1, 1, g * nq, 1)
         for start in range(0, st, block_size):
             end = min(start + block_size, st)
             scores = q @ tail_keys[:, :, start:end].float().transpose(-1, -2)
             pos = torch.arange(start, end, device=query.device).view(1, 1, 1, -1)
-            absorb(scores.masked_fill(pos > q_pos, NEG_INF), tail_values[:, :, start:end])
+            values = tail_values[:, :, start:end].float()
+            if tail_length is not None:  # slots past the length are capacity, possibly never written (NaN · 0)
+                values = values.masked_fill(pos.view(1, 1, -1, 1) >= valid, 0.0)
+            absorb(scores.masked_fill(pos > q_pos, NEG_INF), values)
     out = acc / l
     return out.view(b, hq, nq, -1).to(query.dtype)
