@@ -127,6 +127,7 @@ class PressedLayer(CacheLayerMixin):
         self.tail_keys: torch.Tensor | None = None  # [B, H, capacity, D] buffers
         self.tail_values: torch.Tensor | None = None
         self.tail_len = 0
+        self.static_tail: tuple[torch.Tensor, torch.Tensor] | None = None  # (write index, valid tokens): graphs
         self.prompt_len = 0
         self.pending = False  # dense prompt stored, waiting for the attention function
         self.window_queries: torch.Tensor | None = None  # recording layers
@@ -287,6 +288,15 @@ class PressedLayer(CacheLayerMixin):
             raise ValueError(f"layer {self.layer_idx}: new tokens for {key_states.shape[0]} batch rows, the cache holds "
                              f"{rows}; a cache serves the batch it was filled with")
         n = key_states.shape[-2]
+        if self.static_tail is not None:
+            if n != 1:
+                raise ValueError(f"layer {self.layer_idx}: a static tail (graph decoding) takes one token per step, "
+                                 f"got {n}")
+            # Written at a device-side index: the same kernels at the same addresses every step. The host's tail_len
+            # is advanced by whoever drives the steps (sparkv.integration.graphs), not here.
+            self.tail_keys.index_copy_(2, self.static_tail[0], key_states)
+            self.tail_values.index_copy_(2, self.static_tail[0], value_states)
+            return
         need = self.tail_len + n
         capacity = 0 if self.tail_keys is None else self.tail_keys.shape[-2]
         if need > capacity:
@@ -308,6 +318,46 @@ class PressedLayer(CacheLayerMixin):
         if self.tail_keys is None:
             return None, None
         return self.tail_keys[:, :, : self.tail_len], self.tail_values[:, :, : self.tail_len]
+
+    def attention_tail(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """What decode attention reads: :meth:`tail` and no length, or with a static tail the whole buffers and the
+        device-side count of valid tokens (``decode_attn``'s ``tail_length``)."""
+        if self.static_tail is None:
+            return (*self.tail(), None)
+        return self.tail_keys, self.tail_values, self.static_tail[1]
+
+    # --- static tail (CUDA-graph decoding) ------------------------------------------------------------------------
+
+    def begin_static_tail(self, capacity: int, write_index: torch.Tensor, valid_tokens: torch.Tensor) -> None:
+        """Make the tail a fixed buffer of ``capacity`` tokens, written at ``write_index`` (``[1]`` int64) and read up
+        to ``valid_tokens`` (``[1]`` int32), two device tensors the caller advances after every step; the shapes
+        and addresses of a decode step then never change, so it can be captured in a CUDA graph once and replayed.
+        The tokens already in the tail are kept; the caller must set both tensors to ``tail_len`` (and the count
+        of the step's token) itself."""
+        if self.prefix is None or self.pending or self.recording:
+            raise RuntimeError(f"layer {self.layer_idx}: a static tail needs a compressed prompt (run the prefill "
+                               "first)")
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < self.tail_len + 1:
+            raise ValueError(f"capacity must be an integer >= tail_len + 1 = {self.tail_len + 1}, got {capacity!r}")
+        b, h = self.prefix.values.shape[:2]
+        d = self.prefix.keys.head_dim
+        dv = self.prefix.values.shape[-1]
+        # Zeros, not empty: the slots past the length are read by a masked matmul on the PyTorch path.
+        new_k = torch.zeros(b, h, capacity, d, dtype=self.dtype, device=self.prefix.values.device)
+        new_v = torch.zeros(b, h, capacity, dv, dtype=self.prefix.values.dtype, device=self.prefix.values.device)
+        if self.tail_len:
+            new_k[:, :, : self.tail_len] = self.tail_keys[:, :, : self.tail_len]
+            new_v[:, :, : self.tail_len] = self.tail_values[:, :, : self.tail_len]
+        self.tail_keys, self.tail_values = new_k, new_v
+        self.static_tail = (write_index, valid_tokens)
+
+    def end_static_tail(self, tail_len: int) -> None:
+        """Back to the growing tail, holding ``tail_len`` tokens (the steps the caller ran); the buffers stay."""
+        if not isinstance(tail_len, int) or not 0 <= tail_len <= (0 if self.tail_keys is None else
+                                                                   self.tail_keys.shape[-2]):
+            raise ValueError(f"tail_len must be within the static tail's capacity, got {tail_len!r}")
+        self.static_tail = None
+        self.tail_len = tail_len
 
     # --- accounting -----------------------------------------------------------------------------------------------
 

@@ -132,10 +132,14 @@ def sparkv_attention_forward(module, query, key, value, attention_mask, dropout:
         return out, None
     if layer.prefix is None:
         raise RuntimeError(f"sparkv layer {layer.layer_idx} has no compressed prompt to attend to")
-    _check_tail_mask(attention_mask, layer)
     from sparkv.kernels.decode_attn import decode_attn
 
-    tail_keys, tail_values = layer.tail()
+    tail_keys, tail_values, tail_length = layer.attention_tail()
+    if tail_length is not None:  # graph decoding: no padding after the prompt by construction, and no host syncs
+        out = decode_attn(query, layer.prefix, tail_keys, tail_values, scaling, backend=layer.press.backend,
+                          tail_length=tail_length)
+        return out.transpose(1, 2).contiguous(), None
+    _check_tail_mask(attention_mask, layer)
     if resolve_backend(layer.press.backend, query.device) == "torch" and _is_plain_dense(layer.prefix, query):
         # Nothing pruned, no padding, one new token: the very computation a plain DynamicCache does, so full and
         # λ = 0 presses reproduce the dense model bit for bit on the PyTorch path.
@@ -549,10 +553,42 @@ def _refuse_step_dependent(kwargs: dict) -> None:
                          "of its own, so these would apply one step late; use sparkv.generate per press")
 
 
+# Generation options that add a logits processor or a stopping criterion to greedy decoding, with their neutral
+# values (None, False and empty are neutral for all): graph decoding does plain argmax, so any other value is refused.
+_GRAPH_NEUTRAL = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                  "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0, "min_new_tokens": 0,
+                  "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
+                  "forced_eos_token_id": None, "sequence_bias": None, "exponential_decay_length_penalty": None,
+                  "guidance_scale": 1.0, "watermarking_config": None, "renormalize_logits": False,
+                  "remove_invalid_values": False, "token_healing": False, "stop_strings": None, "max_time": None}
+_GRAPH_KWARGS = ("eos_token_id", "pad_token_id", "generation_config")
+
+
+def _check_graph_options(model, do_sample: bool, gen_kwargs: dict) -> None:
+    """Refuse what graph decoding (greedy argmax, every layer a sparkv layer, CUDA) cannot reproduce."""
+    from sparkv.integration.graphs import check_graph_decodable
+
+    if model.device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs the model on a CUDA device, it is on {model.device}")
+    if do_sample:
+        raise ValueError("cuda_graph=True decodes greedily: do_sample must be False")
+    extra = sorted(set(gen_kwargs) - set(_GRAPH_KWARGS))
+    if extra:
+        raise ValueError(f"cuda_graph=True takes no generation options but {', '.join(_GRAPH_KWARGS)}; got "
+                         f"{', '.join(extra)} (decode without cuda_graph for those)")
+    for config in (gen_kwargs.get("generation_config"), getattr(model, "generation_config", None)):
+        for name, neutral in _GRAPH_NEUTRAL.items():
+            value = getattr(config, name, None) if config is not None else None
+            if value not in (None, False, neutral) and not (isinstance(value, (list, tuple, dict)) and not value):
+                raise ValueError(f"cuda_graph=True decodes by plain argmax; the generation config sets {name}={value!r}"
+                                 " (decode without cuda_graph, or reset it)")
+    check_graph_decodable(model)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, context, question, press, max_new_tokens: int | None = None,
              chat_template: bool = True, do_sample: bool | None = None, answer_prefix: str = "",
-             max_context: int | None = None, **gen_kwargs) -> GenerationResult:
+             max_context: int | None = None, cuda_graph: bool = False, **gen_kwargs) -> GenerationResult:
     """Answer ``question`` about ``context`` with ``model`` under ``press``.
 
     The prompt is context then question (in the tokenizer's chat template when it has one and ``chat_template``);
@@ -572,6 +608,10 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
         answer_prefix: text that starts the reply (after the template's generation prompt); part of the prompt.
         max_context: refuse prompts whose tokens + ``max_new_tokens`` exceed this (default: the model's
             ``max_position_embeddings``).
+        cuda_graph: decode from one CUDA graph (``sparkv.integration.graphs``): prefill and the first token through
+            ``model.generate``, then every later step replayed without Python, greedy only. The tokens are those of
+            the eager greedy run; refused (``ValueError``) off CUDA, with sampling or logits processors, and for
+            models with sliding-window layers.
 
     Returns:
         :class:`GenerationResult` (answer, context_tokens, memory, ...).
@@ -583,17 +623,43 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
     press = _as_press(press)
     check_model_supported(model)
     max_new_tokens, do_sample = _resolve_length_and_sampling(gen_kwargs, max_new_tokens, do_sample)
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be True or False, got {cuda_graph!r}")
+    if cuda_graph:
+        _check_graph_options(model, do_sample, gen_kwargs)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, [press], model, max_new_tokens, max_context)
     kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model)
+    eos = _eos_ids(model, gen_kwargs)
     _reset_peak(model)
     with press(model):
         cache = press.make_cache(model)
-        out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max_new_tokens,
-                             **{cache_kwarg(model): cache}, **kwargs)
-    sequences = out.sequences if hasattr(out, "sequences") else out
-    return _result(tokenizer, sequences[:, batch.input_ids.shape[1]:], _eos_ids(model, gen_kwargs), batch, cache,
-                   press)
+        if cuda_graph:
+            new = _prefill_then_graph(model, batch, cache, max_new_tokens, kwargs, eos, capture=True)
+        else:
+            out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max_new_tokens,
+                                 **{cache_kwarg(model): cache}, **kwargs)
+            sequences = out.sequences if hasattr(out, "sequences") else out
+            new = sequences[:, batch.input_ids.shape[1]:]
+    return _result(tokenizer, new, eos, batch, cache, press)
+
+
+def _prefill_then_graph(model, batch: _Batch, cache, max_new_tokens: int, kwargs: dict, eos: set[int],
+                        capture: bool) -> torch.Tensor:
+    """Prefill and the first token through ``model.generate`` (its masks and positions), the rest by
+    :func:`sparkv.integration.graphs.greedy_decode`; returns the new tokens ``[B, n]``."""
+    from sparkv.integration.graphs import greedy_decode
+
+    s = batch.input_ids.shape[1]
+    out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=1,
+                         **{cache_kwarg(model): cache}, **kwargs)
+    out = out.sequences if hasattr(out, "sequences") else out
+    first = out[:, s:s + 1]
+    if max_new_tokens <= 1 or all(t in eos for t in first[:, 0].tolist()):
+        return first
+    positions = batch.attention_mask.sum(-1)  # left padding: a row's real tokens are its positions 0 .. len-1
+    rest = greedy_decode(model, cache, first, positions, max_new_tokens - 1, eos, capture=capture)
+    return torch.cat([first, rest], dim=1)
 
 
 @torch.no_grad()
