@@ -100,6 +100,8 @@ def generate(
     max_context: int | None = typer.Option(None, "--max-context", min=1, help="Refuse prompt + generation longer "
                                            "than this (default: the model's max_position_embeddings)."),
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template"),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Decode from one CUDA graph replayed per token "
+                                    "(greedy; CUDA only; full-attention models): same tokens, no per-step Python."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
 ) -> None:
     """Answer QUESTION about the text in CONTEXT_FILE through a compressed KV cache."""
@@ -118,7 +120,7 @@ def generate(
     lm, tokenizer = _load(model, dtype, device)
     try:
         result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
-                                 chat_template=chat_template, max_context=max_context)
+                                 chat_template=chat_template, max_context=max_context, cuda_graph=cuda_graph)
     except ValueError as err:  # short context, unsupported model or option: say so without a traceback
         console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err

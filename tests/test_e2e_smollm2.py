@@ -86,6 +86,19 @@ def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):
     assert "window" in result.output and "Traceback" not in result.output
 
 
+def test_cli_cuda_graph_off_cuda_is_a_clear_error(tmp_path, smollm2):
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("The code word for the meeting is marmalade. " * 40)
+    result = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "What is the code word?",
+                                      "--press", "spark", "--cuda-graph", "--dtype", "float32", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "needs the model on a CUDA device" in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
 def test_cli_demo_rejects_bad_needle_and_haystack(tmp_path):
     from typer.testing import CliRunner
 
