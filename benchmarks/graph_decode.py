@@ -14,6 +14,7 @@ capture) left out. Gate before any timing counts (``gate``): 8 captured steps eq
 the very same static step run eagerly (``capture=False``, same kernels) from the same cache state, for every press.
 
     PYTHONPATH=. python benchmarks/graph_decode.py --context 131072 --batch 1 --layers 8 --new-tokens 64
+    PYTHONPATH=. python benchmarks/graph_decode.py --replot RUN.json [RUN.json ...] --png PLOT.png   # no GPU
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, environment, parse_gpu_args, script_parser  # noqa: E402
+from benchmarks.common import RESULTS, environment, script_parser  # noqa: E402
 from benchmarks.generate import build_model, step_stats, timed_generate  # noqa: E402
 
 PRESSES = ["full", "spark@0.5", "spark@0.8", "snapkv+spark@0.8"]
@@ -98,6 +99,36 @@ def gate(spec: str, graph: tuple, eager: tuple) -> None:
         raise SystemExit(f"{spec}: the graph's tokens differ from the eager static step's: no timing counts")
 
 
+def plot(results: list[dict], path: Path) -> None:
+    """One panel per run (JSON of this script): eager and graph decode ms/step per press, medians with p10-p90."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        rows, a = res["rows"], res["args"]
+        x = range(len(rows))
+        bars = ((-0.2, "decode_step_ms", "eager (model.generate)"), (0.2, "graph_step_ms", "CUDA graph"))
+        for dx, key, label in bars:
+            med = [r[key] for r in rows]
+            err = [[m - r[key + "_p10"] for m, r in zip(med, rows)], [r[key + "_p90"] - m for m, r in zip(med, rows)]]
+            ax.bar([i + dx for i in x], med, width=0.4, yerr=err, capsize=2, label=label)
+        for i, r in enumerate(rows):
+            ax.annotate(f"{r['graph_step_ms']:.1f}", (i + 0.2, r["graph_step_ms"]), ha="center", va="bottom",
+                        fontsize=7)
+        ax.set_xticks(list(x), [r["press"] for r in rows], rotation=20, fontsize=8)
+        ax.set_title(f"{int(a['context']) // 1024}K x b{a['batch']}, {a['layers']} layers", fontsize=9)
+        ax.set_ylabel("ms per decode step")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Llama-3.1-8B layout (random weights), bf16, {results[0]['device']}, {results[0]['date'][:10]}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     p = script_parser(__doc__, RESULTS / "graph_decode_h200.json")
     p.add_argument("--context", type=int, default=131072)
@@ -106,7 +137,15 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--budget", type=int, default=2048)
     p.add_argument("--presses", default=",".join(PRESSES))
-    args = parse_gpu_args(p, "graph_decode.py")
+    p.add_argument("--replot", type=Path, nargs="+", metavar="JSON",
+                   help="no GPU: draw the PNG (--png) from runs of this script already written, then exit")
+    p.add_argument("--png", type=Path, default=None, help="plot path (default: --out with .png)")
+    args = p.parse_args()
+    if args.replot:
+        plot([json.loads(f.read_text()) for f in args.replot], args.png or args.replot[0].with_suffix(".png"))
+        return
+    if not torch.cuda.is_available():
+        sys.exit("graph_decode.py needs a CUDA device")
     import sparkv
     from sparkv.kernels.decode_attn.fused import LAST_LAUNCH
 
@@ -142,6 +181,7 @@ def main() -> None:
               "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    plot([result], args.png or args.out.with_suffix(".png"))
     print(f"\nLlama-3.1-8B layout, {args.layers} layers, context {args.context}, batch {args.batch}, bf16, "
           f"{args.new_tokens} steps")
     print("| press | eager ms/step, median (p10-p90) | graph ms/step, median (p10-p90) | graph vs eager | "

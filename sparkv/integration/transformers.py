@@ -610,8 +610,9 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
             ``max_position_embeddings``).
         cuda_graph: decode from one CUDA graph (``sparkv.integration.graphs``): prefill and the first token through
             ``model.generate``, then every later step replayed without Python, greedy only. The tokens are those of
-            the eager greedy run; refused (``ValueError``) off CUDA, with sampling or logits processors, and for
-            models with sliding-window layers.
+            the eager greedy run up to bf16 rounding (captured steps merge the CUDA kernel's splits with the
+            combine kernel, eager ones in the kernel), which can flip a near-tie; refused (``ValueError``) off
+            CUDA, with sampling or logits processors, and for models with sliding-window layers.
 
     Returns:
         :class:`GenerationResult` (answer, context_tokens, memory, ...).
