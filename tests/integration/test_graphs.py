@@ -142,3 +142,30 @@ def test_cuda_graph_generate_equals_eager_generate(tok, spec, kw):
                             cuda_graph=True)
     assert graph.token_ids == eager.token_ids
     assert press.last_cache.layers[0].tail_len == 23
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec,kw", [("spark", dict(key_ratio=0.5)), ("snapkv+spark", dict(budget=96, key_ratio=0.8))])
+def test_captured_steps_equal_eager_static_steps_on_the_cuda_kernel(tok, monkeypatch, spec, kw):
+    """head_dim 64: the prefix goes through the CUDA kernel. With the splits merged by the combine kernel on eager
+    steps too (as in a capture), the graph's tokens equal the static step's run eagerly, from copies of one cache."""
+    import copy
+
+    from sparkv.kernels.decode_attn import cuda, fused
+
+    monkeypatch.setattr(cuda.SplitPlan, "merges_itself", lambda self, slots: False)
+    model = tiny_model("llama", dtype=torch.bfloat16, head_dim=64).to("cuda")
+    press = Press(spec, **kw)
+    batch = _encode(model, tok, CONTEXTS, QUESTION, True)
+    kwargs = _generate_kwargs(batch, False, {}, tok, model)
+    with press(model):
+        cache = press.make_cache(model)
+        out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=1,
+                             **{cache_kwarg(model): cache}, **kwargs)
+        first = out[:, batch.input_ids.shape[1]:]
+        positions = batch.attention_mask.sum(-1)
+        eager = greedy_decode(model, copy.deepcopy(cache), first, positions, 20, capture=False)
+        assert fused.LAST_LAUNCH.get("spark_kernel") == "cuda"
+        graph = greedy_decode(model, cache, first, positions, 20, capture=True)
+    assert torch.equal(graph, eager)
+    assert cache.layers[0].tail_len == 20 and cache.layers[0].static_tail is None
