@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sparkv.kernels.decode_attn import fused  # noqa: E402
 
 POINTERS = {"q": "*bf16", "kd": "*bf16", "kv": "*bf16", "kb": "*i32", "sb": "*i32", "r": "*bf16", "u": "*fp32",
-            "v": "*bf16", "lens": "*i32", "tk": "*bf16", "tv": "*bf16", "o_part": "*fp32", "lse_part": "*fp32"}
+            "v": "*bf16", "lens": "*i32", "tk": "*bf16", "tv": "*bf16", "tail_len": "*i32", "o_part": "*fp32",
+            "lse_part": "*fp32"}
 FLOATS = ("scale", "const")
 
 
@@ -171,7 +172,8 @@ def main() -> None:
         **fused.shape_constexprs(8, args.group, args.d, args.dk),
         LAYOUT=fused.LAYOUT_SPARK if args.layout == "spark" else fused.LAYOUT_DENSE,
         RECOVERY=fused._RECOVERY_IDS[args.recovery],
-        HAS_TAIL=True, EXPAND=args.expand, PF=args.pf, NLK=fused.prefetch_lanes(args.bs, args.dk), USE_POPC=True,
+        HAS_TAIL=True, TAIL_ON_DEVICE=False, EXPAND=args.expand, PF=args.pf,
+        NLK=fused.prefetch_lanes(args.bs, args.dk), USE_POPC=True,
         F32=False, BS=args.bs)
     src = sm90_source(fn, POINTERS, constexprs, FLOATS, aligned=[n for n in fn.arg_names if n.startswith("s_")])
     options = dict(num_warps=args.warps, num_stages=args.stages)
