@@ -649,8 +649,6 @@ def _prefill_then_graph(model, batch: _Batch, cache, max_new_tokens: int, kwargs
                         capture: bool) -> torch.Tensor:
     """Prefill and the first token through ``model.generate`` (its masks and positions), the rest by
     :func:`sparkv.integration.graphs.greedy_decode`; returns the new tokens ``[B, n]``."""
-    from sparkv.integration.graphs import greedy_decode
-
     s = batch.input_ids.shape[1]
     out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=1,
                          **{cache_kwarg(model): cache}, **kwargs)
@@ -658,15 +656,23 @@ def _prefill_then_graph(model, batch: _Batch, cache, max_new_tokens: int, kwargs
     first = out[:, s:s + 1]
     if max_new_tokens <= 1 or all(t in eos for t in first[:, 0].tolist()):
         return first
+    return _graph_after_first(model, cache, first, batch, max_new_tokens - 1, eos, capture)
+
+
+def _graph_after_first(model, cache, first: torch.Tensor, batch: _Batch, steps: int, eos: set[int],
+                       capture: bool) -> torch.Tensor:
+    """``first`` ``[B, 1]`` (not yet in ``cache``) and up to ``steps`` greedy tokens after it, from a graph."""
+    from sparkv.integration.graphs import greedy_decode
+
     positions = batch.attention_mask.sum(-1)  # left padding: a row's real tokens are its positions 0 .. len-1
-    rest = greedy_decode(model, cache, first, positions, max_new_tokens - 1, eos, capture=capture)
+    rest = greedy_decode(model, cache, first, positions, steps, eos, capture=capture)
     return torch.cat([first, rest], dim=1)
 
 
 @torch.no_grad()
 def generate_many(model, tokenizer, context, question, presses, max_new_tokens: int | None = None,
                   chat_template: bool = True, do_sample: bool | None = None, answer_prefix: str = "",
-                  max_context: int | None = None, **gen_kwargs) -> list[GenerationResult]:
+                  max_context: int | None = None, cuda_graph: bool = False, **gen_kwargs) -> list[GenerationResult]:
     """:func:`generate` for several presses sharing one dense prefill.
 
     The prompt is prefilled once with a recording cache (dense keys/values plus the last ``W`` queries of every
@@ -675,6 +681,7 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
     for each press the recorded prompt is compressed into a fresh cache and decoding continues from the first token.
     With greedy decoding the answers equal separate :func:`generate` calls; with sampling the first token is drawn
     once and shared by all presses. The dense prompt stays alive until every press has run (peak memory).
+    ``cuda_graph``: every press decodes after the first token from one CUDA graph, as in :func:`generate`.
 
     Returns:
         one :class:`GenerationResult` per press, in order.
@@ -684,6 +691,10 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
         raise ValueError("presses must hold at least one press")
     check_model_supported(model)
     max_new_tokens, do_sample = _resolve_length_and_sampling(gen_kwargs, max_new_tokens, do_sample)
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be True or False, got {cuda_graph!r}")
+    if cuda_graph:
+        _check_graph_options(model, do_sample, gen_kwargs)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, presses, model, max_new_tokens, max_context)
     kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model)
@@ -708,7 +719,9 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
             _reset_peak(model)
             cache = fork_cache(recorder, press.config, tail_chunk=press.tail_chunk)
             press.last_cache = cache  # as after generate: press.memory() describes this run
-            if max_new_tokens > 1 and not done:
+            if max_new_tokens > 1 and not done and cuda_graph:
+                new = _graph_after_first(model, cache, tok0, batch, max_new_tokens - 1, eos, capture=True)
+            elif max_new_tokens > 1 and not done:
                 rest_kwargs = dict(kwargs, **({"min_new_tokens": max(min_new - 1, 0)} if min_new else {}))
                 out = model.generate(torch.cat([batch.input_ids, tok0], dim=1),
                                      attention_mask=torch.cat([batch.attention_mask,

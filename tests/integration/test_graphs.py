@@ -58,6 +58,38 @@ def test_static_step_gives_the_tokens_of_generate(tok, arch, spec, kw):
         torch.testing.assert_close(b.tail()[1], a.tail()[1], rtol=1e-5, atol=1e-5)
 
 
+def test_generate_and_generate_many_wire_the_graph_path(tok, monkeypatch):
+    """generate / generate_many(cuda_graph=True), with the CUDA-only check lifted and the step run eagerly
+    (capture=False), give the eager tokens: left-padded batch, two presses sharing one prefill."""
+    from sparkv.integration import graphs
+    from sparkv.integration import transformers as glue
+
+    calls = []
+    eager_decode = graphs.greedy_decode
+
+    def uncaptured(*args, **kwargs):
+        calls.append(kwargs.get("capture"))
+        return eager_decode(*args, **{**kwargs, "capture": False})
+
+    model = tiny_model("llama")
+    presses = [Press("spark", key_ratio=0.5), Press("snapkv+spark", budget=80, key_ratio=0.8)]
+    eager_many = sparkv.generate_many(model, tok, CONTEXTS, QUESTION, presses, max_new_tokens=9, eos_token_id=[])
+    eager_one = sparkv.generate(model, tok, CONTEXTS, QUESTION, presses[0], max_new_tokens=9, eos_token_id=[])
+    monkeypatch.setattr(glue, "_check_graph_options", lambda *a: None)
+    monkeypatch.setattr(graphs, "greedy_decode", uncaptured)
+    many = sparkv.generate_many(model, tok, CONTEXTS, QUESTION, presses, max_new_tokens=9, eos_token_id=[],
+                                cuda_graph=True)
+    one = sparkv.generate(model, tok, CONTEXTS, QUESTION, presses[0], max_new_tokens=9, eos_token_id=[],
+                          cuda_graph=True)
+    assert calls == [True, True, True]  # the public paths ask for a capture
+    assert [r.token_ids for r in many] == [r.token_ids for r in eager_many]
+    assert one.token_ids == eager_one.token_ids
+    # The same bytes held; only the tail's reserve differs (the graph sizes it to the steps, eager grows by chunks).
+    held = [[r.memory.compressed_kv_bytes - r.memory.tail_reserved_bytes for r in rs] for rs in (many, eager_many)]
+    assert held[0] == held[1]
+    assert all(r.memory.tail_reserved_bytes < e.memory.tail_reserved_bytes for r, e in zip(many, eager_many))
+
+
 def test_decoding_can_continue_eagerly_after_the_graph(tok):
     """After greedy_decode the cache is a normal growing cache again: an eager step continues from it."""
     model = tiny_model("llama")
@@ -93,6 +125,8 @@ def test_what_graph_decoding_cannot_serve_is_refused(tok):
         sparkv.generate(model, tok, CONTEXT, QUESTION, "spark", cuda_graph=True)
     with pytest.raises(TypeError, match="cuda_graph must be True or False"):
         sparkv.generate(model, tok, CONTEXT, QUESTION, "spark", cuda_graph="yes")
+    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
+        sparkv.generate_many(model, tok, CONTEXT, QUESTION, ["spark"], cuda_graph=True)
     gemma = tiny_model("gemma3_text")
     press = Press("spark", key_ratio=0.5)
     batch = _encode(gemma, tok, CONTEXT, QUESTION, True)
