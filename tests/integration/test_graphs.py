@@ -176,6 +176,9 @@ def test_cuda_graph_generate_equals_eager_generate(tok, spec, kw):
                             cuda_graph=True)
     assert graph.token_ids == eager.token_ids
     assert press.last_cache.layers[0].tail_len == 23
+    many = sparkv.generate_many(model, tok, CONTEXTS, QUESTION, [press], max_new_tokens=24, eos_token_id=[],
+                                cuda_graph=True)
+    assert many[0].token_ids == eager.token_ids
 
 
 @pytest.mark.gpu
