@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -553,35 +553,12 @@ def _refuse_step_dependent(kwargs: dict) -> None:
                          "of its own, so these would apply one step late; use sparkv.generate per press")
 
 
-# Generation options that add a logits processor or a stopping criterion to greedy decoding, with their neutral
-# values (None, False and empty are neutral for all): graph decoding does plain argmax, so any other value is refused.
-_GRAPH_NEUTRAL = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-                  "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0, "min_new_tokens": 0,
-                  "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
-                  "forced_eos_token_id": None, "sequence_bias": None, "exponential_decay_length_penalty": None,
-                  "guidance_scale": 1.0, "watermarking_config": None, "renormalize_logits": False,
-                  "remove_invalid_values": False, "token_healing": False, "stop_strings": None, "max_time": None}
-_GRAPH_KWARGS = ("eos_token_id", "pad_token_id", "generation_config")
-
-
-def _check_graph_options(model, do_sample: bool, gen_kwargs: dict) -> None:
-    """Refuse what graph decoding (greedy argmax, every layer a sparkv layer, CUDA) cannot reproduce."""
+def _check_graph_options(model) -> None:
+    """Refuse what graph decoding cannot serve (off CUDA, sliding-window layers, host-synchronising RoPE)."""
     from sparkv.integration.graphs import check_graph_decodable
 
     if model.device.type != "cuda":
         raise ValueError(f"cuda_graph=True needs the model on a CUDA device, it is on {model.device}")
-    if do_sample:
-        raise ValueError("cuda_graph=True decodes greedily: do_sample must be False")
-    extra = sorted(set(gen_kwargs) - set(_GRAPH_KWARGS))
-    if extra:
-        raise ValueError(f"cuda_graph=True takes no generation options but {', '.join(_GRAPH_KWARGS)}; got "
-                         f"{', '.join(extra)} (decode without cuda_graph for those)")
-    for config in (gen_kwargs.get("generation_config"), getattr(model, "generation_config", None)):
-        for name, neutral in _GRAPH_NEUTRAL.items():
-            value = getattr(config, name, None) if config is not None else None
-            if value not in (None, False, neutral) and not (isinstance(value, (list, tuple, dict)) and not value):
-                raise ValueError(f"cuda_graph=True decodes by plain argmax; the generation config sets {name}={value!r}"
-                                 " (decode without cuda_graph, or reset it)")
     check_graph_decodable(model)
 
 
@@ -608,11 +585,11 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
         answer_prefix: text that starts the reply (after the template's generation prompt); part of the prompt.
         max_context: refuse prompts whose tokens + ``max_new_tokens`` exceed this (default: the model's
             ``max_position_embeddings``).
-        cuda_graph: decode from one CUDA graph (``sparkv.integration.graphs``): prefill and the first token through
-            ``model.generate``, then every later step replayed without Python, greedy only. The tokens are those of
-            the eager greedy run up to bf16 rounding (captured steps merge the CUDA kernel's splits with the
-            combine kernel, eager ones in the kernel), which can flip a near-tie; refused (``ValueError``) off
-            CUDA, with sampling or logits processors, and for models with sliding-window layers.
+        cuda_graph: ``model.generate`` as usual (sampling, processors and stopping criteria included), but each
+            one-token step replays one CUDA graph captured at the first (``sparkv.integration.graphs``). The tokens
+            are the eager run's up to bf16 rounding (captured steps merge the CUDA kernel's splits with the combine
+            kernel, eager ones in the kernel), which can flip a near-tie; refused (``ValueError``) off CUDA, for a
+            model spread over several devices and for models with sliding-window layers.
 
     Returns:
         :class:`GenerationResult` (answer, context_tokens, memory, ...).
@@ -627,46 +604,28 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
     if not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True or False, got {cuda_graph!r}")
     if cuda_graph:
-        _check_graph_options(model, do_sample, gen_kwargs)
+        _check_graph_options(model)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, [press], model, max_new_tokens, max_context)
     kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model)
-    eos = _eos_ids(model, gen_kwargs)
     _reset_peak(model)
     with press(model):
         cache = press.make_cache(model)
-        if cuda_graph:
-            new = _prefill_then_graph(model, batch, cache, max_new_tokens, kwargs, eos, capture=True)
-        else:
+        with _decode_steps(model, cache, max_new_tokens - 1, cuda_graph):
             out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max_new_tokens,
                                  **{cache_kwarg(model): cache}, **kwargs)
-            sequences = out.sequences if hasattr(out, "sequences") else out
-            new = sequences[:, batch.input_ids.shape[1]:]
-    return _result(tokenizer, new, eos, batch, cache, press)
+    sequences = out.sequences if hasattr(out, "sequences") else out
+    return _result(tokenizer, sequences[:, batch.input_ids.shape[1]:], _eos_ids(model, gen_kwargs), batch, cache,
+                   press)
 
 
-def _prefill_then_graph(model, batch: _Batch, cache, max_new_tokens: int, kwargs: dict, eos: set[int],
-                        capture: bool) -> torch.Tensor:
-    """Prefill and the first token through ``model.generate`` (its masks and positions), the rest by
-    :func:`sparkv.integration.graphs.greedy_decode`; returns the new tokens ``[B, n]``."""
-    s = batch.input_ids.shape[1]
-    out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=1,
-                         **{cache_kwarg(model): cache}, **kwargs)
-    out = out.sequences if hasattr(out, "sequences") else out
-    first = out[:, s:s + 1]
-    if max_new_tokens <= 1 or all(t in eos for t in first[:, 0].tolist()):
-        return first
-    return _graph_after_first(model, cache, first, batch, max_new_tokens - 1, eos, capture)
+def _decode_steps(model, cache, steps: int, cuda_graph: bool):
+    """:func:`sparkv.integration.graphs.replay_decode_steps` when ``cuda_graph`` and a step is left, else nothing."""
+    if not cuda_graph or steps < 1:
+        return nullcontext()
+    from sparkv.integration.graphs import replay_decode_steps
 
-
-def _graph_after_first(model, cache, first: torch.Tensor, batch: _Batch, steps: int, eos: set[int],
-                       capture: bool) -> torch.Tensor:
-    """``first`` ``[B, 1]`` (not yet in ``cache``) and up to ``steps`` greedy tokens after it, from a graph."""
-    from sparkv.integration.graphs import greedy_decode
-
-    positions = batch.attention_mask.sum(-1)  # left padding: a row's real tokens are its positions 0 .. len-1
-    rest = greedy_decode(model, cache, first, positions, steps, eos, capture=capture)
-    return torch.cat([first, rest], dim=1)
+    return replay_decode_steps(model, cache, steps)
 
 
 @torch.no_grad()
@@ -681,7 +640,7 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
     for each press the recorded prompt is compressed into a fresh cache and decoding continues from the first token.
     With greedy decoding the answers equal separate :func:`generate` calls; with sampling the first token is drawn
     once and shared by all presses. The dense prompt stays alive until every press has run (peak memory).
-    ``cuda_graph``: every press decodes after the first token from one CUDA graph, as in :func:`generate`.
+    ``cuda_graph``: every press's one-token steps replay a CUDA graph, as in :func:`generate`.
 
     Returns:
         one :class:`GenerationResult` per press, in order.
@@ -694,7 +653,7 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
     if not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True or False, got {cuda_graph!r}")
     if cuda_graph:
-        _check_graph_options(model, do_sample, gen_kwargs)
+        _check_graph_options(model)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, presses, model, max_new_tokens, max_context)
     kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model)
@@ -719,14 +678,14 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
             _reset_peak(model)
             cache = fork_cache(recorder, press.config, tail_chunk=press.tail_chunk)
             press.last_cache = cache  # as after generate: press.memory() describes this run
-            if max_new_tokens > 1 and not done and cuda_graph:
-                new = _graph_after_first(model, cache, tok0, batch, max_new_tokens - 1, eos, capture=True)
-            elif max_new_tokens > 1 and not done:
+            if max_new_tokens > 1 and not done:
                 rest_kwargs = dict(kwargs, **({"min_new_tokens": max(min_new - 1, 0)} if min_new else {}))
-                out = model.generate(torch.cat([batch.input_ids, tok0], dim=1),
-                                     attention_mask=torch.cat([batch.attention_mask,
-                                                               torch.ones_like(tok0)], dim=1),
-                                     max_new_tokens=max_new_tokens - 1, **{name: cache}, **rest_kwargs)
+                # The forked cache holds the prompt, so every forward of this generate is a one-token step.
+                with _decode_steps(model, cache, max_new_tokens - 1, cuda_graph):
+                    out = model.generate(torch.cat([batch.input_ids, tok0], dim=1),
+                                         attention_mask=torch.cat([batch.attention_mask,
+                                                                   torch.ones_like(tok0)], dim=1),
+                                         max_new_tokens=max_new_tokens - 1, **{name: cache}, **rest_kwargs)
                 out = out.sequences if hasattr(out, "sequences") else out
                 new = out[:, s:]
             else:
