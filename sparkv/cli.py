@@ -100,8 +100,8 @@ def generate(
     max_context: int | None = typer.Option(None, "--max-context", min=1, help="Refuse prompt + generation longer "
                                            "than this (default: the model's max_position_embeddings)."),
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template"),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Decode from one CUDA graph replayed per token "
-                                    "(greedy; CUDA only; full-attention models): same tokens, no per-step Python."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay each decode step from one CUDA graph (one "
+                                    "CUDA device; full-attention models)."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
 ) -> None:
     """Answer QUESTION about the text in CONTEXT_FILE through a compressed KV cache."""

@@ -300,18 +300,21 @@ class PressedLayer(CacheLayerMixin):
         need = self.tail_len + n
         capacity = 0 if self.tail_keys is None else self.tail_keys.shape[-2]
         if need > capacity:
-            new_capacity = -(-need // self.tail_chunk) * self.tail_chunk
-            b, h, _, dk = key_states.shape
-            dv = value_states.shape[-1]
-            new_k = torch.empty(b, h, new_capacity, dk, dtype=key_states.dtype, device=key_states.device)
-            new_v = torch.empty(b, h, new_capacity, dv, dtype=value_states.dtype, device=value_states.device)
-            if self.tail_len:
-                new_k[:, :, : self.tail_len] = self.tail_keys[:, :, : self.tail_len]
-                new_v[:, :, : self.tail_len] = self.tail_values[:, :, : self.tail_len]
-            self.tail_keys, self.tail_values = new_k, new_v
+            self._reserve_tail(-(-need // self.tail_chunk) * self.tail_chunk, key_states, value_states, torch.empty)
         self.tail_keys[:, :, self.tail_len: need] = key_states
         self.tail_values[:, :, self.tail_len: need] = value_states
         self.tail_len = need
+
+    def _reserve_tail(self, capacity: int, like_k: torch.Tensor, like_v: torch.Tensor, alloc) -> None:
+        """New tail buffers of ``capacity`` tokens (shaped and typed like ``like_k`` / ``like_v`` along B, H, D; made
+        by ``alloc``: ``torch.empty`` or ``torch.zeros``), the tokens held so far copied in."""
+        b, h, _, dk = like_k.shape
+        new_k = alloc(b, h, capacity, dk, dtype=like_k.dtype, device=like_k.device)
+        new_v = alloc(b, h, capacity, like_v.shape[-1], dtype=like_v.dtype, device=like_v.device)
+        if self.tail_len:
+            new_k[:, :, : self.tail_len] = self.tail_keys[:, :, : self.tail_len]
+            new_v[:, :, : self.tail_len] = self.tail_values[:, :, : self.tail_len]
+        self.tail_keys, self.tail_values = new_k, new_v
 
     def tail(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Views of the used part of the tail, ``[B, H, tail_len, D]`` each (None before any decode token)."""
@@ -329,26 +332,19 @@ class PressedLayer(CacheLayerMixin):
     # --- static tail (CUDA-graph decoding) ------------------------------------------------------------------------
 
     def begin_static_tail(self, capacity: int, write_index: torch.Tensor, valid_tokens: torch.Tensor) -> None:
-        """Make the tail a fixed buffer of ``capacity`` tokens, written at ``write_index`` (``[1]`` int64) and read up
-        to ``valid_tokens`` (``[1]`` int32), two device tensors the caller advances after every step; the shapes
-        and addresses of a decode step then never change, so it can be captured in a CUDA graph once and replayed.
-        The tokens already in the tail are kept; the caller must set both tensors to ``tail_len`` (and the count
-        of the step's token) itself."""
+        """Make the tail a fixed buffer of ``capacity`` tokens, written at ``write_index`` and read up to
+        ``valid_tokens`` (``[1]`` int64 / int32 device tensors the caller sets before every step, e.g. inside a captured
+        step: ``sparkv.integration.graphs.StaticStep``); the shapes and addresses of a decode step then never change,
+        so it can be captured in a CUDA graph once and replayed. The tokens already in the tail are kept."""
         if self.prefix is None or self.pending or self.recording:
             raise RuntimeError(f"layer {self.layer_idx}: a static tail needs a compressed prompt (run the prefill "
                                "first)")
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < self.tail_len + 1:
             raise ValueError(f"capacity must be an integer >= tail_len + 1 = {self.tail_len + 1}, got {capacity!r}")
-        b, h = self.prefix.values.shape[:2]
-        d = self.prefix.keys.head_dim
-        dv = self.prefix.values.shape[-1]
+        values = self.prefix.values
+        like_k = values.new_empty(*values.shape[:2], 0, self.prefix.keys.head_dim, dtype=self.dtype)
         # Zeros, not empty: the slots past the length are read by a masked matmul on the PyTorch path.
-        new_k = torch.zeros(b, h, capacity, d, dtype=self.dtype, device=self.prefix.values.device)
-        new_v = torch.zeros(b, h, capacity, dv, dtype=self.prefix.values.dtype, device=self.prefix.values.device)
-        if self.tail_len:
-            new_k[:, :, : self.tail_len] = self.tail_keys[:, :, : self.tail_len]
-            new_v[:, :, : self.tail_len] = self.tail_values[:, :, : self.tail_len]
-        self.tail_keys, self.tail_values = new_k, new_v
+        self._reserve_tail(capacity, like_k, values, torch.zeros)
         self.static_tail = (write_index, valid_tokens)
 
     def end_static_tail(self, tail_len: int) -> None:

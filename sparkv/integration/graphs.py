@@ -75,8 +75,8 @@ def check_graph_decodable(model) -> None:
                          "this model eagerly")
     devices = {p.device for p in model.parameters()}
     if len(devices) != 1 or next(iter(devices)).type != "cuda":
-        raise ValueError(f"cuda_graph needs the whole model on one CUDA device, its parameters are on "
-                         f"{sorted(str(d) for d in devices)}")
+        raise ValueError(f"cuda_graph=True needs the whole model on one CUDA device, its parameters are on "
+                         f"{', '.join(sorted(str(d) for d in devices))}")
 
 
 class StaticStep:
@@ -109,7 +109,7 @@ class StaticStep:
         self.position_ids = torch.zeros(self.batch, 1, dtype=torch.long, device=dev)
         self.cache_position = torch.zeros(1, dtype=torch.long, device=dev)
         self._write_index = torch.zeros(1, dtype=torch.long, device=dev)
-        self._valid = torch.zeros(1, dtype=torch.int32, device=dev)
+        self._valid = torch.zeros(1, dtype=torch.int32, device=dev)  # int32: what the GPU runs were made with
         self._forward = forward
         self._kwargs = {cache_kwarg(model): cache, "use_cache": True}
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -198,7 +198,9 @@ def replay_decode_steps(model, cache, steps: int, capture: bool = True):
         return (kwargs.get(name) is cache and ids is not None and ids.dim() == 2 and ids.shape[1] == 1
                 and kwargs.get("inputs_embeds") is None
                 and not kwargs.get("output_attentions") and not kwargs.get("output_hidden_states")
-                and all(layer.prefix is not None for layer in cache.layers if isinstance(layer, PressedLayer)))
+                # after prefill (once the step exists, it is)
+                and (state["step"] is not None
+                     or all(layer.prefix is not None for layer in cache.layers if isinstance(layer, PressedLayer))))
 
     @functools.wraps(original)  # transformers reads forward's signature (position_ids, logits_to_keep, ...)
     def forward(*args, **kwargs):

@@ -111,7 +111,7 @@ def test_generate_and_generate_many_wire_the_graph_path(tok, monkeypatch):
     presses = [Press("spark", key_ratio=0.5), Press("snapkv+spark", budget=80, key_ratio=0.8)]
     eager_many = sparkv.generate_many(model, tok, CONTEXTS, QUESTION, presses, max_new_tokens=9, eos_token_id=[])
     eager_one = sparkv.generate(model, tok, CONTEXTS, QUESTION, presses[0], max_new_tokens=9, eos_token_id=[])
-    monkeypatch.setattr(glue, "_check_graph_options", lambda model: None)
+    monkeypatch.setattr(glue, "_check_graph_options", lambda model, cuda_graph: None)
     monkeypatch.setattr(graphs, "replay_decode_steps", uncaptured)
     many = sparkv.generate_many(model, tok, CONTEXTS, QUESTION, presses, max_new_tokens=9, eos_token_id=[],
                                 cuda_graph=True)
@@ -168,15 +168,15 @@ def test_more_steps_than_reserved_are_refused(tok):
 
 def test_what_graph_decoding_cannot_serve_is_refused(tok):
     model = tiny_model("llama")
-    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
+    with pytest.raises(ValueError, match="cuda_graph=True needs the whole model on one CUDA device"):
         sparkv.generate(model, tok, CONTEXT, QUESTION, "spark", cuda_graph=True)
-    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
+    with pytest.raises(ValueError, match="cuda_graph=True needs the whole model on one CUDA device"):
         sparkv.generate_many(model, tok, CONTEXT, QUESTION, ["spark"], cuda_graph=True)
     with pytest.raises(TypeError, match="cuda_graph must be True or False"):
         sparkv.generate(model, tok, CONTEXT, QUESTION, "spark", cuda_graph="yes")
     with pytest.raises(ValueError, match="graph decoding covers models whose every layer is full attention"):
         graphs.check_graph_decodable(tiny_model("gemma3_text"))
-    with pytest.raises(ValueError, match="cuda_graph needs the whole model on one CUDA device"):
+    with pytest.raises(ValueError, match="cuda_graph=True needs the whole model on one CUDA device"):
         graphs.check_graph_decodable(model)
     gemma = tiny_model("gemma3_text")
     press = Press("spark", key_ratio=0.5)
