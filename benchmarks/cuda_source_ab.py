@@ -70,11 +70,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
     p.add_argument("--tree-launch", type=launch_overrides, default={}, metavar="K=V,...",
                    help="launch parameters of the working tree's kernel (its cuda.DEFAULTS keys), e.g. dynamic=0")
+    p.add_argument("--key-ratio", type=float, default=None, help="only the shapes of this λ (default: all)")
     args = parse_gpu_args(p, "cuda_source_ab.py")
     versions = {"base": load_module(args.base_dir), "tree": cuda}
     launch = {"base": {}, "tree": args.tree_launch}
     rows = []
-    for hq, h, d, s, b, lam in tqdm(SHAPES, desc="shapes"):
+    shapes = [c for c in SHAPES if args.key_ratio is None or c[-1] == args.key_ratio]
+    if not shapes:
+        raise SystemExit(f"--key-ratio {args.key_ratio}: no shape has it (the shapes' λ: 0.5, 0.8)")
+    for hq, h, d, s, b, lam in tqdm(shapes, desc="shapes"):
         torch.cuda.empty_cache()
         q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=s + b + d)
         prefix = CompressedKV(select_pack_triton(k, stat, kept_channels(d, lam)), v, lens)
@@ -106,6 +110,8 @@ def main() -> None:
         tqdm.write(f"{s // 1024}K b{b} D={d} λ={lam}: base {row['base_us']:7.1f} µs, tree {row['tree_us']:7.1f} µs "
                    f"({row['tree_vs_base']:.3f}x), rel err {row['base_rel_err']:.1e} / {row['tree_rel_err']:.1e}")
     command = f"PYTHONPATH=. python benchmarks/cuda_source_ab.py --base-dir {args.base_dir}"
+    if args.key_ratio is not None:
+        command += f" --key-ratio {args.key_ratio}"
     if args.tree_launch:
         command += " --tree-launch " + ",".join(f"{k}={v}" for k, v in args.tree_launch.items())
     write_json(args.out, {**environment(), "command": command, "tree_launch": args.tree_launch, "rows": rows})
