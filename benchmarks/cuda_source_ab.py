@@ -70,14 +70,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
     p.add_argument("--tree-launch", type=launch_overrides, default={}, metavar="K=V,...",
                    help="launch parameters of the working tree's kernel (its cuda.DEFAULTS keys), e.g. dynamic=0")
-    p.add_argument("--key-ratio", type=float, default=None, help="only the shapes of this λ (default: all)")
+    p.add_argument("--key-ratio", type=float, default=None, choices=sorted({c[-1] for c in SHAPES}),
+                   help="only the shapes of this λ (default: all)")
     args = parse_gpu_args(p, "cuda_source_ab.py")
     versions = {"base": load_module(args.base_dir), "tree": cuda}
     launch = {"base": {}, "tree": args.tree_launch}
     rows = []
     shapes = [c for c in SHAPES if args.key_ratio is None or c[-1] == args.key_ratio]
-    if not shapes:
-        raise SystemExit(f"--key-ratio {args.key_ratio}: no shape has it (the shapes' λ: 0.5, 0.8)")
     for hq, h, d, s, b, lam in tqdm(shapes, desc="shapes"):
         torch.cuda.empty_cache()
         q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=s + b + d)

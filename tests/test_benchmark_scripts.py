@@ -53,13 +53,16 @@ def test_gpu_only_benchmarks_refuse_without_cuda(script, tmp_path):
 
 
 def test_source_ab_launch_overrides_are_checked(tmp_path):
-    """``--tree-launch`` takes the working tree's launch keys with integer values; anything else is refused by name,
-    before any GPU work."""
+    """``--tree-launch`` takes the working tree's launch keys with integer values, ``--key-ratio`` one of the shapes'
+    λ; anything else is refused by name, before any GPU work."""
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_source_ab.py"), "--base-dir", str(tmp_path),
                           "--tree-launch", "stages=1,threads=128"], capture_output=True, text=True, check=False,
                          timeout=120, cwd=ROOT)
     assert res.returncode == 2 and "--tree-launch" in res.stderr and "'threads=128'" in res.stderr
     assert "'stages'" in res.stderr  # the allowed keys are named
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_source_ab.py"), "--base-dir", str(tmp_path),
+                          "--key-ratio", "0.3"], capture_output=True, text=True, check=False, timeout=120, cwd=ROOT)
+    assert res.returncode == 2 and "--key-ratio" in res.stderr and "0.5, 0.8" in res.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU dry run")
