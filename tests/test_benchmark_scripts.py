@@ -147,3 +147,18 @@ def test_stream_ceiling_kernels_compile_for_sm90(mechanism, benchmarks_on_path):
     for source in sources:
         cubin = cuda.nvrtc_compile(source, stream_ceiling.kernel_name(mechanism), "sm_90", lib)
         assert cubin[:4] == b"\x7fELF"
+
+
+@pytest.mark.parametrize("script,results", [
+    ("decode_attention.py", ["decode_attention_h200.json"]),
+    ("graph_decode.py", ["graph_decode_128k_b1_generate_h200.json", "graph_decode_32k_b4_h200.json"]),
+])
+def test_plots_redraw_from_committed_results_without_a_gpu(script, results, tmp_path):
+    """``--replot``: the figure comes from the committed JSON alone (no GPU, nothing re-measured)."""
+    png = tmp_path / "plot.png"
+    paths = [str(ROOT / "benchmarks" / "results" / r) for r in results]
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--replot", *paths, "--png", str(png)],
+                         capture_output=True, text=True, check=False, timeout=300, cwd=ROOT,
+                         env={**os.environ, "MPLBACKEND": "Agg"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
