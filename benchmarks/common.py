@@ -214,3 +214,14 @@ def write_json(path: Path, payload: dict) -> None:
 
 def fmt_ctx(tokens: int) -> str:
     return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
+
+
+def plot_after_run(plot, result, png: Path, json_path: Path) -> None:
+    """``plot(result, png)`` at the end of a GPU run; where matplotlib is missing (a lent GPU machine may lack it) say
+    how to draw the figure elsewhere instead of failing a run whose JSON is already written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(f"matplotlib is not installed here, so no plot: draw it elsewhere with --replot {json_path}")
+        return
+    plot(result, png)

@@ -50,6 +50,7 @@ from common import (  # noqa: E402
     environment,
     fmt_ctx,
     markdown_table,
+    plot_after_run,
     rel_err,
     write_json,
 )
@@ -347,7 +348,8 @@ def main() -> None:
           f"transformers {env.get('transformers')}")
     print(markdown_table(rows, COLUMNS))
     if not args.explore:
-        plot({**env, "versions": versions, "rows": rows}, args.png or args.out.with_suffix(".png"))
+        plot_after_run(plot, {**env, "versions": versions, "rows": rows}, args.png or args.out.with_suffix(".png"),
+                       args.out)
     print(f"\n({time.time() - t0:.0f} s; JSON: {args.out})")
 
 

@@ -34,7 +34,7 @@ from transformers import LogitsProcessorList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, environment, script_parser  # noqa: E402
+from benchmarks.common import RESULTS, environment, plot_after_run, script_parser  # noqa: E402
 from benchmarks.generate import StepClock, build_model, step_stats, timed_generate  # noqa: E402
 
 PRESSES = ["full", "spark@0.5", "spark@0.8", "snapkv+spark@0.8"]
@@ -217,7 +217,7 @@ def main() -> None:
               "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    plot([result], args.png or args.out.with_suffix(".png"))
+    plot_after_run(plot, [result], args.png or args.out.with_suffix(".png"), args.out)
     print(f"\nLlama-3.1-8B layout, {args.layers} layers, context {args.context}, batch {args.batch}, bf16, "
           f"{args.new_tokens} steps")
     print("| press | eager ms/step, median (p10-p90) | generate(cuda_graph=True) ms/step | host-free graph loop "

@@ -162,3 +162,15 @@ def test_plots_redraw_from_committed_results_without_a_gpu(script, results, tmp_
                          env={**os.environ, "MPLBACKEND": "Agg"})
     assert res.returncode == 0, res.stderr[-2000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_a_gpu_run_without_matplotlib_keeps_its_json_and_says_how_to_plot(monkeypatch, capsys, tmp_path):
+    """The lent GPU machine may lack matplotlib: the run ends normally and names the --replot command."""
+    from benchmarks.common import plot_after_run
+
+    drawn = []
+    plot_after_run(lambda result, png: drawn.append(png), {"rows": []}, tmp_path / "t.png", tmp_path / "t.json")
+    assert drawn == [tmp_path / "t.png"]  # with matplotlib: drawn
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    plot_after_run(lambda result, png: drawn.append(png), {"rows": []}, tmp_path / "t.png", tmp_path / "t.json")
+    assert drawn == [tmp_path / "t.png"] and f"--replot {tmp_path / 't.json'}" in capsys.readouterr().out
