@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -96,78 +97,75 @@ def make_shape(b, hq, h, s, d, dtype, seed):
 
 def run_table(args, save=None) -> list[dict]:
     rows = []
-    for m in MODELS:
-        if args.head_dims and m["head_dim"] not in args.head_dims:
-            continue
+    shapes = [(m, s, b) for m in MODELS if not args.head_dims or m["head_dim"] in args.head_dims
+              for s in args.contexts for b in args.batches]
+    for m, s, b in tqdm(shapes, desc="shapes"):
         hq, h, d = m["q_heads"], m["kv_heads"], m["head_dim"]
         scale = d ** -0.5
-        for s in args.contexts:
-            for b in args.batches:
-                torch.cuda.empty_cache()
-                q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=s + b + d)
-                base = dict(m, context=s, batch=b, dtype="bf16")
-                dense = CompressedKV(DenseKeys(k), v, lens)
-                ref = decode_attn_ref(q.float(), dense, None, None, scale, block_size=8192)
-                # Timed twice: L2 flushed by reading a buffer (the table's numbers) and by zeroing one (Triton's
-                # do_bench flush, which adds the write-back of dirty L2 lines to every kernel; bench_us says more).
-                sdpa = {}
-                for flush in FLUSHES:
-                    for name, backend in (("flash", torch.nn.attention.SDPBackend.FLASH_ATTENTION),
-                                          ("cudnn", torch.nn.attention.SDPBackend.CUDNN_ATTENTION)):
-                        sdpa[name, flush] = sdpa_us(q, k, v, scale, backend, flush)
-                (flash_us, flash_out), (cudnn_us, cudnn_out) = sdpa["flash", "read"], sdpa["cudnn", "read"]
-                for name, out in (("flash", flash_out), ("cudnn", cudnn_out)):
-                    if out is not None and rel_err(out, ref) > TOL:
-                        print(f"warning: SDPA {name} rel err {rel_err(out, ref):.2e} at {base}", flush=True)
-                best_sdpa = min((t for t in (flash_us, cudnn_us) if t is not None), default=None)
-                best_sdpa_zero = min((sdpa[n, "zero"][0] for n in ("flash", "cudnn")
-                                      if sdpa[n, "zero"][0] is not None), default=None)
-                dense_bytes = k.nbytes + v.nbytes + q.nbytes
-                dense_us = dense_us_zero = None
-                for lam in RATIOS:
-                    dk = kept_channels(d, lam)
-                    prefix = dense if lam == 0 else CompressedKV(select_pack_triton(k, stat, dk), v, lens)
-                    exp = ref if lam == 0 else decode_attn_ref(q.float(), prefix, None, None, scale, block_size=8192)
-                    out = decode_attn_triton(q, prefix, None, None, scale)
-                    err = rel_err(out, exp)
-                    row = dict(base, key_ratio=lam, kept=dk, rel_err=err)
-                    if err > TOL:
-                        row["error"] = f"relative error {err:.2e} > {TOL}"
-                        print(f"FAILED check: {row}", flush=True)
-                        rows.append(row)
-                        continue
-                    def step(kernel=None, q=q, prefix=prefix, scale=scale):
-                        return decode_attn_triton(q, prefix, None, None, scale, spark_kernel=kernel)
+        torch.cuda.empty_cache()
+        q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=s + b + d)
+        base = dict(m, context=s, batch=b, dtype="bf16")
+        dense = CompressedKV(DenseKeys(k), v, lens)
+        ref = decode_attn_ref(q.float(), dense, None, None, scale, block_size=8192)
+        # Timed twice: L2 flushed by reading a buffer (the table's numbers) and by zeroing one (Triton's
+        # do_bench flush, which adds the write-back of dirty L2 lines to every kernel; bench_us says more).
+        sdpa = {}
+        for flush in FLUSHES:
+            for name, backend in (("flash", torch.nn.attention.SDPBackend.FLASH_ATTENTION),
+                                  ("cudnn", torch.nn.attention.SDPBackend.CUDNN_ATTENTION)):
+                sdpa[name, flush] = sdpa_us(q, k, v, scale, backend, flush)
+        (flash_us, flash_out), (cudnn_us, cudnn_out) = sdpa["flash", "read"], sdpa["cudnn", "read"]
+        for name, out in (("flash", flash_out), ("cudnn", cudnn_out)):
+            if out is not None and rel_err(out, ref) > TOL:
+                tqdm.write(f"warning: SDPA {name} rel err {rel_err(out, ref):.2e} at {base}")
+        best_sdpa = min((t for t in (flash_us, cudnn_us) if t is not None), default=None)
+        best_sdpa_zero = min((sdpa[n, "zero"][0] for n in ("flash", "cudnn")
+                              if sdpa[n, "zero"][0] is not None), default=None)
+        dense_bytes = k.nbytes + v.nbytes + q.nbytes
+        dense_us = dense_us_zero = None
+        for lam in RATIOS:
+            dk = kept_channels(d, lam)
+            prefix = dense if lam == 0 else CompressedKV(select_pack_triton(k, stat, dk), v, lens)
+            exp = ref if lam == 0 else decode_attn_ref(q.float(), prefix, None, None, scale, block_size=8192)
+            out = decode_attn_triton(q, prefix, None, None, scale)
+            err = rel_err(out, exp)
+            row = dict(base, key_ratio=lam, kept=dk, rel_err=err)
+            if err > TOL:
+                row["error"] = f"relative error {err:.2e} > {TOL}"
+                tqdm.write(f"FAILED check: {row}")
+                rows.append(row)
+                continue
+            def step(kernel=None, q=q, prefix=prefix, scale=scale):
+                return decode_attn_triton(q, prefix, None, None, scale, spark_kernel=kernel)
 
-                    us = bench_us(step, flush="read")
-                    row["config"] = str(dict(LAST_LAUNCH))
-                    row["kernel"] = LAST_LAUNCH.get("spark_kernel", "triton") if lam else "triton"
-                    us_zero = bench_us(step, flush="zero")
-                    if lam and row["kernel"] == "cuda":
-                        # The Triton SparK kernel on the same data, for comparison (the dispatcher's fallback).
-                        tri = decode_attn_triton(q, prefix, None, None, scale, spark_kernel="triton")
-                        row["triton_rel_err"] = rel_err(tri, exp)
-                        row["triton_us"] = bench_us(lambda: step("triton"), flush="read")
-                    if lam == 0:
-                        dense_us, dense_us_zero = us, us_zero
-                    nbytes = prefix.nbytes() + q.nbytes
-                    row.update(bytes=nbytes, us=us, tbps=nbytes / us / 1e6, sdpa_flash_us=flash_us,
-                               sdpa_cudnn_us=cudnn_us, sdpa_tbps=dense_bytes / best_sdpa / 1e6 if best_sdpa else None,
-                               speedup_vs_sdpa=best_sdpa / us if best_sdpa else None,
-                               speedup_vs_dense_kernel=dense_us / us if dense_us else None, flush="read",
-                               us_zero_flush=us_zero, sdpa_flash_us_zero_flush=sdpa["flash", "zero"][0],
-                               sdpa_cudnn_us_zero_flush=sdpa["cudnn", "zero"][0],
-                               speedup_vs_sdpa_zero_flush=best_sdpa_zero / us_zero if best_sdpa_zero else None,
-                               speedup_vs_dense_kernel_zero_flush=dense_us_zero / us_zero if dense_us_zero else None)
-                    rows.append(row)
-                    print(f"{m['model']:>13} {fmt_ctx(s):>5} b{b} λ={lam:<3} {us:9.1f} µs {row['tbps']:.2f} TB/s "
-                          f"sdpa {best_sdpa or 0:8.1f} µs  x{row['speedup_vs_sdpa'] or 0:.2f} vs sdpa  err {err:.1e}",
-                          flush=True)
-                    del prefix
-                del q, k, v, dense, ref
-                gc.collect()
-                if save is not None:
-                    save(rows)
+            us = bench_us(step, flush="read")
+            row["config"] = str(dict(LAST_LAUNCH))
+            row["kernel"] = LAST_LAUNCH.get("spark_kernel", "triton") if lam else "triton"
+            us_zero = bench_us(step, flush="zero")
+            if lam and row["kernel"] == "cuda":
+                # The Triton SparK kernel on the same data, for comparison (the dispatcher's fallback).
+                tri = decode_attn_triton(q, prefix, None, None, scale, spark_kernel="triton")
+                row["triton_rel_err"] = rel_err(tri, exp)
+                row["triton_us"] = bench_us(lambda: step("triton"), flush="read")
+            if lam == 0:
+                dense_us, dense_us_zero = us, us_zero
+            nbytes = prefix.nbytes() + q.nbytes
+            row.update(bytes=nbytes, us=us, tbps=nbytes / us / 1e6, sdpa_flash_us=flash_us,
+                       sdpa_cudnn_us=cudnn_us, sdpa_tbps=dense_bytes / best_sdpa / 1e6 if best_sdpa else None,
+                       speedup_vs_sdpa=best_sdpa / us if best_sdpa else None,
+                       speedup_vs_dense_kernel=dense_us / us if dense_us else None, flush="read",
+                       us_zero_flush=us_zero, sdpa_flash_us_zero_flush=sdpa["flash", "zero"][0],
+                       sdpa_cudnn_us_zero_flush=sdpa["cudnn", "zero"][0],
+                       speedup_vs_sdpa_zero_flush=best_sdpa_zero / us_zero if best_sdpa_zero else None,
+                       speedup_vs_dense_kernel_zero_flush=dense_us_zero / us_zero if dense_us_zero else None)
+            rows.append(row)
+            tqdm.write(f"{m['model']:>13} {fmt_ctx(s):>5} b{b} λ={lam:<3} {us:9.1f} µs {row['tbps']:.2f} TB/s "
+                       f"sdpa {best_sdpa or 0:8.1f} µs  x{row['speedup_vs_sdpa'] or 0:.2f} vs sdpa  err {err:.1e}")
+            del prefix
+        del q, k, v, dense, ref
+        gc.collect()
+        if save is not None:
+            save(rows)
     return rows
 
 
