@@ -19,6 +19,7 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from benchmarks.common import RESULTS, environment
@@ -143,7 +144,7 @@ def main() -> None:
         print(f"gate: {spec} first-step logits rel err vs plain = {err:.2e}")
         if not err < 1e-2:
             raise SystemExit(f"{spec} press diverged from plain generation (rel err {err:.2e}): no timing counts")
-    for spec in PRESSES:
+    for spec in tqdm(PRESSES, desc="presses"):
         name, _, ratio = spec.partition("@")
         press = sparkv.parse_press(name, key_ratio=float(ratio or 0.0), budget=args.budget)
         tokens, prefill, steps, cache, prefill_peak = timed_generate(model, ids, mask, args.new_tokens, press)

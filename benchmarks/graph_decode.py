@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 from transformers import LogitsProcessorList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -185,7 +186,7 @@ def main() -> None:
     model = build_model(args.layers)
     ids = torch.randint(1, 128000, (args.batch, args.context), device="cuda")
     rows = []
-    for spec in args.presses.split(","):
+    for spec in tqdm(args.presses.split(","), desc="presses"):
         name, _, ratio = spec.partition("@")
         config = sparkv.parse_press(name, key_ratio=float(ratio or 0.0), budget=args.budget)
         _, _, eager_steps, _, _ = timed_generate(model, ids, torch.ones_like(ids), args.new_tokens, config)
@@ -195,7 +196,7 @@ def main() -> None:
             eager_run = graph_steps(model, press, copy.deepcopy(cache), first, 8, capture=False, keep_logits=True)
             graph_run = graph_steps(model, press, copy.deepcopy(cache), first, 8, capture=True, keep_logits=True)
         gate(spec, graph_run, eager_run)
-        print(f"gate: {spec}: 8 graph steps equal the eager static steps bit for bit (tokens and logits)")
+        tqdm.write(f"gate: {spec}: 8 graph steps equal the eager static steps bit for bit (tokens and logits)")
         del graph_run, eager_run
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

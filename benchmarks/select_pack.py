@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,7 +88,7 @@ def main() -> None:
     t0 = time.time()
     env = environment()
     rows = []
-    for model, hq, h, d, s, b in shapes:
+    for model, hq, h, d, s, b in tqdm(shapes, desc="shapes"):
         torch.cuda.empty_cache()
         gen = torch.Generator(device=DEVICE).manual_seed(s + b)
         keys = torch.randn(b, h, s, d, device=DEVICE, dtype=torch.bfloat16, generator=gen)
@@ -101,7 +102,7 @@ def main() -> None:
             problem = check(out, select_pack_ref(keys, stat, dk))
             if problem:
                 row["error"] = problem
-                print(f"FAILED check: {row}", flush=True)
+                tqdm.write(f"FAILED check: {row}")
                 rows.append(row)
                 continue
             us = bench_us(lambda: select_pack_triton(keys, stat, dk))
@@ -110,7 +111,7 @@ def main() -> None:
                        tbps_dense_keys=keys.nbytes / us / 1e6, tbps_moved=moved / us / 1e6,
                        fraction_of_prefill=(us / pre) if pre else None)
             rows.append(row)
-            print(row, flush=True)
+            tqdm.write(str(row))
         del keys
     command = "PYTHONPATH=. python benchmarks/select_pack.py " + " ".join(sys.argv[1:])
     write_json(args.out, {**env, "command": command.strip(),
