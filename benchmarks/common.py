@@ -23,7 +23,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def script_parser(doc: str, out: Path | None = None) -> argparse.ArgumentParser:
-    """A benchmark script's parser: its docstring as help and, with ``out``, ``--out`` (the JSON file) defaulting to it."""
+    """A benchmark script's parser: its docstring as help and, with ``out``, ``--out`` (the JSON file) defaulting
+    to it."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if out is not None:
         p.add_argument("--out", type=Path, default=out)

@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import wall_clock_us  # noqa: E402
+
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
@@ -42,10 +43,12 @@ def main() -> None:
     query = torch.randn(b, h * args.group, 1, d)
     dense = CompressedKV(DenseKeys(keys), values, lengths)
     print(f"torch {torch.__version__}, 1 thread, {s} tokens, {h} KV heads x {args.group}, D = {d}")
-    print(f"| prefix | ms per decode step |\n|---|---|\n| dense | {wall_clock_us(lambda: decode_attn_ref(query, dense, None, None, d ** -0.5)) / 1e3:.2f} |")
+    dense_ms = wall_clock_us(lambda: decode_attn_ref(query, dense, None, None, d ** -0.5)) / 1e3
+    print(f"| prefix | ms per decode step |\n|---|---|\n| dense | {dense_ms:.2f} |")
     for lam in (0.5, 0.8):
         for recovery in ("mean", "zero"):
-            prefix = CompressedKV(select_pack_ref(keys, stat, kept_channels(d, lam), recovery=recovery), values, lengths)
+            packed = select_pack_ref(keys, stat, kept_channels(d, lam), recovery=recovery)
+            prefix = CompressedKV(packed, values, lengths)
             ms = wall_clock_us(lambda: decode_attn_ref(query, prefix, None, None, d ** -0.5)) / 1e3
             print(f"| SparK λ={lam} {recovery} | {ms:.2f} |")
 

@@ -212,8 +212,8 @@ def explore(args) -> list[dict]:
                     try:
                         out = decode_attn_triton(q, prefix, None, None, d ** -0.5, chunk=chunk, config=cfg)
                         err = rel_err(out, ref)
-                        us = bench_us(lambda: decode_attn_triton(q, prefix, None, None, d ** -0.5, chunk=chunk,
-                                                                 config=cfg))
+                        us = bench_us(lambda q=q, prefix=prefix, chunk=chunk, cfg=cfg: decode_attn_triton(
+                            q, prefix, None, None, d ** -0.5, chunk=chunk, config=cfg))
                     except Exception as e:  # noqa: BLE001 - report and go on
                         print(f"config {cfg} failed: {e!r}"[:400], flush=True)
                         continue
@@ -221,7 +221,8 @@ def explore(args) -> list[dict]:
                                tbps=nbytes / us / 1e6, rel_err=err)
                     rows.append(row)
                     print(f"D{d} {fmt_ctx(s):>5} b{b} λ={lam:<3} per_sm={per_sm} chunk={chunk:<6} BS={cfg['BS']:<3} "
-                          f"E={cfg['EXPAND']} pf={cfg.get('PF')} r={cfg.get('maxnreg')} w={cfg['num_warps']} st={cfg['num_stages']}  {us:8.1f} µs "
+                          f"E={cfg['EXPAND']} pf={cfg.get('PF')} r={cfg.get('maxnreg')} w={cfg['num_warps']} "
+                          f"st={cfg['num_stages']}  {us:8.1f} µs "
                           f"{row['tbps']:.2f} TB/s  err {err:.1e}", flush=True)
             del prefix
         del q, k, v
@@ -315,12 +316,14 @@ def main() -> None:
     # Without CUDA (a dry run under TRITON_INTERPRET=1) the defaults are tiny shapes.
     p.add_argument("--contexts", type=lambda x: [int(t) for t in x.split(",")],
                    default=[8192, 32768, 131072] if DEVICE == "cuda" else [256])
-    p.add_argument("--batches", type=lambda x: [int(t) for t in x.split(",")], default=[1, 8] if DEVICE == "cuda" else [1, 2])
+    p.add_argument("--batches", type=lambda x: [int(t) for t in x.split(",")],
+                   default=[1, 8] if DEVICE == "cuda" else [1, 2])
     p.add_argument("--head-dims", type=lambda x: [int(t) for t in x.split(",")], default=None)
     p.add_argument("--explore", action="store_true", help="time every config / split size at the target shapes")
     p.add_argument("--explore-ratios", type=lambda x: [float(t) for t in x.split(",")], default=[0.0, 0.5, 0.8])
     p.add_argument("--occupancy", action="store_true",
-                   help="with --explore: the default SparK config at 2-4 stages x register caps, 8/12/16 programs per SM")
+                   help="with --explore: the default SparK config at 2-4 stages x register caps, 8/12/16 programs "
+                        "per SM")
     args = p.parse_args()
     if args.replot:
         plot(json.loads(args.replot.read_text()), args.png or args.replot.with_suffix(".png"))

@@ -164,8 +164,8 @@ def main() -> None:
         json.dump(result, f, indent=1)
     print(f"\nLlama-3.1-8B attention layout, {args.layers} layers, context {args.context}, batch {args.batch}, bf16, "
           f"{args.new_tokens} new tokens, budget {args.budget}")
-    print("| press | KV exact | KV allocated | KV nominal | exact / dense | peak GPU (prefill only) | peak GPU (prefill + "
-          "decode) | prefill s | decode ms/step, median (p10-p90) |")
+    print("| press | KV exact | KV allocated | KV nominal | exact / dense | peak GPU (prefill only) "
+          "| peak GPU (prefill + decode) | prefill s | decode ms/step, median (p10-p90) |")
     print("|---|---|---|---|---|---|---|---|---|")
     gib = 2**30
     for r in rows:

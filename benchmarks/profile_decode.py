@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from decode_attention import make_shape  # noqa: E402
+
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
 from sparkv.kernels.decode_attn.fused import DENSE_CONFIGS, SPARK_CONFIGS, decode_attn_triton  # noqa: E402
@@ -43,7 +44,8 @@ def main() -> None:
     if args.keys == "dense":
         prefix, c = CompressedKV(DenseKeys(k), v, lens), DENSE_CONFIGS[0]
     else:
-        prefix, c = CompressedKV(select_pack_triton(k, stat, kept_channels(d, args.key_ratio)), v, lens), SPARK_CONFIGS[0]
+        prefix = CompressedKV(select_pack_triton(k, stat, kept_channels(d, args.key_ratio)), v, lens)
+        c = SPARK_CONFIGS[0]
     cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, maxnreg=c.maxnreg)
     if args.kernel == "cuda":
         cfg = None  # the CUDA kernel's defaults (sparkv.kernels.decode_attn.cuda.DEFAULTS)

@@ -105,7 +105,7 @@ def main() -> None:
                 tqdm.write(f"FAILED check: {row}")
                 rows.append(row)
                 continue
-            us = bench_us(lambda: select_pack_triton(keys, stat, dk))
+            us = bench_us(lambda keys=keys, stat=stat, dk=dk: select_pack_triton(keys, stat, dk))
             moved = keys.nbytes + out.nbytes() + stat.nbytes
             row.update(us=us, bytes_dense_keys=keys.nbytes, bytes_moved=moved,
                        tbps_dense_keys=keys.nbytes / us / 1e6, tbps_moved=moved / us / 1e6,

@@ -219,8 +219,8 @@ def kernel_name(mech: str) -> str:
 
 
 def kernel_source(tile: int, stages: int, chunk: int, warps_per_block: int = 4, chunked: int = 0) -> str:
-    return (f"#define TILE {tile}\n#define STAGES {stages}\n#define CHUNK {max(chunk, 16)}\n#define WPB {warps_per_block}\n"
-            f"#define CHUNKED {chunked}\n" + SOURCE)
+    return (f"#define TILE {tile}\n#define STAGES {stages}\n#define CHUNK {max(chunk, 16)}\n"
+            f"#define WPB {warps_per_block}\n#define CHUNKED {chunked}\n" + SOURCE)
 
 
 def build(mech: str, tile: int, stages: int, chunk: int, warps_per_block: int = 4, chunked: int = 0):
@@ -328,7 +328,8 @@ def main() -> None:
                               table_rows=[{k: t[k] for k in ("context", "batch", "key_ratio", "us", "sdpa_cudnn_us",
                                                              "sdpa_flash_us")}
                                           for t in table["rows"] if t["head_dim"] == 128 and t["bytes"] == nbytes]))
-    command = "PYTHONPATH=. python benchmarks/stream_ceiling.py" + ("" if args.part == "all" else f" --part {args.part}")
+    command = "PYTHONPATH=. python benchmarks/stream_ceiling.py"
+    command += "" if args.part == "all" else f" --part {args.part}"
     payload = dict(environment(), command=command, rows=rows,
                    at_table_sizes=sized)
     write_json(args.out, payload)

@@ -14,7 +14,8 @@ from sparkv.data import paul_graham_essays
 from sparkv.eval.tasks.niah import build_context
 
 NEEDLE = "One of the special magic numbers for long-context is: 4530821."
-QUESTION = "What is the special magic number for long-context mentioned in the provided text? Answer with the number only."
+QUESTION = ("What is the special magic number for long-context mentioned in the provided text? "
+            "Answer with the number only.")
 
 
 def main() -> None:

@@ -255,7 +255,8 @@ def memory(
     except ValueError as err:  # e.g. a context longer than the model takes: no traceback
         console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
-    rows = [{"press": n, "context_tokens": r.context_tokens, **_memory_fields(r.memory)} for n, r in zip(names, results)]
+    rows = [{"press": n, "context_tokens": r.context_tokens, **_memory_fields(r.memory)}
+            for n, r in zip(names, results)]
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return

@@ -23,7 +23,8 @@ def benchmarks_on_path(monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
 def test_ab_decode_refuses_without_cuda():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_decode.py")], capture_output=True, text=True, check=False,
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_decode.py")], capture_output=True, text=True,
+                         check=False,
                          timeout=120, env=env, cwd=ROOT)
     assert res.returncode != 0
     assert "needs CUDA" in res.stderr
@@ -72,7 +73,8 @@ def test_decode_table_dry_run_is_tiny_and_never_overwrites_gpu_results(tmp_path)
     before = committed.read_bytes()
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decode_attention.py"), "--head-dims", "64",
-                          "--batches", "1"], capture_output=True, text=True, check=False, timeout=600, env=env, cwd=ROOT)
+                          "--batches", "1"], capture_output=True, text=True, check=False, timeout=600, env=env,
+                         cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     assert committed.read_bytes() == before
     out = ROOT / "benchmarks" / "results" / "dry_run" / "decode_attention_cpu.json"

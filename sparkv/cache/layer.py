@@ -285,8 +285,8 @@ class PressedLayer(CacheLayerMixin):
     def _append_tail(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         rows = self.prefix.values.shape[0] if self.prefix is not None else None
         if rows is not None and key_states.shape[0] != rows:
-            raise ValueError(f"layer {self.layer_idx}: new tokens for {key_states.shape[0]} batch rows, the cache holds "
-                             f"{rows}; a cache serves the batch it was filled with")
+            raise ValueError(f"layer {self.layer_idx}: new tokens for {key_states.shape[0]} batch rows, the cache "
+                             f"holds {rows}; a cache serves the batch it was filled with")
         n = key_states.shape[-2]
         if self.static_tail is not None:
             if n != 1:

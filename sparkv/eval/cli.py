@@ -33,15 +33,20 @@ Budget = Annotated[Optional[list[str]], typer.Option(
     "--budget", help="Tokens kept by eviction, window included (default 512). Several allowed.")]
 TokenRatio = Annotated[Optional[float], typer.Option("--token-ratio", help="Evict this fraction of tokens instead.")]
 Recovery = Annotated[Optional[list[str]], typer.Option(
-    "--recovery", help="SparK recovery: mean | mean_linear | zero | constant | gaussian | exponential. Several allowed.")]
+    "--recovery",
+    help="SparK recovery: mean | mean_linear | zero | constant | gaussian | exponential. Several allowed.")]
 Saliency = Annotated[Optional[str], typer.Option("--saliency", help="SparK saliency: code (a·K², default) | paper.")]
-RecoveryConstant = Annotated[Optional[float], typer.Option("--recovery-constant", help="Magnitude for recovery=constant.")]
+RecoveryConstant = Annotated[Optional[float],
+                             typer.Option("--recovery-constant", help="Magnitude for recovery=constant.")]
 Backend = Annotated[Optional[str], typer.Option("--backend", help="auto | torch | triton.")]
-Limit = Annotated[Optional[int], typer.Option("--limit", help="Samples per task (RULER: per task and length, default 100).")]
+Limit = Annotated[Optional[int],
+                  typer.Option("--limit", help="Samples per task (RULER: per task and length, default 100).")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed of generated data and sampled recoveries (42).")]
 MaxContext = Annotated[Optional[int], typer.Option(
-    "--max-context", help="Refuse prompts + generation longer than this (default: the model's max_position_embeddings).")]
-MaxNewTokens = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Override each task's generation length.")]
+    "--max-context",
+    help="Refuse prompts + generation longer than this (default: the model's max_position_embeddings).")]
+MaxNewTokens = Annotated[Optional[int],
+                         typer.Option("--max-new-tokens", help="Override each task's generation length.")]
 ChatTemplate = Annotated[Optional[bool], typer.Option("--chat-template/--no-chat-template",
                                                       help="Wrap prompts in the tokenizer's chat template.")]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="float32 | bfloat16 | float16.")]
@@ -175,7 +180,8 @@ def longbench(
     cli = _common(data_dir=data_dir, tasks=tasks, max_length=max_length, longbench_e=longbench_e, model=model,
                   press=press, key_ratio=key_ratio, budget=budget, token_ratio=token_ratio, recovery=recovery,
                   saliency=saliency, recovery_constant=recovery_constant, backend=backend, limit=limit, seed=seed,
-                  max_context=max_context, max_new_tokens=max_new_tokens, dtype=dtype, device=device, out=out, shard=shard)
+                  max_context=max_context, max_new_tokens=max_new_tokens, dtype=dtype, device=device, out=out,
+                  shard=shard)
     _run("longbench", config, overwrite, quiet, cli)
 
 

@@ -199,7 +199,8 @@ class EvalConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def resolve(cls, benchmark: str, yaml_path: str | Path | None = None, cli: dict[str, Any] | None = None) -> "EvalConfig":
+    def resolve(cls, benchmark: str, yaml_path: str | Path | None = None,
+                cli: dict[str, Any] | None = None) -> "EvalConfig":
         """Defaults < YAML file < command line (``None`` on the command line means "not given")."""
         values: dict[str, Any] = {}
         if yaml_path is not None:

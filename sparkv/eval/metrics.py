@@ -206,7 +206,8 @@ LONGBENCH_METRICS: dict[str, Callable[..., float]] = {
 FIRST_LINE_TASKS = ("trec", "triviaqa", "samsum", "lsht")
 
 
-def longbench_score(task: str, prediction: str, answers: Sequence[str], all_classes: Sequence[str] | None = None) -> float:
+def longbench_score(task: str, prediction: str, answers: Sequence[str],
+                    all_classes: Sequence[str] | None = None) -> float:
     """Score of one LongBench prediction: the best over all reference answers, in [0, 1]."""
     if task not in LONGBENCH_METRICS:
         raise ValueError(f"unknown LongBench task {task!r}; known: {', '.join(LONGBENCH_METRICS)}")

@@ -313,7 +313,8 @@ def plot_niah_heatmap(records: list[dict[str, Any]], path: str | Path, labels: l
     plt = _plt()
     import numpy as np
 
-    labels = [label for label in (labels or sorted({r["label"] for r in records})) if any(r["label"] == label for r in records)]
+    present = {r["label"] for r in records}
+    labels = [label for label in (labels or sorted(present)) if label in present]
     lengths = sorted({r["length"] for r in records})
     depths = sorted({r["depth"] for r in records})
     n = max(len(labels), 1)

@@ -300,8 +300,13 @@ def plan_samples(cfg: EvalConfig, fmt: PromptFormat, max_context: int | None,
         if cfg.limit:
             plan = plan[: cfg.limit]
     else:
-        from sparkv.eval.tasks.longbench import (DATASET2MAXLEN, LONGBENCH_E_TASKS, LONGBENCH_TASKS, NO_CHAT_TEMPLATE,
-                                                 generate_longbench)
+        from sparkv.eval.tasks.longbench import (
+            DATASET2MAXLEN,
+            LONGBENCH_E_TASKS,
+            LONGBENCH_TASKS,
+            NO_CHAT_TEMPLATE,
+            generate_longbench,
+        )
 
         for task in cfg.tasks or (LONGBENCH_E_TASKS if cfg.longbench_e else LONGBENCH_TASKS):
             gen_len = cfg.max_new_tokens or DATASET2MAXLEN[task]
@@ -403,7 +408,8 @@ def _environment() -> dict[str, Any]:
 # Running
 
 
-def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_eval(cfg: EvalConfig, backend: Backend | None = None, overwrite: bool = False,
+             progress: bool = True) -> dict[str, Any]:
     """Run (or resume) ``cfg``; returns the metrics written to ``metrics.json``."""
     from tqdm.auto import tqdm
 
@@ -547,7 +553,8 @@ def compute_metrics(rows: list[dict[str, Any]], benchmark: str, labels: list[str
     per_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_length: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_depth: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    per_bucket: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    per_bucket: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     memory: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     meta: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -583,7 +590,8 @@ def compute_metrics(rows: list[dict[str, Any]], benchmark: str, labels: list[str
         "scores": scores,
         "counts": counts,
         "average": average,
-        "memory": {label: {k: statistics.fmean(v) for k, v in memory[label].items()} for label in order if label in memory},
+        "memory": {label: {k: statistics.fmean(v) for k, v in memory[label].items()}
+                   for label in order if label in memory},
     }
 
     def by(group: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:

@@ -44,11 +44,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sparkv.cache.layout import DenseKeys
-from sparkv.kernels.dispatch import resolve_backend
 from sparkv.cache.build import build_cache, fork_cache, layer_types, text_config
 from sparkv.cache.layer import ATTN_IMPLEMENTATION, DEFAULT_TAIL_CHUNK, AttentionHandle
+from sparkv.cache.layout import DenseKeys
 from sparkv.config import PressConfig, parse_press
+from sparkv.kernels.dispatch import resolve_backend
 from sparkv.memory import MemoryReport, memory_report
 from sparkv.methods.compose import required_prompt_tokens, window_size
 

@@ -62,8 +62,9 @@ def pyramid_budgets(
 
     ``m = token_budget - window``, ``min_num = m / beta``, ``max_num = 2m - min_num``; if ``prompt_len`` is given
     and ``max_num >= prompt_len - window``: ``max_num = prompt_len - window``, ``min_num = 2m - max_num``. Layer
-    ``l`` gets ``window + round(n_l)`` (half to even) with ``n_l = max_num - l · (max_num - min_num) / (num_layers - 1)``
-    (``n_0 = m`` for a single layer). The list is non-increasing and sums to ``num_layers · token_budget``.
+    ``l`` gets ``window + round(n_l)`` (half to even) with
+    ``n_l = max_num - l · (max_num - min_num) / (num_layers - 1)`` (``n_0 = m`` for a single layer). The list is
+    non-increasing and sums to ``num_layers · token_budget``.
 
     Parameters
     ----------

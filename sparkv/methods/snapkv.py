@@ -16,8 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sparkv.methods.shapes import check_window_and_keys
-
 from sparkv.methods.eviction import (
     TokenSelection,
     _check_budget_or_ratio,
@@ -26,6 +24,7 @@ from sparkv.methods.eviction import (
     _ratio_keep,
     _select_by_priority,
 )
+from sparkv.methods.shapes import check_window_and_keys
 
 __all__ = ["snapkv_scores", "snapkv_select"]
 

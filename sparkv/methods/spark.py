@@ -96,7 +96,8 @@ def _pcg_hash(x: torch.Tensor) -> torch.Tensor:
     return (torch.bitwise_right_shift(word, 22) ^ word) & _M32
 
 
-def entry_uniforms(shape: tuple[int, int, int, int], seed: int, stream: int, device, token_offset: int = 0) -> torch.Tensor:
+def entry_uniforms(shape: tuple[int, int, int, int], seed: int, stream: int, device,
+                   token_offset: int = 0) -> torch.Tensor:
     """Uniforms in (0, 1) ``[B, H, S, D]`` for entries ``(b, h, token_offset + t, j)``.
 
     A pure function of (seed, stream, h, t, j): any block of tokens draws exactly what the whole tensor would, and

@@ -8,8 +8,17 @@ import pytest
 
 from sparkv.eval.config import EvalConfig, EvalError
 from sparkv.eval.runner import run_eval
-from sparkv.eval.tasks.longbench import (DATASET2MAXLEN, DATASET2PROMPT, LONGBENCH_TASKS, NO_CHAT_TEMPLATE,
-                                         build_sample, generate_longbench, read_jsonl, task_file, truncate_middle)
+from sparkv.eval.tasks.longbench import (
+    DATASET2MAXLEN,
+    DATASET2PROMPT,
+    LONGBENCH_TASKS,
+    NO_CHAT_TEMPLATE,
+    build_sample,
+    generate_longbench,
+    read_jsonl,
+    task_file,
+    truncate_middle,
+)
 
 ENGLISH_16 = ("narrativeqa qasper multifieldqa_en hotpotqa 2wikimqa musique gov_report qmsum multi_news trec "
               "triviaqa samsum passage_count passage_retrieval_en lcc repobench-p").split()

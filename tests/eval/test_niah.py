@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sparkv.eval.tasks.common import sentence_boundaries
-from sparkv.eval.tasks.niah import (DEFAULT_ANSWER, DEFAULT_NEEDLE, build_context, generate_niah, insert_needle)
+from sparkv.eval.tasks.niah import DEFAULT_ANSWER, DEFAULT_NEEDLE, build_context, generate_niah, insert_needle
 
 LENGTHS = [64, 150, 333, 1000, 2500]
 DEPTHS = [0.0, 0.1, 0.5, 0.9, 1.0]

@@ -142,7 +142,8 @@ def test_unknown_task_and_too_short(fmt, haystack_text):
 def test_max_new_tokens_override_keeps_prompt(fmt, haystack_text):
     a = make("niah_single_2", 900, fmt, haystack_text, n=1)[0]
     b = make("niah_single_2", 900, fmt, haystack_text, n=1, max_new_tokens=8)[0]
-    assert a.context == b.context and b.max_new_tokens == 8 and a.max_new_tokens == TEMPLATES["niah"]["tokens_to_generate"]
+    assert a.context == b.context and b.max_new_tokens == 8
+    assert a.max_new_tokens == TEMPLATES["niah"]["tokens_to_generate"]
 
 
 def test_fit_units():

@@ -12,8 +12,8 @@ from sparkv.eval.runner import PredictionStore, compute_metrics, run_eval
 
 
 def ruler_cfg(tmp_path, **kw):
-    base = dict(benchmark="ruler", tasks=["niah_single_1", "vt"], lengths=[1200], limit=3, presses=["full", "snapkv+spark"],
-                key_ratios=[0.5, 0.8], budgets=[96], out=str(tmp_path / "run"))
+    base = dict(benchmark="ruler", tasks=["niah_single_1", "vt"], lengths=[1200], limit=3,
+                presses=["full", "snapkv+spark"], key_ratios=[0.5, 0.8], budgets=[96], out=str(tmp_path / "run"))
     base.update(kw)
     return EvalConfig(**base)
 

@@ -16,7 +16,6 @@ from sparkv.integration.transformers import Press, use_sparkv_attention
 from tests.utils import CONTEXT, encode, teacher_forced_logits, tiny_model, tiny_tokenizer
 
 
-
 def device_or_skip() -> str:
     if torch.cuda.is_available():
         return "cuda"

@@ -12,8 +12,14 @@ import torch
 from sparkv.cache.layout import CompressedKV, DenseKeys
 from sparkv.config import kept_channels
 from sparkv.kernels.decode_attn import decode_attn
-from sparkv.kernels.decode_attn.fused import (EXPAND_GLOBAL, EXPAND_TILE, OTHER_CONFIGS, SPARK_CONFIGS,
-                                             SPARK_CONFIGS_SMALL_HEAD, decode_attn_triton)
+from sparkv.kernels.decode_attn.fused import (
+    EXPAND_GLOBAL,
+    EXPAND_TILE,
+    OTHER_CONFIGS,
+    SPARK_CONFIGS,
+    SPARK_CONFIGS_SMALL_HEAD,
+    decode_attn_triton,
+)
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
 from sparkv.kernels.recover.reference import recover_ref
 from sparkv.kernels.select_pack.reference import select_pack_ref
@@ -86,7 +92,8 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("b,h,g,s,st,d,dk", SHAPES, ids=[f"B{b}-H{h}-G{g}-S{s}-T{st}-D{d}-DK{dk}" for b, h, g, s, st, d, dk in SHAPES])
+@pytest.mark.parametrize("b,h,g,s,st,d,dk", SHAPES,
+                         ids=[f"B{b}-H{h}-G{g}-S{s}-T{st}-D{d}-DK{dk}" for b, h, g, s, st, d, dk in SHAPES])
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=["bf16", "fp16", "fp32"])
 def test_decode_shapes(b, h, g, s, st, d, dk, dtype, poison_empty):
     run_and_check(*make_case(b, h, g, s, st, d, dk, dtype, seed=s + d), RTOL[dtype])
@@ -214,7 +221,8 @@ GPU_SHAPES = [
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("b,h,g,s,st,d,lam", GPU_SHAPES, ids=[f"B{b}-H{h}-G{g}-S{s}-T{st}-D{d}-L{lam}" for b, h, g, s, st, d, lam in GPU_SHAPES])
+@pytest.mark.parametrize("b,h,g,s,st,d,lam", GPU_SHAPES,
+                         ids=[f"B{b}-H{h}-G{g}-S{s}-T{st}-D{d}-L{lam}" for b, h, g, s, st, d, lam in GPU_SHAPES])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("spark_kernel", ["triton", "auto"])
 def test_decode_gpu_full(b, h, g, s, st, d, lam, dtype, spark_kernel, poison_empty):
@@ -238,7 +246,8 @@ GPU_CONFIGS = SPARK_CONFIGS + SPARK_CONFIGS_SMALL_HEAD + OTHER_CONFIGS
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"BS{c.kwargs['BS']}-E{c.kwargs['EXPAND']}-W{c.num_warps}-S{c.num_stages}-PF{c.kwargs['PF']}-R{c.maxnreg}")
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"BS{c.kwargs['BS']}-E{c.kwargs['EXPAND']}-W{c.num_warps}"
+                                                               f"-S{c.num_stages}-PF{c.kwargs['PF']}-R{c.maxnreg}")
 @pytest.mark.parametrize("recovery", ["mean", "mean_linear", "zero", "constant"])
 def test_decode_gpu_configs(config, recovery, poison_empty):
     """Every autotune candidate (block sizes, expansion modes) on every recovery path."""

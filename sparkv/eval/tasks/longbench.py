@@ -82,7 +82,9 @@ DATASET2PROMPT: dict[str, str] = {
         "Answer the question based on the given passage. Only give me the answer and do not output any other "
         "words. The following are some examples.\n\n{context}\n\n{input}"
     ),
-    "samsum": "Summarize the dialogue into a few short sentences. The following are some examples.\n\n{context}\n\n{input}",
+    "samsum": (
+        "Summarize the dialogue into a few short sentences. The following are some examples.\n\n{context}\n\n{input}"
+    ),
     "passage_count": (
         "There are some paragraphs below sourced from Wikipedia. Some of them may be duplicates. Please carefully "
         "read these paragraphs and determine how many unique paragraphs there are after removing duplicates. In "

@@ -241,7 +241,8 @@ class _Builders:
 
     # -- Variable tracking -----------------------------------------------------------------------------------------
     @staticmethod
-    def _chains(rng: random.Random, num_chains: int, num_hops: int, letters: int) -> tuple[list[list[str]], list[list[str]]]:
+    def _chains(rng: random.Random, num_chains: int, num_hops: int,
+                letters: int) -> tuple[list[list[str]], list[list[str]]]:
         names: list[str] = []
         while len(names) < (num_hops + 1) * num_chains:
             name = "".join(rng.choices(string.ascii_uppercase, k=letters))
@@ -301,7 +302,8 @@ class _Builders:
         else:
             example_shape, repeats = (40, 10, 3), (args["freq_cw"], args["freq_ucw"])
 
-        def example(r: random.Random, num_words: int, common_repeats: int, uncommon_repeats: int) -> tuple[str, list[str]]:
+        def example(r: random.Random, num_words: int, common_repeats: int,
+                    uncommon_repeats: int) -> tuple[str, list[str]]:
             chosen = r.sample(vocabulary, num_words)
             common, uncommon = chosen[:num_cw], chosen[num_cw:]
             listed = common * common_repeats + uncommon * uncommon_repeats

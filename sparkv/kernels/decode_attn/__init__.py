@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from sparkv.cache.layout import CompressedKV, SparKKeys, ThinKKeys
-from sparkv.kernels.dispatch import resolve_backend
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
+from sparkv.kernels.dispatch import resolve_backend
 
 
 def _fused_supports(query: torch.Tensor, prefix: CompressedKV | None) -> bool:

@@ -52,8 +52,8 @@ import triton.testing
 from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
-from sparkv.kernels.decode_attn.reference import check_tail
 from sparkv.kernels.autotune import autotune_disabled, interpreting, launch_device, num_sms
+from sparkv.kernels.decode_attn.reference import check_tail
 
 LOG2E = 1.4426950408889634
 LAYOUT_NONE, LAYOUT_DENSE, LAYOUT_SPARK = 0, 1, 2
@@ -221,7 +221,8 @@ def _prefetch_lines_l1(addr, lo, hi, o_l):
 @triton.jit
 def _dense_tiles(b_q, k, v, s_k, s_v, start, end, scale, b_m, b_l, b_acc,
                  D: tl.constexpr, BD: tl.constexpr, F32: tl.constexpr, BS: tl.constexpr):
-    """Absorb dense tokens ``start .. end-1`` of one (b, h): ``k``, ``v`` point at its token 0, ``s_*`` = row strides."""
+    """Absorb dense tokens ``start .. end-1`` of one (b, h): ``k``, ``v`` point at its token 0, ``s_*`` = row
+    strides."""
     o_j = tl.arange(0, BD)
     m_j = o_j < D
     for t0 in range(start, end, BS):
@@ -440,7 +441,8 @@ def decode_attn_fwd_kernel(
             start = (i_s - NSP) * CHUNK_T
             # On the device (CUDA graphs): the buffers' capacity ST is fixed, the valid length grows each step.
             st = tl.load(tail_len) if TAIL_ON_DEVICE else ST
-            b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_b64 * s_tk_b + i_h64 * s_tk_h, tv + i_b64 * s_tv_b + i_h64 * s_tv_h,
+            b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_b64 * s_tk_b + i_h64 * s_tk_h,
+                                           tv + i_b64 * s_tv_b + i_h64 * s_tv_h,
                                            s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), scale,
                                            b_m, b_l, b_acc, D, BD, F32, BS)
 

@@ -45,7 +45,8 @@ def check_tail(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torc
         tb, th, _, td = tail_keys.shape
         if (tb, td) != (b, d) or (ref is not None and th != ref[1]):
             raise ValueError(f"the tail [B, H, ST, D] = {list(tail_keys.shape)} does not match the query "
-                             f"[B, HQ, Q, D] = {list(query.shape)}" + (f" and the prefix's H = {ref[1]}" if ref else ""))
+                             f"[B, HQ, Q, D] = {list(query.shape)}"
+                             + (f" and the prefix's H = {ref[1]}" if ref else ""))
         ref = ref or tail_keys.shape
     if ref is not None and (ref[0] != b or ref[-1] != d or hq % ref[1]):
         raise ValueError(f"query [B, HQ, Q, D] = {list(query.shape)} does not fit the keys [B, H, S, D] = {list(ref)} "
@@ -114,16 +115,16 @@ def decode_attn_ref(
     g = hq // h
     q = (query.float() * scaling).reshape(b, h, g * nq, d)  # query may be a transposed view (nq > 1)
     m = torch.full((b, h, g * nq, 1), NEG_INF, device=query.device)
-    l = torch.zeros_like(m)
+    denom = torch.zeros_like(m)
     acc = torch.zeros(b, h, g * nq, ref.shape[-1], device=query.device)
 
     def absorb(scores: torch.Tensor, values: torch.Tensor) -> None:
-        nonlocal m, l, acc
+        nonlocal m, denom, acc
         m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
         safe = torch.where(m_new == NEG_INF, 0.0, m_new)
         p = torch.exp(scores - safe)
         alpha = torch.exp(m - safe)
-        l = l * alpha + p.sum(-1, keepdim=True)
+        denom = denom * alpha + p.sum(-1, keepdim=True)
         acc = acc * alpha + p @ values.float()
         m = m_new
 
@@ -147,5 +148,5 @@ def decode_attn_ref(
             if tail_length is not None:  # slots past the length are capacity, possibly never written (NaN · 0)
                 values = values.masked_fill(pos.view(1, 1, -1, 1) >= valid, 0.0)
             absorb(scores.masked_fill(pos > q_pos, NEG_INF), values)
-    out = acc / l
+    out = acc / denom
     return out.view(b, hq, nq, -1).to(query.dtype)

@@ -8,6 +8,7 @@ from sparkv.cache.layout import SparKKeys
 from sparkv.kernels.dispatch import resolve_backend
 from sparkv.kernels.select_pack.reference import select_pack_ref
 
+
 def check_stat(stat: torch.Tensor) -> None:
     """The window statistic must be finite and > 0 (``window_statistic`` floors it at a tiny epsilon): ``u = a^-1/2``
     and the saliencies divide by it, so a zero, negative or NaN entry would give NaN attention later."""
