@@ -318,6 +318,33 @@ def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple
     return (None, why) if why is not None else (SplitPlan(query, prefix, scaling, _resolved=(p, d)), None)
 
 
+# One block of 4 warps alone on a multiprocessor streams ~15 % slower than two (H200, 16K-32K at batch 1:
+# BENCHMARKS.md "Session 15"), so a split that leaves one block per multiprocessor counts its tokens this much more.
+LONE_BLOCK_COST = 1.15
+
+
+def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int) -> int:
+    """Prefix tokens per split (a multiple of ``tile``) for ``rows`` (batch x KV heads) rows of ``tokens``: at most
+    ``wave`` blocks (one wave of resident blocks), and among those the split that gives the busiest multiprocessor the
+    fewest tokens (``ceil(blocks / sms) * chunk``; ties: more blocks). Rounding ``tokens / splits`` up to whole tiles
+    changes the number of splits, and so how evenly the blocks fall on the multiprocessors: at 32K tokens, batch 1,
+    8 KV heads, splits of 768 tokens make 344 blocks (3 on most multiprocessors), splits of 1024 make 256 (2 on
+    each), 9 % faster (BENCHMARKS.md "Session 15")."""
+    for name, x in (("tokens", tokens), ("rows", rows), ("sms", sms), ("wave", wave), ("tile", tile)):
+        if not isinstance(x, int) or x < 1:
+            raise ValueError(f"{name} must be a positive integer, got {x!r}")
+    best = None
+    for splits in range(1, max(1, min(triton.cdiv(tokens, tile), wave // rows)) + 1):
+        chunk = triton.cdiv(triton.cdiv(tokens, splits), tile) * tile
+        blocks = rows * triton.cdiv(tokens, chunk)
+        per_sm = triton.cdiv(blocks, sms)
+        load = per_sm * chunk * (LONE_BLOCK_COST if per_sm == 1 and blocks < sms * per_sm else 1.0)
+        key = (load, -blocks)
+        if best is None or key < best[0]:
+            best = (key, chunk)
+    return best[1]
+
+
 class SplitPlan:
     """The CUDA kernel's split of one decode step over a SparK prefix: ``splits`` partials, written by
     :meth:`launch` into split slots ``0 .. splits-1`` of buffers shaped like the Triton split kernel's
@@ -347,9 +374,8 @@ class SplitPlan:
         s = prefix.num_tokens
         tile = 32 * self.warps
         if chunk is None:
-            wave = p["waves"] * resident * num_sms(query.device.index)
-            splits = max(1, min(triton.cdiv(s, tile), wave // (b * self.h)))
-            chunk = triton.cdiv(triton.cdiv(s, splits), tile) * tile
+            sms = num_sms(query.device.index)
+            chunk = balanced_chunk(s, b * self.h, sms, p["waves"] * resident * sms, tile)
         elif not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 32 or chunk % 32:
             raise ValueError(f"chunk must be a positive multiple of 32, got {chunk!r}")
         self.chunk, self.splits = chunk, triton.cdiv(s, chunk)
