@@ -14,6 +14,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparkv.cache.layout import CompressedKV, DenseKeys
 from sparkv.kernels.decode_attn import cuda
@@ -397,3 +399,35 @@ def test_supported_names_the_reason():
     packed = select_pack_ref(keys[..., :64], torch.rand(1, 1, 64, generator=gen) + 0.1, 32, "code", "gaussian")
     prefix = CompressedKV(packed, torch.randn(1, 1, 8, 64).bfloat16(), torch.tensor([8], dtype=torch.int32))
     assert "recovery 'gaussian'" in cuda.supported(prefix, 4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tokens=st.integers(1, 300_000), rows=st.integers(1, 600), sms=st.integers(1, 200), per_sm=st.integers(1, 4),
+       warps=st.sampled_from([1, 2, 4, 8]))
+def test_split_size_covers_the_prefix_in_whole_tiles_within_one_wave(tokens, rows, sms, per_sm, warps):
+    tile, wave = 32 * warps, per_sm * sms
+    chunk = cuda.balanced_chunk(tokens, rows, sms, wave, tile)
+    splits = -(-tokens // chunk)
+    assert chunk % tile == 0 and 0 < chunk <= -(-tokens // tile) * tile
+    assert (splits - 1) * chunk < tokens  # no split past the prefix
+    assert rows * splits <= max(wave, rows)  # one wave, unless the rows alone exceed it (then one split per row)
+
+
+def test_split_size_evens_out_the_blocks_where_that_was_measured_faster():
+    """H200 (132 multiprocessors, 3 resident blocks at λ = 0.8), Llama heads: BENCHMARKS.md "Session 15"."""
+    # 32K·b1: 32 splits of 1024 tokens (two blocks on every multiprocessor) instead of 43 of 768 (three on most).
+    assert cuda.balanced_chunk(32768, 8, 132, 396, 128) == 1024
+    assert cuda.balanced_chunk(16384, 8, 132, 396, 128) == 512
+    # 32K·b8 and 128K·b1: the one-wave split stays (fewer blocks per multiprocessor would lower the load < 5 %).
+    assert cuda.balanced_chunk(32768, 64, 132, 396, 128) == 5504
+    assert cuda.balanced_chunk(131072, 8, 132, 396, 128) == 2688
+    # Rows beyond one wave: one split per row.
+    assert cuda.balanced_chunk(1000, 500, 132, 396, 128) == 1024
+
+
+@pytest.mark.parametrize("bad", [dict(tokens=0), dict(rows=-1), dict(sms=0), dict(wave=1.5), dict(tile=True)])
+def test_split_size_inputs_are_checked(bad):
+    args = dict(tokens=4096, rows=8, sms=132, wave=396, tile=128) | bad
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+        cuda.balanced_chunk(**args)

@@ -318,31 +318,36 @@ def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple
     return (None, why) if why is not None else (SplitPlan(query, prefix, scaling, _resolved=(p, d)), None)
 
 
-# One block of 4 warps alone on a multiprocessor streams ~15 % slower than two (H200, 16K-32K at batch 1:
-# BENCHMARKS.md "Session 15"), so a split that leaves one block per multiprocessor counts its tokens this much more.
+# Split-size rule (H200 measurements: BENCHMARKS.md "Session 15"). One block of 4 warps alone on a multiprocessor
+# streams ~15 % slower than two, so a split leaving one block per multiprocessor counts its tokens this much more; and
+# fewer blocks per multiprocessor (fewer warps to hide latency) are taken only for a busiest-multiprocessor load
+# lower by more than LOAD_MARGIN (two blocks instead of three were 2-4 % faster for D = 128 at a 1-3 % lower load,
+# 11 % slower for SmolLM2's D = 64 at λ = 0.5 at a 2 % lower load).
 LONE_BLOCK_COST = 1.15
+LOAD_MARGIN = 0.05
 
 
 def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int) -> int:
-    """Prefix tokens per split (a multiple of ``tile``) for ``rows`` (batch x KV heads) rows of ``tokens``: at most
-    ``wave`` blocks (one wave of resident blocks), and among those the split that gives the busiest multiprocessor the
-    fewest tokens (``ceil(blocks / sms) * chunk``; ties: more blocks). Rounding ``tokens / splits`` up to whole tiles
-    changes the number of splits, and so how evenly the blocks fall on the multiprocessors: at 32K tokens, batch 1,
-    8 KV heads, splits of 768 tokens make 344 blocks (3 on most multiprocessors), splits of 1024 make 256 (2 on
-    each), 9 % faster (BENCHMARKS.md "Session 15")."""
+    """Prefix tokens per split (a multiple of ``tile``) for ``rows`` (batch x KV heads) rows of ``tokens``, with at
+    most ``wave`` blocks (one wave of resident blocks) when the rows allow it.
+
+    The busiest multiprocessor's load is ``ceil(blocks / sms) * chunk`` tokens. Among the splits within
+    :data:`LOAD_MARGIN` of the lowest load, the one with the most blocks wins. Rounding ``tokens / splits`` up to whole
+    tiles changes the number of splits and so how evenly the blocks fall: at 32K tokens, batch 1, 8 KV heads, one
+    wave of 396 blocks asks for 49 splits; whole tiles give 43 splits of 768 tokens (344 blocks, three on most
+    multiprocessors, load 2304), while 32 splits of 1024 (256 blocks, two on each, load 2048) were 7.7 % faster."""
     for name, x in (("tokens", tokens), ("rows", rows), ("sms", sms), ("wave", wave), ("tile", tile)):
-        if not isinstance(x, int) or x < 1:
+        if not isinstance(x, int) or isinstance(x, bool) or x < 1:
             raise ValueError(f"{name} must be a positive integer, got {x!r}")
-    best = None
+    candidates = []
     for splits in range(1, max(1, min(triton.cdiv(tokens, tile), wave // rows)) + 1):
         chunk = triton.cdiv(triton.cdiv(tokens, splits), tile) * tile
         blocks = rows * triton.cdiv(tokens, chunk)
         per_sm = triton.cdiv(blocks, sms)
-        load = per_sm * chunk * (LONE_BLOCK_COST if per_sm == 1 and blocks < sms * per_sm else 1.0)
-        key = (load, -blocks)
-        if best is None or key < best[0]:
-            best = (key, chunk)
-    return best[1]
+        candidates.append((per_sm * chunk * (LONE_BLOCK_COST if per_sm == 1 and blocks < sms else 1.0), blocks, chunk))
+    lowest = min(load for load, _, _ in candidates)
+    near = [(blocks, -load, chunk) for load, blocks, chunk in candidates if load <= lowest * (1 + LOAD_MARGIN)]
+    return max(near)[2]
 
 
 class SplitPlan:
