@@ -356,8 +356,9 @@ class SplitPlan:
     (``o_part [B*H, NS, G, D]``, ``lse_part [B*H, NS, G]``, float32; NS >= splits), so that a tail's splits can
     follow in the same buffers and one combine kernel merges them.
 
-    ``chunk``: prefix tokens per split (a positive multiple of 32; default: one whole wave of resident blocks, since a
-    partial last wave leaves multiprocessors idle). ``kw`` overrides :data:`DEFAULTS`.
+    ``chunk``: prefix tokens per split (a positive multiple of 32; default: :func:`balanced_chunk`, at most one wave
+    of resident blocks, since a partial last wave leaves multiprocessors idle, spread evenly over the
+    multiprocessors). ``kw`` overrides :data:`DEFAULTS`.
     """
 
     def __init__(self, query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
