@@ -12,13 +12,13 @@ It runs on sm_80+ GPUs only (no CPU interpreter): tests compare it with the PyTo
 from __future__ import annotations
 
 import ctypes
+import functools
 from pathlib import Path
 
 import torch
-import triton
 
 from sparkv.cache.layout import CompressedKV, SparKKeys
-from sparkv.kernels.autotune import launch_device, num_sms
+from sparkv.kernels.autotune import cdiv, launch_device, num_sms
 
 SOURCE = Path(__file__).with_name("spark_walk.cu").read_text()
 KERNEL_NAME = "spark_walk_split"
@@ -89,7 +89,7 @@ def shared_bytes(d: dict[str, int]) -> int:
     elif d["KV_MODE"] == 1:
         kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
     else:  # odd DK: the tile's contiguous bytes from the 16-byte boundary below them
-        kv_bytes = triton.cdiv(triton.cdiv(64 * d["DK"] + 14, 16) * 16, 128) * 128
+        kv_bytes = cdiv(cdiv(64 * d["DK"] + 14, 16) * 16, 128) * 128
     small = kv_bytes + 2 * 32 * nw * 4
     return _fixed_bytes(d) + d["WARPS"] * (32 * d["D"] * 2 + d["STAGES"] * small)
 
@@ -327,6 +327,7 @@ LONE_BLOCK_COST = 1.15
 LOAD_MARGIN = 0.05
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # a model's decode steps ask the same question every layer
 def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int) -> int:
     """Prefix tokens per split (a multiple of ``tile``) for ``rows`` (batch x KV heads) rows of ``tokens``, with at
     most ``wave`` blocks (one wave of resident blocks) when the rows allow it.
@@ -340,10 +341,10 @@ def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int) -> in
         if not isinstance(x, int) or isinstance(x, bool) or x < 1:
             raise ValueError(f"{name} must be a positive integer, got {x!r}")
     candidates = []
-    for splits in range(1, max(1, min(triton.cdiv(tokens, tile), wave // rows)) + 1):
-        chunk = triton.cdiv(triton.cdiv(tokens, splits), tile) * tile
-        blocks = rows * triton.cdiv(tokens, chunk)
-        per_sm = triton.cdiv(blocks, sms)
+    for splits in range(1, max(1, min(cdiv(tokens, tile), wave // rows)) + 1):
+        chunk = cdiv(cdiv(tokens, splits), tile) * tile
+        blocks = rows * cdiv(tokens, chunk)
+        per_sm = cdiv(blocks, sms)
         candidates.append((per_sm * chunk * (LONE_BLOCK_COST if per_sm == 1 and blocks < sms else 1.0), blocks, chunk))
     lowest = min(load for load, _, _ in candidates)
     near = [(blocks, -load, chunk) for load, blocks, chunk in candidates if load <= lowest * (1 + LOAD_MARGIN)]
@@ -384,7 +385,7 @@ class SplitPlan:
             chunk = balanced_chunk(s, b * self.h, sms, p["waves"] * resident * sms, tile)
         elif not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 32 or chunk % 32:
             raise ValueError(f"chunk must be a positive multiple of 32, got {chunk!r}")
-        self.chunk, self.splits = chunk, triton.cdiv(s, chunk)
+        self.chunk, self.splits = chunk, cdiv(s, chunk)
         LAST_LAUNCH.clear()
         LAST_LAUNCH.update(p, chunk=chunk, splits=self.splits, resident_blocks=resident)
 

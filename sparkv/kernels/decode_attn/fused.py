@@ -52,7 +52,7 @@ import triton.testing
 from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
-from sparkv.kernels.autotune import autotune_disabled, interpreting, launch_device, num_sms
+from sparkv.kernels.autotune import autotune_disabled, cdiv, interpreting, launch_device, num_sms
 from sparkv.kernels.decode_attn.reference import check_tail
 
 LOG2E = 1.4426950408889634
@@ -199,7 +199,7 @@ LAST_LAUNCH: dict = {}
 
 def prefetch_lanes(bs: int, dk: int) -> int:
     """Lanes of the kept-values prefetch: the 128-byte lines one tile spans (+1 for a straddling row), pow2."""
-    return triton.next_power_of_2(triton.cdiv(bs * dk * 2, 128) + 1)
+    return triton.next_power_of_2(cdiv(bs * dk * 2, 128) + 1)
 
 
 @functools.lru_cache(maxsize=256)  # once per case, not per decode step (callers unpack it, never change it)
@@ -572,8 +572,8 @@ def _choose_chunk(tokens: int, parallel: int, device: torch.device, align: int, 
     """Tokens per split: about ``per_sm`` programs per multiprocessor, at least one ``align`` tile."""
     sms = num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
         if device.type == "cuda" else 8
-    splits = max(1, min(triton.cdiv(tokens, align), triton.cdiv(per_sm * sms, max(parallel, 1))))
-    return triton.cdiv(triton.cdiv(tokens, splits), align) * align
+    splits = max(1, min(cdiv(tokens, align), cdiv(per_sm * sms, max(parallel, 1))))
+    return cdiv(cdiv(tokens, splits), align) * align
 
 
 def decode_attn_triton(
@@ -702,8 +702,8 @@ def decode_attn_triton(
         """The split kernel's launch for ``launch`` / ``per_sm`` as a closure, with its output buffers; ``lead``
         split slots in front of its own are left to the CUDA kernel (the kernel indexes partials by the total)."""
         chunk_p = chunk or (_choose_chunk(s, b * h, dev, align, per_sm) if s > 0 else align)
-        nsp = triton.cdiv(s, chunk_p) if s > 0 else 0
-        ns = nsp + (triton.cdiv(st, chunk_t) if st > 0 else 0)
+        nsp = cdiv(s, chunk_p) if s > 0 else 0
+        ns = nsp + (cdiv(st, chunk_t) if st > 0 else 0)
         total = lead + ns
         o_part = torch.empty(b * h, total, g, d, dtype=torch.float32, device=dev)
         lse_part = torch.empty(b * h, total, g, dtype=torch.float32, device=dev)

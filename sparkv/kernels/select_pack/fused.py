@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from sparkv.cache.layout import SparKKeys, num_words
-from sparkv.kernels.autotune import autotune, launch_device
+from sparkv.kernels.autotune import autotune, cdiv, launch_device
 
 SALIENCY_IDS = {"code": 0, "paper": 1}
 RECOVERY_IDS = {"mean": 0, "mean_linear": 1, "zero": 2, "constant": 3}
@@ -170,7 +170,7 @@ def select_pack_triton(
     scale = torch.empty(b, h, s, dtype=keys.dtype, device=dev) if rid < 2 else None
     if s > 0:
         def grid(meta):
-            return (triton.cdiv(s, meta["BS"]), b * h)
+            return (cdiv(s, meta["BS"]), b * h)
 
         with launch_device(dev):  # Triton launches on the current device (a model may span GPUs)
             select_pack_fwd_kernel[grid](
