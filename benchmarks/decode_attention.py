@@ -348,9 +348,8 @@ def main() -> None:
     print(f"{env.get('device')} · {env['date']} · torch {env['torch']} · triton {env['triton']} · "
           f"transformers {env.get('transformers')}")
     print(markdown_table(rows, COLUMNS))
-    if not args.explore:
-        plot_after_run(plot, {**env, "versions": versions, "rows": rows}, args.png or args.out.with_suffix(".png"),
-                       args.out)
+    plot_after_run(plot, {**env, "versions": versions, "rows": rows}, args.png or args.out.with_suffix(".png"),
+                   args.out)
     print(f"\n({time.time() - t0:.0f} s; JSON: {args.out})")
 
 

@@ -569,7 +569,9 @@ def _choose_launch(prepare, candidates: list[tuple[triton.Config, int]]) -> tupl
 
 
 def _choose_chunk(tokens: int, parallel: int, device: torch.device, align: int, per_sm: int) -> int:
-    """Tokens per split: about ``per_sm`` programs per multiprocessor, at least one ``align`` tile."""
+    """Tokens per split: about ``per_sm`` programs per multiprocessor, at least one ``align`` tile. (The CUDA
+    kernel's ``cuda.balanced_chunk`` is not used here: it models that kernel's resident blocks, and this kernel's
+    ``per_sm`` is chosen by timing candidates in ``_choose_launch`` instead.)"""
     sms = num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
         if device.type == "cuda" else 8
     splits = max(1, min(cdiv(tokens, align), cdiv(per_sm * sms, max(parallel, 1))))
