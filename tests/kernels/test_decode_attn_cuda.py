@@ -403,31 +403,49 @@ def test_supported_names_the_reason():
 
 @settings(max_examples=300, deadline=None)
 @given(tokens=st.integers(1, 300_000), rows=st.integers(1, 600), sms=st.integers(1, 200), per_sm=st.integers(1, 4),
-       warps=st.sampled_from([1, 2, 4, 8]))
-def test_split_size_covers_the_prefix_in_whole_tiles_within_one_wave(tokens, rows, sms, per_sm, warps):
+       warps=st.sampled_from([1, 2, 4, 8]), token_bytes=st.integers(40, 1100))
+def test_split_size_covers_the_prefix_in_whole_tiles_within_one_wave(tokens, rows, sms, per_sm, warps, token_bytes):
     tile, wave = 32 * warps, per_sm * sms
-    chunk = cuda.balanced_chunk(tokens, rows, sms, wave, tile)
+    chunk = cuda.balanced_chunk(tokens, rows, sms, wave, tile, tile * token_bytes)
     splits = -(-tokens // chunk)
     assert chunk % tile == 0 and 0 < chunk <= -(-tokens // tile) * tile
     assert (splits - 1) * chunk < tokens  # no split past the prefix
     assert rows * splits <= max(wave, rows)  # one wave, unless the rows alone exceed it (then one split per row)
 
 
+# Bytes in one block's tiles (4 warps x 32 tokens) on the measured layouts: Llama heads (D = 128) at λ = 0.8 and 0.5,
+# SmolLM2's (D = 64) at λ = 0.5.
+LLAMA_08, LLAMA_05, SMOL_05 = 128 * 342, 128 * 418, 128 * 210
+
+
 def test_split_size_evens_out_the_blocks_where_that_was_measured_faster():
-    """H200 (132 multiprocessors, 3 resident blocks at λ = 0.8), Llama heads: BENCHMARKS.md "Session 15"."""
+    """H200 (132 multiprocessors, 3 resident blocks at λ = 0.8): BENCHMARKS.md "Session 15" and "Session 16"."""
     # 32K·b1: 32 splits of 1024 tokens (two blocks on every multiprocessor) instead of 43 of 768 (three on most).
-    assert cuda.balanced_chunk(32768, 8, 132, 396, 128) == 1024
-    assert cuda.balanced_chunk(16384, 8, 132, 396, 128) == 512
-    # 32K·b8 and 128K·b1: the one-wave split stays (fewer blocks per multiprocessor would lower the load < 5 %).
-    assert cuda.balanced_chunk(32768, 64, 132, 396, 128) == 5504
-    assert cuda.balanced_chunk(131072, 8, 132, 396, 128) == 2688
+    assert cuda.balanced_chunk(32768, 8, 132, 396, 128, LLAMA_08) == 1024
+    assert cuda.balanced_chunk(16384, 8, 132, 396, 128, LLAMA_08) == 512
+    # 32K·b8, 64K·b1: two blocks a multiprocessor keep 88 KiB in flight, enough, at a 1-3 % lower load.
+    assert cuda.balanced_chunk(32768, 64, 132, 396, 128, LLAMA_08) == 8192
+    assert cuda.balanced_chunk(65536, 8, 132, 396, 128, LLAMA_08) == 2048
+    # 128K·b1: three blocks on most multiprocessors still carry the lower load.
+    assert cuda.balanced_chunk(131072, 8, 132, 396, 128, LLAMA_08) == 2688
+    # SmolLM2 128K·b8·λ=0.5: two blocks would keep 54 KiB in flight (11 % slower at a 2 % lower load): three stay.
+    assert cuda.balanced_chunk(131072, 24, 132, 396, 128, SMOL_05) == 8192
     # Rows beyond one wave: one split per row.
-    assert cuda.balanced_chunk(1000, 500, 132, 396, 128) == 1024
+    assert cuda.balanced_chunk(1000, 500, 132, 396, 128, LLAMA_05) == 1024
 
 
-@pytest.mark.parametrize("bad", [dict(tokens=0), dict(rows=-1), dict(sms=0), dict(wave=1.5), dict(tile=True)])
+def test_split_size_prefers_fewer_blocks_only_with_enough_bytes_in_flight():
+    """The same rows and loads with small and with large tiles: only large tiles may drop to two blocks per
+    multiprocessor for a lower load."""
+    small, large = cuda.IN_FLIGHT_BYTES // 3, cuda.IN_FLIGHT_BYTES // 2
+    assert cuda.balanced_chunk(32768, 64, 132, 396, 128, small) == 5504  # 384 blocks
+    assert cuda.balanced_chunk(32768, 64, 132, 396, 128, large) == 8192  # 256 blocks
+
+
+@pytest.mark.parametrize("bad", [dict(tokens=0), dict(rows=-1), dict(sms=0), dict(wave=1.5), dict(tile=True),
+                                 dict(tile_bytes=0)])
 def test_split_size_inputs_are_checked(bad):
-    args = dict(tokens=4096, rows=8, sms=132, wave=396, tile=128) | bad
+    args = dict(tokens=4096, rows=8, sms=132, wave=396, tile=128, tile_bytes=LLAMA_08) | bad
     name = next(iter(bad))
     with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
         cuda.balanced_chunk(**args)

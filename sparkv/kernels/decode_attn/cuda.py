@@ -318,26 +318,33 @@ def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple
     return (None, why) if why is not None else (SplitPlan(query, prefix, scaling, _resolved=(p, d)), None)
 
 
-# Split-size rule (H200 measurements: BENCHMARKS.md "Session 15"). One block of 4 warps alone on a multiprocessor
-# streams ~15 % slower than two, so a split leaving one block per multiprocessor counts its tokens this much more; and
-# fewer blocks per multiprocessor (fewer warps to hide latency) are taken only for a busiest-multiprocessor load
-# lower by more than LOAD_MARGIN (two blocks instead of three were 2-4 % faster for D = 128 at a 1-3 % lower load,
-# 11 % slower for SmolLM2's D = 64 at λ = 0.5 at a 2 % lower load).
+# Split-size rule (H200 measurements: BENCHMARKS.md "Session 15" and "Session 16"). One block of 4 warps alone on a
+# multiprocessor streams ~15 % slower than two, so a split leaving one block per multiprocessor counts its tokens this
+# much more. Fewer blocks per multiprocessor cost only while they leave too few bytes in flight to cover DRAM latency:
+# a plain stream of per-warp tiles ran at its full rate with IN_FLIGHT_BYTES (64 KiB) in flight per multiprocessor
+# (session 10, `stream_warp_tiles_h200.json`). Two blocks instead of three were 2-8 % faster for D = 128 at λ = 0.8
+# (88 KiB in flight with two) and 11 % slower for SmolLM2's D = 64 at λ = 0.5 (54 KiB with two) at a 2 % lower load.
+# So among the splits within LOAD_MARGIN of the lowest load, the one with the most bytes in flight (counted up to
+# IN_FLIGHT_BYTES) wins, then the lowest load, then the most blocks.
 LONE_BLOCK_COST = 1.15
 LOAD_MARGIN = 0.05
+IN_FLIGHT_BYTES = 64 * 1024
 
 
 @functools.lru_cache(maxsize=4096, typed=True)  # a model's decode steps ask the same question every layer
-def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int) -> int:
+def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int, tile_bytes: int) -> int:
     """Prefix tokens per split (a multiple of ``tile``) for ``rows`` (batch x KV heads) rows of ``tokens``, with at
-    most ``wave`` blocks (one wave of resident blocks) when the rows allow it.
+    most ``wave`` blocks (one wave of resident blocks) when the rows allow it. ``tile_bytes``: the layout's bytes in
+    one block's tiles (``tile`` tokens of one row), which is about what a block has in flight.
 
     The busiest multiprocessor's load is ``ceil(blocks / sms) * chunk`` tokens. Among the splits within
-    :data:`LOAD_MARGIN` of the lowest load, the one with the most blocks wins. Rounding ``tokens / splits`` up to whole
-    tiles changes the number of splits and so how evenly the blocks fall: at 32K tokens, batch 1, 8 KV heads, one
-    wave of 396 blocks asks for 49 splits; whole tiles give 43 splits of 768 tokens (344 blocks, three on most
+    :data:`LOAD_MARGIN` of the lowest load, the one with the most bytes in flight per multiprocessor (up to
+    :data:`IN_FLIGHT_BYTES`) wins, then the lowest load, then the most blocks. Rounding ``tokens / splits`` up to
+    whole tiles changes the number of splits and so how evenly the blocks fall: at 32K tokens, batch 1, 8 KV heads,
+    one wave of 396 blocks asks for 49 splits; whole tiles give 43 splits of 768 tokens (344 blocks, three on most
     multiprocessors, load 2304), while 32 splits of 1024 (256 blocks, two on each, load 2048) were 7.7 % faster."""
-    for name, x in (("tokens", tokens), ("rows", rows), ("sms", sms), ("wave", wave), ("tile", tile)):
+    for name, x in (("tokens", tokens), ("rows", rows), ("sms", sms), ("wave", wave), ("tile", tile),
+                    ("tile_bytes", tile_bytes)):
         if not isinstance(x, int) or isinstance(x, bool) or x < 1:
             raise ValueError(f"{name} must be a positive integer, got {x!r}")
     candidates = []
@@ -345,10 +352,12 @@ def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int) -> in
         chunk = cdiv(cdiv(tokens, splits), tile) * tile
         blocks = rows * cdiv(tokens, chunk)
         per_sm = cdiv(blocks, sms)
-        candidates.append((per_sm * chunk * (LONE_BLOCK_COST if per_sm == 1 and blocks < sms else 1.0), blocks, chunk))
-    lowest = min(load for load, _, _ in candidates)
-    near = [(blocks, -load, chunk) for load, blocks, chunk in candidates if load <= lowest * (1 + LOAD_MARGIN)]
-    return max(near)[2]
+        load = per_sm * chunk * (LONE_BLOCK_COST if per_sm == 1 and blocks < sms else 1.0)
+        candidates.append((load, min(per_sm * tile_bytes, IN_FLIGHT_BYTES), blocks, chunk))
+    lowest = min(c[0] for c in candidates)
+    near = [(in_flight, -load, blocks, chunk) for load, in_flight, blocks, chunk in candidates
+            if load <= lowest * (1 + LOAD_MARGIN)]
+    return max(near)[3]
 
 
 class SplitPlan:
@@ -382,7 +391,8 @@ class SplitPlan:
         tile = 32 * self.warps
         if chunk is None:
             sms = num_sms(query.device.index)
-            chunk = balanced_chunk(s, b * self.h, sms, p["waves"] * resident * sms, tile)
+            token_bytes = cdiv(prefix.nbytes(), b * self.h * s)  # the layout's bytes per token and row
+            chunk = balanced_chunk(s, b * self.h, sms, p["waves"] * resident * sms, tile, tile * token_bytes)
         elif not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 32 or chunk % 32:
             raise ValueError(f"chunk must be a positive multiple of 32, got {chunk!r}")
         self.chunk, self.splits = chunk, cdiv(s, chunk)
