@@ -426,8 +426,9 @@ def test_split_size_evens_out_the_blocks_where_that_was_measured_faster():
     # 32K·b8, 64K·b1: two blocks a multiprocessor keep 88 KiB in flight, enough, at a 1-3 % lower load.
     assert cuda.balanced_chunk(32768, 64, 132, 396, 128, LLAMA_08) == 8192
     assert cuda.balanced_chunk(65536, 8, 132, 396, 128, LLAMA_08) == 2048
-    # 128K·b1: three blocks on most multiprocessors still carry the lower load.
-    assert cuda.balanced_chunk(131072, 8, 132, 396, 128, LLAMA_08) == 2688
+    # 128K·b1 and 12K·b1: two blocks a multiprocessor even at a 1.6 % higher / the same load.
+    assert cuda.balanced_chunk(131072, 8, 132, 396, 128, LLAMA_08) == 4096
+    assert cuda.balanced_chunk(12288, 8, 132, 396, 128, LLAMA_08) == 384
     # SmolLM2 128K·b8·λ=0.5: two blocks would keep 54 KiB in flight (11 % slower at a 2 % lower load): three stay.
     assert cuda.balanced_chunk(131072, 24, 132, 396, 128, SMOL_05) == 8192
     # Rows beyond one wave: one split per row.
@@ -435,11 +436,13 @@ def test_split_size_evens_out_the_blocks_where_that_was_measured_faster():
 
 
 def test_split_size_prefers_fewer_blocks_only_with_enough_bytes_in_flight():
-    """The same rows and loads with small and with large tiles: only large tiles may drop to two blocks per
-    multiprocessor for a lower load."""
+    """The same rows and loads with small and with large tiles: small tiles keep the most blocks per multiprocessor,
+    large ones take the fewest that keep IN_FLIGHT_BYTES in flight."""
     small, large = cuda.IN_FLIGHT_BYTES // 3, cuda.IN_FLIGHT_BYTES // 2
-    assert cuda.balanced_chunk(32768, 64, 132, 396, 128, small) == 5504  # 384 blocks
-    assert cuda.balanced_chunk(32768, 64, 132, 396, 128, large) == 8192  # 256 blocks
+    assert cuda.balanced_chunk(32768, 64, 132, 396, 128, small) == 5504  # 384 blocks, 3 on most multiprocessors
+    assert cuda.balanced_chunk(32768, 64, 132, 396, 128, large) == 8192  # 256 blocks, 2 on most
+    assert cuda.balanced_chunk(12288, 8, 132, 396, 128, small) == 256  # 384 blocks at the same load as 256
+    assert cuda.balanced_chunk(12288, 8, 132, 396, 128, large) == 384
 
 
 @pytest.mark.parametrize("bad", [dict(tokens=0), dict(rows=-1), dict(sms=0), dict(wave=1.5), dict(tile=True),

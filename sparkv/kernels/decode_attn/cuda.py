@@ -320,12 +320,14 @@ def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple
 
 # Split-size rule (H200 measurements: BENCHMARKS.md "Session 15" and "Session 16"). One block of 4 warps alone on a
 # multiprocessor streams ~15 % slower than two, so a split leaving one block per multiprocessor counts its tokens this
-# much more. Fewer blocks per multiprocessor cost only while they leave too few bytes in flight to cover DRAM latency:
+# much more. More blocks per multiprocessor help only until they have enough bytes in flight to cover DRAM latency:
 # a plain stream of per-warp tiles ran at its full rate with IN_FLIGHT_BYTES (64 KiB) in flight per multiprocessor
-# (session 10, `stream_warp_tiles_h200.json`). Two blocks instead of three were 2-8 % faster for D = 128 at λ = 0.8
-# (88 KiB in flight with two) and 11 % slower for SmolLM2's D = 64 at λ = 0.5 (54 KiB with two) at a 2 % lower load.
-# So among the splits within LOAD_MARGIN of the lowest load, the one with the most bytes in flight (counted up to
-# IN_FLIGHT_BYTES) wins, then the lowest load, then the most blocks.
+# (session 10, `stream_warp_tiles_h200.json`). Past that, fewer and longer blocks win, since each block pays its own
+# set-up, end merge and partials: two blocks instead of three were 1.000-1.050x as fast for D = 128 at λ = 0.8 (88 KiB
+# in flight with two), even at a 1.6 % higher load (128K·b1: 1.023x), three instead of four 0.995-1.060x for SmolLM2's
+# D = 64 at λ = 0.8 (66 KiB); but two were 11 % slower for SmolLM2's D = 64 at λ = 0.5 (54 KiB with two) at a 2 %
+# lower load. So among the splits within LOAD_MARGIN of the lowest load, the one with the most bytes in flight
+# (counted up to IN_FLIGHT_BYTES) wins, then the fewest blocks per multiprocessor, the lowest load, the most blocks.
 LONE_BLOCK_COST = 1.15
 LOAD_MARGIN = 0.05
 IN_FLIGHT_BYTES = 64 * 1024
@@ -339,10 +341,11 @@ def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int, tile_
 
     The busiest multiprocessor's load is ``ceil(blocks / sms) * chunk`` tokens. Among the splits within
     :data:`LOAD_MARGIN` of the lowest load, the one with the most bytes in flight per multiprocessor (up to
-    :data:`IN_FLIGHT_BYTES`) wins, then the lowest load, then the most blocks. Rounding ``tokens / splits`` up to
-    whole tiles changes the number of splits and so how evenly the blocks fall: at 32K tokens, batch 1, 8 KV heads,
-    one wave of 396 blocks asks for 49 splits; whole tiles give 43 splits of 768 tokens (344 blocks, three on most
-    multiprocessors, load 2304), while 32 splits of 1024 (256 blocks, two on each, load 2048) were 7.7 % faster."""
+    :data:`IN_FLIGHT_BYTES`) wins, then the fewest blocks per multiprocessor, the lowest load, the most blocks.
+    Rounding ``tokens / splits`` up to whole tiles changes the number of splits and so how evenly the blocks fall: at
+    32K tokens, batch 1, 8 KV heads, one wave of 396 blocks asks for 49 splits; whole tiles give 43 splits of 768
+    tokens (344 blocks, three on most multiprocessors, load 2304), while 32 splits of 1024 (256 blocks, two on each,
+    load 2048) were 7.7 % faster."""
     for name, x in (("tokens", tokens), ("rows", rows), ("sms", sms), ("wave", wave), ("tile", tile),
                     ("tile_bytes", tile_bytes)):
         if not isinstance(x, int) or isinstance(x, bool) or x < 1:
@@ -353,11 +356,11 @@ def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int, tile_
         blocks = rows * cdiv(tokens, chunk)
         per_sm = cdiv(blocks, sms)
         load = per_sm * chunk * (LONE_BLOCK_COST if per_sm == 1 and blocks < sms else 1.0)
-        candidates.append((load, min(per_sm * tile_bytes, IN_FLIGHT_BYTES), blocks, chunk))
+        candidates.append((load, min(per_sm * tile_bytes, IN_FLIGHT_BYTES), -per_sm, blocks, chunk))
     lowest = min(c[0] for c in candidates)
-    near = [(in_flight, -load, blocks, chunk) for load, in_flight, blocks, chunk in candidates
+    near = [(in_flight, fewer, -load, blocks, chunk) for load, in_flight, fewer, blocks, chunk in candidates
             if load <= lowest * (1 + LOAD_MARGIN)]
-    return max(near)[3]
+    return max(near)[4]
 
 
 class SplitPlan:
