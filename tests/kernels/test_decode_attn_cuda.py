@@ -445,6 +445,26 @@ def test_split_size_prefers_fewer_blocks_only_with_enough_bytes_in_flight():
     assert cuda.balanced_chunk(12288, 8, 132, 396, 128, large) == 384
 
 
+def test_eight_warp_blocks_only_where_one_four_warp_block_fits():
+    """H200: 228 KiB of shared memory per multiprocessor, 227 KiB per block, 132 multiprocessors."""
+    sm, limit = 233472, 232448
+
+    def blocks(d, dk, group):
+        return [cuda.shared_bytes(cuda.defines(d, dk, group, "mean", torch.bfloat16, w, m))
+                for w, m in ((4, 2), (8, 1))]
+
+    big = (8, 131072, 132)  # rows, tokens, multiprocessors: 128K tokens at batch 1 with 8 KV heads
+    assert cuda.lone_block(*blocks(256, 26, 4), sm, limit, *big)  # D = 256, λ = 0.9: 127 KiB, one 4-warp block fits
+    assert cuda.lone_block(*blocks(128, 116, 4), sm, limit, *big)  # D = 128, λ = 0.1
+    assert not cuda.lone_block(*blocks(128, 64, 4), sm, limit, *big)  # D = 128, λ = 0.5: two fit
+    assert not cuda.lone_block(*blocks(128, 26, 8), sm, limit, *big)  # D = 128, λ = 0.8, 8 query heads a KV head
+    assert not cuda.lone_block(*blocks(256, 128, 4), sm, limit, *big)  # D = 256, λ = 0.5: the 8-warp block won't fit
+    assert not cuda.lone_block(*blocks(256, 26, 4), 0, limit, *big)  # the device did not say
+    # 8K tokens, 2 KV heads: 64 blocks of 256-token tiles for 132 multiprocessors (4-warp tiles make 128).
+    assert not cuda.lone_block(*blocks(256, 26, 4), sm, limit, 2, 8192, 132)
+    assert cuda.lone_block(*blocks(256, 26, 4), sm, limit, 2, 32768, 132)
+
+
 @pytest.mark.parametrize("bad", [dict(tokens=0), dict(rows=-1), dict(sms=0), dict(wave=1.5), dict(tile=True),
                                  dict(tile_bytes=0)])
 def test_split_size_inputs_are_checked(bad):

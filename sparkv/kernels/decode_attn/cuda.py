@@ -34,6 +34,8 @@ _FAILED: dict[tuple, str] = {}
 # register cap is within 0.5% at λ = 0.8 and up to 20% slower at λ = 0.5 with D = 128 (session 11); double-buffered V
 # tiles cost resident blocks.
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
+# Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
+RESERVED_SMEM_PER_BLOCK = 1024
 # What the last call launched (benchmarks record it per row).
 LAST_LAUNCH: dict = {}
 
@@ -215,9 +217,22 @@ def _misaligned(prefix: CompressedKV) -> str | None:
     return None
 
 
+def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: int, tokens: int, sms: int) -> bool:
+    """Whether to launch one 8-warp block (``warps=8, min_blocks=1``) per multiprocessor instead of 4-warp blocks of
+    ``block4`` bytes of shared memory: when only one of those fits a multiprocessor's ``sm_bytes``, the 8-warp
+    block's ``block8`` bytes fit ``block_limit``, and ``rows`` (batch x KV heads) of ``tokens`` still make a block of
+    256-token tiles for each of the ``sms`` multiprocessors. A lone 4-warp block has too few warps to cover DRAM
+    latency (1.09-1.50x with 8 warps on the H200: D = 256 at λ = 0.9, D = 128 at λ = 0.1, and at λ = 0.3 with 8 query
+    heads a KV head), but where the 8-warp tiles leave multiprocessors idle it lost (D = 256, λ = 0.9, 8K·b1: 0.83x),
+    and where two 4-warp blocks fit, one 8-warp block was 0.89-1.03x (BENCHMARKS.md "Session 16")."""
+    return (0 < sm_bytes // (block4 + RESERVED_SMEM_PER_BLOCK) <= 1 and block8 <= block_limit
+            and rows * cdiv(tokens, 8 * 32) >= sms)
+
+
 def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
-    with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group)."""
+    with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
+    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`)."""
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
@@ -240,15 +255,23 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
     if why is not None:
         return p, {}, why
 
-    def make(warps: int) -> dict:
-        return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps, p["min_blocks"], p["chains"],
-                       p["stages"])
+    def make(warps: int, min_blocks: int | None = None) -> dict:
+        return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps,
+                       p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"])
 
     d = make(p["warps"])
-    limit = torch.cuda.get_device_properties(dev).shared_memory_per_block_optin
+    props = torch.cuda.get_device_properties(dev)
+    limit = props.shared_memory_per_block_optin
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:
         p["warps"] = 2
         d = make(2)
+    elif "warps" not in kw and "min_blocks" not in kw and p["warps"] == 4:
+        wide = make(8, min_blocks=1)
+        if lone_block(shared_bytes(d), shared_bytes(wide), getattr(props, "shared_memory_per_multiprocessor", 0),
+                      limit, prefix.values.shape[0] * prefix.values.shape[1], prefix.num_tokens,
+                      props.multi_processor_count):
+            p.update(warps=8, min_blocks=1)
+            d = wide
     if shared_bytes(d) > limit:
         why = (f"{shared_bytes(d)} bytes of shared memory per block with {p['warps']} warps "
                f"(this GPU allows {limit})")
