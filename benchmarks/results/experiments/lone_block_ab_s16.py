@@ -1,4 +1,4 @@
-# Exact script of a session-16 device call (2026-11-29 21:51 UTC, one H200, torch 2.11.0+cu130, triton 3.6.0), run from
+# Exact script of a session-16 device call (2026-11-29 21:52 UTC, one H200, torch 2.11.0+cu130, triton 3.6.0), run from
 # the repository root as `PYTHONPATH=. python <this file>` with $OUT the device's output folder; kept as it ran.
 # Session 16: one 8-warp block per multiprocessor where only one 4-warp block fits its shared memory (the tree's
 # launch_params) against 4-warp blocks (`warps=4, min_blocks=2`, main's defaults), each with its own default split.
