@@ -32,7 +32,8 @@ _FAILED: dict[tuple, str] = {}
 # capped for 2 resident blocks, two walks per token, one wave of blocks, two stages of small-array buffers. One stage
 # (less shared memory) lets 3 blocks fit at λ = 0.5 but is up to 15% slower; two waves were slower; a 3-block
 # register cap is within 0.5% at λ = 0.8 and up to 20% slower at λ = 0.5 with D = 128 (session 11); double-buffered V
-# tiles cost resident blocks.
+# tiles cost resident blocks. Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block
+# instead (lone_block, session 16).
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 # Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
 RESERVED_SMEM_PER_BLOCK = 1024
