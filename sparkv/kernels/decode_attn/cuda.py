@@ -223,7 +223,7 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
     ``block4`` bytes of shared memory: when only one of those fits a multiprocessor's ``sm_bytes``, the 8-warp
     block's ``block8`` bytes fit ``block_limit``, and ``rows`` (batch x KV heads) of ``tokens`` still make a block of
     256-token tiles for each of the ``sms`` multiprocessors. A lone 4-warp block has too few warps to cover DRAM
-    latency (1.09-1.50x with 8 warps on the H200: D = 256 at λ = 0.9, D = 128 at λ = 0.1, and at λ = 0.3 with 8 query
+    latency (1.02-1.50x with 8 warps on the H200: D = 256 at λ = 0.9, D = 128 at λ = 0.1, and at λ = 0.3 with 8 query
     heads a KV head), but where the 8-warp tiles leave multiprocessors idle it lost (D = 256, λ = 0.9, 8K·b1: 0.83x),
     and where two 4-warp blocks fit, one 8-warp block was 0.89-1.03x (BENCHMARKS.md "Session 16")."""
     return (0 < sm_bytes // (block4 + RESERVED_SMEM_PER_BLOCK) <= 1 and block8 <= block_limit
