@@ -379,10 +379,31 @@ def test_misaligned_views_are_not_the_cuda_kernels_case():
 def test_launch_decisions_are_cached_within_a_bound(monkeypatch):
     """One decision per case, reused on later calls; a cache full of other cases starts over instead of growing."""
     query, prefix, _, _ = make_interpreter_case()
-    monkeypatch.setattr(cuda, "_PLANS", {("other case", i): ({}, {}, "x") for i in range(4096)})
+    monkeypatch.setattr(cuda, "_PLANS", {("other case", i): ({}, {}, "x", None) for i in range(4096)})
     first = cuda.try_plan(query, prefix, 0.1)
     assert len(cuda._PLANS) == 1
     assert cuda.try_plan(query, prefix, 0.1)[1] == first[1] and len(cuda._PLANS) == 1
+
+
+def test_split_size_is_chosen_once_per_case(monkeypatch):
+    """Later steps of a case reuse its split size (choosing it reads the layout's bytes) instead of choosing again."""
+    query, prefix, _, _ = make_interpreter_case()
+    seen = []
+
+    class RecordingPlan:
+        def __init__(self, query, prefix, scaling, chunk=None, _resolved=None):
+            seen.append(chunk)
+            self.chunk = 96 if chunk is None else chunk
+
+    monkeypatch.setattr(cuda, "_PLANS", {})
+    monkeypatch.setattr(cuda, "launch_params", lambda *a, **k: (dict(cuda.DEFAULTS), {"D": 128}, None))
+    monkeypatch.setattr(cuda, "_built", lambda d, device: None)
+    monkeypatch.setattr(cuda, "_misaligned", lambda prefix: None)
+    monkeypatch.setattr(cuda, "SplitPlan", RecordingPlan)
+    for _ in range(3):
+        plan, why = cuda.try_plan(query, prefix, 0.1)
+        assert why is None and plan.chunk == 96
+    assert seen == [None, 96, 96, 96]  # chosen by the plan once, then given
 
 
 def test_nvrtc_errors_carry_the_log():

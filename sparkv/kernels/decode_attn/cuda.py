@@ -322,12 +322,13 @@ def build(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> str | N
 
 # What try_plan decided per case (shapes, dtypes, layout, device): a model's decode steps repeat one case per layer,
 # and resolving it again costs host time on every step of eager generation.
-_PLANS: dict[tuple, tuple[dict, dict, str | None]] = {}
+_PLANS: dict[tuple, tuple[dict, dict, str | None, int | None]] = {}
 
 
 def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple[SplitPlan | None, str | None]:
     """``(plan, None)`` when the kernel takes this step with its default launch, else ``(None, why)``. The decision
-    is cached per case; only the arrays' alignment (a property of these tensors) is checked on every call."""
+    and the split size are cached per case (the size reads the layout's bytes, ~2 µs of host time a call); only the
+    arrays' alignment (a property of these tensors) is checked on every call."""
     keys, values = prefix.keys, prefix.values
     case = (tuple(query.shape), query.dtype, tuple(values.shape), values.device, type(keys), keys.head_dim,
             keys.kept, keys.recovery, keys.kept_values.dtype, None if keys.scale is None else keys.scale.dtype,
@@ -336,10 +337,12 @@ def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple
         if len(_PLANS) >= 4096:  # a server sees a new prompt length per request: bound the cache, not the cases
             _PLANS.clear()
         p, d, why = launch_params(prefix, query.shape[1] // values.shape[1], query.dtype)
-        _PLANS[case] = (p, d, why or _built(d, values.device))
-    p, d, why = _PLANS[case]
+        why = why or _built(d, values.device)
+        chunk = None if why is not None else SplitPlan(query, prefix, scaling, _resolved=(p, d)).chunk
+        _PLANS[case] = (p, d, why, chunk)
+    p, d, why, chunk = _PLANS[case]
     why = why or _misaligned(prefix)
-    return (None, why) if why is not None else (SplitPlan(query, prefix, scaling, _resolved=(p, d)), None)
+    return (None, why) if why is not None else (SplitPlan(query, prefix, scaling, chunk, _resolved=(p, d)), None)
 
 
 # Split-size rule (H200 measurements: BENCHMARKS.md "Session 15" and "Session 16"). One block of 4 warps alone on a
