@@ -18,9 +18,10 @@ from sparkv.kernels.decode_attn.fused import (
     OTHER_CONFIGS,
     SPARK_CONFIGS,
     SPARK_CONFIGS_SMALL_HEAD,
+    combine_partials,
     decode_attn_triton,
 )
-from sparkv.kernels.decode_attn.reference import decode_attn_ref
+from sparkv.kernels.decode_attn.reference import combine_partials_ref, decode_attn_ref
 from sparkv.kernels.recover.reference import recover_ref
 from sparkv.kernels.select_pack.reference import select_pack_ref
 
@@ -116,6 +117,36 @@ def test_decode_split_boundaries_and_empty_rows(poison_empty):
     case = make_case(3, 1, 2, 130, 0, 64, 13, torch.float32, lengths=[130, 33, 1])
     run_and_check(*case, RTOL[torch.float32])
     run_and_check(*case, RTOL[torch.float32], chunk=64)
+
+
+COMBINE_CASES = [
+    # (B, H, G, NS, D, slots per pass): one pass, several passes, more slots than one default pass takes (256),
+    # a head_dim that is no multiple of the 32 columns a program writes
+    (1, 2, 4, 1, 64, None),
+    (2, 1, 3, 33, 128, None),
+    (1, 2, 1, 33, 128, 16),
+    (1, 1, 7, 300, 256, None),
+    (2, 1, 2, 5, 100, None),
+]
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("b,h,g,ns,d,per_pass", COMBINE_CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_combine_kernel_equals_its_reference(b, h, g, ns, d, per_pass, dtype, poison_empty):
+    """The merge of split partials against the plain softmax-weighted sum, with empty splits (-inf) in every row
+    but never all of a row's (a row with nothing to attend to is refused before any kernel runs)."""
+    gen = torch.Generator(device="cpu").manual_seed(ns + d)
+    o_part = torch.randn(b * h, ns, g, d, generator=gen).to(DEVICE)
+    lse_part = (torch.randn(b * h, ns, g, generator=gen) * 4).to(DEVICE)
+    empty = torch.rand(b * h, ns, g, generator=gen).to(DEVICE) < 0.3
+    empty[:, 0] = False
+    lse_part = lse_part.masked_fill(empty, float("-inf"))
+    query = torch.randn(b, h * g, 1, d, generator=gen).to(dtype).to(DEVICE)
+    out = combine_partials(o_part, lse_part, query, per_pass)
+    ref = combine_partials_ref(o_part, lse_part, query.float())
+    assert out.shape == query.shape and out.dtype == dtype
+    assert rel_err(out, ref) < RTOL[dtype]
 
 
 def test_decode_chain_packed_equals_materialised(poison_empty):

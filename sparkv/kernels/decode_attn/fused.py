@@ -459,17 +459,17 @@ def decode_attn_fwd_kernel(
 @triton.jit(do_not_specialize=["NS"])
 def decode_attn_combine_kernel(
     o_part,  # [B*H, NS, G, D] float32
-    lse_part,  # [B*H, NS, G] float32
+    lse_part,  # [B*H, NS, G] float32, base 2
     o,  # [B, HQ, 1, D]
     NS,
     G: tl.constexpr,
     D: tl.constexpr,
-    BD: tl.constexpr,
-    BNS: tl.constexpr,
+    BD: tl.constexpr,  # columns per program: grid (B*HQ, cdiv(D, BD))
+    BNS: tl.constexpr,  # slots per pass
 ):
     i_bhg = tl.program_id(0).to(tl.int64)  # = (b*H + h)*G + g = b*HQ + hq
     i_bh, i_g = i_bhg // G, i_bhg % G
-    o_j = tl.arange(0, BD)
+    o_j = tl.program_id(1) * BD + tl.arange(0, BD)
     m_j = o_j < D
     b_m = tl.full([1], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([1], dtype=tl.float32)
@@ -477,19 +477,22 @@ def decode_attn_combine_kernel(
     for s0 in range(0, NS, BNS):
         o_s = s0 + tl.arange(0, BNS)
         m_s = o_s < NS
+        # Both loads before any use: the partials' addresses do not depend on the log-sum-exps, so one L2 round
+        # trip serves a pass (BENCHMARKS.md "Session 17").
         b_lse = tl.load(lse_part + (i_bh * NS + o_s) * G + i_g, mask=m_s, other=float("-inf"))
+        p_o = o_part + ((i_bh * NS + o_s[:, None]) * G + i_g) * D + o_j[None, :]
+        b_o = tl.load(p_o, mask=m_s[:, None] & m_j[None, :], other=0)
         b_mn = tl.maximum(b_m, tl.max(b_lse, axis=0))
         b_safe = tl.where(b_mn == float("-inf"), 0.0, b_mn)
         b_w = tl.exp2(b_lse - b_safe)
         b_alpha = tl.exp2(b_m - b_safe)
-        p_o = o_part + ((i_bh * NS + o_s[:, None]) * G + i_g) * D + o_j[None, :]
-        b_o = tl.load(p_o, mask=m_s[:, None] & m_j[None, :], other=0)
         b_acc = b_acc * b_alpha + tl.sum(b_w[:, None] * b_o, axis=0)
         b_l = b_l * b_alpha + tl.sum(b_w, axis=0)
         b_m = b_mn
     tl.store(o + i_bhg * D + o_j, (b_acc / b_l).to(o.dtype.element_ty), mask=m_j)
 
 
+COMBINE_COLUMNS = 32  # output columns per combine program
 SPARK_KERNELS = ("auto", "cuda", "triton")
 _CUDA_FAILED: dict[int, str] = {}  # device index -> why NVRTC / the module load failed there (auto falls back)
 
@@ -528,16 +531,19 @@ def _cuda_spark_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float, 
 
 def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.Tensor,
                      slots_per_pass: int | None = None) -> torch.Tensor:
-    """Merge split partials (``[B*H, NS, G, D]`` / ``[B*H, NS, G]``) into ``[B, HQ, 1, D]`` in the query dtype.
+    """Merge split partials (``[B*H, NS, G, D]`` / ``[B*H, NS, G]``, log-sum-exps in base 2) into ``[B, HQ, 1, D]``
+    in the query dtype; :func:`~sparkv.kernels.decode_attn.reference.combine_partials_ref` is its reference.
     ``slots_per_pass`` (a power of two; default below) is for benchmarks/combine_passes_ab.py."""
     b, hq, _, d = query.shape
     ns = o_part.shape[1]
     out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=query.device)
-    # Up to 64 slots in one pass: every further pass waits on another round of loads (1-2 µs a step at 128K·b1 and
-    # 32K·b1 on the H200, where there are 33-64 slots: BENCHMARKS.md "Session 9"). 128 was not tried.
-    bns = slots_per_pass or (16 if interpreting() else (64 if ns > 32 else 32))
-    decode_attn_combine_kernel[(b * hq,)](o_part, lse_part, out, ns, G=o_part.shape[2], D=d,
-                                          BD=max(32, triton.next_power_of_2(d)), BNS=bns)
+    # Every slot in one pass up to 256 (each further pass waits on another round of loads: BENCHMARKS.md
+    # "Session 9"), and 32 columns a program, i.e. D / 32 programs per query head: more multiprocessors share the
+    # reads (1.005-1.07x a whole step on the H200, most where a step has 64+ slots: "Session 17").
+    bns = slots_per_pass or min(256, max(16, triton.next_power_of_2(ns)))
+    bd = COMBINE_COLUMNS
+    decode_attn_combine_kernel[(b * hq, triton.cdiv(d, bd))](o_part, lse_part, out, ns, G=o_part.shape[2], D=d,
+                                                            BD=bd, BNS=bns)
     return out
 
 

@@ -150,3 +150,13 @@ def decode_attn_ref(
             absorb(scores.masked_fill(pos > q_pos, NEG_INF), values)
     out = acc / denom
     return out.view(b, hq, nq, -1).to(query.dtype)
+
+
+def combine_partials_ref(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Merge split partials as the combine kernel does, in plain PyTorch: ``o_part [B*H, NS, G, D]`` (each split's
+    normalised output), ``lse_part [B*H, NS, G]`` (its log-sum-exp in base 2, -inf for an empty split) ->
+    ``[B, HQ, 1, D]`` in the query dtype, each split weighted by its share of the softmax mass."""
+    b, hq, _, d = query.shape
+    weights = torch.softmax(lse_part.float() * torch.log(torch.tensor(2.0)), dim=1)  # over the splits
+    out = (weights.unsqueeze(-1) * o_part.float()).sum(1)  # [B*H, G, D]
+    return out.reshape(b, hq, 1, d).to(query.dtype)
