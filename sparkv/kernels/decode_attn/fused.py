@@ -539,7 +539,7 @@ def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.
     out = torch.empty(b, hq, 1, d, dtype=query.dtype, device=query.device)
     # Every slot in one pass up to 256 (each further pass waits on another round of loads: BENCHMARKS.md
     # "Session 9"), and 32 columns a program, i.e. D / 32 programs per query head: more multiprocessors share the
-    # reads (1.005-1.07x a whole step on the H200, most where a step has 64+ slots: "Session 17").
+    # reads (0.999-1.062x a whole step on the H200, the most where a step has over 64 slots: "Session 17").
     bns = slots_per_pass or min(256, max(16, triton.next_power_of_2(ns)))
     bd = COMBINE_COLUMNS
     decode_attn_combine_kernel[(b * hq, triton.cdiv(d, bd))](o_part, lse_part, out, ns, G=o_part.shape[2], D=d,

@@ -10,6 +10,8 @@ the score of token t is computed in the factored form the kernel uses:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, ThinKKeys, unpack_bits
@@ -157,6 +159,6 @@ def combine_partials_ref(o_part: torch.Tensor, lse_part: torch.Tensor, query: to
     normalised output), ``lse_part [B*H, NS, G]`` (its log-sum-exp in base 2, -inf for an empty split) ->
     ``[B, HQ, 1, D]`` in the query dtype, each split weighted by its share of the softmax mass."""
     b, hq, _, d = query.shape
-    weights = torch.softmax(lse_part.float() * torch.log(torch.tensor(2.0)), dim=1)  # over the splits
+    weights = torch.softmax(lse_part.float() * math.log(2.0), dim=1)  # over the splits
     out = (weights.unsqueeze(-1) * o_part.float()).sum(1)  # [B*H, G, D]
     return out.reshape(b, hq, 1, d).to(query.dtype)
