@@ -22,6 +22,12 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= ``n`` (1 for n <= 1), for host integers: ``triton.next_power_of_2`` costs
+    ~1.5 µs a call like ``triton.cdiv`` (same machine and versions)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
 def interpreting() -> bool:
     """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET") == "1"

@@ -43,3 +43,11 @@ def test_enabled_keeps_every_candidate(monkeypatch):
     tuner = _tuner(monkeypatch, None, keep_last_two)
     assert len(tuner.configs) == 4
     assert [c.kwargs["A"] for c in tuner.early_config_prune(CONFIGS, {})] == [2, 3]
+
+
+def test_host_integer_helpers_match_triton():
+    """``cdiv`` / ``next_power_of_2`` stand in for Triton's (slow on the host) on every decode step: same values."""
+    for n in range(1, 1100):
+        assert at.next_power_of_2(n) == triton.next_power_of_2(n)
+        for d in (1, 2, 3, 32, 128, 1000):
+            assert at.cdiv(n, d) == triton.cdiv(n, d)

@@ -52,7 +52,7 @@ import triton.testing
 from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
-from sparkv.kernels.autotune import autotune_disabled, cdiv, interpreting, launch_device, num_sms
+from sparkv.kernels.autotune import autotune_disabled, cdiv, interpreting, launch_device, next_power_of_2, num_sms
 from sparkv.kernels.decode_attn.reference import check_tail
 
 LOG2E = 1.4426950408889634
@@ -540,10 +540,9 @@ def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.
     # Every slot in one pass up to 256 (each further pass waits on another round of loads: BENCHMARKS.md
     # "Session 9"), and 32 columns a program, i.e. D / 32 programs per query head: more multiprocessors share the
     # reads (0.999-1.062x a whole step on the H200, the most where a step has over 64 slots: "Session 17").
-    bns = slots_per_pass or min(256, max(16, triton.next_power_of_2(ns)))
-    bd = COMBINE_COLUMNS
-    decode_attn_combine_kernel[(b * hq, triton.cdiv(d, bd))](o_part, lse_part, out, ns, G=o_part.shape[2], D=d,
-                                                            BD=bd, BNS=bns)
+    bns = slots_per_pass or min(256, max(16, next_power_of_2(ns)))  # host helpers: this runs every decode step
+    decode_attn_combine_kernel[(b * hq, cdiv(d, COMBINE_COLUMNS))](o_part, lse_part, out, ns, G=o_part.shape[2], D=d,
+                                                                  BD=COMBINE_COLUMNS, BNS=bns)
     return out
 
 
