@@ -199,15 +199,15 @@ LAST_LAUNCH: dict = {}
 
 def prefetch_lanes(bs: int, dk: int) -> int:
     """Lanes of the kept-values prefetch: the 128-byte lines one tile spans (+1 for a straddling row), pow2."""
-    return triton.next_power_of_2(cdiv(bs * dk * 2, 128) + 1)
+    return next_power_of_2(cdiv(bs * dk * 2, 128) + 1)  # a heuristic: evaluated at every launch
 
 
 @functools.lru_cache(maxsize=256)  # once per case, not per decode step (callers unpack it, never change it)
 def shape_constexprs(h: int, g: int, d: int, dk: int) -> dict[str, int]:
     """The kernel's shape constants for ``h`` KV heads, ``g`` query heads per KV head, head_dim ``d``, ``dk`` kept."""
     nw = num_words(d)
-    return dict(H=h, G=g, BG=max(16, triton.next_power_of_2(g)), D=d, BD=max(32, triton.next_power_of_2(d)), NW=nw,
-                NWP=triton.next_power_of_2(nw), DK=dk, BDK=triton.next_power_of_2(dk))
+    return dict(H=h, G=g, BG=max(16, next_power_of_2(g)), D=d, BD=max(32, next_power_of_2(d)), NW=nw,
+                NWP=next_power_of_2(nw), DK=dk, BDK=next_power_of_2(dk))
 
 
 @triton.jit

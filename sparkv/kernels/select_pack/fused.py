@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from sparkv.cache.layout import SparKKeys, num_words
-from sparkv.kernels.autotune import autotune, cdiv, launch_device
+from sparkv.kernels.autotune import autotune, cdiv, launch_device, next_power_of_2
 
 SALIENCY_IDS = {"code": 0, "paper": 1}
 RECOVERY_IDS = {"mean": 0, "mean_linear": 1, "zero": 2, "constant": 3}
@@ -161,7 +161,7 @@ def select_pack_triton(
         keys = keys.contiguous()
     a = stat.float().contiguous()
     nw = num_words(d)
-    nwp = triton.next_power_of_2(nw)
+    nwp = next_power_of_2(nw)
     dev = keys.device
     kept_values = torch.empty(b, h, s, kept, dtype=keys.dtype, device=dev)
     kept_bits = torch.empty(b, h, s, nw, dtype=torch.int32, device=dev)
