@@ -12,8 +12,10 @@ Triton one) and also time the Triton SparK kernel on the same data (``triton_us`
 Times are medians with L2 flushed before every call by reading a 256 MB buffer; every row is also timed with the
 buffer zeroed instead (``*_zero_flush``: Triton's do_bench flush, whose dirty lines add a fixed write-back cost to
 every kernel, ours and SDPA's alike; ``common.bench_us`` explains). ``bytes`` is what one decode step must read:
-the prefix layout (``CompressedKV.nbytes()``: kept values, bitmaps, scales, u, dense values, lengths) plus the query;
-SDPA reads the dense keys and values plus the query.
+the prefix layout decode reads (``nbytes()``: kept values, bitmaps, scales, u, dense values, lengths, and for pages
+their padding) plus the query; SDPA reads the dense keys and values plus the query. SparK rows use the form a sparkv
+cache keeps (``decode_storage``: :class:`SparKPages` where the CUDA kernel takes the case, ``layout``); the CUDA
+kernel is also timed on the same prefix as separate arrays (``cuda_arrays_us``).
 
 The plot beside the JSON (same name, ``.png``) shows each row's speed-up over the best SDPA backend and its TB/s on
 its own bytes, with the issue's targets drawn in; ``--replot JSON [--png PNG]`` redraws it from a written table
@@ -58,6 +60,7 @@ from common import (  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV, DenseKeys  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
+from sparkv.kernels.decode_attn import decode_storage  # noqa: E402
 from sparkv.kernels.decode_attn.fused import DENSE_CONFIGS, LAST_LAUNCH, SPARK_CONFIGS, decode_attn_triton  # noqa: E402
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
@@ -125,28 +128,35 @@ def run_table(args, save=None) -> list[dict]:
         dense_us = dense_us_zero = None
         for lam in RATIOS:
             dk = kept_channels(d, lam)
-            prefix = dense if lam == 0 else CompressedKV(select_pack_triton(k, stat, dk), v, lens)
-            exp = ref if lam == 0 else decode_attn_ref(q.float(), prefix, None, None, scale, block_size=8192)
+            arrays = dense if lam == 0 else CompressedKV(select_pack_triton(k, stat, dk), v, lens)
+            # What a sparkv cache holds for decoding: pages where the CUDA kernel takes the case, else the arrays.
+            prefix = arrays if lam == 0 else decode_storage(arrays, hq)
+            exp = ref if lam == 0 else decode_attn_ref(q.float(), arrays, None, None, scale, block_size=8192)
             out = decode_attn_triton(q, prefix, None, None, scale)
             err = rel_err(out, exp)
-            row = dict(base, key_ratio=lam, kept=dk, rel_err=err)
+            row = dict(base, key_ratio=lam, kept=dk, rel_err=err, layout=type(prefix).__name__)
             if err > TOL:
                 row["error"] = f"relative error {err:.2e} > {TOL}"
                 tqdm.write(f"FAILED check: {row}")
                 rows.append(row)
                 continue
-            def step(kernel=None, q=q, prefix=prefix, scale=scale):
-                return decode_attn_triton(q, prefix, None, None, scale, spark_kernel=kernel)
+            def step(kernel=None, q=q, prefix=prefix, arrays=arrays, scale=scale, form="kept"):
+                return decode_attn_triton(q, prefix if form == "kept" else arrays, None, None, scale,
+                                          spark_kernel=kernel)
 
             us = bench_us(step, flush="read")
             row["config"] = str(dict(LAST_LAUNCH))
             row["kernel"] = LAST_LAUNCH.get("spark_kernel", "triton") if lam else "triton"
             us_zero = bench_us(step, flush="zero")
             if lam and row["kernel"] == "cuda":
-                # The Triton SparK kernel on the same data, for comparison (the dispatcher's fallback).
-                tri = decode_attn_triton(q, prefix, None, None, scale, spark_kernel="triton")
+                # The Triton SparK kernel on the same data, for comparison (the dispatcher's fallback; it reads arrays).
+                tri = decode_attn_triton(q, arrays, None, None, scale, spark_kernel="triton")
                 row["triton_rel_err"] = rel_err(tri, exp)
-                row["triton_us"] = bench_us(lambda: step("triton"), flush="read")
+                row["triton_us"] = bench_us(lambda: step("triton", form="arrays"), flush="read")
+                if prefix is not arrays:  # the CUDA kernel on the arrays: what the pages gain, in the same run
+                    row["cuda_arrays_rel_err"] = rel_err(step("cuda", form="arrays"), exp)
+                    row["cuda_arrays_us"] = bench_us(lambda: step("cuda", form="arrays"), flush="read")
+                    row["arrays_bytes"] = arrays.nbytes() + q.nbytes
             if lam == 0:
                 dense_us, dense_us_zero = us, us_zero
             nbytes = prefix.nbytes() + q.nbytes
@@ -161,7 +171,7 @@ def run_table(args, save=None) -> list[dict]:
             rows.append(row)
             tqdm.write(f"{m['model']:>13} {fmt_ctx(s):>5} b{b} λ={lam:<3} {us:9.1f} µs {row['tbps']:.2f} TB/s "
                        f"sdpa {best_sdpa or 0:8.1f} µs  x{row['speedup_vs_sdpa'] or 0:.2f} vs sdpa  err {err:.1e}")
-            del prefix
+            del prefix, arrays
         del q, k, v, dense, ref
         gc.collect()
         if save is not None:
@@ -232,11 +242,12 @@ def explore(args) -> list[dict]:
 
 COLUMNS = [
     ("model", "model", ""), ("context", "context", ""), ("batch", "batch", ""), ("head_dim", "D", ""),
-    ("key_ratio", "λ", ""), ("kept", "DK", ""), ("kernel", "kernel", ""), ("bytes", "bytes read", ",d"),
-    ("us", "µs", ".1f"),
+    ("key_ratio", "λ", ""), ("kept", "DK", ""), ("kernel", "kernel", ""), ("layout", "layout", ""),
+    ("bytes", "bytes read", ",d"), ("us", "µs", ".1f"),
     ("tbps", "TB/s", ".2f"), ("sdpa_flash_us", "SDPA flash µs", ".1f"), ("sdpa_cudnn_us", "SDPA cuDNN µs", ".1f"),
     ("speedup_vs_sdpa", "vs best SDPA", ".2f"), ("speedup_vs_dense_kernel", "vs our dense", ".2f"),
     ("rel_err", "rel err", ".1e"), ("triton_us", "Triton SparK µs", ".1f"),
+    ("cuda_arrays_us", "CUDA on arrays µs", ".1f"),
     ("us_zero_flush", "µs, zeroed-L2 flush", ".1f"),
     ("speedup_vs_sdpa_zero_flush", "vs best SDPA, zeroed-L2 flush", ".2f"),
 ]

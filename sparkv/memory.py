@@ -78,9 +78,7 @@ def _dense_token_bytes(layer) -> int:
     if isinstance(layer, PressedLayer):
         p = layer.prefix
         if p is not None:
-            h, d = p.values.shape[1], p.keys.head_dim
-            es = p.values.element_size()
-            return h * (d + p.values.shape[-1]) * es
+            return p.num_heads * 2 * p.head_dim * p.dtype.itemsize
         if layer.keys is not None:
             return (layer.keys[0, :, :1].numel() * layer.keys.element_size()
                     + layer.values[0, :, :1].numel() * layer.values.element_size())
@@ -96,7 +94,7 @@ def _batch(layer) -> int:
 
     if isinstance(layer, PressedLayer):
         if layer.prefix is not None:
-            return layer.prefix.values.shape[0]
+            return layer.prefix.batch
         return layer.keys.shape[0] if layer.keys is not None else 0
     keys = getattr(layer, "keys", None)
     return keys.shape[0] if keys is not None and keys.dim() == 4 else 0

@@ -7,7 +7,8 @@
 2. the ``"sparkv"`` attention function (``sparkv.integration.transformers``) recognises the handle, computes dense
    attention over the prompt and calls :meth:`PressedLayer.finish_prefill` with the layer's own queries; the layer
    compresses itself right there (``sparkv.methods.compose.compress_layer``) and frees the dense prompt, so at most
-   one layer's dense prompt is alive at a time;
+   one layer's dense prompt is alive at a time; where the CUDA decode kernel will take it, the compressed prompt is
+   kept as tile records (:class:`~sparkv.cache.layout.SparKPages`, ``decode_storage``) instead of separate arrays;
 3. **decode** — ``update`` appends the new tokens to a dense *tail* (a buffer grown by ``tail_chunk`` tokens, not a
    ``torch.cat`` per step) and returns the handle again; the attention function runs
    ``sparkv.kernels.decode_attn.decode_attn`` over the compressed prefix plus the tail.
@@ -40,8 +41,9 @@ import copy
 import torch
 from transformers.cache_utils import CacheLayerMixin, DynamicSlidingWindowLayer
 
-from sparkv.cache.layout import CompressedKV, allocated_bytes
+from sparkv.cache.layout import CompressedKV, SparKPages, allocated_bytes
 from sparkv.config import PressConfig
+from sparkv.kernels.decode_attn import decode_storage
 
 __all__ = ["AttentionHandle", "PressedLayer", "DenseSlidingLayer", "DEFAULT_TAIL_CHUNK"]
 
@@ -123,7 +125,7 @@ class PressedLayer(CacheLayerMixin):
     def _clear(self) -> None:
         self.keys = None  # dense prompt, only between prefill `update` and compression
         self.values = None
-        self.prefix: CompressedKV | None = None
+        self.prefix: CompressedKV | SparKPages | None = None  # pages where the CUDA kernel decodes it
         self.tail_keys: torch.Tensor | None = None  # [B, H, capacity, D] buffers
         self.tail_values: torch.Tensor | None = None
         self.tail_len = 0
@@ -255,8 +257,10 @@ class PressedLayer(CacheLayerMixin):
         self.keys = self.values = None
         w = window_size(self.press)
         try:
-            self.prefix = compress_layer(self.press, query[:, :, max(0, s - w):] if w else None, keys, values, valid,
-                                         scaling, self.layer_idx, self.num_layers)
+            prefix = compress_layer(self.press, query[:, :, max(0, s - w):] if w else None, keys, values, valid,
+                                    scaling, self.layer_idx, self.num_layers)
+            keys = values = None  # the dense prompt is freed before the pages are built
+            self.prefix = decode_storage(prefix, query.shape[1], self.press.backend)
         except Exception:
             self._clear()  # e.g. a prompt shorter than the press window: leave the layer empty, not half-filled
             raise
@@ -276,14 +280,15 @@ class PressedLayer(CacheLayerMixin):
         new.prompt_len = self.prompt_len
         new.scaling = self.scaling
         s = self.window_queries.shape[2]
-        new.prefix = compress_layer(press, self.window_queries[:, :, max(0, s - w):] if w else None, self.keys,
-                                    self.values, self.valid_mask, self.scaling, self.layer_idx, self.num_layers)
+        prefix = compress_layer(press, self.window_queries[:, :, max(0, s - w):] if w else None, self.keys,
+                                self.values, self.valid_mask, self.scaling, self.layer_idx, self.num_layers)
+        new.prefix = decode_storage(prefix, self.window_queries.shape[1], press.backend)
         return new
 
     # --- decode tail --------------------------------------------------------------------------------------------
 
     def _append_tail(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        rows = self.prefix.values.shape[0] if self.prefix is not None else None
+        rows = self.prefix.batch if self.prefix is not None else None
         if rows is not None and key_states.shape[0] != rows:
             raise ValueError(f"layer {self.layer_idx}: new tokens for {key_states.shape[0]} batch rows, the cache "
                              f"holds {rows}; a cache serves the batch it was filled with")
@@ -341,10 +346,10 @@ class PressedLayer(CacheLayerMixin):
                                "first)")
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < self.tail_len + 1:
             raise ValueError(f"capacity must be an integer >= tail_len + 1 = {self.tail_len + 1}, got {capacity!r}")
-        values = self.prefix.values
-        like_k = values.new_empty(*values.shape[:2], 0, self.prefix.keys.head_dim, dtype=self.dtype)
+        p = self.prefix
+        like = torch.empty(p.batch, p.num_heads, 0, p.head_dim, dtype=self.dtype, device=p.device)
         # Zeros, not empty: the slots past the length are read by a masked matmul on the PyTorch path.
-        self._reserve_tail(capacity, like_k, values, torch.zeros)
+        self._reserve_tail(capacity, like, like, torch.zeros)
         self.static_tail = (write_index, valid_tokens)
 
     def end_static_tail(self, tail_len: int) -> None:

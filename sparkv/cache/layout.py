@@ -10,6 +10,12 @@ SparK layout per (batch row b, KV head h, token t) — spec §3, "What must be s
     scale       [B, H, S]       model dtype, r_t (see ``sparkv.methods.spark`` for each recovery)
     u           [B, H, D]       float32, the per-head channel factor u_j
 Bytes per (token, KV head), bf16, D = 128: 2·DK + 16 + 16 + 2 (λ = 0.5: 162 B; λ = 0.8: 86 B; dense: 256 B).
+
+:class:`SparKPages` holds the same data tile-major, the form the CUDA decode kernel reads: for every (row, KV head),
+one record per 32-token tile ``[V rows | kept values | kept words | sign words | scales | zeros to 128 bytes]``
+(:func:`tile_record`). A tile's five loads then hit one contiguous region instead of five arrays, which DRAM serves
+faster (1.03x the split kernel, 1.38-1.42x over dense SDPA at λ = 0.8 against 1.34-1.40x: BENCHMARKS.md "Session
+18"). ``SparKPages.from_compressed`` / ``to_compressed`` convert exactly, both ways.
 """
 
 from __future__ import annotations
@@ -274,6 +280,26 @@ class CompressedKV:
     def num_tokens(self) -> int:
         return self.values.shape[-2]
 
+    @property
+    def batch(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.values.shape[-1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
     def tensors(self) -> list[torch.Tensor]:
         return [*_tensor_fields(self.keys), self.values, self.lengths]
 
@@ -284,3 +310,168 @@ class CompressedKV:
 
     def allocated_bytes(self) -> int:
         return allocated_bytes(self.tensors())
+
+
+TILE_TOKENS = 32  # tokens per record: the CUDA kernel's tile (one token per lane of a warp)
+RECORD_ALIGN = 128  # bytes: records start on DRAM / L2 lines
+PAGED_RECOVERIES = ("mean", "mean_linear", "zero", "constant")
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """Byte offsets of each field inside one tile record, and the record's size (a multiple of 128). Each field is
+    the tile's 32 rows of that array, back to back; absent fields (no sign words for ``zero`` recovery, no scales for
+    ``zero`` / ``constant``) take no bytes and their offset is None."""
+
+    values: int
+    kept_values: int
+    kept_bits: int
+    sign_bits: int | None
+    scale: int | None
+    nbytes: int
+
+
+def tile_record(head_dim: int, kept: int, recovery: str, dtype: torch.dtype) -> TileRecord:
+    """The record layout of a SparK prefix (``dtype``: the values', kept values' and scales' dtype)."""
+    if recovery not in PAGED_RECOVERIES:
+        raise ValueError(f"recovery must be one of {', '.join(PAGED_RECOVERIES)} for pages, got {recovery!r}")
+    es, words = dtype.itemsize, num_words(head_dim) * 4
+    off = TILE_TOKENS * head_dim * es
+    kept_values = off
+    off += TILE_TOKENS * kept * es
+    off = -(-off // 4) * 4  # words on 4-byte boundaries (odd DK, or a 1-byte dtype)
+    kept_bits = off
+    off += TILE_TOKENS * words
+    sign_bits = None
+    if recovery != "zero":
+        sign_bits, off = off, off + TILE_TOKENS * words
+    scale = None
+    if recovery in ("mean", "mean_linear"):
+        scale, off = off, off + TILE_TOKENS * es
+    return TileRecord(0, kept_values, kept_bits, sign_bits, scale, -(-off // RECORD_ALIGN) * RECORD_ALIGN)
+
+
+def _record_field(pages: torch.Tensor, offset: int, dtype: torch.dtype, cols: int) -> torch.Tensor:
+    """``[B*H, NT, 32, cols]`` view of one field of every record (no copy)."""
+    rows, tiles, _ = pages.shape
+    raw = pages[..., offset: offset + TILE_TOKENS * cols * dtype.itemsize]
+    return raw.view(dtype).view(rows, tiles, TILE_TOKENS, cols)
+
+
+@dataclass
+class SparKPages:
+    """A SparK prefix stored tile-major (module docstring), with everything decode attention needs.
+
+    pages   [B*H, ceil(S / 32), record bytes] uint8, :func:`tile_record` inside; rows past S are zeros.
+    lengths [B] int32, as :class:`CompressedKV`'s; u [B, H, D] (mean recoveries) or None.
+    Build it with :meth:`from_compressed`; shapes and dtypes are kept as fields, so reading them never unpacks.
+    """
+
+    pages: torch.Tensor
+    lengths: torch.Tensor
+    u: torch.Tensor | None
+    batch: int
+    num_heads: int
+    num_tokens: int
+    head_dim: int
+    kept: int
+    dtype: torch.dtype
+    recovery: str = "mean"
+    constant: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.record = tile_record(self.head_dim, self.kept, self.recovery, self.dtype)
+        shape = (self.batch * self.num_heads, -(-self.num_tokens // TILE_TOKENS), self.record.nbytes)
+        if not isinstance(self.pages, torch.Tensor) or self.pages.dtype != torch.uint8 \
+                or tuple(self.pages.shape) != shape or not self.pages.is_contiguous():
+            desc = f"{self.pages.dtype} {tuple(self.pages.shape)}" if isinstance(self.pages, torch.Tensor) else \
+                type(self.pages).__name__
+            raise ValueError(f"pages must be a contiguous uint8 {list(shape)} tensor, got {desc}")
+        _check_int_tensor("lengths", self.lengths, (self.batch,))
+        if (self.u is None) != (self.record.scale is None) or (
+                self.u is not None and tuple(self.u.shape) != (self.batch, self.num_heads, self.head_dim)):
+            raise ValueError(f"recovery {self.recovery!r} needs u "
+                             + ("[B, H, D]" if self.record.scale is not None else "None"))
+        self.min_length, self.max_length = (int(x) for x in torch.aminmax(self.lengths)) if self.batch else (0, 0)
+        if self.min_length < 0 or self.max_length > self.num_tokens:
+            raise ValueError(f"lengths must be in [0, {self.num_tokens}], got {self.lengths.tolist()}")
+
+    @property
+    def device(self) -> torch.device:
+        return self.pages.device
+
+    @classmethod
+    def from_compressed(cls, prefix: CompressedKV) -> SparKPages:
+        """The pages of a SparK prefix (its arrays are copied, not kept). Raises ``ValueError`` for other layouts,
+        the sampled recoveries (``gaussian``, ``exponential``) and scales in another dtype than the values."""
+        keys = prefix.keys
+        if not isinstance(keys, SparKKeys):
+            raise ValueError(f"pages hold SparK keys, got {type(keys).__name__}")
+        if keys.recovery not in PAGED_RECOVERIES:
+            raise ValueError(f"recovery must be one of {', '.join(PAGED_RECOVERIES)} for pages, got {keys.recovery!r}")
+        if keys.scale is not None and keys.scale.dtype != prefix.dtype:
+            raise ValueError(f"pages store scales in the values' dtype {prefix.dtype}, got {keys.scale.dtype}")
+        b, h, s, d = prefix.values.shape
+        rec = tile_record(d, keys.kept, keys.recovery, prefix.dtype)
+        tiles = -(-s // TILE_TOKENS)
+        pages = torch.empty(b * h, tiles, rec.nbytes, dtype=torch.uint8, device=prefix.device)
+        fields = [(rec.values, prefix.values), (rec.kept_values, keys.kept_values), (rec.kept_bits, keys.kept_bits),
+                  (rec.sign_bits, keys.sign_bits), (rec.scale, None if keys.scale is None else keys.scale[..., None])]
+        end = 0
+        for offset, src in fields:
+            if offset is None:
+                continue
+            pages[..., end:offset] = 0  # alignment gaps
+            dst = _record_field(pages, offset, src.dtype, src.shape[-1])
+            cols = src.shape[-1]
+            src = src.reshape(b * h, s, cols)
+            full = s // TILE_TOKENS
+            dst[:, :full] = src[:, : full * TILE_TOKENS].reshape(b * h, full, TILE_TOKENS, cols)
+            if s % TILE_TOKENS:
+                dst[:, full, : s % TILE_TOKENS] = src[:, full * TILE_TOKENS:]
+                dst[:, full, s % TILE_TOKENS:] = 0
+            end = offset + TILE_TOKENS * cols * src.element_size()
+        pages[..., end:] = 0
+        return cls(pages, prefix.lengths, None if keys.u is None else keys.u.clone(), b, h, s, d, keys.kept,
+                   prefix.dtype, keys.recovery, float(keys.constant))
+
+    def _rows(self, offset: int, dtype: torch.dtype, cols: int, start: int, end: int) -> torch.Tensor:
+        """One field for tokens ``start .. end - 1`` as a compact ``[B, H, end - start, cols]`` tensor."""
+        t0 = start // TILE_TOKENS
+        field = _record_field(self.pages, offset, dtype, cols)[:, t0: -(-end // TILE_TOKENS)]
+        rows = field.reshape(self.batch, self.num_heads, -1, cols)
+        return rows[:, :, start - t0 * TILE_TOKENS: end - t0 * TILE_TOKENS].contiguous()
+
+    def unpack(self, start: int = 0, end: int | None = None) -> tuple[SparKKeys, torch.Tensor]:
+        """``(keys, values)`` of tokens ``start .. end - 1`` (default: all) as arrays (:class:`SparKKeys` and
+        ``[B, H, end - start, D]``): what the PyTorch and Triton paths read, block by block."""
+        end = self.num_tokens if end is None else end
+        if not 0 <= start <= end <= self.num_tokens:
+            raise ValueError(f"start, end must satisfy 0 <= start <= end <= {self.num_tokens}, got {start}, {end}")
+        rec, nw = self.record, num_words(self.head_dim)
+        keys = SparKKeys(
+            kept_values=self._rows(rec.kept_values, self.dtype, self.kept, start, end),
+            kept_bits=self._rows(rec.kept_bits, torch.int32, nw, start, end), head_dim=self.head_dim,
+            recovery=self.recovery,
+            sign_bits=None if rec.sign_bits is None else self._rows(rec.sign_bits, torch.int32, nw, start, end),
+            scale=None if rec.scale is None else self._rows(rec.scale, self.dtype, 1, start, end)[..., 0],
+            u=self.u, constant=self.constant)
+        return keys, self._rows(rec.values, self.dtype, self.head_dim, start, end)
+
+    def to_compressed(self) -> CompressedKV:
+        """The same prefix as arrays (exactly the :class:`CompressedKV` it was built from)."""
+        keys, values = self.unpack()
+        return CompressedKV(keys, values, self.lengths)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.pages, self.lengths, self.u) if t is not None]
+
+    def nbytes(self) -> int:
+        """Exact bytes of the layout, all metadata (record padding included)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def allocated_bytes(self) -> int:
+        return allocated_bytes(self.tensors())
+
+
+Prefix = CompressedKV | SparKPages

@@ -100,8 +100,8 @@ class StaticStep:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         self.layers = _pressed_layers(cache)
-        self.batch = self.layers[0].prefix.values.shape[0]
-        self.device = dev = self.layers[0].prefix.values.device
+        self.batch = self.layers[0].prefix.batch
+        self.device = dev = self.layers[0].prefix.device
         self.start = self.layers[0].tail_len
         self.prompt_len = self.layers[0].prompt_len
         self.capacity = self.start + steps
@@ -279,8 +279,8 @@ def greedy_decode(model, cache, first_tokens: torch.Tensor, positions: torch.Ten
     if not isinstance(check_every, int) or isinstance(check_every, bool) or check_every < 1:
         raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
     layers = _pressed_layers(cache)
-    b = layers[0].prefix.values.shape[0]
-    dev = layers[0].prefix.values.device
+    b = layers[0].prefix.batch
+    dev = layers[0].prefix.device
     if first_tokens.dim() != 2 or tuple(first_tokens.shape) != (b, 1):
         raise ValueError(f"first_tokens must be [B, 1] = [{b}, 1] (the cache's batch), got {tuple(first_tokens.shape)}")
     if positions.shape != (b,):

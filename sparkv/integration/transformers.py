@@ -174,7 +174,8 @@ def _check_tail_mask(attention_mask, layer) -> None:
 
 
 def _is_plain_dense(prefix, query) -> bool:
-    return isinstance(prefix.keys, DenseKeys) and query.shape[2] == 1 and prefix.min_length == prefix.num_tokens
+    return isinstance(getattr(prefix, "keys", None), DenseKeys) and query.shape[2] == 1 \
+        and prefix.min_length == prefix.num_tokens
 
 
 def register() -> None:

@@ -131,3 +131,99 @@ def test_layouts_refuse_inconsistent_fields():
         CompressedKV(layout, values.half(), torch.tensor([16, 16]))
     with pytest.raises(ValueError, match="head_dim must be in"):
         unpack_bits(layout.kept_bits, 100)
+
+
+# --- pages (SparKPages): the tile-major form the CUDA kernel reads ------------------------------------------------
+
+
+def _prefix(b, h, s, d, dk, recovery, dtype, seed, lengths=None):
+    gen = torch.Generator().manual_seed(seed)
+    keys = select_pack_ref(torch.randn(b, h, s, d, generator=gen).to(dtype), torch.rand(b, h, d, generator=gen) + 0.1,
+                           dk, "code", recovery, recovery_constant=0.25)
+    if keys.scale is not None:
+        keys.scale = keys.scale.to(dtype)
+    lengths = torch.randint(0, s + 1, (b,), generator=gen, dtype=torch.int32) if lengths is None else lengths
+    return CompressedKV(keys, torch.randn(b, h, s, d, generator=gen).to(dtype), lengths)
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 3), h=st.integers(1, 3), s=st.integers(1, 100), d=st.sampled_from([32, 64, 80, 128]),
+       ratio=st.floats(0.05, 0.95), recovery=st.sampled_from(["mean", "mean_linear", "zero", "constant"]),
+       dtype=st.sampled_from([torch.bfloat16, torch.float16, torch.float32]), seed=st.integers(0, 1000))
+def test_pages_round_trip_exactly_and_count_their_bytes(b, h, s, d, ratio, recovery, dtype, seed):
+    from sparkv.cache.layout import TILE_TOKENS, SparKPages, tile_record
+
+    arrays = _prefix(b, h, s, d, kept_channels(d, ratio), recovery, dtype, seed)
+    pages = SparKPages.from_compressed(arrays)
+    back = pages.to_compressed()
+    for name in ("kept_values", "kept_bits", "sign_bits", "scale", "u"):
+        want, got = getattr(arrays.keys, name), getattr(back.keys, name)
+        assert (want is None and got is None) or (torch.equal(got, want) and got.dtype == want.dtype), name
+    assert torch.equal(back.values, arrays.values) and torch.equal(back.lengths, arrays.lengths)
+    assert (back.keys.recovery, back.keys.constant) == (arrays.keys.recovery, arrays.keys.constant)
+    assert (pages.batch, pages.num_heads, pages.num_tokens, pages.head_dim, pages.dtype) == \
+        (b, h, s, d, dtype) and (pages.min_length, pages.max_length) == (arrays.min_length, arrays.max_length)
+    # Any token range unpacks to the arrays' slice (what the PyTorch path reads block by block).
+    gen = torch.Generator().manual_seed(seed)
+    start = int(torch.randint(0, s, (1,), generator=gen))
+    end = int(torch.randint(start, s + 1, (1,), generator=gen))
+    keys, values = pages.unpack(start, end)
+    assert torch.equal(values, arrays.values[:, :, start:end])
+    assert torch.equal(keys.kept_values, arrays.keys.kept_values[:, :, start:end])
+    assert torch.equal(keys.kept_bits, arrays.keys.kept_bits[:, :, start:end])
+    # Bytes: the records (padding included), u and lengths, all really allocated; at most 128 bytes of padding per
+    # record beyond the arrays' bytes per tile, plus the last tile's missing rows.
+    rec = tile_record(d, arrays.keys.kept, recovery, dtype)
+    tiles = -(-s // TILE_TOKENS)
+    assert pages.nbytes() == pages.allocated_bytes() == b * h * tiles * rec.nbytes + arrays.lengths.nbytes + (
+        0 if arrays.keys.u is None else arrays.keys.u.nbytes)
+    assert arrays.nbytes() <= pages.nbytes() < arrays.nbytes() + b * h * tiles * 128 + \
+        b * h * (tiles * TILE_TOKENS - s) * (rec.nbytes // TILE_TOKENS + 1)
+    # Rows past the prefix and the padding are zeros: nothing left over from the allocator.
+    raw = pages.pages.view(b * h, tiles, rec.nbytes)
+    last = (rec.scale or rec.sign_bits or rec.kept_bits) + TILE_TOKENS * (
+        dtype.itemsize if rec.scale is not None else 4 * num_words(d))
+    assert not raw[..., last:].any()
+
+
+def test_tile_record_fields_are_aligned_and_disjoint():
+    from sparkv.cache.layout import TILE_TOKENS, tile_record
+
+    for d in (64, 128, 256):
+        for dk in (1, 13, 26, 51, 64, d):
+            for recovery in ("mean", "mean_linear", "zero", "constant"):
+                rec = tile_record(d, dk, recovery, torch.bfloat16)
+                spans = [(rec.values, TILE_TOKENS * d * 2), (rec.kept_values, TILE_TOKENS * dk * 2),
+                         (rec.kept_bits, TILE_TOKENS * d // 8), (rec.sign_bits, TILE_TOKENS * d // 8),
+                         (rec.scale, TILE_TOKENS * 2)]
+                spans = [(o, n) for o, n in spans if o is not None]
+                assert all(o % 16 == 0 for o, _ in spans) and rec.nbytes % 128 == 0  # the kernel's 16-byte copies
+                assert all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:]))
+                assert spans[-1][0] + spans[-1][1] <= rec.nbytes < spans[-1][0] + spans[-1][1] + 128
+                assert (rec.sign_bits is None) == (recovery == "zero")
+                assert (rec.scale is None) == (recovery in ("zero", "constant"))
+
+
+def test_pages_refuse_what_they_cannot_hold():
+    from sparkv.cache.layout import SparKPages
+
+    arrays = _prefix(2, 2, 40, 64, 20, "mean", torch.bfloat16, 0)
+    with pytest.raises(ValueError, match="pages hold SparK keys"):
+        SparKPages.from_compressed(CompressedKV(DenseKeys(arrays.values), arrays.values, arrays.lengths))
+    gauss = _spark(recovery="gaussian")[1]
+    with pytest.raises(ValueError, match="recovery must be one of mean, mean_linear, zero, constant for pages"):
+        SparKPages.from_compressed(CompressedKV(gauss, torch.randn(2, 2, 16, 64), torch.tensor([16, 16])))
+    arrays.keys.scale = arrays.keys.scale.float()
+    with pytest.raises(ValueError, match="scales in the values' dtype"):
+        SparKPages.from_compressed(arrays)
+    pages = SparKPages.from_compressed(_prefix(2, 2, 40, 64, 20, "mean", torch.bfloat16, 0))
+    fields = dict(pages.__dict__)
+    fields.pop("record"), fields.pop("min_length"), fields.pop("max_length")
+    with pytest.raises(ValueError, match=r"pages must be a contiguous uint8 \[4, 2, "):
+        SparKPages(**{**fields, "pages": pages.pages[:, :1]})
+    with pytest.raises(ValueError, match="needs u"):
+        SparKPages(**{**fields, "u": None})
+    with pytest.raises(ValueError, match=r"lengths must be in \[0, 40\]"):
+        SparKPages(**{**fields, "lengths": torch.tensor([41, 3], dtype=torch.int32)})
+    with pytest.raises(ValueError, match="start, end must satisfy"):
+        pages.unpack(10, 41)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import sparkv
+from sparkv.cache.layout import SparKPages
 from sparkv.integration import graphs
 from sparkv.integration import transformers as glue
 from sparkv.integration.graphs import greedy_decode, replay_decode_steps
@@ -252,6 +253,7 @@ def test_captured_steps_equal_eager_static_steps_on_the_cuda_kernel(tok, monkeyp
         start = copy.deepcopy(cache)
         eager = greedy_decode(model, copy.deepcopy(start), first, positions, 20, capture=False)
         assert fused.LAST_LAUNCH.get("spark_kernel") == "cuda"
+        assert isinstance(cache.layers[0].prefix, SparKPages)  # the form the CUDA kernel reads
         graph = greedy_decode(model, cache, first, positions, 20, capture=True)
         assert torch.equal(graph, eager)
         assert cache.layers[0].tail_len == 20 and cache.layers[0].static_tail is None

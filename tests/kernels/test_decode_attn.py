@@ -164,6 +164,34 @@ def test_decode_chain_packed_equals_materialised(poison_empty):
                    decode_attn_triton(query, prefix, tail_k, tail_v, 0.125)) < 1e-5
 
 
+@pytest.mark.parametrize("recovery", ["mean", "mean_linear", "zero", "constant"])
+def test_pages_give_the_arrays_answer_on_every_path(recovery, poison_empty):
+    """The PyTorch path over pages (unpacked block by block, blocks not aligned to tiles) equals its run over the
+    arrays bit for bit; the Triton path (interpreter on the CPU) unpacks them with one warning and equals its run
+    over the arrays; ``decode_storage`` keeps arrays off CUDA."""
+    import warnings
+
+    from sparkv.cache.layout import SparKPages
+    from sparkv.kernels.decode_attn import decode_storage, fused
+
+    query, arrays, tail_k, tail_v = make_case(3, 2, 2, 70, 3, 64, 13, torch.bfloat16, recovery, [70, 33, 1], seed=4)
+    pages = SparKPages.from_compressed(arrays)
+    for block in (1024, 20):
+        assert torch.equal(decode_attn_ref(query.float(), pages, tail_k, tail_v, 0.2, block_size=block),
+                           decode_attn_ref(query.float(), arrays, tail_k, tail_v, 0.2, block_size=block))
+    if DEVICE == "cpu":
+        assert decode_storage(arrays, query.shape[1]) is arrays
+        fused._PAGES_UNPACKED.discard(torch.device(DEVICE))
+        with pytest.warns(UserWarning, match="every step unpacks it"):
+            got = decode_attn(query, pages, tail_k, tail_v, 0.2, backend="triton")
+        assert torch.equal(got, decode_attn(query, arrays, tail_k, tail_v, 0.2, backend="triton"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            decode_attn(query, pages, tail_k, tail_v, 0.2, backend="triton")
+    assert torch.equal(decode_attn(query, pages, tail_k, tail_v, 0.2, backend="torch"),
+                       decode_attn(query, arrays, tail_k, tail_v, 0.2, backend="torch"))
+
+
 def test_decode_dispatch_and_errors():
     query, prefix, tail_k, tail_v = make_case(1, 1, 2, 10, 2, 64, 13, torch.bfloat16)
     out = decode_attn(query, prefix, tail_k, tail_v, 0.125, backend="triton")

@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparkv.cache.layout import CompressedKV, DenseKeys
+from sparkv.cache.layout import CompressedKV, DenseKeys, SparKPages
 from sparkv.kernels.decode_attn import cuda
 from sparkv.kernels.decode_attn.fused import decode_attn_triton
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
@@ -62,8 +62,12 @@ def rel_err(out, ref):
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-H{c[1]}-G{c[2]}-S{c[3]}-T{c[4]}-D{c[5]}-DK{c[6]}-{c[8]}"
                                               for c in CASES])
-def test_cuda_kernel_matches_reference(case, poison_empty):
+@pytest.mark.parametrize("form", ["arrays", "pages"])
+def test_cuda_kernel_matches_reference(case, form, poison_empty):
     query, prefix, tail_k, tail_v = make_case(*case, seed=case[3])
+    arrays = prefix
+    if form == "pages":
+        prefix = SparKPages.from_compressed(prefix)
     why = cuda.build(prefix, case[2], case[7])
     if why is not None and "shared memory" in why:
         pytest.skip(why)  # e.g. head_dim 256 with 5+ query heads per KV head on a GPU with less than ~220 KB
@@ -73,8 +77,10 @@ def test_cuda_kernel_matches_reference(case, poison_empty):
     assert out.dtype == query.dtype and out.shape == query.shape
     assert rel_err(out, ref) < 1e-2
     # Same answer as the Triton kernel, to the precision both keep.
-    tri = decode_attn_triton(query, prefix, tail_k, tail_v, scale, spark_kernel="triton")
+    tri = decode_attn_triton(query, arrays, tail_k, tail_v, scale, spark_kernel="triton")
     assert rel_err(out, tri) < 1e-2
+    if form == "pages":  # the same kernel with the same split reads the same numbers: bit-equal to the arrays
+        assert torch.equal(out, decode_attn_triton(query, arrays, tail_k, tail_v, scale, spark_kernel="cuda"))
 
 
 BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3), dict(stages=2, chains=1)]
@@ -83,10 +89,14 @@ BUFFER_VARIANTS = [dict(stages=1), dict(stages=2), dict(stages=1, min_blocks=3),
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", BUFFER_VARIANTS, ids=lambda v: "-".join(f"{k}{x}" for k, x in v.items()))
 @pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-H{c[1]}-G{c[2]}-S{c[3]}-D{c[5]}-DK{c[6]}-{c[8]}" for c in CASES])
-def test_cuda_kernel_variants_match_reference(case, variant, poison_empty):
+@pytest.mark.parametrize("form", ["arrays", "pages"])
+def test_cuda_kernel_variants_match_reference(case, variant, form, poison_empty):
     """One and two stages of small-array buffers (their loads are issued at different points), a register cap of
-    3 blocks and one walk per token, against the fp32 reference on every case (no tail: the CUDA kernel alone)."""
+    3 blocks and one walk per token, against the fp32 reference on every case (no tail: the CUDA kernel alone),
+    reading arrays or pages."""
     query, prefix, _, _ = make_case(*case, seed=case[3] + 1)
+    if form == "pages":
+        prefix = SparKPages.from_compressed(prefix)
     why = cuda.build(prefix, case[2], case[7], **variant)
     if why is not None and "shared memory" in why:
         pytest.skip(why)
@@ -101,9 +111,10 @@ def test_cuda_kernel_variants_match_reference(case, variant, poison_empty):
 def test_cuda_kernel_launch_parameters(params, poison_empty):
     query, prefix, _, _ = make_case(2, 4, 4, 3000, 0, 128, 26, torch.bfloat16, "mean", [3000, 1234], seed=1)
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
-    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1, **params), ref) < 1e-2
-    # A split size that leaves most splits of the short row empty.
-    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1, chunk=256, **params), ref) < 1e-2
+    for form in (prefix, SparKPages.from_compressed(prefix)):
+        assert rel_err(cuda.decode_attn_cuda(query, form, 0.1, **params), ref) < 1e-2
+        # A split size that leaves most splits of the short row empty.
+        assert rel_err(cuda.decode_attn_cuda(query, form, 0.1, chunk=256, **params), ref) < 1e-2
 
 
 @pytest.mark.gpu
@@ -247,6 +258,54 @@ def test_nvrtc_failure_falls_back_once_with_a_warning(monkeypatch, poison_empty)
 
 
 @pytest.mark.gpu
+def test_pages_merge_in_kernel_and_replay_in_a_cuda_graph(poison_empty):
+    """Pages through every merge (the kernel's own, the combine kernel, a tail's partials first) and in a captured
+    step, bit-equal to the same kernel over the arrays (same splits, same numbers read)."""
+    query, arrays, tail_k, tail_v = make_case(2, 2, 4, 1500, 5, 128, 26, torch.bfloat16, "mean", [1500, 700], seed=6)
+    pages = SparKPages.from_compressed(arrays)
+    for combine in ("kernel", "triton"):
+        for chunk in (None, 64):
+            assert torch.equal(cuda.decode_attn_cuda(query, pages, 0.1, chunk=chunk, combine=combine),
+                               cuda.decode_attn_cuda(query, arrays, 0.1, chunk=chunk, combine=combine))
+    eager = decode_attn_triton(query, pages, tail_k, tail_v, 0.1, spark_kernel="cuda")
+    assert torch.equal(eager, decode_attn_triton(query, arrays, tail_k, tail_v, 0.1, spark_kernel="cuda"))
+    assert rel_err(eager, decode_attn_ref(query.float(), pages, tail_k, tail_v, 0.1)) < 1e-2
+    separate = cuda.decode_attn_cuda(query, pages, 0.1, combine="triton")
+    with torch.cuda.graph(graph := torch.cuda.CUDAGraph()):
+        captured = decode_attn_triton(query, pages, None, None, 0.1, spark_kernel="cuda")
+    for _ in range(2):
+        captured.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured, separate)
+
+
+@pytest.mark.gpu
+def test_pages_are_kept_only_where_the_cuda_kernel_decodes(monkeypatch):
+    """decode_storage: pages for a case the CUDA kernel takes, the arrays themselves otherwise (PyTorch backend, the
+    Triton kernel chosen, a case the kernel does not support); pages forced onto the Triton kernel are unpacked
+    every call, with one warning, and give the arrays' answer."""
+    from sparkv.kernels.decode_attn import decode_storage, fused
+
+    query, arrays, _, _ = make_case(1, 2, 4, 600, 0, 128, 40, torch.bfloat16, "mean", None)
+    pages = decode_storage(arrays, 8)
+    assert isinstance(pages, SparKPages) and pages.nbytes() == pages.allocated_bytes()
+    assert decode_storage(arrays, 8, backend="torch") is arrays
+    assert decode_storage(arrays, 18) is arrays  # 9 query heads per KV head
+    dense = CompressedKV(DenseKeys(arrays.values), arrays.values, arrays.lengths)
+    assert decode_storage(dense, 8) is dense
+    monkeypatch.setenv("SPARKV_SPARK_KERNEL", "triton")
+    assert decode_storage(arrays, 8) is arrays
+    monkeypatch.setattr(fused, "_PAGES_UNPACKED", set())
+    tri = decode_attn_triton(query, arrays, None, None, 0.1)
+    with pytest.warns(UserWarning, match="every step unpacks it"):
+        assert torch.equal(decode_attn_triton(query, pages, None, None, 0.1), tri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per device
+        assert torch.equal(decode_attn_triton(query, pages, None, None, 0.1), tri)
+
+
+@pytest.mark.gpu
 def test_launch_parameters_are_checked():
     query, prefix, _, _ = make_case(1, 2, 4, 300, 0, 128, 64, torch.bfloat16, "mean", None)
     with pytest.raises(TypeError, match="unknown CUDA kernel parameters"):
@@ -310,8 +369,9 @@ VARIANTS = [
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=["-".join(str(x) for x in v if not isinstance(x, torch.dtype))
                                                   for v in VARIANTS])
-def test_cuda_source_compiles(variant, arch):
-    defines = cuda.defines(*variant)
+@pytest.mark.parametrize("records", [False, True], ids=["arrays", "pages"])
+def test_cuda_source_compiles(variant, arch, records):
+    defines = cuda.defines(*variant, records=records)
     # EXPECT_SMEM (set by default): the source static_asserts that cuda.shared_bytes() describes its layout.
     source = cuda.kernel_source(defines)
     assert f"#define EXPECT_SMEM {cuda.shared_bytes(defines)}\n" in source

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from sparkv.cache.layout import CompressedKV, SparKKeys, ThinKKeys
+from sparkv.cache.layout import CompressedKV, SparKKeys, SparKPages, ThinKKeys
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
 from sparkv.kernels.dispatch import resolve_backend
 
 
-def _fused_supports(query: torch.Tensor, prefix: CompressedKV | None) -> bool:
+def _fused_supports(query: torch.Tensor, prefix: CompressedKV | SparKPages | None) -> bool:
     if query.shape[2] != 1 or query.dtype not in (torch.float16, torch.bfloat16):
         return False
-    if prefix is None:
+    if prefix is None or isinstance(prefix, SparKPages):
         return True
     keys = prefix.keys
     if isinstance(keys, ThinKKeys):
@@ -20,7 +20,7 @@ def _fused_supports(query: torch.Tensor, prefix: CompressedKV | None) -> bool:
     return not (isinstance(keys, SparKKeys) and keys.recovery in ("gaussian", "exponential"))
 
 
-def decode_attn(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torch.Tensor | None,
+def decode_attn(query: torch.Tensor, prefix: CompressedKV | SparKPages | None, tail_keys: torch.Tensor | None,
                 tail_values: torch.Tensor | None, scaling: float, backend: str = "auto",
                 tail_length: torch.Tensor | None = None) -> torch.Tensor:
     """Dispatch to :func:`decode_attn_ref` or the Triton split-K kernel (see ``decode_attn_ref`` for arguments).
@@ -38,4 +38,24 @@ def decode_attn(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: tor
     return decode_attn_ref(query, prefix, tail_keys, tail_values, scaling, tail_length=tail_length)
 
 
-__all__ = ["decode_attn", "decode_attn_ref"]
+def decode_storage(prefix: CompressedKV, query_heads: int, backend: str = "auto") -> CompressedKV | SparKPages:
+    """The form to keep a freshly compressed prefix in for decoding: :class:`SparKPages` where decode steps will run
+    the CUDA kernel on it (a CUDA device, ``backend`` not ``torch``, ``SPARKV_SPARK_KERNEL`` not ``triton``, a case
+    the kernel supports and NVRTC builds), else ``prefix`` itself. The arrays are not kept beside the pages, so the
+    caller should drop its reference to ``prefix``. ``query_heads``: the model's attention heads (the kernel's
+    build depends on heads per KV head)."""
+    from sparkv.kernels.decode_attn.fused import _spark_kernel_choice
+
+    if prefix.device.type != "cuda" or not isinstance(prefix.keys, SparKKeys) \
+            or resolve_backend(backend, prefix.device) != "triton" or _spark_kernel_choice(None) == "triton":
+        return prefix
+    from sparkv.kernels.decode_attn import cuda
+
+    group = query_heads // prefix.num_heads
+    if query_heads % prefix.num_heads or cuda.supported(prefix, group) is not None:
+        return prefix
+    pages = SparKPages.from_compressed(prefix)
+    return pages if cuda.build(pages, group, prefix.dtype) is None else prefix
+
+
+__all__ = ["decode_attn", "decode_attn_ref", "decode_storage"]

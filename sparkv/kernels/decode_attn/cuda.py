@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sparkv.cache.layout import CompressedKV, SparKKeys
+from sparkv.cache.layout import CompressedKV, SparKKeys, SparKPages, tile_record
 from sparkv.kernels.autotune import cdiv, launch_device, num_sms
 
 SOURCE = Path(__file__).with_name("spark_walk.cu").read_text()
@@ -56,31 +56,51 @@ def parse_launch(text: str, allowed) -> dict[str, int]:
     return out
 
 
-def supported(prefix: CompressedKV, group: int) -> str | None:
+def supported(prefix: CompressedKV | SparKPages, group: int) -> str | None:
     """Why the CUDA kernel cannot take this prefix (None when it can)."""
-    keys = prefix.keys
-    if not isinstance(keys, SparKKeys):
-        return f"key layout {type(keys).__name__}"
+    if isinstance(prefix, SparKPages):  # pages hold only what the kernel reads (layout.PAGED_RECOVERIES)
+        head_dim, recovery, dtype, scale_dtype = prefix.head_dim, prefix.recovery, prefix.dtype, prefix.dtype
+    else:
+        keys = prefix.keys
+        if not isinstance(keys, SparKKeys):
+            return f"key layout {type(keys).__name__}"
+        head_dim, recovery, dtype = keys.head_dim, keys.recovery, keys.kept_values.dtype
+        scale_dtype = dtype if keys.scale is None else keys.scale.dtype
     if prefix.num_tokens == 0:
         return "an empty prefix"
-    if keys.recovery not in _RECOVERY:
-        return f"recovery {keys.recovery!r}"
-    if keys.head_dim not in (64, 128, 256):
-        return f"head_dim {keys.head_dim} (needs 64, 128 or 256)"
+    if recovery not in _RECOVERY:
+        return f"recovery {recovery!r}"
+    if head_dim not in (64, 128, 256):
+        return f"head_dim {head_dim} (needs 64, 128 or 256)"
     if group > 8:
         return f"{group} query heads per KV head (needs <= 8)"
-    if keys.kept_values.dtype not in (torch.bfloat16, torch.float16):
-        return f"dtype {keys.kept_values.dtype}"
-    if keys.scale is not None and keys.scale.dtype != keys.kept_values.dtype:
-        return f"scale dtype {keys.scale.dtype} (the kernel reads it in the kept values' dtype)"
+    if dtype not in (torch.bfloat16, torch.float16):
+        return f"dtype {dtype}"
+    if scale_dtype != dtype:
+        return f"scale dtype {scale_dtype} (the kernel reads it in the kept values' dtype)"
     return None
 
 
+def _kept(prefix: CompressedKV | SparKPages) -> tuple[int, str, float]:
+    """``(kept channels, recovery, constant)`` of a SparK prefix in either form."""
+    keys = prefix if isinstance(prefix, SparKPages) else prefix.keys
+    return keys.kept, keys.recovery, float(keys.constant)
+
+
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
-            min_blocks: int = 1, chains: int = 2, stages: int = 2) -> dict[str, int]:
-    return dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
-                HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
-                KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
+            min_blocks: int = 1, chains: int = 2, stages: int = 2, records: bool = False) -> dict[str, int]:
+    """The kernel's compile-time constants; ``records``: it reads :class:`SparKPages` (offsets from
+    :func:`~sparkv.cache.layout.tile_record`) instead of separate arrays."""
+    d = dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
+             HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
+             KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
+    if records:
+        rec = tile_record(head_dim, kept, recovery, dtype)
+        d.update(RECORDS=1, REC_BYTES=rec.nbytes, RKV_OFF=rec.kept_values, RKB_OFF=rec.kept_bits,
+                 RSB_OFF=rec.kept_bits if rec.sign_bits is None else rec.sign_bits)
+        if rec.scale is not None:
+            d["RRS_OFF"] = rec.scale
+    return d
 
 
 def shared_bytes(d: dict[str, int]) -> int:
@@ -202,9 +222,11 @@ def _kernel(d: dict[str, int], device: torch.device):
     return _COMPILED[key]
 
 
-def _misaligned(prefix: CompressedKV) -> str | None:
+def _misaligned(prefix: CompressedKV | SparKPages) -> str | None:
     """Which array's address the kernel's cp.async copies cannot take (a view starting inside its storage), if any:
     V rows and 8-entry chunks of kept values go in 16-byte copies, bitmap rows in copies of up to 16 bytes."""
+    if isinstance(prefix, SparKPages):
+        return "pages at an address that is not 16-byte aligned" if prefix.pages.data_ptr() % 16 else None
     keys = prefix.keys
     words = keys.head_dim // 32
     need = [("values", prefix.values, 16), ("kept_bits", keys.kept_bits, min(16, 4 * words))]
@@ -230,7 +252,8 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
             and rows * cdiv(tokens, 8 * 32) >= sms)
 
 
-def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> tuple[dict, dict, str | None]:
+def launch_params(prefix: CompressedKV | SparKPages, group: int, dtype: torch.dtype,
+                  **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
     8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`)."""
@@ -246,19 +269,20 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
     for name in ("min_blocks", "waves"):
         if not isinstance(p[name], int) or isinstance(p[name], bool) or not 1 <= p[name] <= 32:
             raise ValueError(f"{name} must be an integer in [1, 32], got {p[name]!r}")
-    keys = prefix.keys
     why = supported(prefix, group)
-    dev = prefix.values.device
+    dev = prefix.device
     if why is None and dev.type != "cuda":
         why = f"device {dev} (needs CUDA)"
-    if why is None and dtype != keys.kept_values.dtype:
-        why = f"a {dtype} query over {keys.kept_values.dtype} keys (the kernel reads both as one 16-bit type)"
+    if why is None and dtype != prefix.dtype:
+        why = f"a {dtype} query over {prefix.dtype} keys (the kernel reads both as one 16-bit type)"
     if why is not None:
         return p, {}, why
+    kept, recovery, _ = _kept(prefix)
 
     def make(warps: int, min_blocks: int | None = None) -> dict:
-        return defines(keys.head_dim, keys.kept, group, keys.recovery, dtype, warps,
-                       p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"])
+        return defines(prefix.head_dim, kept, group, recovery, dtype, warps,
+                       p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
+                       records=isinstance(prefix, SparKPages))
 
     d = make(p["warps"])
     props = torch.cuda.get_device_properties(dev)
@@ -269,7 +293,7 @@ def launch_params(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) ->
     elif "warps" not in kw and "min_blocks" not in kw and p["warps"] == 4:
         wide = make(8, min_blocks=1)
         if lone_block(shared_bytes(d), shared_bytes(wide), getattr(props, "shared_memory_per_multiprocessor", 0),
-                      limit, prefix.values.shape[0] * prefix.values.shape[1], prefix.num_tokens,
+                      limit, prefix.batch * prefix.num_heads, prefix.num_tokens,
                       props.multi_processor_count):
             p.update(warps=8, min_blocks=1)
             d = wide
@@ -314,10 +338,10 @@ def _built(d: dict[str, int], device: torch.device) -> str | None:
     return _FAILED.get(key)
 
 
-def build(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> str | None:
+def build(prefix: CompressedKV | SparKPages, group: int, dtype: torch.dtype, **kw) -> str | None:
     """Compile (once) the kernel for this case; the reason it cannot run here, or None."""
     _, d, why = launch_params(prefix, group, dtype, **kw)
-    return why if why is not None else _built(d, prefix.values.device)
+    return why if why is not None else _built(d, prefix.device)
 
 
 # What try_plan decided per case (shapes, dtypes, layout, device): a model's decode steps repeat one case per layer,
@@ -325,20 +349,25 @@ def build(prefix: CompressedKV, group: int, dtype: torch.dtype, **kw) -> str | N
 _PLANS: dict[tuple, tuple[dict, dict, str | None, int | None]] = {}
 
 
-def try_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float) -> tuple[SplitPlan | None, str | None]:
+def try_plan(query: torch.Tensor, prefix: CompressedKV | SparKPages,
+             scaling: float) -> tuple[SplitPlan | None, str | None]:
     """``(plan, None)`` when the kernel takes this step with its default launch, else ``(None, why)``. The decision
     and the split size are cached per case (the size reads the layout's bytes: 2.4 µs a call, ``timeit`` of
     ``CompressedKV.nbytes`` on the 2-core development CPU, 2026-11-29); only the arrays' alignment (a property of
     these tensors) is checked on every call."""
-    keys, values = prefix.keys, prefix.values
-    case = (tuple(query.shape), query.dtype, tuple(values.shape), values.device, type(keys), keys.head_dim,
-            keys.kept, keys.recovery, keys.kept_values.dtype, None if keys.scale is None else keys.scale.dtype,
-            prefix.num_tokens)
+    if isinstance(prefix, SparKPages):
+        layout = (SparKPages, prefix.kept, prefix.recovery)
+    else:
+        keys = prefix.keys
+        layout = (type(keys), getattr(keys, "kept", None), getattr(keys, "recovery", None), keys.head_dim,
+                  None if getattr(keys, "scale", None) is None else keys.scale.dtype)
+    case = (tuple(query.shape), query.dtype, prefix.batch, prefix.num_heads, prefix.head_dim, prefix.num_tokens,
+            prefix.dtype, prefix.device, layout)
     if case not in _PLANS:
         if len(_PLANS) >= 4096:  # a server sees a new prompt length per request: bound the cache, not the cases
             _PLANS.clear()
-        p, d, why = launch_params(prefix, query.shape[1] // values.shape[1], query.dtype)
-        why = why or _built(d, values.device)
+        p, d, why = launch_params(prefix, query.shape[1] // prefix.num_heads, query.dtype)
+        why = why or _built(d, prefix.device)
         chunk = None if why is not None else SplitPlan(query, prefix, scaling, _resolved=(p, d)).chunk
         _PLANS[case] = (p, d, why, chunk)
     p, d, why, chunk = _PLANS[case]
@@ -402,11 +431,11 @@ class SplitPlan:
     multiprocessors). ``kw`` overrides :data:`DEFAULTS`.
     """
 
-    def __init__(self, query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
-                 _resolved: tuple[dict, dict] | None = None, **kw):
+    def __init__(self, query: torch.Tensor, prefix: CompressedKV | SparKPages, scaling: float,
+                 chunk: int | None = None, _resolved: tuple[dict, dict] | None = None, **kw):
         b, hq, _, dd = query.shape
         self.query, self.prefix, self.scaling = query.contiguous(), prefix, float(scaling)
-        self.h = prefix.values.shape[1]
+        self.h = prefix.num_heads
         self.group = hq // self.h
         if _resolved is not None:  # from try_plan: already checked
             p, d = _resolved
@@ -434,18 +463,23 @@ class SplitPlan:
         """Write this plan's split partials; with ``out`` (``[B, HQ, 1, D]``, the query's dtype) the kernel also
         merges all ``NS`` slots of the buffers into ``out`` (the slots past its own must be written before, on this
         stream); check :meth:`can_combine` first."""
-        prefix, keys, dev = self.prefix, self.prefix.keys, self.query.device
+        prefix, dev = self.prefix, self.query.device
         b, _, _, dd = self.query.shape
         ns = o_part.shape[1]
         if o_part.shape != (b * self.h, ns, self.group, dd) or lse_part.shape != (b * self.h, ns, self.group) or \
                 ns < self.splits or not (o_part.is_contiguous() and lse_part.is_contiguous()):
             raise ValueError(f"partials must be contiguous [B*H, NS >= {self.splits}, G, D] / [B*H, NS, G] buffers, "
                              f"got {tuple(o_part.shape)} / {tuple(lse_part.shape)}")
-        kv, kb = keys.kept_values.contiguous(), keys.kept_bits.contiguous()
-        sb = keys.sign_bits.contiguous() if keys.sign_bits is not None else kb
-        r = keys.scale.contiguous() if keys.scale is not None else kv
-        u = keys.u.float().contiguous() if keys.u is not None else kv  # read by mean recovery only
-        v = prefix.values.contiguous()
+        if isinstance(prefix, SparKPages):  # one array: the kernel finds every field inside the records
+            kv = kb = sb = r = v = prefix.pages
+            u = prefix.u.float().contiguous() if prefix.u is not None else v
+        else:
+            keys = prefix.keys
+            kv, kb = keys.kept_values.contiguous(), keys.kept_bits.contiguous()
+            sb = keys.sign_bits.contiguous() if keys.sign_bits is not None else kb
+            r = keys.scale.contiguous() if keys.scale is not None else kv
+            u = keys.u.float().contiguous() if keys.u is not None else kv  # read by mean recovery only
+            v = prefix.values.contiguous()
         lens = prefix.lengths.to(device=dev, dtype=torch.int32).contiguous()
         if out is not None:
             if out.shape != self.query.shape or out.dtype != self.query.dtype or not out.is_contiguous():
@@ -459,7 +493,7 @@ class SplitPlan:
                         out if out is not None else self.query, counters]
             _launch(self.kernel.func, (self.splits, b * self.h), 32 * self.warps, self.smem, dev,
                     [ctypes.c_void_p(t.data_ptr()) for t in pointers]
-                    + [ctypes.c_double(self.scaling * LOG2E), ctypes.c_double(float(keys.constant))]
+                    + [ctypes.c_double(self.scaling * LOG2E), ctypes.c_double(_kept(prefix)[2])]
                     + [ctypes.c_int(x) for x in (prefix.num_tokens, self.chunk, ns, self.h, int(out is not None))])
 
     def can_combine(self, slots: int) -> bool:
@@ -480,8 +514,8 @@ class SplitPlan:
                 torch.empty(*shape, dtype=torch.float32, device=self.query.device))
 
 
-def spark_split_partials(query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
-                         **kw):
+def spark_split_partials(query: torch.Tensor, prefix: CompressedKV | SparKPages, scaling: float,
+                         chunk: int | None = None, **kw):
     """Split partials ``(o_part, lse_part, NS)`` of one query token over a SparK prefix in buffers of their own
     (:class:`SplitPlan` has the arguments)."""
     plan = SplitPlan(query, prefix, scaling, chunk, **kw)
@@ -490,7 +524,7 @@ def spark_split_partials(query: torch.Tensor, prefix: CompressedKV, scaling: flo
     return o_part, lse_part, plan.splits
 
 
-def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV, scaling: float, chunk: int | None = None,
+def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV | SparKPages, scaling: float, chunk: int | None = None,
                      combine: str = "auto", **kw) -> torch.Tensor:
     """One-token decode attention over a SparK prefix (no tail) with the CUDA split kernel; ``combine``:
     ``"kernel"`` (its last block per KV head merges the splits, when they fit its shared memory), ``"triton"``

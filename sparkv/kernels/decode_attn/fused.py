@@ -51,7 +51,7 @@ import triton.language as tl
 import triton.testing
 from triton.language.extra import libdevice
 
-from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, num_words
+from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, SparKPages, num_words
 from sparkv.kernels.autotune import autotune_disabled, cdiv, interpreting, launch_device, next_power_of_2, num_sms
 from sparkv.kernels.decode_attn.reference import check_tail
 
@@ -508,7 +508,22 @@ def _spark_kernel_choice(choice: str | None) -> str:
     return choice
 
 
-def _cuda_spark_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float, choice: str):
+def _warn_pages_unpacked(device: torch.device) -> None:
+    """Pages reached a path that reads arrays (``spark_kernel='triton'``, no NVRTC, the interpreter): say once per
+    device that each step now unpacks the prefix (correct, but it copies the prefix every step)."""
+    import warnings
+
+    if device not in _PAGES_UNPACKED:
+        _PAGES_UNPACKED.add(device)
+        warnings.warn("sparkv: a SparK prefix held as pages (the CUDA kernel's layout) is decoded by a kernel that "
+                      "reads arrays; every step unpacks it (build the cache with that choice in force to keep arrays)",
+                      stacklevel=4)
+
+
+_PAGES_UNPACKED: set = set()
+
+
+def _cuda_spark_plan(query: torch.Tensor, prefix: CompressedKV | SparKPages, scaling: float, choice: str):
     """The CUDA C++ split kernel's plan when it takes this SparK prefix, else None (``choice``: see
     :func:`_spark_kernel_choice`)."""
     import warnings
@@ -521,7 +536,7 @@ def _cuda_spark_plan(query: torch.Tensor, prefix: CompressedKV, scaling: float, 
     if why is not None and choice == "cuda":
         raise ValueError(f"spark_kernel='cuda' cannot run here: {why}; use 'auto' or 'triton'")
     if why is not None:
-        dev = prefix.values.device.index or 0
+        dev = prefix.device.index or 0
         if why.startswith("NVRTC") and dev not in _CUDA_FAILED:
             _CUDA_FAILED[dev] = why
             warnings.warn(f"sparkv: the CUDA SparK kernel is unavailable ({why}); using the Triton kernel",
@@ -602,7 +617,8 @@ def decode_attn_triton(
     Args:
         query: ``[B, HQ, 1, D]`` fp16 / bf16 (fp32 too under ``TRITON_INTERPRET=1``).
         prefix: :class:`CompressedKV` with :class:`DenseKeys` or :class:`SparKKeys` (recovery ``mean``,
-            ``mean_linear``, ``zero`` or ``constant``) keys, or None.
+            ``mean_linear``, ``zero`` or ``constant``) keys, :class:`SparKPages` (read by the CUDA kernel; any other
+            path unpacks them every call, with a warning), or None.
         tail_keys, tail_values: ``[B, H, ST, D]`` dense (any strides with unit last stride), or None.
         scaling: softmax scale.
         chunk: prefix tokens per split (a multiple of 256 on GPU); default from the multiprocessor count and the
@@ -637,15 +653,24 @@ def decode_attn_triton(
     has_tail = tail_keys is not None and tail_keys.shape[-2] > 0
     if prefix is None and not has_tail:
         raise ValueError("attention needs a prefix or a tail")
-    ref = prefix.values if prefix is not None else tail_values
-    h = ref.shape[1]
+    h = prefix.num_heads if prefix is not None else tail_values.shape[1]
     g = hq // h
     dev = query.device
-    for name, t in (("prefix", ref if prefix is not None else None), ("tail_keys", tail_keys),
-                    ("tail_values", tail_values)):
-        if t is not None and t.device != dev:
-            raise ValueError(f"{name} is on {t.device}, the query on {dev}: all inputs must be on one device")
+    for name, where in (("prefix", None if prefix is None else prefix.device),
+                        ("tail_keys", None if tail_keys is None else tail_keys.device),
+                        ("tail_values", None if tail_values is None else tail_values.device)):
+        if where is not None and where != dev:
+            raise ValueError(f"{name} is on {where}, the query on {dev}: all inputs must be on one device")
     q = query.contiguous()
+    if interp and spark_kernel == "cuda" and (isinstance(prefix, SparKPages) or
+                                              isinstance(getattr(prefix, "keys", None), SparKKeys)):
+        raise ValueError("spark_kernel='cuda' needs a GPU (the CUDA kernel has no interpreter); use 'auto' or 'triton'")
+    plan = None
+    if isinstance(prefix, SparKPages):
+        plan = None if interp else _cuda_spark_plan(q, prefix, scaling, spark_kernel)
+        if plan is None:  # pages are the CUDA kernel's form; the Triton kernel reads arrays
+            _warn_pages_unpacked(dev)
+            prefix = prefix.to_compressed()
     dummy = q
     tail_len = dummy if tail_length is None else tail_length
 
@@ -653,7 +678,7 @@ def decode_attn_triton(
     kd = kv = kb = sb = r = u = v = lens = dummy
     s = 0
     s_kd = s_v = (0, 0, 0)
-    if prefix is not None:
+    if prefix is not None and plan is None:  # (pages with a plan: the CUDA kernel reads them)
         keys = prefix.keys
         s = prefix.num_tokens
         v = prefix.values
@@ -691,13 +716,10 @@ def decode_attn_triton(
         raise ValueError("EXPAND_PTX needs a GPU; use EXPAND_TILE or EXPAND_GLOBAL under TRITON_INTERPRET=1")
     if layout == LAYOUT_SPARK and kv.dtype != q.dtype:
         raise ValueError(f"kept_values dtype {kv.dtype} must match the query dtype {q.dtype}")
-    plan = None
-    if layout == LAYOUT_SPARK and interp and spark_kernel == "cuda":
-        raise ValueError("spark_kernel='cuda' needs a GPU (the CUDA kernel has no interpreter); use 'auto' or 'triton'")
     if layout == LAYOUT_SPARK and not interp:
         plan = _cuda_spark_plan(q, prefix, scaling, spark_kernel)
-        if plan is not None:  # the CUDA kernel takes the prefix; the Triton split kernel covers the tail only
-            layout, s = LAYOUT_NONE, 0
+    if plan is not None:  # the CUDA kernel takes the prefix; the Triton split kernel covers the tail only
+        layout, s = LAYOUT_NONE, 0
     align = 32 if interp else CHUNK_ALIGN
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
     # log4 of B·H·S: a coarse size class for the choice. Not for a tail alone (the CUDA kernel takes the prefix): a

@@ -14,13 +14,13 @@ import math
 
 import torch
 
-from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, ThinKKeys, unpack_bits
+from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, SparKPages, ThinKKeys, unpack_bits
 from sparkv.kernels.recover.reference import recover_block_ref
 
 NEG_INF = float("-inf")
 
 
-def check_tail(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torch.Tensor | None,
+def check_tail(query: torch.Tensor, prefix: CompressedKV | SparKPages | None, tail_keys: torch.Tensor | None,
                tail_values: torch.Tensor | None, tail_length: torch.Tensor | None = None) -> None:
     """Shapes shared by every attention path: query ``[B, HQ, Q, D]``; the tail's keys and values both given (or
     both None), ``[B, H, ST, D]`` alike and, with a prefix, with its B, H and D; HQ a multiple of H; a
@@ -39,7 +39,7 @@ def check_tail(query: torch.Tensor, prefix: CompressedKV | None, tail_keys: torc
             raise ValueError(f"tail_length must be a one-element int32/int64 tensor on {query.device}, got "
                              + (f"{tuple(tail_length.shape)} {tail_length.dtype} on {tail_length.device}"
                                 if isinstance(tail_length, torch.Tensor) else type(tail_length).__name__))
-    ref = prefix.values.shape if prefix is not None else None
+    ref = (prefix.batch, prefix.num_heads, prefix.num_tokens, prefix.head_dim) if prefix is not None else None
     if tail_keys is not None:
         if tail_keys.dim() != 4 or tail_keys.shape != tail_values.shape:
             raise ValueError(f"tail_keys {tuple(tail_keys.shape)} and tail_values {tuple(tail_values.shape)} must "
@@ -86,7 +86,7 @@ def _block_scores(keys, q: torch.Tensor, start: int, end: int) -> torch.Tensor:
 
 def decode_attn_ref(
     query: torch.Tensor,
-    prefix: CompressedKV | None,
+    prefix: CompressedKV | SparKPages | None,
     tail_keys: torch.Tensor | None,
     tail_values: torch.Tensor | None,
     scaling: float,
@@ -97,7 +97,7 @@ def decode_attn_ref(
 
     Args:
         query: ``[B, HQ, Q, D]``, the Q newest positions (the last Q tail tokens are their own keys).
-        prefix: the compressed prompt (``lengths`` masks each row's padding), or None.
+        prefix: the compressed prompt (``lengths`` masks each row's padding), as arrays or pages, or None.
         tail_keys, tail_values: ``[B, H, ST, D]`` dense keys/values appended after compression, or None.
             Query i sees tail tokens ``0 .. ST - Q + i`` (causal).
         scaling: softmax scale.
@@ -110,15 +110,14 @@ def decode_attn_ref(
     """
     check_tail(query, prefix, tail_keys, tail_values, tail_length)
     b, hq, nq, d = query.shape
-    ref = prefix.values if prefix is not None else tail_values
-    if ref is None:
+    if prefix is None and tail_values is None:
         raise ValueError("attention needs a prefix or a tail")
-    h = ref.shape[1]
+    h = prefix.num_heads if prefix is not None else tail_values.shape[1]
     g = hq // h
     q = (query.float() * scaling).reshape(b, h, g * nq, d)  # query may be a transposed view (nq > 1)
     m = torch.full((b, h, g * nq, 1), NEG_INF, device=query.device)
     denom = torch.zeros_like(m)
-    acc = torch.zeros(b, h, g * nq, ref.shape[-1], device=query.device)
+    acc = torch.zeros(b, h, g * nq, d, device=query.device)
 
     def absorb(scores: torch.Tensor, values: torch.Tensor) -> None:
         nonlocal m, denom, acc
@@ -134,10 +133,13 @@ def decode_attn_ref(
         lengths = prefix.lengths.to(query.device).view(b, 1, 1, 1)
         for start in range(0, prefix.num_tokens, block_size):
             end = min(start + block_size, prefix.num_tokens)
-            scores = _block_scores(prefix.keys, q, start, end)
+            if isinstance(prefix, SparKPages):  # unpacked one block at a time: memory stays bounded
+                keys, values = prefix.unpack(start, end)
+                scores = _block_scores(keys, q, 0, end - start)
+            else:
+                scores, values = _block_scores(prefix.keys, q, start, end), prefix.values[:, :, start:end]
             pos = torch.arange(start, end, device=query.device).view(1, 1, 1, -1)
-            scores = scores.masked_fill(pos >= lengths, NEG_INF)
-            absorb(scores, prefix.values[:, :, start:end])
+            absorb(scores.masked_fill(pos >= lengths, NEG_INF), values)
     if tail_keys is not None and tail_keys.shape[-2] > 0:
         st = tail_keys.shape[-2]
         valid = st if tail_length is None else tail_length.reshape(()).long()  # a tensor: no host sync

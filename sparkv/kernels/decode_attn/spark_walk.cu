@@ -27,6 +27,19 @@
 // words into rows of an odd number of words, DK even; 0 = the tile's contiguous bytes as they are, copied in 16-byte
 // chunks and read per entry, DK odd).
 
+// RECORDS: 0 = separate arrays (CompressedKV); 1 = tile records (SparKPages, sparkv/cache/layout.py): every 32-token
+// tile of a (row, KV head) one contiguous record [V | kept values | kept words | sign words | scales | zeros] of
+// REC_BYTES bytes, ``v`` pointing at [B*H, ceil(S / 32), REC_BYTES] bytes; the fields' byte offsets RKV_OFF, RKB_OFF,
+// RSB_OFF (RKB_OFF without signs) and RRS_OFF come from layout.tile_record. Only the copies' source addresses differ.
+#ifndef RECORDS
+#define RECORDS 0
+#endif
+#if RECORDS
+// 16-byte copies of V rows and kept-value chunks, copies of up to 16 bytes of word rows, all from the record.
+static_assert(REC_BYTES % 128 == 0 && RKV_OFF % 16 == 0 && RKB_OFF % 16 == 0 && RSB_OFF % 16 == 0,
+              "tile record fields must start on 16-byte boundaries (layout.tile_record)");
+#endif
+
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
@@ -191,17 +204,17 @@ __device__ __forceinline__ void load_rows(u32 dst, const unsigned char* src, int
 }
 
 template <bool ALL_ROWS>
-__device__ __forceinline__ void load_small(u32 kvs, const u16* kv_bh, const u32* kb_bh, const u32* sb_bh, int t0,
-                                           int rows, int lane) {
+__device__ __forceinline__ void load_small(u32 kvs, const u16* kv_t, const u32* kb_t, const u32* sb_t, int rows,
+                                           int lane) {
   const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
 #if KV_MODE == 2
-  load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
+  load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16>(kvs, (const unsigned char*)kv_t, rows, lane);
 #elif KV_MODE == 1
-  load_rows<ALL_ROWS, 4, DKW, KV_STRIDE_W>(kvs, (const unsigned char*)(kv_bh + (u64)t0 * DK), rows, lane);
+  load_rows<ALL_ROWS, 4, DKW, KV_STRIDE_W>(kvs, (const unsigned char*)kv_t, rows, lane);
 #else
   // The tile's bytes from the 16-byte boundary below them (inside the same allocation: its base is aligned); the
   // last chunk may hold fewer valid bytes: src-size below 16 zero-fills the rest, nothing past the tile is read.
-  const u64 a0 = (u64)(kv_bh + (u64)t0 * DK), a16 = a0 & ~(u64)15;
+  const u64 a0 = (u64)kv_t, a16 = a0 & ~(u64)15;
   const int span = (int)(a0 & 15) + rows * DK * 2;  // bytes from a16 to the end of the tile's rows
 #pragma unroll
   for (int i = 0; i < (KV_CHUNKS + 31) / 32; ++i) {
@@ -215,8 +228,8 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_bh, const u32*
 #endif
   constexpr int WB = NW * 4 >= 16 ? 16 : NW * 4;  // bytes per copy of the word rows
   constexpr int WPC = WB / 4;                     // words per copy
-  const unsigned char* kb_src = (const unsigned char*)(kb_bh + (u64)t0 * NW);
-  const unsigned char* sb_src = (const unsigned char*)(sb_bh + (u64)t0 * NW);
+  const unsigned char* kb_src = (const unsigned char*)kb_t;
+  const unsigned char* sb_src = (const unsigned char*)sb_t;
 #pragma unroll
   for (int i = 0; i < NW / WPC; ++i) {
     const int e = lane + 32 * i;
@@ -414,6 +427,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   const u32* kb_bh = kb + row0 * NW;
   const u32* sb_bh = sb + row0 * NW;
   const u16* v_bh = v + row0 * D;
+#if RECORDS
+  const unsigned char* rec_bh = (const unsigned char*)v + (u64)bh * (u64)((S + 31) / 32) * REC_BYTES;
+#define TILE(t) (rec_bh + (u64)((t) >> 5) * REC_BYTES)
+#define RS_AT(t) (((const u16*)(TILE(t) + RRS_OFF))[lane])
+#else
+#define RS_AT(t) (rs[row0 + (t) + lane])
+#endif
 
   // Online-softmax state of this warp: head g (rows g+8 unused), accumulator out^T[d][h] in MMA C layout.
   float m_run = NEG_INF, l_run = 0.f;
@@ -431,7 +451,11 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 
   auto issue_v = [&](int t0) {
     const int rows = min(32, end - t0);
+#if RECORDS
+    const unsigned char* src = TILE(t0);
+#else
     const unsigned char* src = (const unsigned char*)(v_bh + (u64)t0 * D);
+#endif
     if (rows == 32) {
       load_v<true>(smem_u32(vbuf), src, 0, lane);
     } else {
@@ -440,10 +464,19 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   };
   auto issue_small = [&](int t0, unsigned char* st) {
     const int rows = min(32, end - t0);
+#if RECORDS
+    const u16* kv_t = (const u16*)(TILE(t0) + RKV_OFF);
+    const u32* kb_t = (const u32*)(TILE(t0) + RKB_OFF);
+    const u32* sb_t = (const u32*)(TILE(t0) + RSB_OFF);
+#else
+    const u16* kv_t = kv_bh + (u64)t0 * DK;
+    const u32* kb_t = kb_bh + (u64)t0 * NW;
+    const u32* sb_t = sb_bh + (u64)t0 * NW;
+#endif
     if (rows == 32) {
-      load_small<true>(smem_u32(st), kv_bh, kb_bh, sb_bh, t0, rows, lane);
+      load_small<true>(smem_u32(st), kv_t, kb_t, sb_t, rows, lane);
     } else {
-      load_small<false>(smem_u32(st), kv_bh, kb_bh, sb_bh, t0, rows, lane);
+      load_small<false>(smem_u32(st), kv_t, kb_t, sb_t, rows, lane);
     }
   };
 
@@ -457,7 +490,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
   cp_commit();
   float r_next = 0.f;
 #if REC == 0
-  if (t0 + lane < end) r_next = elt_to_f32(rs[row0 + t0 + lane]);
+  if (t0 + lane < end) r_next = elt_to_f32(RS_AT(t0));
 #endif
 
 
@@ -547,7 +580,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
     const int rows = min(32, end - t0);
     float r_cur = r_next;
 #if REC == 0
-    r_next = (t1 + lane < end) ? elt_to_f32(rs[row0 + t1 + lane]) : 0.f;
+    r_next = (t1 + lane < end) ? elt_to_f32(RS_AT(t1)) : 0.f;
 #endif
     const u32* kws = (const u32*)(st + KV_BYTES);
     const u32* sws = kws + 32 * NW;
@@ -571,7 +604,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
 #else
       // The tile's bytes start at the 16-byte boundary below kv_bh + t0*DK; t0 is a multiple of 8 (splits are
       // multiples of 32 tokens, checked by the launcher), so that offset is kv_bh's own.
-      const unsigned char* kvrow = st + ((u64)kv_bh & 15) + lane * DK * 2;
+      const unsigned char* kvrow = st + (RECORDS ? 0 : ((u64)kv_bh & 15)) + lane * DK * 2;
 #endif
       float a[GQ];
 #pragma unroll
