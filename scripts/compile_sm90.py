@@ -110,7 +110,8 @@ def launch_overrides(text: str) -> dict[str, int]:
 
 
 def compile_cuda_kernel(args) -> None:
-    """``--cuda``: the CUDA C++ SparK kernel with its default launch parameters (``--cuda-launch`` overrides), bf16."""
+    """``--cuda``: the CUDA C++ SparK kernel with its default launch parameters (``--cuda-launch`` overrides), bf16,
+    reading arrays or (``--pages``) tile records."""
     import torch
 
     from sparkv.kernels.decode_attn import cuda
@@ -120,7 +121,7 @@ def compile_cuda_kernel(args) -> None:
         sys.exit("--cuda needs NVRTC: pip install -e '.[test]' (the nvidia-cuda-nvrtc wheel)")
     p = {**cuda.DEFAULTS, **args.cuda_launch}
     d = cuda.defines(args.d, args.dk, args.group, args.recovery, torch.bfloat16, p["warps"], p["min_blocks"],
-                     p["chains"], p["stages"])
+                     p["chains"], p["stages"], records=args.pages)
     args.out.mkdir(parents=True, exist_ok=True)
     cubin = args.out / "k.cubin"
     cubin.write_bytes(cuda.nvrtc_compile(cuda.kernel_source(d), cuda.KERNEL_NAME, "sm_90", lib))
@@ -153,6 +154,7 @@ def main() -> None:
     ap.add_argument("--pf", type=int, default=1)
     ap.add_argument("--maxnreg", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("runs/sm90"))
+    ap.add_argument("--pages", action="store_true", help="with --cuda: the kernel reading SparKPages (tile records)")
     ap.add_argument("--cuda", action="store_true", help="the CUDA C++ SparK kernel instead (uses --d --dk --group "
                     "--recovery; its own launch defaults)")
     ap.add_argument("--cuda-launch", type=launch_overrides, default={}, metavar="K=V,...",

@@ -33,7 +33,9 @@ _FAILED: dict[tuple, str] = {}
 # (less shared memory) lets 3 blocks fit at λ = 0.5 but is up to 15% slower; two waves were slower; a 3-block
 # register cap is within 0.5% at λ = 0.8 and up to 20% slower at λ = 0.5 with D = 128 (session 11); double-buffered V
 # tiles cost resident blocks. Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block
-# instead (lone_block, session 16).
+# instead (lone_block, session 16). Reading pages, the 3-block cap was 1.005-1.04x as fast at λ = 0.5 with D = 128
+# (0.83-0.90x over arrays) though shared memory holds 2 blocks either way (168 registers instead of 255, no spills: a
+# different schedule), equal at D = 64 and λ = 0.8, unmeasured at D = 256: not the default yet (session 19).
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 # Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
 RESERVED_SMEM_PER_BLOCK = 1024
@@ -287,14 +289,14 @@ def launch_params(prefix: CompressedKV | SparKPages, group: int, dtype: torch.dt
     d = make(p["warps"])
     props = torch.cuda.get_device_properties(dev)
     limit = props.shared_memory_per_block_optin
+    sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:
         p["warps"] = 2
         d = make(2)
     elif "warps" not in kw and "min_blocks" not in kw and p["warps"] == 4:
         wide = make(8, min_blocks=1)
-        if lone_block(shared_bytes(d), shared_bytes(wide), getattr(props, "shared_memory_per_multiprocessor", 0),
-                      limit, prefix.batch * prefix.num_heads, prefix.num_tokens,
-                      props.multi_processor_count):
+        if lone_block(shared_bytes(d), shared_bytes(wide), sm_bytes, limit, prefix.batch * prefix.num_heads,
+                      prefix.num_tokens, props.multi_processor_count):
             p.update(warps=8, min_blocks=1)
             d = wide
     if shared_bytes(d) > limit:

@@ -36,7 +36,7 @@
 #endif
 #if RECORDS
 // 16-byte copies of V rows and kept-value chunks, copies of up to 16 bytes of word rows, all from the record.
-static_assert(REC_BYTES % 128 == 0 && RKV_OFF % 16 == 0 && RKB_OFF % 16 == 0 && RSB_OFF % 16 == 0,
+static_assert(REC_BYTES % 16 == 0 && RKV_OFF % 16 == 0 && RKB_OFF % 16 == 0 && RSB_OFF % 16 == 0,
               "tile record fields must start on 16-byte boundaries (layout.tile_record)");
 #endif
 
