@@ -41,7 +41,7 @@ import copy
 import torch
 from transformers.cache_utils import CacheLayerMixin, DynamicSlidingWindowLayer
 
-from sparkv.cache.layout import CompressedKV, SparKPages, allocated_bytes
+from sparkv.cache.layout import Prefix, allocated_bytes
 from sparkv.config import PressConfig
 from sparkv.kernels.decode_attn import decode_storage
 
@@ -125,7 +125,7 @@ class PressedLayer(CacheLayerMixin):
     def _clear(self) -> None:
         self.keys = None  # dense prompt, only between prefill `update` and compression
         self.values = None
-        self.prefix: CompressedKV | SparKPages | None = None  # pages where the CUDA kernel decodes it
+        self.prefix: Prefix | None = None  # pages where the CUDA kernel decodes it
         self.tail_keys: torch.Tensor | None = None  # [B, H, capacity, D] buffers
         self.tail_values: torch.Tensor | None = None
         self.tail_len = 0

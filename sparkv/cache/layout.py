@@ -402,8 +402,9 @@ class SparKPages:
 
     @classmethod
     def from_compressed(cls, prefix: CompressedKV) -> SparKPages:
-        """The pages of a SparK prefix (its arrays are copied, not kept). Raises ``ValueError`` for other layouts,
-        the sampled recoveries (``gaussian``, ``exponential``) and scales in another dtype than the values."""
+        """The pages of a SparK prefix: its per-token arrays copied into the records, ``u`` and ``lengths`` shared.
+        Raises ``ValueError`` for other layouts, the sampled recoveries (``gaussian``, ``exponential``) and scales in
+        another dtype than the values."""
         keys = prefix.keys
         if not isinstance(keys, SparKKeys):
             raise ValueError(f"pages hold SparK keys, got {type(keys).__name__}")
@@ -432,8 +433,8 @@ class SparKPages:
                 dst[:, full, s % TILE_TOKENS:] = 0
             end = offset + TILE_TOKENS * cols * src.element_size()
         pages[..., end:] = 0
-        return cls(pages, prefix.lengths, None if keys.u is None else keys.u.clone(), b, h, s, d, keys.kept,
-                   prefix.dtype, keys.recovery, float(keys.constant))
+        return cls(pages, prefix.lengths, keys.u, b, h, s, d, keys.kept, prefix.dtype, keys.recovery,
+                   float(keys.constant))
 
     def _rows(self, offset: int, dtype: torch.dtype, cols: int, start: int, end: int) -> torch.Tensor:
         """One field for tokens ``start .. end - 1`` as a compact ``[B, H, end - start, cols]`` tensor."""
@@ -474,4 +475,4 @@ class SparKPages:
         return allocated_bytes(self.tensors())
 
 
-Prefix = CompressedKV | SparKPages
+Prefix = CompressedKV | SparKPages  # a compressed prompt in either form

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from sparkv.cache.layout import CompressedKV, SparKKeys, SparKPages, ThinKKeys
+from sparkv.cache.layout import CompressedKV, Prefix, SparKKeys, SparKPages, ThinKKeys
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
 from sparkv.kernels.dispatch import resolve_backend
 
 
-def _fused_supports(query: torch.Tensor, prefix: CompressedKV | SparKPages | None) -> bool:
+def _fused_supports(query: torch.Tensor, prefix: Prefix | None) -> bool:
     if query.shape[2] != 1 or query.dtype not in (torch.float16, torch.bfloat16):
         return False
     if prefix is None or isinstance(prefix, SparKPages):
@@ -20,7 +20,7 @@ def _fused_supports(query: torch.Tensor, prefix: CompressedKV | SparKPages | Non
     return not (isinstance(keys, SparKKeys) and keys.recovery in ("gaussian", "exponential"))
 
 
-def decode_attn(query: torch.Tensor, prefix: CompressedKV | SparKPages | None, tail_keys: torch.Tensor | None,
+def decode_attn(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Tensor | None,
                 tail_values: torch.Tensor | None, scaling: float, backend: str = "auto",
                 tail_length: torch.Tensor | None = None) -> torch.Tensor:
     """Dispatch to :func:`decode_attn_ref` or the Triton split-K kernel (see ``decode_attn_ref`` for arguments).
@@ -38,7 +38,7 @@ def decode_attn(query: torch.Tensor, prefix: CompressedKV | SparKPages | None, t
     return decode_attn_ref(query, prefix, tail_keys, tail_values, scaling, tail_length=tail_length)
 
 
-def decode_storage(prefix: CompressedKV, query_heads: int, backend: str = "auto") -> CompressedKV | SparKPages:
+def decode_storage(prefix: CompressedKV, query_heads: int, backend: str = "auto") -> Prefix:
     """The form to keep a freshly compressed prefix in for decoding: :class:`SparKPages` where decode steps will run
     the CUDA kernel on it (a CUDA device, ``backend`` not ``torch``, ``SPARKV_SPARK_KERNEL`` not ``triton``, a case
     the kernel supports and NVRTC builds), else ``prefix`` itself. The arrays are not kept beside the pages, so the

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sparkv.cache.layout import CompressedKV, SparKKeys, SparKPages, tile_record
+from sparkv.cache.layout import Prefix, SparKKeys, SparKPages, tile_record
 from sparkv.kernels.autotune import cdiv, launch_device, num_sms
 
 SOURCE = Path(__file__).with_name("spark_walk.cu").read_text()
@@ -58,7 +58,7 @@ def parse_launch(text: str, allowed) -> dict[str, int]:
     return out
 
 
-def supported(prefix: CompressedKV | SparKPages, group: int) -> str | None:
+def supported(prefix: Prefix, group: int) -> str | None:
     """Why the CUDA kernel cannot take this prefix (None when it can)."""
     if isinstance(prefix, SparKPages):  # pages hold only what the kernel reads (layout.PAGED_RECOVERIES)
         head_dim, recovery, dtype, scale_dtype = prefix.head_dim, prefix.recovery, prefix.dtype, prefix.dtype
@@ -83,7 +83,7 @@ def supported(prefix: CompressedKV | SparKPages, group: int) -> str | None:
     return None
 
 
-def _kept(prefix: CompressedKV | SparKPages) -> tuple[int, str, float]:
+def _kept(prefix: Prefix) -> tuple[int, str, float]:
     """``(kept channels, recovery, constant)`` of a SparK prefix in either form."""
     keys = prefix if isinstance(prefix, SparKPages) else prefix.keys
     return keys.kept, keys.recovery, float(keys.constant)
@@ -224,7 +224,7 @@ def _kernel(d: dict[str, int], device: torch.device):
     return _COMPILED[key]
 
 
-def _misaligned(prefix: CompressedKV | SparKPages) -> str | None:
+def _misaligned(prefix: Prefix) -> str | None:
     """Which array's address the kernel's cp.async copies cannot take (a view starting inside its storage), if any:
     V rows and 8-entry chunks of kept values go in 16-byte copies, bitmap rows in copies of up to 16 bytes."""
     if isinstance(prefix, SparKPages):
@@ -254,7 +254,7 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
             and rows * cdiv(tokens, 8 * 32) >= sms)
 
 
-def launch_params(prefix: CompressedKV | SparKPages, group: int, dtype: torch.dtype,
+def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
                   **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
@@ -340,7 +340,7 @@ def _built(d: dict[str, int], device: torch.device) -> str | None:
     return _FAILED.get(key)
 
 
-def build(prefix: CompressedKV | SparKPages, group: int, dtype: torch.dtype, **kw) -> str | None:
+def build(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> str | None:
     """Compile (once) the kernel for this case; the reason it cannot run here, or None."""
     _, d, why = launch_params(prefix, group, dtype, **kw)
     return why if why is not None else _built(d, prefix.device)
@@ -351,7 +351,7 @@ def build(prefix: CompressedKV | SparKPages, group: int, dtype: torch.dtype, **k
 _PLANS: dict[tuple, tuple[dict, dict, str | None, int | None]] = {}
 
 
-def try_plan(query: torch.Tensor, prefix: CompressedKV | SparKPages,
+def try_plan(query: torch.Tensor, prefix: Prefix,
              scaling: float) -> tuple[SplitPlan | None, str | None]:
     """``(plan, None)`` when the kernel takes this step with its default launch, else ``(None, why)``. The decision
     and the split size are cached per case (the size reads the layout's bytes: 2.4 µs a call, ``timeit`` of
@@ -433,7 +433,7 @@ class SplitPlan:
     multiprocessors). ``kw`` overrides :data:`DEFAULTS`.
     """
 
-    def __init__(self, query: torch.Tensor, prefix: CompressedKV | SparKPages, scaling: float,
+    def __init__(self, query: torch.Tensor, prefix: Prefix, scaling: float,
                  chunk: int | None = None, _resolved: tuple[dict, dict] | None = None, **kw):
         b, hq, _, dd = query.shape
         self.query, self.prefix, self.scaling = query.contiguous(), prefix, float(scaling)
@@ -516,7 +516,7 @@ class SplitPlan:
                 torch.empty(*shape, dtype=torch.float32, device=self.query.device))
 
 
-def spark_split_partials(query: torch.Tensor, prefix: CompressedKV | SparKPages, scaling: float,
+def spark_split_partials(query: torch.Tensor, prefix: Prefix, scaling: float,
                          chunk: int | None = None, **kw):
     """Split partials ``(o_part, lse_part, NS)`` of one query token over a SparK prefix in buffers of their own
     (:class:`SplitPlan` has the arguments)."""
@@ -526,7 +526,7 @@ def spark_split_partials(query: torch.Tensor, prefix: CompressedKV | SparKPages,
     return o_part, lse_part, plan.splits
 
 
-def decode_attn_cuda(query: torch.Tensor, prefix: CompressedKV | SparKPages, scaling: float, chunk: int | None = None,
+def decode_attn_cuda(query: torch.Tensor, prefix: Prefix, scaling: float, chunk: int | None = None,
                      combine: str = "auto", **kw) -> torch.Tensor:
     """One-token decode attention over a SparK prefix (no tail) with the CUDA split kernel; ``combine``:
     ``"kernel"`` (its last block per KV head merges the splits, when they fit its shared memory), ``"triton"``

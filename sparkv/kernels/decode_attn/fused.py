@@ -51,7 +51,7 @@ import triton.language as tl
 import triton.testing
 from triton.language.extra import libdevice
 
-from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, SparKPages, num_words
+from sparkv.cache.layout import CompressedKV, DenseKeys, Prefix, SparKKeys, SparKPages, num_words
 from sparkv.kernels.autotune import autotune_disabled, cdiv, interpreting, launch_device, next_power_of_2, num_sms
 from sparkv.kernels.decode_attn.reference import check_tail
 
@@ -523,7 +523,7 @@ def _warn_pages_unpacked(device: torch.device) -> None:
 _PAGES_UNPACKED: set = set()
 
 
-def _cuda_spark_plan(query: torch.Tensor, prefix: CompressedKV | SparKPages, scaling: float, choice: str):
+def _cuda_spark_plan(query: torch.Tensor, prefix: Prefix, scaling: float, choice: str):
     """The CUDA C++ split kernel's plan when it takes this SparK prefix, else None (``choice``: see
     :func:`_spark_kernel_choice`)."""
     import warnings

@@ -14,13 +14,13 @@ import math
 
 import torch
 
-from sparkv.cache.layout import CompressedKV, DenseKeys, SparKKeys, SparKPages, ThinKKeys, unpack_bits
+from sparkv.cache.layout import DenseKeys, Prefix, SparKKeys, SparKPages, ThinKKeys, unpack_bits
 from sparkv.kernels.recover.reference import recover_block_ref
 
 NEG_INF = float("-inf")
 
 
-def check_tail(query: torch.Tensor, prefix: CompressedKV | SparKPages | None, tail_keys: torch.Tensor | None,
+def check_tail(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Tensor | None,
                tail_values: torch.Tensor | None, tail_length: torch.Tensor | None = None) -> None:
     """Shapes shared by every attention path: query ``[B, HQ, Q, D]``; the tail's keys and values both given (or
     both None), ``[B, H, ST, D]`` alike and, with a prefix, with its B, H and D; HQ a multiple of H; a
@@ -86,7 +86,7 @@ def _block_scores(keys, q: torch.Tensor, start: int, end: int) -> torch.Tensor:
 
 def decode_attn_ref(
     query: torch.Tensor,
-    prefix: CompressedKV | SparKPages | None,
+    prefix: Prefix | None,
     tail_keys: torch.Tensor | None,
     tail_values: torch.Tensor | None,
     scaling: float,
