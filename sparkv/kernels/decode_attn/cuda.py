@@ -35,7 +35,8 @@ _FAILED: dict[tuple, str] = {}
 # tiles cost resident blocks. Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block
 # instead (lone_block, session 16). Reading pages, the 3-block cap was 1.005-1.04x as fast at λ = 0.5 with D = 128
 # (0.83-0.90x over arrays) though shared memory holds 2 blocks either way (168 registers instead of 255, no spills: a
-# different schedule), equal at D = 64 and λ = 0.8, unmeasured at D = 256: not the default yet (session 19).
+# different schedule), 1.15x with 8 query heads a KV head, equal at D = 64 and λ = 0.8, but 0.77-0.92x at D = 256,
+# where one block fits a multiprocessor: not the default yet (session 19).
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
 # Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
 RESERVED_SMEM_PER_BLOCK = 1024
