@@ -259,7 +259,7 @@ class PressedLayer(CacheLayerMixin):
         try:
             prefix = compress_layer(self.press, query[:, :, max(0, s - w):] if w else None, keys, values, valid,
                                     scaling, self.layer_idx, self.num_layers)
-            keys = values = None  # the dense prompt is freed before the pages are built
+            keys = values = None  # this frame's references (the attention module holds its own until it returns)
             self.prefix = decode_storage(prefix, query.shape[1], self.press.backend)
         except Exception:
             self._clear()  # e.g. a prompt shorter than the press window: leave the layer empty, not half-filled
