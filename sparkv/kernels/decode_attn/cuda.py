@@ -36,8 +36,9 @@ _FAILED: dict[tuple, str] = {}
 # instead (lone_block, session 16). Reading pages, the 3-block cap was 1.005-1.04x as fast at λ = 0.5 with D = 128
 # (0.83-0.90x over arrays) though shared memory holds 2 blocks either way (168 registers instead of 255, no spills: a
 # different schedule), 1.15x with 8 query heads a KV head, equal at D = 64 and λ = 0.8, but 0.77-0.92x at D = 256,
-# where one block fits a multiprocessor: not the default yet (session 19).
+# where one block fits a multiprocessor (session 19): pages take the cap unless shared memory holds only one block.
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
+PAGES_MIN_BLOCKS = 3  # pages: registers capped for 3 blocks where shared memory holds at least 2
 # Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
 RESERVED_SMEM_PER_BLOCK = 1024
 # What the last call launched (benchmarks record it per row).
@@ -263,7 +264,7 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **kw}
+    p = {**DEFAULTS, **({"min_blocks": PAGES_MIN_BLOCKS} if isinstance(prefix, SparKPages) else {}), **kw}
     if p["warps"] not in (1, 2, 4, 8):
         raise ValueError(f"warps must be 1, 2, 4 or 8, got {p['warps']!r}")
     for name in ("chains", "stages"):
@@ -291,6 +292,10 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
     props = torch.cuda.get_device_properties(dev)
     limit = props.shared_memory_per_block_optin
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
+    if "min_blocks" not in kw and p["min_blocks"] == PAGES_MIN_BLOCKS and \
+            sm_bytes // (shared_bytes(d) + RESERVED_SMEM_PER_BLOCK) < 2:
+        p["min_blocks"] = DEFAULTS["min_blocks"]  # one block a multiprocessor: the cap only costs (D = 256: 0.77-0.92x)
+        d = make(p["warps"])
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:
         p["warps"] = 2
         d = make(2)
