@@ -96,7 +96,7 @@ def cuobjdump(cubin_path: Path) -> tuple[str, str]:
     return usage.strip().splitlines()[-1].strip(), sass
 
 
-CUDA_LAUNCH_KEYS = ("warps", "min_blocks", "chains", "stages")  # the compile-time ones of cuda.DEFAULTS
+CUDA_LAUNCH_KEYS = ("warps", "min_blocks", "chains", "stages", "registers")  # the compile-time ones of cuda.DEFAULTS
 
 
 def launch_overrides(text: str) -> dict[str, int]:
@@ -121,7 +121,7 @@ def compile_cuda_kernel(args) -> None:
         sys.exit("--cuda needs NVRTC: pip install -e '.[test]' (the nvidia-cuda-nvrtc wheel)")
     p = {**cuda.DEFAULTS, **args.cuda_launch}
     d = cuda.defines(args.d, args.dk, args.group, args.recovery, torch.bfloat16, p["warps"], p["min_blocks"],
-                     p["chains"], p["stages"], records=args.pages)
+                     p["chains"], p["stages"], records=args.pages, registers=p["registers"])
     args.out.mkdir(parents=True, exist_ok=True)
     cubin = args.out / "k.cubin"
     cubin.write_bytes(cuda.nvrtc_compile(cuda.kernel_source(d), cuda.KERNEL_NAME, "sm_90", lib))

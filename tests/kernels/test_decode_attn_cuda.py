@@ -107,7 +107,8 @@ def test_cuda_kernel_variants_match_reference(case, variant, form, poison_empty)
 @pytest.mark.gpu
 @pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v, stages=n)
                                     for w, m, c, v, n in [(2, 4, 1, 1, 2), (4, 1, 1, 2, 1), (8, 1, 2, 1, 2),
-                                                          (4, 3, 2, 3, 1)]])
+                                                          (4, 3, 2, 3, 1)]]
+                         + [dict(registers=128), dict(warps=8, registers=96)])
 def test_cuda_kernel_launch_parameters(params, poison_empty):
     query, prefix, _, _ = make_case(2, 4, 4, 3000, 0, 128, 26, torch.bfloat16, "mean", [3000, 1234], seed=1)
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
@@ -115,6 +116,34 @@ def test_cuda_kernel_launch_parameters(params, poison_empty):
         assert rel_err(cuda.decode_attn_cuda(query, form, 0.1, **params), ref) < 1e-2
         # A split size that leaves most splits of the short row empty.
         assert rel_err(cuda.decode_attn_cuda(query, form, 0.1, chunk=256, **params), ref) < 1e-2
+
+
+def _registers(plan: cuda.SplitPlan) -> int:
+    lib = torch.cuda._utils._get_gpu_runtime_library()
+    n = ctypes.c_int()
+    assert lib.cuFuncGetAttribute(ctypes.byref(n), 4, plan.kernel.func) == 0  # CU_FUNC_ATTRIBUTE_NUM_REGS
+    return n.value
+
+
+@pytest.mark.gpu
+def test_register_cap_reaches_the_build(poison_empty):
+    """The default cap (``registers=200``, ``__maxnreg__``) is what the built kernel uses; ``registers=0`` keeps
+    ``__launch_bounds__``'s (255 for 2 blocks of 4 warps); a lone 8-warp block takes no cap; results agree."""
+    query, prefix, _, _ = make_case(1, 2, 4, 2048, 0, 128, 64, torch.bfloat16, "mean", None, seed=3)
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    for form in (prefix, SparKPages.from_compressed(prefix)):
+        capped, bounds = cuda.SplitPlan(query, form, 0.1), cuda.SplitPlan(query, form, 0.1, registers=0)
+        assert "MAXNREG" not in bounds.defines and capped.defines["MAXNREG"] == cuda.DEFAULTS["registers"]
+        assert _registers(capped) <= cuda.DEFAULTS["registers"] < _registers(bounds)
+        assert rel_err(cuda.decode_attn_cuda(query, form, 0.1), ref) < 1e-2
+        assert rel_err(cuda.decode_attn_cuda(query, form, 0.1, registers=0), ref) < 1e-2
+    _, wide, _, _ = make_case(1, 8, 2, 8192, 0, 256, 128, torch.bfloat16, "mean", None, seed=4)
+    p, d, why = cuda.launch_params(wide, 2, torch.bfloat16)
+    assert why is None
+    if p["warps"] == 8:  # one 4-warp block would fit a multiprocessor's shared memory (the H200)
+        assert p["registers"] == 0 and "MAXNREG" not in d
+    else:
+        assert d["MAXNREG"] == p["registers"] == cuda.DEFAULTS["registers"]
 
 
 @pytest.mark.gpu
@@ -353,16 +382,16 @@ def _pip_nvrtc() -> ctypes.CDLL:
 
 
 VARIANTS = [
-    # (D, DK, G, recovery, dtype, warps, min_blocks, chains, stages): every KV_MODE, recovery, dtype, GQ 4 / 8,
-    # chain count and stage count
-    (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 1),
-    (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1, 2),
-    (64, 13, 3, "constant", torch.float16, 4, 2, 2, 2),
-    (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2, 1),
-    (256, 77, 2, "mean", torch.float16, 4, 1, 2, 2),
-    (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1),
-    (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2),
-    (128, 40, 4, "constant", torch.bfloat16, 4, 2, 2, 1),
+    # (D, DK, G, recovery, dtype, warps, min_blocks, chains, stages, registers): every KV_MODE, recovery, dtype,
+    # GQ 4 / 8, chain count, stage count, and both register caps (__maxnreg__, __launch_bounds__)
+    (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 1, 200),
+    (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1, 2, 0),
+    (64, 13, 3, "constant", torch.float16, 4, 2, 2, 2, 200),
+    (64, 32, 8, "zero", torch.bfloat16, 2, 4, 2, 1, 0),
+    (256, 77, 2, "mean", torch.float16, 4, 1, 2, 2, 200),
+    (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1, 0),
+    (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2, 0),
+    (128, 40, 4, "constant", torch.bfloat16, 4, 2, 2, 1, 200),
 ]
 
 
@@ -371,7 +400,8 @@ VARIANTS = [
                                                   for v in VARIANTS])
 @pytest.mark.parametrize("records", [False, True], ids=["arrays", "pages"])
 def test_cuda_source_compiles(variant, arch, records):
-    defines = cuda.defines(*variant, records=records)
+    defines = cuda.defines(*variant[:-1], records=records, registers=variant[-1])
+    assert ("MAXNREG" in defines) == (0 < variant[-1] < cuda.implied_registers(variant[5], variant[6]))
     # EXPECT_SMEM (set by default): the source static_asserts that cuda.shared_bytes() describes its layout.
     source = cuda.kernel_source(defines)
     assert f"#define EXPECT_SMEM {cuda.shared_bytes(defines)}\n" in source
@@ -390,6 +420,9 @@ def test_launch_parameters_are_checked_before_anything_runs():
         cuda.launch_params(prefix, 2, torch.bfloat16, warps=3)
     with pytest.raises(ValueError, match="min_blocks must be an integer in"):
         cuda.launch_params(prefix, 2, torch.bfloat16, min_blocks=0)
+    for bad in (10, 256, True, 200.0):
+        with pytest.raises(ValueError, match=r"registers must be 0 \(the cap min_blocks implies\) or an integer in"):
+            cuda.launch_params(prefix, 2, torch.bfloat16, registers=bad)
     with pytest.raises(ValueError, match="chains must be 1 or 2"):
         cuda.launch_params(prefix, 2, torch.bfloat16, chains=3)
     with pytest.raises(ValueError, match="stages must be 1 or 2"):

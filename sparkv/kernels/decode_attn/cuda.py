@@ -28,17 +28,17 @@ LOG2E = 1.4426950408889634
 _COMPILED: dict[tuple, tuple[object, int, int]] = {}
 # (defines, device index) -> why the build failed (not retried on every decode step)
 _FAILED: dict[tuple, str] = {}
-# Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7", "Session 8" and "Session 11"): 4-warp blocks, registers
-# capped for 2 resident blocks, two walks per token, one wave of blocks, two stages of small-array buffers. One stage
-# (less shared memory) lets 3 blocks fit at λ = 0.5 but is up to 15% slower; two waves were slower; a 3-block
-# register cap is within 0.5% at λ = 0.8 and up to 20% slower at λ = 0.5 with D = 128 (session 11); double-buffered V
-# tiles cost resident blocks. Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block
-# instead (lone_block, session 16). Reading pages, the 3-block cap was 1.005-1.04x as fast at λ = 0.5 with D = 128
-# (0.83-0.90x over arrays) though shared memory holds 2 blocks either way (168 registers instead of 255, no spills: a
-# different schedule), 1.15x with 8 query heads a KV head, equal at D = 64 and λ = 0.8, but 0.77-0.92x at D = 256,
-# where one block fits a multiprocessor (session 19): pages take the cap unless shared memory holds only one block.
-DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2)
-PAGES_MIN_BLOCKS = 3  # pages: registers capped for 3 blocks where shared memory holds at least 2
+# Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7", "Session 8", "Session 11" and "Session 20"): 4-warp
+# blocks, two walks per token, one wave of blocks, two stages of small-array buffers, shared memory sized for 2 resident
+# blocks, registers capped at 200 a thread. One stage (less shared memory) lets 3 blocks fit at λ = 0.5 but is up to
+# 15% slower; two waves were slower; double-buffered V tiles cost resident blocks. The register cap changes no
+# occupancy (two 4-warp blocks fit 255 registers a thread) but the compiler's schedule where the walk wants more than
+# 200 (λ <= 0.5 at D = 128): 1.01-1.18x over 255 on pages and arrays, bf16 and fp16, 4 and 8 query heads a KV head.
+# A cap of 168 (min_blocks=3) was 0.99-1.09x as fast as 200 with this source, and 0.83x as fast as 255 after a small
+# change to it (an unused split parameter); caps of 184-192 fell off at 128K·b8. Where only one 4-warp block fits a
+# multiprocessor, launch_params takes one 8-warp block instead (lone_block, session 16), with no cap (200 was up to
+# 14 % slower there, at D = 256).
+DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, registers=200)
 # Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
 RESERVED_SMEM_PER_BLOCK = 1024
 # What the last call launched (benchmarks record it per row).
@@ -92,9 +92,12 @@ def _kept(prefix: Prefix) -> tuple[int, str, float]:
 
 
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
-            min_blocks: int = 1, chains: int = 2, stages: int = 2, records: bool = False) -> dict[str, int]:
+            min_blocks: int = 1, chains: int = 2, stages: int = 2, records: bool = False,
+            registers: int = 0) -> dict[str, int]:
     """The kernel's compile-time constants; ``records``: it reads :class:`SparKPages` (offsets from
-    :func:`~sparkv.cache.layout.tile_record`) instead of separate arrays."""
+    :func:`~sparkv.cache.layout.tile_record`) instead of separate arrays; ``registers``: a cap per thread
+    (``__maxnreg__``, MAXNREG) where it is below the one ``min_blocks`` blocks of ``warps`` warps imply
+    (``__launch_bounds__``, :func:`implied_registers`); 0: that one."""
     d = dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
              HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
              KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
@@ -104,7 +107,15 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
                  RSB_OFF=rec.kept_bits if rec.sign_bits is None else rec.sign_bits)
         if rec.scale is not None:
             d["RRS_OFF"] = rec.scale
+    if 0 < registers < implied_registers(warps, min_blocks):
+        d["MAXNREG"] = registers
     return d
+
+
+def implied_registers(warps: int, min_blocks: int) -> int:
+    """Registers a thread that ``__launch_bounds__(32 * warps, min_blocks)`` leaves (65536 a multiprocessor on
+    sm_80 / sm_90, allocated in 8s, at most 255)."""
+    return min(255, 65536 // (32 * warps * min_blocks) // 8 * 8)
 
 
 def shared_bytes(d: dict[str, int]) -> int:
@@ -260,11 +271,12 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
                   **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
-    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`)."""
+    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`); those two keep the
+    register cap ``__launch_bounds__`` implies unless ``registers`` is given."""
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **({"min_blocks": PAGES_MIN_BLOCKS} if isinstance(prefix, SparKPages) else {}), **kw}
+    p = {**DEFAULTS, **kw}
     if p["warps"] not in (1, 2, 4, 8):
         raise ValueError(f"warps must be 1, 2, 4 or 8, got {p['warps']!r}")
     for name in ("chains", "stages"):
@@ -273,6 +285,9 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
     for name in ("min_blocks", "waves"):
         if not isinstance(p[name], int) or isinstance(p[name], bool) or not 1 <= p[name] <= 32:
             raise ValueError(f"{name} must be an integer in [1, 32], got {p[name]!r}")
+    r = p["registers"]
+    if not isinstance(r, int) or isinstance(r, bool) or not (r == 0 or 64 <= r <= 255):
+        raise ValueError(f"registers must be 0 (the cap min_blocks implies) or an integer in [64, 255], got {r!r}")
     why = supported(prefix, group)
     dev = prefix.device
     if why is None and dev.type != "cuda":
@@ -283,27 +298,26 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
         return p, {}, why
     kept, recovery, _ = _kept(prefix)
 
-    def make(warps: int, min_blocks: int | None = None) -> dict:
+    def make(warps: int, min_blocks: int | None = None, registers: int | None = None) -> dict:
         return defines(prefix.head_dim, kept, group, recovery, dtype, warps,
                        p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
-                       records=isinstance(prefix, SparKPages))
+                       records=isinstance(prefix, SparKPages),
+                       registers=p["registers"] if registers is None else registers)
 
     d = make(p["warps"])
     props = torch.cuda.get_device_properties(dev)
     limit = props.shared_memory_per_block_optin
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
-    if "min_blocks" not in kw and p["min_blocks"] == PAGES_MIN_BLOCKS and \
-            sm_bytes // (shared_bytes(d) + RESERVED_SMEM_PER_BLOCK) < 2:
-        p["min_blocks"] = DEFAULTS["min_blocks"]  # one block a multiprocessor: the cap only costs (D = 256: 0.77-0.92x)
-        d = make(p["warps"])
+    # The register cap was measured on 4-warp blocks; the block sizes chosen here keep __launch_bounds__'s.
+    other_registers = p["registers"] if "registers" in kw else 0
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:
-        p["warps"] = 2
+        p.update(warps=2, registers=other_registers)
         d = make(2)
     elif "warps" not in kw and "min_blocks" not in kw and p["warps"] == 4:
-        wide = make(8, min_blocks=1)
+        wide = make(8, min_blocks=1, registers=other_registers)
         if lone_block(shared_bytes(d), shared_bytes(wide), sm_bytes, limit, prefix.batch * prefix.num_heads,
                       prefix.num_tokens, props.multi_processor_count):
-            p.update(warps=8, min_blocks=1)
+            p.update(warps=8, min_blocks=1, registers=other_registers)
             d = wide
     if shared_bytes(d) > limit:
         why = (f"{shared_bytes(d)} bytes of shared memory per block with {p['warps']} warps "

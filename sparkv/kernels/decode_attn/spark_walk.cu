@@ -21,7 +21,8 @@
 // of each KV head (combine_if_last).
 //
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
-// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers),
+// 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers unless
+// MAXNREG, a cap per thread, is set),
 // STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
 // are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte
 // words into rows of an odd number of words, DK even; 0 = the tile's contiguous bytes as they are, copied in 16-byte
@@ -392,7 +393,14 @@ __device__ __noinline__ void combine_if_last(const float* o_part, const float* l
   }
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32, MINB) spark_walk_split(
+// __maxnreg__ and __launch_bounds__ exclude each other; a cap between the 255 and 168 that 2 and 3 blocks of 4 warps
+// give schedules the λ <= 0.5 walk best (cuda.DEFAULTS says how it was measured).
+#if defined(MAXNREG) && MAXNREG
+#define KERNEL_BOUNDS __maxnreg__(MAXNREG)
+#else
+#define KERNEL_BOUNDS __launch_bounds__(WARPS * 32, MINB)
+#endif
+extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     const u16* __restrict__ q,       // [B, H*G, D]
     const u16* __restrict__ kv,      // kept_values [B*H, S, DK]
     const u32* __restrict__ kb,      // kept_bits [B*H, S, NW]
