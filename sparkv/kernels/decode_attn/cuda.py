@@ -29,15 +29,15 @@ _COMPILED: dict[tuple, tuple[object, int, int]] = {}
 # (defines, device index) -> why the build failed (not retried on every decode step)
 _FAILED: dict[tuple, str] = {}
 # Launch parameters (H200 sweeps, BENCHMARKS.md "Session 7", "Session 8", "Session 11" and "Session 20"): 4-warp
-# blocks, two walks per token, one wave of blocks, two stages of small-array buffers, shared memory sized for 2 resident
-# blocks, registers capped at 200 a thread. One stage (less shared memory) lets 3 blocks fit at λ = 0.5 but is up to
-# 15% slower; two waves were slower; double-buffered V tiles cost resident blocks. The register cap changes no
-# occupancy (two 4-warp blocks fit 255 registers a thread) but the compiler's schedule where the walk wants more than
-# 200 (λ <= 0.5 at D = 128): 1.01-1.18x over 255 on pages and arrays, bf16 and fp16, 4 and 8 query heads a KV head.
-# A cap of 168 (min_blocks=3) was 0.99-1.09x as fast as 200 with this source, and 0.83x as fast as 255 after a small
-# change to it (an unused split parameter); caps of 184-192 fell off at 128K·b8. Where only one 4-warp block fits a
-# multiprocessor, launch_params takes one 8-warp block instead (lone_block, session 16), with no cap (200 was up to
-# 14 % slower there, at D = 256).
+# blocks, two walks per token, one wave of blocks, two stages of small-array buffers, registers capped at 200 a thread
+# (with registers=0, __launch_bounds__ caps them for min_blocks resident blocks). One stage (less shared memory) lets
+# 3 blocks fit at λ = 0.5 but is up to 15% slower; two waves were slower; double-buffered V tiles cost resident
+# blocks. The register cap changes no occupancy (two 4-warp blocks fit 255 registers a thread) but the compiler's
+# schedule where the walk wants more than 200 (λ <= 0.5 at D = 128): 1.01-1.18x over 255 on pages and arrays, bf16
+# and fp16, 4 and 8 query heads a KV head. 200 was 0.99-1.09x as fast as 168 (min_blocks=3) with this source, and 168
+# 0.83x as fast as 255 after a small change to it (an unused split parameter); caps of 184-192 fell off at 128K·b8.
+# Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block instead (lone_block, session
+# 16), and where neither fits twice (D = 256) the 4-warp block alone, both with no cap (200 was 0.86-0.99x there).
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, registers=200)
 # Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
 RESERVED_SMEM_PER_BLOCK = 1024
@@ -271,8 +271,8 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
                   **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
-    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`); those two keep the
-    register cap ``__launch_bounds__`` implies unless ``registers`` is given."""
+    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`); these, and blocks alone
+    on a multiprocessor, keep the register cap ``__launch_bounds__`` implies unless ``registers`` is given."""
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
@@ -308,8 +308,12 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
     props = torch.cuda.get_device_properties(dev)
     limit = props.shared_memory_per_block_optin
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
-    # The register cap was measured on 4-warp blocks; the block sizes chosen here keep __launch_bounds__'s.
+    # The register cap was measured on 4-warp blocks two of which fit a multiprocessor's shared memory; elsewhere
+    # (the block sizes chosen here, one block a multiprocessor) __launch_bounds__'s is kept unless registers is given.
     other_registers = p["registers"] if "registers" in kw else 0
+    if "MAXNREG" in d and "registers" not in kw and sm_bytes // (shared_bytes(d) + RESERVED_SMEM_PER_BLOCK) < 2:
+        p["registers"] = 0
+        d = make(p["warps"])
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:
         p.update(warps=2, registers=other_registers)
         d = make(2)
