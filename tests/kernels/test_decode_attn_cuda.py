@@ -37,6 +37,9 @@ CASES = [
     (1, 2, 5, 300, 0, 256, 128, torch.bfloat16, "mean", None),
     (1, 2, 2, 1000, 3, 256, 77, torch.float16, "mean", [999]),  # odd DK with 8 bitmap words, fp16 at D = 256
     (2, 2, 4, 900, 2, 128, 40, torch.bfloat16, "constant", [900, 300]),  # constant recovery at D = 128
+    # Kept rows of an odd number of words (pages copy them in 16-byte chunks), ragged: partial last tiles.
+    (2, 2, 4, 1000, 0, 128, 90, torch.float16, "mean", [1000, 517]),
+    (2, 3, 3, 999, 4, 64, 26, torch.bfloat16, "mean_linear", [999, 45]),
 ]
 
 
