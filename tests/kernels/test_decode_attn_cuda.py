@@ -415,6 +415,32 @@ def test_cuda_source_compiles(variant, arch, records):
                            cuda.KERNEL_NAME, arch, _pip_nvrtc())
 
 
+def test_stack_frame_is_read_from_the_ptxas_report():
+    log = ("ptxas info    : Function properties for combine_if_last\nptxas         .     8 bytes stack frame, 0 bytes "
+           "spill stores\nptxas info    : Function properties for spark_walk_split\nptxas         .     224 bytes "
+           "stack frame, 220 bytes spill stores, 220 bytes spill loads\n")
+    assert cuda.stack_frame_bytes(log) == 224
+    assert cuda.stack_frame_bytes("ptxas info    : Used 200 registers") is None
+
+
+@pytest.mark.parametrize("head_dim, kept, records, keeps_cap", [
+    (128, 64, True, True),     # λ = 0.5: the cap changes only the schedule (measured 1.01-1.18x)
+    (128, 26, True, True),     # λ = 0.8: the build uses fewer registers than the cap anyway
+    (128, 52, True, False),    # pages at DK = 52: the cap adds a 48-byte stack frame
+    (128, 100, False, False),  # DK = 100: 224 bytes capped against 16 uncapped
+])
+def test_register_cap_is_dropped_where_it_adds_spills(head_dim, kept, records, keeps_cap):
+    """The launcher keeps the 200-register cap only where ptxas reports no larger stack frame than without it
+    (sm_90, the pip NVRTC; on a GPU launch_params asks the device's own NVRTC the same question)."""
+    lib = _pip_nvrtc()
+    d = cuda.defines(head_dim, kept, 4, "mean", torch.bfloat16, 4, 2, 2, 2, records=records,
+                     registers=cuda.DEFAULTS["registers"])
+    assert d["MAXNREG"] == cuda.DEFAULTS["registers"]
+    kept_d = cuda.without_added_spills(d, "sm_90", lib)
+    assert ("MAXNREG" in kept_d) == keeps_cap
+    assert {k: v for k, v in kept_d.items() if k != "MAXNREG"} == {k: v for k, v in d.items() if k != "MAXNREG"}
+
+
 def test_launch_parameters_are_checked_before_anything_runs():
     _, prefix, _, _ = make_interpreter_case()
     with pytest.raises(TypeError, match="unknown CUDA kernel parameters"):

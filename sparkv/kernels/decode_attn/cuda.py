@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import re
 from pathlib import Path
 
 import torch
@@ -38,6 +39,8 @@ _FAILED: dict[tuple, str] = {}
 # 0.83x as fast as 255 after a small change to it (an unused split parameter); caps of 184-192 fell off at 128K·b8.
 # Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block instead (lone_block, session
 # 16), and where neither fits twice (D = 256) the 4-warp block alone, both with no cap (200 was 0.86-0.99x there).
+# Nor is the cap kept where ptxas reports that it adds a stack frame (without_added_spills: DK = 100 and 108, and
+# pages at DK = 52, at D = 128).
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, registers=200)
 # Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
 RESERVED_SMEM_PER_BLOCK = 1024
@@ -139,7 +142,20 @@ def _fixed_bytes(d: dict[str, int]) -> int:
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
     """CUBIN of ``source`` for ``arch`` (e.g. ``sm_90``) with the NVRTC library ``lib``; raises with the log."""
+    return nvrtc_build(source, name, arch, lib, report=False)[0]
+
+
+def nvrtc_build(source: str, name: str, arch: str, lib: ctypes.CDLL, report: bool = True) -> tuple[bytes, str]:
+    """``(CUBIN, log)`` of :func:`nvrtc_compile`; ``report``: with ptxas's resource report (``-Xptxas=-v``) in the
+    log."""
     prog = ctypes.c_void_p()
+
+    def read_log() -> str:
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        return log.value.decode(errors="replace")
 
     def check(status: int, what: str) -> None:
         if status != 0:
@@ -148,21 +164,52 @@ def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
 
     check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), f"{name}.cu".encode(), 0, None, None), "create")
     opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17", b"--extra-device-vectorization"]
+    if report:
+        opts.append(b"-Xptxas=-v")
     arr = (ctypes.c_char_p * len(opts))(*opts)
     status = lib.nvrtcCompileProgram(prog, len(opts), arr)
+    log = read_log()
     if status != 0:
-        size = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetProgramLog(prog, log)
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
-        raise RuntimeError(f"NVRTC could not compile {name}:\n{log.value.decode(errors='replace')}")
+        raise RuntimeError(f"NVRTC could not compile {name}:\n{log}")
     size = ctypes.c_size_t()
     check(lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "get CUBIN size")
     cubin = ctypes.create_string_buffer(size.value)
     check(lib.nvrtcGetCUBIN(prog, cubin), "get CUBIN")
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return cubin.raw
+    return cubin.raw, log
+
+
+def stack_frame_bytes(log: str, name: str = KERNEL_NAME) -> int | None:
+    """The stack frame (local memory a thread spills or indexes) ptxas reports for kernel ``name`` in a
+    :func:`nvrtc_build` log; None if the log has no report for it."""
+    m = re.search(rf"Function properties for {re.escape(name)}\s*\n\s*ptxas\s*\.\s*(\d+) bytes stack frame", log)
+    return None if m is None else int(m.group(1))
+
+
+# (defines, arch) -> the build's stack frame in bytes (None: not reported), for without_added_spills.
+_STACKS: dict[tuple, int | None] = {}
+
+
+def _stack(d: dict[str, int], arch: str, lib: ctypes.CDLL) -> int | None:
+    key = (tuple(sorted(d.items())), arch)
+    if key not in _STACKS:
+        _STACKS[key] = stack_frame_bytes(nvrtc_build(kernel_source(d), KERNEL_NAME, arch, lib)[1])
+    return _STACKS[key]
+
+
+def without_added_spills(d: dict[str, int], arch: str, lib: ctypes.CDLL) -> dict[str, int]:
+    """``d``, or ``d`` without its register cap (MAXNREG) when the capped build needs a larger stack frame than the
+    uncapped one: the cap was measured to help where it changes only the schedule (session 20), and spills in the
+    tile loop cost local-memory traffic on every tile (ptxas at sm_90, cap 200: pages at DK = 52 48 bytes, DK = 100
+    224 bytes against 16 uncapped; BENCHMARKS.md "Session 20"). Without ptxas's report for either, ``d``."""
+    if "MAXNREG" not in d:
+        return d
+    uncapped = {k: v for k, v in d.items() if k != "MAXNREG"}
+    capped_stack, uncapped_stack = _stack(d, arch, lib), _stack(uncapped, arch, lib)
+    if capped_stack is None or uncapped_stack is None:
+        return d
+    return uncapped if capped_stack > uncapped_stack else d
 
 
 def pip_nvrtc() -> ctypes.CDLL | None:
@@ -272,7 +319,8 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
     8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`); these, and blocks alone
-    on a multiprocessor, keep the register cap ``__launch_bounds__`` implies unless ``registers`` is given."""
+    on a multiprocessor, keep the register cap ``__launch_bounds__`` implies unless ``registers`` is given, as do
+    builds the default cap would make spill (:func:`without_added_spills`, one extra NVRTC build per case)."""
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
@@ -326,6 +374,16 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
     if shared_bytes(d) > limit:
         why = (f"{shared_bytes(d)} bytes of shared memory per block with {p['warps']} warps "
                f"(this GPU allows {limit})")
+    elif "MAXNREG" in d and "registers" not in kw:
+        try:
+            from torch.cuda import _utils as cuda_utils
+
+            major, minor = torch.cuda.get_device_capability(dev)
+            kept = without_added_spills(d, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
+        except (RuntimeError, OSError, AttributeError, ImportError):
+            kept = d  # the build itself then reports what failed (_built)
+        if kept is not d:
+            p["registers"], d = 0, kept
     return p, d, why
 
 
