@@ -150,6 +150,17 @@ def test_register_cap_reaches_the_build(poison_empty):
 
 
 @pytest.mark.gpu
+def test_register_cap_dropped_where_it_spills_on_the_gpu(poison_empty):
+    """On the device's own NVRTC: DK = 100 at D = 128 spills under the default cap, so the launch keeps
+    ``__launch_bounds__``'s registers, and the result still matches the reference."""
+    query, prefix, _, _ = make_case(1, 2, 4, 1500, 0, 128, 100, torch.bfloat16, "mean", None, seed=5)
+    p, d, why = cuda.launch_params(prefix, 4, torch.bfloat16)
+    assert why is None and p["registers"] == 0 and "MAXNREG" not in d
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1), ref) < 1e-2
+
+
+@pytest.mark.gpu
 def test_cuda_chain_packed_equals_materialised(poison_empty):
     """Attention over the packed keys (CUDA kernel) == attention over the materialised K̂ (fp32 reference)."""
     query, prefix, tail_k, tail_v = make_case(2, 2, 4, 2048, 3, 128, 26, torch.bfloat16, "mean", [2048, 1500])
