@@ -320,7 +320,8 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
     8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`); these, and blocks alone
     on a multiprocessor, keep the register cap ``__launch_bounds__`` implies unless ``registers`` is given, as do
-    builds the default cap would make spill (:func:`without_added_spills`, one extra NVRTC build per case)."""
+    builds the default cap would make spill (:func:`without_added_spills`: two more NVRTC builds, once per kernel
+    variant)."""
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
