@@ -318,10 +318,10 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
                   **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
-    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`); these, and blocks alone
-    on a multiprocessor, keep the register cap ``__launch_bounds__`` implies unless ``registers`` is given, as do
-    builds the default cap would make spill (:func:`without_added_spills`: two more NVRTC builds, once per kernel
-    variant)."""
+    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`). Unless ``registers`` is
+    given, the register cap applies only to 4-warp blocks two of which fit a multiprocessor, and not where it would
+    make the build spill (:func:`without_added_spills`: two more NVRTC builds, once per kernel variant); elsewhere
+    the cap is the one ``__launch_bounds__`` implies."""
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
@@ -347,31 +347,30 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
         return p, {}, why
     kept, recovery, _ = _kept(prefix)
 
-    def make(warps: int, min_blocks: int | None = None, registers: int | None = None) -> dict:
+    def make(warps: int, min_blocks: int | None = None) -> dict:
         return defines(prefix.head_dim, kept, group, recovery, dtype, warps,
                        p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
-                       records=isinstance(prefix, SparKPages),
-                       registers=p["registers"] if registers is None else registers)
+                       records=isinstance(prefix, SparKPages), registers=p["registers"])
 
     d = make(p["warps"])
     props = torch.cuda.get_device_properties(dev)
     limit = props.shared_memory_per_block_optin
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
-    # The register cap was measured on 4-warp blocks two of which fit a multiprocessor's shared memory; elsewhere
-    # (the block sizes chosen here, one block a multiprocessor) __launch_bounds__'s is kept unless registers is given.
-    other_registers = p["registers"] if "registers" in kw else 0
-    if "MAXNREG" in d and "registers" not in kw and sm_bytes // (shared_bytes(d) + RESERVED_SMEM_PER_BLOCK) < 2:
-        p["registers"] = 0
-        d = make(p["warps"])
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:
-        p.update(warps=2, registers=other_registers)
+        p["warps"] = 2
         d = make(2)
     elif "warps" not in kw and "min_blocks" not in kw and p["warps"] == 4:
-        wide = make(8, min_blocks=1, registers=other_registers)
+        wide = make(8, min_blocks=1)
         if lone_block(shared_bytes(d), shared_bytes(wide), sm_bytes, limit, prefix.batch * prefix.num_heads,
                       prefix.num_tokens, props.multi_processor_count):
-            p.update(warps=8, min_blocks=1, registers=other_registers)
+            p.update(warps=8, min_blocks=1)
             d = wide
+    # The register cap was measured on 4-warp blocks two of which fit a multiprocessor's shared memory; any other
+    # block keeps __launch_bounds__'s cap unless registers is given.
+    if "registers" not in kw and "MAXNREG" in d and (
+            p["warps"] != 4 or sm_bytes // (shared_bytes(d) + RESERVED_SMEM_PER_BLOCK) < 2):
+        p["registers"] = 0
+        d = make(p["warps"])
     if shared_bytes(d) > limit:
         why = (f"{shared_bytes(d)} bytes of shared memory per block with {p['warps']} warps "
                f"(this GPU allows {limit})")
