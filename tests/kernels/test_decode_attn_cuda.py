@@ -449,6 +449,10 @@ def test_register_cap_is_dropped_where_it_adds_spills(head_dim, kept, records, k
     assert d["MAXNREG"] == cuda.DEFAULTS["registers"]
     kept_d = cuda.without_added_spills(d, "sm_90", lib)
     assert ("MAXNREG" in kept_d) == keeps_cap
+    key = (tuple(sorted(kept_d.items())), "sm_90")
+    assert cuda._UNLOADED[key][:4] == b"\x7fELF"  # the checked build is the one the kernel will load
+    uncapped_key = (tuple(sorted((k, v) for k, v in d.items() if k != "MAXNREG")), "sm_90")
+    assert (uncapped_key in cuda._STACKS) == (cuda._STACKS[(tuple(sorted(d.items())), "sm_90")] > 0)
     assert {k: v for k, v in kept_d.items() if k != "MAXNREG"} == {k: v for k, v in d.items() if k != "MAXNREG"}
 
 

@@ -189,12 +189,15 @@ def stack_frame_bytes(log: str, name: str = KERNEL_NAME) -> int | None:
 
 # (defines, arch) -> the build's stack frame in bytes (None: not reported), for without_added_spills.
 _STACKS: dict[tuple, int | None] = {}
+# (defines, arch) -> CUBIN built for the report above and not loaded yet: _kernel loads it instead of building again.
+_UNLOADED: dict[tuple, bytes] = {}
 
 
 def _stack(d: dict[str, int], arch: str, lib: ctypes.CDLL) -> int | None:
     key = (tuple(sorted(d.items())), arch)
     if key not in _STACKS:
-        _STACKS[key] = stack_frame_bytes(nvrtc_build(kernel_source(d), KERNEL_NAME, arch, lib)[1])
+        cubin, log = nvrtc_build(kernel_source(d), KERNEL_NAME, arch, lib)
+        _STACKS[key], _UNLOADED[key] = stack_frame_bytes(log), cubin
     return _STACKS[key]
 
 
@@ -202,12 +205,16 @@ def without_added_spills(d: dict[str, int], arch: str, lib: ctypes.CDLL) -> dict
     """``d``, or ``d`` without its register cap (MAXNREG) when the capped build needs a larger stack frame than the
     uncapped one: the cap was measured to help where it changes only the schedule (session 20), and spills in the
     tile loop cost local-memory traffic on every tile (ptxas at sm_90, cap 200: pages at DK = 52 48 bytes, DK = 100
-    224 bytes against 16 uncapped; BENCHMARKS.md "Session 20"). Without ptxas's report for either, ``d``."""
+    224 bytes against 16 uncapped; BENCHMARKS.md "Session 20"). Without ptxas's report for either, ``d``. The
+    uncapped build is made only where the capped one has a stack frame; the build kept is the one the kernel loads."""
     if "MAXNREG" not in d:
         return d
+    capped_stack = _stack(d, arch, lib)
+    if not capped_stack:
+        return d
     uncapped = {k: v for k, v in d.items() if k != "MAXNREG"}
-    capped_stack, uncapped_stack = _stack(d, arch, lib), _stack(uncapped, arch, lib)
-    if capped_stack is None or uncapped_stack is None:
+    uncapped_stack = _stack(uncapped, arch, lib)
+    if uncapped_stack is None:
         return d
     return uncapped if capped_stack > uncapped_stack else d
 
@@ -269,7 +276,10 @@ def _kernel(d: dict[str, int], device: torch.device):
         if major < 8:
             raise RuntimeError(f"the CUDA SparK kernel needs compute capability >= 8.0, got {major}.{minor}")
         with torch.cuda.device(device):
-            cubin = nvrtc_compile(kernel_source(d), KERNEL_NAME, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
+            arch = f"sm_{major}{minor}"
+            cubin = _UNLOADED.pop((key[0], arch), None)
+            if cubin is None:
+                cubin = nvrtc_compile(kernel_source(d), KERNEL_NAME, arch, cuda_utils._get_nvrtc_library())
             kern = cuda_utils._cuda_load_module(cubin, [KERNEL_NAME])[KERNEL_NAME]
             smem = shared_bytes(d)
             kern.set_shared_memory_config(smem)
@@ -320,8 +330,8 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
     8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`). Unless ``registers`` is
     given, the register cap applies only to 4-warp blocks two of which fit a multiprocessor, and not where it would
-    make the build spill (:func:`without_added_spills`: two more NVRTC builds, once per kernel variant); elsewhere
-    the cap is the one ``__launch_bounds__`` implies."""
+    make the build spill (:func:`without_added_spills`: its build is the one loaded; where it has a stack frame, one
+    more NVRTC build of the uncapped variant); elsewhere the cap is the one ``__launch_bounds__`` implies."""
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
