@@ -40,6 +40,9 @@ CASES = [
     # Kept rows of an odd number of words (pages copy them in 16-byte chunks), ragged: partial last tiles.
     (2, 2, 4, 1000, 0, 128, 90, torch.float16, "mean", [1000, 517]),
     (2, 3, 3, 999, 4, 64, 26, torch.bfloat16, "mean_linear", [999, 45]),
+    # Kept rows of an odd number of 8-byte units (KV_MODE 3), ragged.
+    (2, 2, 4, 1000, 0, 128, 52, torch.bfloat16, "mean", [1000, 517]),
+    (2, 3, 3, 999, 4, 64, 20, torch.float16, "constant", [999, 45]),
 ]
 
 
@@ -151,13 +154,19 @@ def test_register_cap_reaches_the_build(poison_empty):
 
 @pytest.mark.gpu
 def test_register_cap_dropped_where_it_spills_on_the_gpu(poison_empty):
-    """On the device's own NVRTC: DK = 100 at D = 128 spills under the default cap, so the launch keeps
-    ``__launch_bounds__``'s registers, and the result still matches the reference."""
+    """On the device's own NVRTC: DK = 100 at D = 128 (8-byte units, KV_MODE 3) builds without a stack frame under the
+    default cap, so the launch keeps it and matches the reference; a cap of 128 makes the same walk spill, and
+    without_added_spills drops that one."""
+    from torch.cuda import _utils as cuda_utils
+
     query, prefix, _, _ = make_case(1, 2, 4, 1500, 0, 128, 100, torch.bfloat16, "mean", None, seed=5)
     p, d, why = cuda.launch_params(prefix, 4, torch.bfloat16)
-    assert why is None and p["registers"] == 0 and "MAXNREG" not in d
+    assert why is None and d["KV_MODE"] == 3 and d["MAXNREG"] == cuda.DEFAULTS["registers"]
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
     assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1), ref) < 1e-2
+    major, minor = torch.cuda.get_device_capability()
+    low = cuda.defines(128, 100, 4, "mean", torch.bfloat16, 4, 2, 2, 2, registers=128)
+    assert "MAXNREG" not in cuda.without_added_spills(low, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
 
 
 @pytest.mark.gpu
@@ -406,6 +415,8 @@ VARIANTS = [
     (128, 25, 8, "mean", torch.bfloat16, 4, 3, 2, 1, 0),
     (128, 40, 4, "zero", torch.bfloat16, 8, 1, 2, 2, 0),
     (128, 40, 4, "constant", torch.bfloat16, 4, 2, 2, 1, 200),
+    (128, 52, 4, "mean", torch.bfloat16, 4, 2, 2, 2, 200),
+    (64, 20, 3, "zero", torch.float16, 4, 2, 1, 1, 0),
 ]
 
 
@@ -434,19 +445,19 @@ def test_stack_frame_is_read_from_the_ptxas_report():
     assert cuda.stack_frame_bytes("ptxas info    : Used 200 registers") is None
 
 
-@pytest.mark.parametrize("head_dim, kept, records, keeps_cap", [
-    (128, 64, True, True),     # λ = 0.5: the cap changes only the schedule (measured 1.01-1.18x)
-    (128, 26, True, True),     # λ = 0.8: the build uses fewer registers than the cap anyway
-    (128, 52, True, False),    # pages at DK = 52: the cap adds a 48-byte stack frame
-    (128, 100, False, False),  # DK = 100: 224 bytes capped against 16 uncapped
+@pytest.mark.parametrize("head_dim, kept, records, registers, keeps_cap", [
+    (128, 64, True, 200, True),     # λ = 0.5: the cap changes only the schedule (measured 1.01-1.18x)
+    (128, 26, True, 200, True),     # λ = 0.8: the build uses fewer registers than the cap anyway
+    (128, 52, True, 200, True),     # pages at DK = 52: 8-byte units, no stack frame (4-byte words: 48 bytes)
+    (128, 100, False, 200, True),   # DK = 100: likewise (4-byte words: 224 bytes capped against 16 uncapped)
+    (128, 100, False, 128, False),  # a cap of 128 there: 32 bytes of stack frame against none uncapped
 ])
-def test_register_cap_is_dropped_where_it_adds_spills(head_dim, kept, records, keeps_cap):
-    """The launcher keeps the 200-register cap only where ptxas reports no larger stack frame than without it
-    (sm_90, the pip NVRTC; on a GPU launch_params asks the device's own NVRTC the same question)."""
+def test_register_cap_is_dropped_where_it_adds_spills(head_dim, kept, records, registers, keeps_cap):
+    """The launcher keeps a register cap only where ptxas reports no larger stack frame than without it (sm_90, the
+    pip NVRTC; on a GPU launch_params asks the device's own NVRTC the same question)."""
     lib = _pip_nvrtc()
-    d = cuda.defines(head_dim, kept, 4, "mean", torch.bfloat16, 4, 2, 2, 2, records=records,
-                     registers=cuda.DEFAULTS["registers"])
-    assert d["MAXNREG"] == cuda.DEFAULTS["registers"]
+    d = cuda.defines(head_dim, kept, 4, "mean", torch.bfloat16, 4, 2, 2, 2, records=records, registers=registers)
+    assert d["MAXNREG"] == registers
     kept_d = cuda.without_added_spills(d, "sm_90", lib)
     assert ("MAXNREG" in kept_d) == keeps_cap
     key = (tuple(sorted(kept_d.items())), "sm_90")

@@ -1,8 +1,9 @@
-"""Prepared in session 20, not run yet (no device time left): kept rows with DK = 4 mod 8 (DK = 20, 52, 100, 108 at
-D = 128; 12, 20, 28 at D = 64) read as 8-byte units from unpadded rows (KV_MODE 3, kv_mode3_s20.patch) against
-main's 4-byte words in rows padded to an odd word count (KV_MODE 1). Static SASS of the tile loop (compile_sm90.py
---cuda, cap 200): DK = 52 2121 -> 1835 (arrays), 2237 -> 1844 (pages, and no stack frame); DK = 100 3274 / 3405 ->
-2860 / 2838 (and no 224-byte stack frame); D = 64 DK = 20 935 -> 915.
+"""Prepared in session 20, run in session 21 (H200, 2026-11-30 03:19 UTC, kv_mode3_ab_h200.json): kept rows with
+DK = 4 mod 8 (DK = 20, 52, 100, 108 at D = 128; 12, 20, 28 at D = 64) read as 8-byte units from unpadded rows
+(KV_MODE 3, kv_mode3_s20.patch) against main's 4-byte words in rows padded to an odd word count (KV_MODE 1). Static
+SASS of the tile loop (compile_sm90.py --cuda, cap 200): DK = 52 2121 -> 1835 (arrays), 2237 -> 1844 (pages, and no
+stack frame); DK = 100 3274 / 3405 -> 2860 / 2838 (and no 224-byte stack frame); D = 64 DK = 20 935 -> 915.
+Measured: bit-equal everywhere; DK = 52 1.06-1.12x, DK = 100 1.21-1.30x, DK = 20 and D = 64 1.00-1.10x. Landed.
 Needs the patch applied to the working tree and main's kernel files in a folder (`mkdir -p /tmp/base && for f in
 cuda.py spark_walk.cu; do git show HEAD:sparkv/kernels/decode_attn/$f > /tmp/base/$f; done` before `git apply`).
 First every case against the fp32 reference on ragged lengths and bit-equal to main's build, then whole steps

@@ -39,8 +39,9 @@ _FAILED: dict[tuple, str] = {}
 # 0.83x as fast as 255 after a small change to it (an unused split parameter); caps of 184-192 fell off at 128K·b8.
 # Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block instead (lone_block, session
 # 16), and where neither fits twice (D = 256) the 4-warp block alone, both with no cap (200 was 0.86-0.99x there).
-# Nor is the cap kept where ptxas reports that it adds a stack frame (without_added_spills: DK = 100 and 108, and
-# pages at DK = 52, at D = 128).
+# Nor is the cap kept where ptxas reports that it adds a stack frame (without_added_spills): with 4-byte words DK = 100
+# and 108, and pages at DK = 52, spilled under it; since kept rows of DK = 4 mod 8 are read as 8-byte units (KV_MODE
+# 3) no build at D = 64 or 128 does (sm_90, bf16, 4 and 8 query heads a KV head), so the check is a guard.
 DEFAULTS = dict(warps=4, min_blocks=2, chains=2, waves=1, stages=2, registers=200)
 # Shared memory the driver keeps per resident block on sm_80/sm_90 (cudaDevAttrReservedSharedMemoryPerBlock).
 RESERVED_SMEM_PER_BLOCK = 1024
@@ -103,7 +104,7 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     (``__launch_bounds__``, :func:`implied_registers`); 0: that one."""
     d = dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
              HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
-             KV_MODE=2 if kept % 8 == 0 else (1 if kept % 2 == 0 else 0))
+             KV_MODE=2 if kept % 8 == 0 else 3 if kept % 4 == 0 else (1 if kept % 2 == 0 else 0))
     if records:
         rec = tile_record(head_dim, kept, recovery, dtype)
         d.update(RECORDS=1, REC_BYTES=rec.nbytes, RKV_OFF=rec.kept_values, RKB_OFF=rec.kept_bits,
@@ -129,6 +130,8 @@ def shared_bytes(d: dict[str, int]) -> int:
         kv_bytes = 32 * (kvc if kvc % 2 else kvc + 1) * 16
     elif d["KV_MODE"] == 1:
         kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
+    elif d["KV_MODE"] == 3:
+        kv_bytes = 32 * d["DK"] * 2
     else:  # odd DK: the tile's contiguous bytes from the 16-byte boundary below them
         kv_bytes = cdiv(cdiv(64 * d["DK"] + 14, 16) * 16, 128) * 128
     small = kv_bytes + 2 * 32 * nw * 4
@@ -204,9 +207,10 @@ def _stack(d: dict[str, int], arch: str, lib: ctypes.CDLL) -> int | None:
 def without_added_spills(d: dict[str, int], arch: str, lib: ctypes.CDLL) -> dict[str, int]:
     """``d``, or ``d`` without its register cap (MAXNREG) when the capped build needs a larger stack frame than the
     uncapped one: the cap was measured to help where it changes only the schedule (session 20), and spills in the
-    tile loop cost local-memory traffic on every tile (ptxas at sm_90, cap 200: pages at DK = 52 48 bytes, DK = 100
-    224 bytes against 16 uncapped; BENCHMARKS.md "Session 20"). Without ptxas's report for either, ``d``. The
-    uncapped build is made only where the capped one has a stack frame; the build kept is the one the kernel loads."""
+    tile loop cost local-memory traffic on every tile (ptxas at sm_90, cap 200, kept rows as 4-byte words: pages at
+    DK = 52 48 bytes, DK = 100 224 bytes against 16 uncapped; BENCHMARKS.md "Session 20"). Without ptxas's report
+    for either, ``d``. The uncapped build is made only where the capped one has a stack frame; the build kept is the
+    one the kernel loads."""
     if "MAXNREG" not in d:
         return d
     capped_stack = _stack(d, arch, lib)
@@ -305,7 +309,7 @@ def _misaligned(prefix: Prefix) -> str | None:
     if keys.sign_bits is not None:
         need.append(("sign_bits", keys.sign_bits, min(16, 4 * words)))
     if keys.kept % 2 == 0:
-        need.append(("kept_values", keys.kept_values, 16 if keys.kept % 8 == 0 else 4))
+        need.append(("kept_values", keys.kept_values, 16 if keys.kept % 8 == 0 else 8 if keys.kept % 4 == 0 else 4))
     for name, t, align in need:
         if t.is_contiguous() and t.data_ptr() % align:
             return f"{name} at an address that is not {align}-byte aligned"

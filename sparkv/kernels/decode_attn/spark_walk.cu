@@ -24,9 +24,10 @@
 // 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers unless
 // MAXNREG, a cap per thread, is set),
 // STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
-// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 1 = 4-byte
-// words into rows of an odd number of words, DK even; 0 = the tile's contiguous bytes as they are, copied in 16-byte
-// chunks and read per entry, DK odd).
+// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 3 = 8-byte
+// units into unpadded rows (an odd number of units), DK % 8 == 4; 1 = 4-byte words into rows of an odd number of
+// words, DK % 4 == 2; 0 = the tile's contiguous bytes as they are, copied in 16-byte chunks and read per entry, DK
+// odd).
 
 // RECORDS: 0 = separate arrays (CompressedKV); 1 = tile records (SparKPages, sparkv/cache/layout.py): every 32-token
 // tile of a (row, KV head) one contiguous record [V | kept values | kept words | sign words | scales | zeros] of
@@ -57,6 +58,10 @@ typedef unsigned long long u64;
 #elif KV_MODE == 1
 #define KV_STRIDE_W ((DKW % 2) ? DKW : DKW + 1)
 #define KV_BYTES (32 * KV_STRIDE_W * 4)
+#elif KV_MODE == 3
+// DK = 4 mod 8: rows of an odd number of 8-byte units, unpadded: 8-byte reads of them never share a bank.
+#define KVU (DK / 4)
+#define KV_BYTES (32 * KVU * 8)
 #else
 // Odd DK: the tile's rows as they are in global memory, copied in 16-byte chunks from the 16-byte boundary below
 // them (up to 14 bytes before them). Rows of an odd number of words (KV_MODE 1, unpadded) were copied this way too,
@@ -210,12 +215,12 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_t, const u32* 
   const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
 #if KV_MODE == 2
   load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16>(kvs, (const unsigned char*)kv_t, rows, lane);
-#elif KV_MODE == 1 && KV_STRIDE_W == DKW && RECORDS
-  // Unpadded word rows (DKW odd) in a tile record: shared memory holds the tile's rows as the record does, so 16-byte
-  // chunks copy them with a quarter of the copies (the field starts 16-byte aligned, RKV_OFF; in separate arrays a
-  // tile starts only 4-byte aligned unless S * DK is a multiple of 8); the chunks past the valid rows' bytes are
-  // zero-filled, as load_rows does. 1.16x at D = 128, DK = 90 and 1.04x at D = 64, DK = 26; DK = 26 at D = 128 equal
-  // (BENCHMARKS.md "Session 20").
+#elif (KV_MODE == 3 || (KV_MODE == 1 && KV_STRIDE_W == DKW)) && RECORDS
+  // Unpadded rows (KV_MODE 3, or DKW odd) in a tile record: shared memory holds the tile's rows as the record does,
+  // so 16-byte chunks copy them with a quarter (a half) of the copies (the field starts 16-byte aligned, RKV_OFF; in
+  // separate arrays a tile starts only 4-byte (8-byte) aligned unless S * DK is a multiple of 8); the chunks past the
+  // valid rows' bytes are zero-filled, as load_rows does. Words: 1.16x at D = 128, DK = 90 and 1.04x at D = 64,
+  // DK = 26; DK = 26 at D = 128 equal (BENCHMARKS.md "Session 20"). KV_MODE 3 against words: "Session 21".
   {
     const unsigned char* a0 = (const unsigned char*)kv_t;
     const int valid = rows * DK * 2;
@@ -229,6 +234,8 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_t, const u32* 
       }
     }
   }
+#elif KV_MODE == 3
+  load_rows<ALL_ROWS, 8, KVU, KVU>(kvs, (const unsigned char*)kv_t, rows, lane);
 #elif KV_MODE == 1
   load_rows<ALL_ROWS, 4, DKW, KV_STRIDE_W>(kvs, (const unsigned char*)kv_t, rows, lane);
 #else
@@ -321,6 +328,11 @@ struct Walk {
 __device__ __forceinline__ float pick(const uint4& vv, int k) {  // kept entry k of its 8-entry chunk
   const int w = (k >> 1) & 3;
   const u32 word = w == 0 ? vv.x : w == 1 ? vv.y : w == 2 ? vv.z : vv.w;
+  return (k & 1) ? hi_to_f32(word) : lo_to_f32(word);
+}
+
+__device__ __forceinline__ float pick4(const uint2& vv, int k) {  // kept entry k of its 4-entry unit
+  const u32 word = ((k >> 1) & 1) ? vv.y : vv.x;
   return (k & 1) ? hi_to_f32(word) : lo_to_f32(word);
 }
 
@@ -628,6 +640,8 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
 #elif KV_MODE == 1
       const unsigned char* kvrow = st + lane * KV_STRIDE_W * 4;
+#elif KV_MODE == 3
+      const unsigned char* kvrow = st + lane * KVU * 8;
 #else
       // The tile's bytes start at the 16-byte boundary below kv_bh + t0*DK; t0 is a multiple of 8 (splits are
       // multiples of 32 tokens, checked by the launcher), so that offset is kv_bh's own.
@@ -657,6 +671,8 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       uint4 vv, vv2;
 #elif KV_MODE == 1
       u32 vw = 0, vw2 = 0;
+#elif KV_MODE == 3
+      uint2 vu = make_uint2(0u, 0u), vu2 = make_uint2(0u, 0u);
 #endif
 #pragma unroll
       for (int j = 0; j < STEPS; ++j) {
@@ -668,6 +684,9 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #elif KV_MODE == 1
         if ((k & 1) == 1 || j == 0) vw = *(const u32*)(kvrow + (k >> 1) * 4);
         const float x = (k & 1) ? hi_to_f32(vw) : lo_to_f32(vw);
+#elif KV_MODE == 3
+        if ((k & 3) == 3 || j == 0) vu = *(const uint2*)(kvrow + (k >> 2) * 8);
+        const float x = pick4(vu, k);
 #else
         const float x = elt_to_f32(*(const u16*)(kvrow + 2 * k));
 #endif
@@ -682,6 +701,9 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #elif KV_MODE == 1
           if ((k2 & 1) == 0) vw2 = *(const u32*)(kvrow + (k2 >> 1) * 4);
           const float x2 = (k2 & 1) ? hi_to_f32(vw2) : lo_to_f32(vw2);
+#elif KV_MODE == 3
+          if ((k2 & 3) == 0) vu2 = *(const uint2*)(kvrow + (k2 >> 2) * 8);
+          const float x2 = pick4(vu2, k2);
 #else
           const float x2 = elt_to_f32(*(const u16*)(kvrow + 2 * k2));
 #endif
