@@ -417,7 +417,30 @@ VARIANTS = [
     (128, 40, 4, "constant", torch.bfloat16, 4, 2, 2, 1, 200),
     (128, 52, 4, "mean", torch.bfloat16, 4, 2, 2, 2, 200),
     (64, 20, 3, "zero", torch.float16, 4, 2, 1, 1, 0),
+    (256, 26, 4, "mean", torch.bfloat16, 8, 1, 2, 2, 0),   # D = 256 in an 8-warp block: the register queue walk
+    (256, 128, 3, "zero", torch.bfloat16, 2, 1, 2, 1, 0),  # and in 2-warp blocks: the list walk
 ]
+
+
+def test_walk_list_only_at_d256_outside_eight_warp_blocks():
+    """The kept walk reads its words from a shared-memory list at D = 256 (2.8 KB a warp), except in 8-warp blocks and
+    with more than 4 query heads a KV head, where the list would change the blocks that fit (BENCHMARKS.md "Session
+    21")."""
+    def d(head_dim, warps):
+        return cuda.defines(head_dim, head_dim // 5, 4, "mean", torch.bfloat16, warps, 1)
+
+    assert d(256, 4).get("WALK_LIST") == 1 and d(256, 2).get("WALK_LIST") == 1
+    assert "WALK_LIST" not in d(256, 8) and "WALK_LIST" not in d(128, 4) and "WALK_LIST" not in d(64, 4)
+    assert "WALK_LIST" not in cuda.defines(256, 128, 8, "mean", torch.bfloat16, 4, 1)  # 8 q-table columns
+    assert cuda.shared_bytes(d(256, 4)) - cuda.shared_bytes({**d(256, 4), "WALK_LIST": 0}) == 4 * 32 * 11 * 8
+    # Where the list alone would take the block past the device's limit, the launch walks the register queue.
+    low = cuda.defines(256, 208, 4, "mean", torch.bfloat16, 4, 1)  # λ = 0.19: 239,104 bytes with the list
+    h200 = 232448
+    assert cuda.shared_bytes(low) > h200 >= cuda.shared_bytes(cuda.without_walk_list_beyond(low, h200))
+    assert "WALK_LIST" not in cuda.without_walk_list_beyond(low, h200)
+    assert cuda.without_walk_list_beyond(d(256, 4), h200) == d(256, 4)
+    tiny = cuda.without_walk_list_beyond(low, 1000)  # fits neither way: left as it is, for the launcher to report
+    assert tiny == low
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])

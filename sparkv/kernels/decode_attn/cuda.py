@@ -105,6 +105,10 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     d = dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
              HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
              KV_MODE=2 if kept % 8 == 0 else 3 if kept % 4 == 0 else (1 if kept % 2 == 0 else 0))
+    if head_dim >= 256 and warps <= 4 and group <= 4:
+        # The kept walk's words from a list in shared memory (spark_walk.cu, Walk; 1.12-1.23x at D = 256). Not in
+        # 8-warp blocks, nor with 8 q-table columns: there its 2.8 KB a warp would change the blocks that fit.
+        d["WALK_LIST"] = 1
     if records:
         rec = tile_record(head_dim, kept, recovery, dtype)
         d.update(RECORDS=1, REC_BYTES=rec.nbytes, RKV_OFF=rec.kept_values, RKB_OFF=rec.kept_bits,
@@ -113,6 +117,16 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
             d["RRS_OFF"] = rec.scale
     if 0 < registers < implied_registers(warps, min_blocks):
         d["MAXNREG"] = registers
+    return d
+
+
+def without_walk_list_beyond(d: dict[str, int], limit: int) -> dict[str, int]:
+    """``d``, or ``d`` with the register-queue walk where the list walk's buffers (WALK_LIST) would take the block
+    past ``limit`` bytes of shared memory and the queue's would not (D = 256 at λ <= 0.2 on the H200)."""
+    if d.get("WALK_LIST") and shared_bytes(d) > limit:
+        queue = {k: v for k, v in d.items() if k != "WALK_LIST"}
+        if shared_bytes(queue) <= limit:
+            return queue
     return d
 
 
@@ -139,8 +153,11 @@ def shared_bytes(d: dict[str, int]) -> int:
 
 
 def _fixed_bytes(d: dict[str, int]) -> int:
-    """The q table and the warps' score buffers (``SMEM_FIXED``); the per-warp tile buffers follow them."""
-    return d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * (d["GQ"] + 1) * 32 * 4
+    """The q table, the warps' score buffers and their walk lists (``SMEM_FIXED``); the per-warp tile buffers follow
+    them."""
+    nw = d["D"] // 32
+    walk_list = 32 * (nw + 2 if nw % 2 else nw + 3) * 8 if d.get("WALK_LIST") else 0
+    return d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list)
 
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
@@ -361,15 +378,17 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
         return p, {}, why
     kept, recovery, _ = _kept(prefix)
 
-    def make(warps: int, min_blocks: int | None = None) -> dict:
-        return defines(prefix.head_dim, kept, group, recovery, dtype, warps,
-                       p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
-                       records=isinstance(prefix, SparKPages), registers=p["registers"])
-
-    d = make(p["warps"])
     props = torch.cuda.get_device_properties(dev)
     limit = props.shared_memory_per_block_optin
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
+
+    def make(warps: int, min_blocks: int | None = None) -> dict:
+        d = defines(prefix.head_dim, kept, group, recovery, dtype, warps,
+                    p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
+                    records=isinstance(prefix, SparKPages), registers=p["registers"])
+        return without_walk_list_beyond(d, limit)
+
+    d = make(p["warps"])
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:
         p["warps"] = 2
         d = make(2)

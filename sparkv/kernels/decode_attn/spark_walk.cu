@@ -80,7 +80,17 @@ typedef unsigned long long u64;
 #define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES)
 #define QTAB_BYTES (D * QROW)
 #define KS_BYTES ((GQ + 1) * 32 * 4)
-#define SMEM_FIXED (QTAB_BYTES + WARPS * KS_BYTES)
+// WALK_LIST (set by the launcher at D = 256 with up to 4 warps and 4 query heads a KV head): a walk reads its
+// token's kept words from a list in shared memory instead of shifting a queue of them in registers (Walk). The list:
+// per warp, a row a lane, its token's nonempty kept words in channel order as (word, q-table offset) pairs, between
+// two entries that the walks read ahead into and never use; an odd number of 8-byte entries a row, so that the
+// lanes' rows start on distinct bank pairs.
+#ifndef WALK_LIST
+#define WALK_LIST 0
+#endif
+#define WL_STRIDE ((NW % 2) ? NW + 2 : NW + 3)
+#define WL_BYTES (WALK_LIST ? 32 * WL_STRIDE * 8 : 0)
+#define SMEM_FIXED (QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES))
 static_assert(SMEM_FIXED % 128 == 0 && WARP_BYTES % 128 == 0, "every warp's V tile must start on a 128-byte line");
 #ifdef EXPECT_SMEM  // defined by the launcher: cuda.shared_bytes() must describe this layout
 static_assert(SMEM_FIXED + WARPS * WARP_BYTES == EXPECT_SMEM, "cuda.shared_bytes() disagrees with spark_walk.cu");
@@ -274,6 +284,46 @@ __device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx: 2 ulp, exp
   return y;
 }
 
+#if WALK_LIST
+// A walk over one token's kept bitmap, TOP: highest channel first; else lowest first. Its nonempty words are a row of
+// the warp's list (filled once a tile for both walks), so moving to the next word is one 8-byte read, made a word
+// ahead. The queue below costs 2 NW - 1 instructions a step (its shifts were 37 % of the tile loop at D = 256,
+// λ = 0.5); this walk's move costs about 8 whatever NW, so it is the cheaper one only at NW = 8 (static SASS,
+// BENCHMARKS.md "Session 21"). 8-warp blocks and 8 q-table columns keep the queue: the list's 2.8 KB a warp would
+// change the blocks that fit. next() returns the byte offset of the next kept channel's entry (this lane's copy) in
+// the q table.
+template <bool TOP>
+struct Walk {
+  const uint2* ahead_at;  // the entry read ahead: the next word in this walk's direction
+  u32 cur, base;
+  uint2 ahead;
+  __device__ __forceinline__ void init(const uint2* words_at, int nonempty) {  // words_at[0 .. nonempty - 1]
+    const uint2* first = TOP ? words_at + nonempty - 1 : words_at;
+    cur = first->x;
+    base = first->y;
+    ahead_at = TOP ? first - 1 : first + 1;
+    ahead = *ahead_at;
+  }
+  __device__ __forceinline__ u32 next() {
+    if (cur == 0) {
+      cur = ahead.x;
+      base = ahead.y;
+      ahead_at += TOP ? -1 : 1;
+      ahead = *ahead_at;
+    }
+    int pos;
+    if (TOP) {
+      pos = 31 - __clz(cur);
+      cur ^= 1u << pos;
+    } else {
+      pos = __ffs(cur) - 1;
+      cur &= cur - 1;
+    }
+    return base + pos * QROW;
+  }
+};
+
+#else
 // A walk over one token's kept bitmap (NW words in registers). TOP: highest channel first; else lowest first.
 // Empty words are moved to the back of the queue once, so a step advances by at most one word; next() returns
 // the byte offset of the next kept channel's entry (this lane's copy) in the q table.
@@ -324,6 +374,8 @@ struct Walk {
     return base + pos * QROW;
   }
 };
+
+#endif
 
 __device__ __forceinline__ float pick(const uint4& vv, int k) {  // kept entry k of its 8-entry chunk
   const int w = (k >> 1) & 3;
@@ -449,6 +501,9 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, i4 = lane & 3;
   float* ks = (float*)(smem + QTAB_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
+#if WALK_LIST
+  uint2* list_row = (uint2*)(smem + QTAB_BYTES + WARPS * KS_BYTES + warp * WL_BYTES) + lane * WL_STRIDE + 1;
+#endif
   unsigned char* stages = smem + SMEM_FIXED;
   // Per warp: one V tile (its load is issued after the P·V of the previous tile and lands during the next walk)
   // and STAGES stages of the small arrays (kept values, kept and sign words): with two, the next tile's are issued
@@ -650,15 +705,26 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       float a[GQ];
 #pragma unroll
       for (int h = 0; h < GQ; ++h) a[h] = 0.f;
+#if WALK_LIST
+      int nonempty = 0;
+#pragma unroll
+      for (int w = 0; w < NW; ++w) {  // an empty word is overwritten by the next one
+        list_row[nonempty] = make_uint2(words[w], (u32)(w * 32 * QROW) + qoff);
+        nonempty += words[w] != 0;
+      }
+#define WALK_INIT list_row, nonempty
+#else
       bool empty = false;
 #pragma unroll
       for (int w = 0; w < NW; ++w) empty |= words[w] == 0;
       const bool compact = __any_sync(ALL_LANES, empty);
+#define WALK_INIT words, compact, qoff
+#endif
       Walk<true> top;
-      top.init(words, compact, qoff);
+      top.init(WALK_INIT);
 #if CHAINS == 2
       Walk<false> bot;
-      bot.init(words, compact, qoff);
+      bot.init(WALK_INIT);
       float a2[GQ];
 #pragma unroll
       for (int h = 0; h < GQ; ++h) a2[h] = 0.f;
@@ -666,6 +732,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #else
       constexpr int STEPS_BOT = 0;
 #endif
+#undef WALK_INIT
       constexpr int STEPS = DK - STEPS_BOT;  // the top walk takes the odd one out
 #if KV_MODE == 2
       uint4 vv, vv2;
