@@ -6,7 +6,7 @@ cost more there: 2022 -> 2089 at D = 128, DK = 64). First 8 ragged cases against
 main's build (the walk visits the same channels in the same order), then whole steps (kernel + Triton combine,
 bench_us graph, flush="read"), medians of 3 interleaved rounds, pages and arrays, with the best SDPA backend of the
 same run. Measured: bit-equal everywhere; 1.12-1.23x; λ = 0.8 now 1.08-1.18x the best SDPA (main: 0.91-1.02x),
-λ = 0.5 0.57-0.63x (main: 0.49-0.54x). Landed. The measured tree was the landed commit's kernel and launcher but for
+λ = 0.5 0.57-0.63x (main: 0.49-0.54x). Landed (91077ad). The measured tree was that commit's kernel and launcher but for
 two launcher rules added after it, which choose the same builds for every case here: no list with more than 4 query
 heads a KV head, nor where it would not fit the block's shared memory (without_walk_list_beyond).
 Needs main's kernel files of before the change in a folder (`mkdir -p gpu/base && for f in cuda.py spark_walk.cu; do
