@@ -101,7 +101,8 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     """The kernel's compile-time constants; ``records``: it reads :class:`SparKPages` (offsets from
     :func:`~sparkv.cache.layout.tile_record`) instead of separate arrays; ``registers``: a cap per thread
     (``__maxnreg__``, MAXNREG) where it is below the one ``min_blocks`` blocks of ``warps`` warps imply
-    (``__launch_bounds__``, :func:`implied_registers`); 0: that one."""
+    (``__launch_bounds__``, :func:`implied_registers`); 0: that one. The kept rows' copy mode (KV_MODE) follows
+    from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``."""
     d = dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
              HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
              KV_MODE=2 if kept % 8 == 0 else 3 if kept % 4 == 0 else (1 if kept % 2 == 0 else 0))
