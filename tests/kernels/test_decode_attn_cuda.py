@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, SparKPages
 from sparkv.kernels.decode_attn import cuda
-from sparkv.kernels.decode_attn.fused import decode_attn_triton
+from sparkv.kernels.decode_attn.fused import combine_partials, decode_attn_triton
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
 from sparkv.kernels.recover.reference import recover_ref
 from sparkv.kernels.select_pack.reference import select_pack_ref
@@ -167,6 +167,28 @@ def test_register_cap_dropped_where_it_spills_on_the_gpu(poison_empty):
     major, minor = torch.cuda.get_device_capability()
     low = cuda.defines(128, 100, 4, "mean", torch.bfloat16, 4, 2, 2, 2, registers=128)
     assert "MAXNREG" not in cuda.without_added_spills(low, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kept, dtype, pages", [(128, torch.bfloat16, True), (51, torch.float16, False)])
+def test_walk_list_equals_the_register_queue_on_the_gpu(poison_empty, kept, dtype, pages):
+    """D = 256: the kept walk over the shared-memory word list (the default there) visits the same channels in the
+    same order as the register queue, so the results are bit-equal (same split), and match the reference."""
+    query, prefix, _, _ = make_case(2, 2, 2, 1300, 0, 256, kept, dtype, "mean", [1300, 417], seed=3)
+    if pages:
+        prefix = SparKPages.from_compressed(prefix)
+    p, d, why = cuda.launch_params(prefix, 2, dtype)
+    assert why is None and d.get("WALK_LIST") == 1
+    queue = {k: v for k, v in d.items() if k != "WALK_LIST"}
+    outs = []
+    for defines in (d, queue):
+        plan = cuda.SplitPlan(query, prefix, 0.07, chunk=256, _resolved=(p, defines))
+        o, lse = plan.partials()
+        plan.launch(o, lse)
+        outs.append(combine_partials(o, lse, query))
+    assert torch.equal(outs[0], outs[1])
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.07)
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.07), ref) < 1e-2
 
 
 @pytest.mark.gpu
