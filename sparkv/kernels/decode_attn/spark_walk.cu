@@ -287,7 +287,7 @@ __device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx: 2 ulp, exp
 #if WALK_LIST
 // A walk over one token's kept bitmap, TOP: highest channel first; else lowest first. Its nonempty words are a row of
 // the warp's list (filled once a tile for both walks), so moving to the next word is one 8-byte read, made a word
-// ahead. The queue below costs 2 NW - 1 instructions a step (its shifts were 37 % of the tile loop at D = 256,
+// ahead. The queue below costs 2 NW - 1 instructions a step (its shifts were 38 % of the tile loop at D = 256,
 // λ = 0.5); this walk's move costs about 8 whatever NW, so it is the cheaper one only at NW = 8 (static SASS,
 // BENCHMARKS.md "Session 21"). 8-warp blocks and 8 q-table columns keep the queue: the list's 2.8 KB a warp would
 // change the blocks that fit. next() returns the byte offset of the next kept channel's entry (this lane's copy) in
