@@ -284,6 +284,19 @@ __device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx: 2 ulp, exp
   return y;
 }
 
+// The position of cur's highest (TOP) or lowest set bit, which it clears.
+template <bool TOP>
+__device__ __forceinline__ int take_bit(u32& cur) {
+  if (TOP) {
+    const int pos = 31 - __clz(cur);
+    cur ^= 1u << pos;
+    return pos;
+  }
+  const int pos = __ffs(cur) - 1;
+  cur &= cur - 1;
+  return pos;
+}
+
 #if WALK_LIST
 // A walk over one token's kept bitmap, TOP: highest channel first; else lowest first. Its nonempty words are a row of
 // the warp's list (filled once a tile for both walks), so moving to the next word is one 8-byte read, made a word
@@ -311,15 +324,7 @@ struct Walk {
       ahead_at += TOP ? -1 : 1;
       ahead = *ahead_at;
     }
-    int pos;
-    if (TOP) {
-      pos = 31 - __clz(cur);
-      cur ^= 1u << pos;
-    } else {
-      pos = __ffs(cur) - 1;
-      cur &= cur - 1;
-    }
-    return base + pos * QROW;
+    return base + take_bit<TOP>(cur) * QROW;
   }
 };
 
@@ -363,15 +368,7 @@ struct Walk {
       qw[j] = e ? qw[j + 1] : qw[j];
       qb[j] = e ? qb[j + 1] : qb[j];
     }
-    int pos;
-    if (TOP) {
-      pos = 31 - __clz(cur);
-      cur ^= 1u << pos;
-    } else {
-      pos = __ffs(cur) - 1;
-      cur &= cur - 1;
-    }
-    return base + pos * QROW;
+    return base + take_bit<TOP>(cur) * QROW;
   }
 };
 
