@@ -509,6 +509,8 @@ def test_register_cap_is_dropped_where_it_adds_spills(head_dim, kept, records, r
     assert cuda._UNLOADED[key][:4] == b"\x7fELF"  # the checked build is the one the kernel will load
     uncapped_key = (tuple(sorted((k, v) for k, v in d.items() if k != "MAXNREG")), "sm_90")
     assert (uncapped_key in cuda._STACKS) == (cuda._STACKS[(tuple(sorted(d.items())), "sm_90")] > 0)
+    if not keeps_cap:
+        assert (tuple(sorted(d.items())), "sm_90") not in cuda._UNLOADED  # the dropped build is not held
     assert {k: v for k, v in kept_d.items() if k != "MAXNREG"} == {k: v for k, v in d.items() if k != "MAXNREG"}
 
 

@@ -236,9 +236,9 @@ def without_added_spills(d: dict[str, int], arch: str, lib: ctypes.CDLL) -> dict
         return d
     uncapped = {k: v for k, v in d.items() if k != "MAXNREG"}
     uncapped_stack = _stack(uncapped, arch, lib)
-    if uncapped_stack is None:
-        return d
-    return uncapped if capped_stack > uncapped_stack else d
+    kept, dropped = (uncapped, d) if uncapped_stack is not None and capped_stack > uncapped_stack else (d, uncapped)
+    _UNLOADED.pop((tuple(sorted(dropped.items())), arch), None)  # the kernel will not load it
+    return kept
 
 
 def pip_nvrtc() -> ctypes.CDLL | None:
@@ -346,8 +346,7 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
             and rows * cdiv(tokens, 8 * 32) >= sms)
 
 
-def launch_params(prefix: Prefix, group: int, dtype: torch.dtype,
-                  **kw) -> tuple[dict, dict, str | None]:
+def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
     8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`). Unless ``registers`` is
@@ -467,8 +466,7 @@ def build(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> str | None:
 _PLANS: dict[tuple, tuple[dict, dict, str | None, int | None]] = {}
 
 
-def try_plan(query: torch.Tensor, prefix: Prefix,
-             scaling: float) -> tuple[SplitPlan | None, str | None]:
+def try_plan(query: torch.Tensor, prefix: Prefix, scaling: float) -> tuple[SplitPlan | None, str | None]:
     """``(plan, None)`` when the kernel takes this step with its default launch, else ``(None, why)``. The decision
     and the split size are cached per case (the size reads the layout's bytes: 2.4 µs a call, ``timeit`` of
     ``CompressedKV.nbytes`` on the 2-core development CPU, 2026-11-29); only the arrays' alignment (a property of
@@ -549,8 +547,8 @@ class SplitPlan:
     multiprocessors). ``kw`` overrides :data:`DEFAULTS`.
     """
 
-    def __init__(self, query: torch.Tensor, prefix: Prefix, scaling: float,
-                 chunk: int | None = None, _resolved: tuple[dict, dict] | None = None, **kw):
+    def __init__(self, query: torch.Tensor, prefix: Prefix, scaling: float, chunk: int | None = None,
+                 _resolved: tuple[dict, dict] | None = None, **kw):
         b, hq, _, dd = query.shape
         self.query, self.prefix, self.scaling = query.contiguous(), prefix, float(scaling)
         self.h = prefix.num_heads
@@ -632,8 +630,7 @@ class SplitPlan:
                 torch.empty(*shape, dtype=torch.float32, device=self.query.device))
 
 
-def spark_split_partials(query: torch.Tensor, prefix: Prefix, scaling: float,
-                         chunk: int | None = None, **kw):
+def spark_split_partials(query: torch.Tensor, prefix: Prefix, scaling: float, chunk: int | None = None, **kw):
     """Split partials ``(o_part, lse_part, NS)`` of one query token over a SparK prefix in buffers of their own
     (:class:`SplitPlan` has the arguments)."""
     plan = SplitPlan(query, prefix, scaling, chunk, **kw)
