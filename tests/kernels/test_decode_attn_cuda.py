@@ -43,6 +43,8 @@ CASES = [
     # Kept rows of an odd number of 8-byte units (KV_MODE 3), ragged.
     (2, 2, 4, 1000, 0, 128, 52, torch.bfloat16, "mean", [1000, 517]),
     (2, 3, 3, 999, 4, 64, 20, torch.float16, "constant", [999, 45]),
+    # 2 query heads a KV head: the q table's 2 columns (GQ = 2), ragged, zero recovery.
+    (2, 2, 2, 999, 3, 64, 22, torch.bfloat16, "zero", [999, 300]),
 ]
 
 
@@ -428,7 +430,7 @@ def _pip_nvrtc() -> ctypes.CDLL:
 
 VARIANTS = [
     # (D, DK, G, recovery, dtype, warps, min_blocks, chains, stages, registers): every KV_MODE, recovery, dtype,
-    # GQ 4 / 8, chain count, stage count, and both register caps (__maxnreg__, __launch_bounds__)
+    # GQ 2 / 4 / 8, chain count, stage count, and both register caps (__maxnreg__, __launch_bounds__)
     (128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 1, 200),
     (128, 26, 4, "mean", torch.bfloat16, 4, 2, 1, 2, 0),
     (64, 13, 3, "constant", torch.float16, 4, 2, 2, 2, 200),
@@ -441,11 +443,27 @@ VARIANTS = [
     (64, 20, 3, "zero", torch.float16, 4, 2, 1, 1, 0),
     (256, 26, 4, "mean", torch.bfloat16, 8, 1, 2, 2, 0),   # D = 256 in an 8-warp block: the register queue walk
     (256, 128, 3, "zero", torch.bfloat16, 2, 1, 2, 1, 0),  # and in 2-warp blocks: the list walk
+    (128, 26, 2, "mean", torch.float16, 4, 2, 2, 2, 200),  # GQ = 2
+    (64, 20, 1, "zero", torch.bfloat16, 4, 2, 1, 1, 0),
 ]
 
 
+def test_two_q_table_columns_for_one_or_two_query_heads_up_to_d128():
+    """1-2 query heads a KV head use a 2-column q table (16 copies a row) up to D = 128; D = 256 keeps 4 columns
+    (the 2-column table measured slower there at λ = 0.8, BENCHMARKS.md "Session 22")."""
+    def gq(head_dim, group):
+        return cuda.defines(head_dim, head_dim // 4, group, "mean", torch.bfloat16)["GQ"]
+
+    assert [gq(64, g) for g in (1, 2, 3, 4, 5, 8)] == [2, 2, 4, 4, 8, 8]
+    assert [gq(128, g) for g in (1, 2, 3)] == [2, 2, 4]
+    assert [gq(256, g) for g in (1, 2, 5)] == [4, 4, 8]
+    # the q table is D rows of 16 copies x 2 columns or 8 copies x 4 columns: the same 512 bytes a channel
+    two, four = (cuda.defines(128, 32, g, "mean", torch.bfloat16) for g in (2, 3))
+    assert cuda.shared_bytes(two) - cuda.shared_bytes(four) == 4 * (2 - 4) * 32 * 4  # only the score buffers differ
+
+
 def test_walk_list_only_at_d256_outside_eight_warp_blocks():
-    """The kept walk reads its words from a shared-memory list at D = 256 (2.8 KB a warp), except in 8-warp blocks and
+    """The kept walk reads its words from a shared-memory list at D = 256 (2.3 KB a warp), except in 8-warp blocks and
     with more than 4 query heads a KV head, where the list would change the blocks that fit (BENCHMARKS.md "Session
     21")."""
     def d(head_dim, warps):
@@ -454,9 +472,9 @@ def test_walk_list_only_at_d256_outside_eight_warp_blocks():
     assert d(256, 4).get("WALK_LIST") == 1 and d(256, 2).get("WALK_LIST") == 1
     assert "WALK_LIST" not in d(256, 8) and "WALK_LIST" not in d(128, 4) and "WALK_LIST" not in d(64, 4)
     assert "WALK_LIST" not in cuda.defines(256, 128, 8, "mean", torch.bfloat16, 4, 1)  # 8 q-table columns
-    assert cuda.shared_bytes(d(256, 4)) - cuda.shared_bytes({**d(256, 4), "WALK_LIST": 0}) == 4 * 32 * 11 * 8
+    assert cuda.shared_bytes(d(256, 4)) - cuda.shared_bytes({**d(256, 4), "WALK_LIST": 0}) == 4 * 32 * 9 * 8
     # Where the list alone would take the block past the device's limit, the launch walks the register queue.
-    low = cuda.defines(256, 208, 4, "mean", torch.bfloat16, 4, 1)  # λ = 0.19: 239,104 bytes with the list
+    low = cuda.defines(256, 208, 4, "mean", torch.bfloat16, 4, 1)  # λ = 0.19: 237,056 bytes with the list
     h200 = 232448
     assert cuda.shared_bytes(low) > h200 >= cuda.shared_bytes(cuda.without_walk_list_beyond(low, h200))
     assert "WALK_LIST" not in cuda.without_walk_list_beyond(low, h200)

@@ -103,12 +103,15 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     (``__maxnreg__``, MAXNREG) where it is below the one ``min_blocks`` blocks of ``warps`` warps imply
     (``__launch_bounds__``, :func:`implied_registers`); 0: that one. The kept rows' copy mode (KV_MODE) follows
     from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``."""
-    d = dict(D=head_dim, DK=kept, G=group, GQ=4 if group <= 4 else 8, REC=_RECOVERY[recovery],
+    # q-table columns: 2 for 1-2 query heads a KV head up to D = 128 (1.00-1.05x there; at D = 256 it was
+    # 0.96-0.99x at λ = 0.8 with the list walk, 1.04-1.09x at λ = 0.5: BENCHMARKS.md "Session 22"), else 4 or 8.
+    gq = 2 if group <= 2 and head_dim <= 128 else 4 if group <= 4 else 8
+    d = dict(D=head_dim, DK=kept, G=group, GQ=gq, REC=_RECOVERY[recovery],
              HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
              KV_MODE=2 if kept % 8 == 0 else 3 if kept % 4 == 0 else (1 if kept % 2 == 0 else 0))
     if head_dim >= 256 and warps <= 4 and group <= 4:
         # The kept walk's words from a list in shared memory (spark_walk.cu, Walk; 1.12-1.23x at D = 256). Not in
-        # 8-warp blocks, nor with 8 q-table columns: there its 2.8 KB a warp would change the blocks that fit.
+        # 8-warp blocks, nor with 8 q-table columns: there its 2.3 KB a warp would change the blocks that fit.
         d["WALK_LIST"] = 1
     if records:
         rec = tile_record(head_dim, kept, recovery, dtype)
@@ -157,8 +160,9 @@ def _fixed_bytes(d: dict[str, int]) -> int:
     """The q table, the warps' score buffers and their walk lists (``SMEM_FIXED``); the per-warp tile buffers follow
     them."""
     nw = d["D"] // 32
-    walk_list = 32 * (nw + 2 if nw % 2 else nw + 3) * 8 if d.get("WALK_LIST") else 0
-    return d["D"] * 8 * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list)
+    walk_list = 32 * (nw | 1) * 8 if d.get("WALK_LIST") else 0  # WL_STRIDE
+    copies = 16 if d["GQ"] == 2 else 8  # QCOPIES
+    return d["D"] * copies * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list)
 
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:

@@ -5,8 +5,8 @@
 // entry, not per channel, and the recovery term goes through the tensor cores with an operand built from the bits:
 //   kept     lane = token: walk the token's kept bitmap from the top (find-last-set, clear), and for the k-th
 //            kept channel c add kept_values[t, k] * q[:, c] to G fp32 accumulators; q sits in shared memory
-//            as a [D][8 copies][GQ] fp32 table, copy = lane % 8, so the 8 lanes of a 128-bit load phase never
-//            share a bank;
+//            as a [D][QCOPIES][GQ] fp32 table, copy = lane % QCOPIES, so the lanes of a load phase (8 of 16-byte
+//            loads, 16 of 8-byte ones at GQ = 2) never share a bank;
 //   recovery r_t * sum_pruned sign * (q*u): one m16n8k16 MMA per 16 channels and 8 tokens, M = query heads,
 //            N = tokens, K = channels (any channel order works if q*u uses the same one); the B operand (+-2 on
 //            pruned channels, 0 on kept ones, with q*u/2 as A) is built in registers from the kept and sign words
@@ -20,7 +20,7 @@
 // log-sum-exps as the Triton split kernel, merged by its combine kernel, or (COMBINE) by this kernel's last block
 // of each KV head (combine_if_last).
 //
-// Compile-time constants (defined by the launcher): D, DK, G, GQ (4 or 8: q-table columns, >= G), REC (0 mean,
+// Compile-time constants (defined by the launcher): D, DK, G, GQ (2, 4 or 8: q-table columns, >= G), REC (0 mean,
 // 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers unless
 // MAXNREG, a cap per thread, is set),
 // STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
@@ -72,7 +72,9 @@ typedef unsigned long long u64;
 // loss "Session 11" found for padded V rows.
 #define KV_BYTES (((KV_CHUNKS * 16 + 127) / 128) * 128)
 #endif
-#define QROW (8 * GQ * 4)  // one channel's row of the q table: 8 fp32 copies of GQ heads
+// Copies of each q-table row: a phase of 16-byte loads serves 8 lanes, one of 8-byte loads (GQ = 2) 16.
+#define QCOPIES (GQ == 2 ? 16 : 8)
+#define QROW (QCOPIES * GQ * 4)  // one channel's row of the q table: QCOPIES fp32 copies of GQ heads
 #define V_STRIDE (D * 2)  // bytes per V row in shared memory: unpadded (the chunks are swizzled, see load_v)
 #define V_BYTES (32 * V_STRIDE)
 #define W_BYTES (32 * NW * 4)
@@ -82,13 +84,12 @@ typedef unsigned long long u64;
 #define KS_BYTES ((GQ + 1) * 32 * 4)
 // WALK_LIST (set by the launcher at D = 256 with up to 4 warps and 4 query heads a KV head): a walk reads its
 // token's kept words from a list in shared memory instead of shifting a queue of them in registers (Walk). The list:
-// per warp, a row a lane, its token's nonempty kept words in channel order as (word, q-table offset) pairs, between
-// two entries that the walks read ahead into and never use; an odd number of 8-byte entries a row, so that the
-// lanes' rows start on distinct bank pairs.
+// per warp, a row a lane, its token's nonempty kept words in channel order as (word, q-table offset) pairs; an odd
+// number of 8-byte entries a row, so that the lanes' rows start on distinct bank pairs.
 #ifndef WALK_LIST
 #define WALK_LIST 0
 #endif
-#define WL_STRIDE ((NW % 2) ? NW + 2 : NW + 3)
+#define WL_STRIDE (NW | 1)
 #define WL_BYTES (WALK_LIST ? 32 * WL_STRIDE * 8 : 0)
 #define SMEM_FIXED (QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES))
 static_assert(SMEM_FIXED % 128 == 0 && WARP_BYTES % 128 == 0, "every warp's V tile must start on a 128-byte line");
@@ -299,30 +300,28 @@ __device__ __forceinline__ int take_bit(u32& cur) {
 
 #if WALK_LIST
 // A walk over one token's kept bitmap, TOP: highest channel first; else lowest first. Its nonempty words are a row of
-// the warp's list (filled once a tile for both walks), so moving to the next word is one 8-byte read, made a word
-// ahead. The queue below costs 2 NW - 1 instructions a step (its shifts were 38 % of the tile loop at D = 256,
-// λ = 0.5); this walk's move costs about 8 whatever NW, so it is the cheaper one only at NW = 8 (static SASS,
-// BENCHMARKS.md "Session 21"). 8-warp blocks and 8 q-table columns keep the queue: the list's 2.8 KB a warp would
-// change the blocks that fit. next() returns the byte offset of the next kept channel's entry (this lane's copy) in
-// the q table.
+// the warp's list (filled once a tile for both walks), so moving to the next word is one 8-byte read, made when the
+// current word runs out: reading it a word ahead instead was 1.01-1.07x slower (BENCHMARKS.md "Session 22"). A walk
+// reads only entries holding bits it takes (every token, a row past the split's end too, has DK kept bits).
+// The queue below costs 2 NW - 1 instructions a step (its shifts were 38 % of the tile loop at D = 256, λ = 0.5);
+// this walk's move costs about 8 whatever NW, so it is the cheaper one only at NW = 8 (static SASS, BENCHMARKS.md
+// "Session 21"). 8-warp blocks and 8 q-table columns keep the queue: the list's 2.3 KB a warp would change the
+// blocks that fit. next() returns the byte offset of the next kept channel's entry (this lane's copy) in the q table.
 template <bool TOP>
 struct Walk {
-  const uint2* ahead_at;  // the entry read ahead: the next word in this walk's direction
+  const uint2* at;  // the list entry of the current word
   u32 cur, base;
-  uint2 ahead;
   __device__ __forceinline__ void init(const uint2* words_at, int nonempty) {  // words_at[0 .. nonempty - 1]
-    const uint2* first = TOP ? words_at + nonempty - 1 : words_at;
-    cur = first->x;
-    base = first->y;
-    ahead_at = TOP ? first - 1 : first + 1;
-    ahead = *ahead_at;
+    at = TOP ? words_at + nonempty - 1 : words_at;
+    cur = at->x;
+    base = at->y;
   }
   __device__ __forceinline__ u32 next() {
     if (cur == 0) {
-      cur = ahead.x;
-      base = ahead.y;
-      ahead_at += TOP ? -1 : 1;
-      ahead = *ahead_at;
+      at += TOP ? -1 : 1;
+      const uint2 e = *at;
+      cur = e.x;
+      base = e.y;
     }
     return base + take_bit<TOP>(cur) * QROW;
   }
@@ -386,18 +385,24 @@ __device__ __forceinline__ float pick4(const uint2& vv, int k) {  // kept entry 
 }
 
 __device__ __forceinline__ void fma_row(float (&a)[GQ], float x, const unsigned char* qq) {
+#if GQ == 2
+  const float2 q2 = *(const float2*)qq;
+  a[0] += x * q2.x;
+  a[1] += x * q2.y;
+#else
   const float4 q4 = *(const float4*)qq;
   a[0] += x * q4.x;
-  a[1 % GQ] += x * q4.y;
-  a[2 % GQ] += x * q4.z;
-  a[3 % GQ] += x * q4.w;
-  if (GQ == 8) {
-    const float4 q5 = *(const float4*)(qq + 16);
-    a[4 % GQ] += x * q5.x;
-    a[5 % GQ] += x * q5.y;
-    a[6 % GQ] += x * q5.z;
-    a[7 % GQ] += x * q5.w;
-  }
+  a[1] += x * q4.y;
+  a[2] += x * q4.z;
+  a[3] += x * q4.w;
+#if GQ == 8
+  const float4 q5 = *(const float4*)(qq + 16);
+  a[4] += x * q5.x;
+  a[5] += x * q5.y;
+  a[6] += x * q5.z;
+  a[7] += x * q5.w;
+#endif
+#endif
 }
 
 // The NW kept-bitmap words of one token, as 16- or 8-byte loads (one load per lane and word would hit NW-way bank
@@ -499,7 +504,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
   const int g = lane >> 2, i4 = lane & 3;
   float* ks = (float*)(smem + QTAB_BYTES + warp * KS_BYTES);  // [GQ][32] kept scores, [32] r
 #if WALK_LIST
-  uint2* list_row = (uint2*)(smem + QTAB_BYTES + WARPS * KS_BYTES + warp * WL_BYTES) + lane * WL_STRIDE + 1;
+  uint2* list_row = (uint2*)(smem + QTAB_BYTES + WARPS * KS_BYTES + warp * WL_BYTES) + lane * WL_STRIDE;
 #endif
   unsigned char* stages = smem + SMEM_FIXED;
   // Per warp: one V tile (its load is issued after the P·V of the previous tile and lands during the next walk)
@@ -585,8 +590,8 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #endif
 
 
-  // q table: GQ heads per channel row, 8 fp32 copies (copy = lane % 8 at gather time, so the 8 lanes of a 16-byte
-  // load phase never share a bank); the copy order is rotated by channel so that the stores do not conflict either.
+  // q table: GQ heads per channel row, QCOPIES fp32 copies (copy = lane % QCOPIES at gather time, so the lanes of
+  // a load phase never share a bank); the copy order is rotated by channel so that the stores do not conflict either.
   // Every q element (and u, for the recovery operand below) is loaded from global memory once per block, all loads in
   // one batch, coalesced; gathering the operand with 2*KS*4 scalar loads per thread instead cost ~1 µs a step at 8K-32K
   // (BENCHMARKS.md "Session 13").
@@ -616,7 +621,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       if (e < GQ * D) {
         const float x = elt_to_f32(qx[i]);
 #pragma unroll
-        for (int k = 0; k < 8; ++k) qtab[(c * 8 + ((k + c) & 7)) * GQ + hq] = x;
+        for (int k = 0; k < QCOPIES; ++k) qtab[(c * QCOPIES + ((k + c) & (QCOPIES - 1))) * GQ + hq] = x;
       }
     }
   }
@@ -640,8 +645,8 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     float f4[4];
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      // Head g of channel c sits at copy (0 + c) & 7 of its row.
-      float x = g < G ? qtab[(ch[e] * 8 + (ch[e] & 7)) * GQ + g] * 0.5f : 0.f;
+      // Head g of channel c sits at copy (0 + c) & (QCOPIES - 1) of its row.
+      float x = g < G ? qtab[(ch[e] * QCOPIES + (ch[e] & (QCOPIES - 1))) * GQ + g] * 0.5f : 0.f;
 #if REC == 0
       x *= u_s[ch[e]];
 #endif
@@ -687,7 +692,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #pragma unroll
         for (int w = 0; w < NW; ++w) words[w] = safe_w[w];
       }
-      const u32 qoff = (lane & 7) * (GQ * 4);
+      const u32 qoff = (lane & (QCOPIES - 1)) * (GQ * 4);
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
 #elif KV_MODE == 1
