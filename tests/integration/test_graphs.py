@@ -214,7 +214,7 @@ def test_cuda_graph_generate_equals_eager_generate(tok, monkeypatch, spec, kw):
 
     The Triton kernel's launch is chosen by timing, once per size class of B·H·(prefix + tail): eager steps cross
     into the next class as their tail grows, the graph runs the class of its reserved tail from the first step. Two
-    classes can time to different launches, whose sums round differently in bf16 (a flipped near-tie at token 17
+    classes can time to different launches, whose sums round differently in bf16 (a near-tie flipped the 18th token
     of 24 on one H200, 2026-11-30), so the choice is pinned to the first candidate here."""
     from sparkv.kernels.decode_attn import fused
 
