@@ -67,3 +67,31 @@ def test_choose_launch_disabled_takes_the_first_untimed(monkeypatch):
 
     launch, per_sm = fused._choose_launch(prepare, _candidates())
     assert (launch["BS"], per_sm) == (32, 8)
+
+
+def test_size_class_is_log4_of_the_prefix_work():
+    assert [fused.size_class(2, 4, s) for s in (32, 63, 64, 255, 256)] == [4, 4, 5, 5, 6]  # B·H·S 256 to 2048
+    assert fused.size_class(1, 1, 0) == 0
+
+
+@pytest.mark.gpu
+def test_the_launch_choice_is_kept_while_the_tail_grows(monkeypatch):
+    """Eager decoding grows the tail a token a step: the choice (timed once per key) must not be made again when the
+    tail crosses a power of 4 of the prefix's work, or eager steps and a CUDA graph (whose tail is its reserved
+    length from the first step) would run different launches."""
+    from sparkv.cache.layout import CompressedKV, DenseKeys
+
+    monkeypatch.setenv("SPARKV_AUTOTUNE", "0")  # the first candidate, untimed: the keys are what is checked
+    monkeypatch.setattr(fused, "_TUNED", {})
+    gen = torch.Generator().manual_seed(0)
+    b, h, g, s, d = 2, 2, 2, 100, 64
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen).to(torch.bfloat16).cuda()
+
+    prefix = CompressedKV(DenseKeys(rnd(b, h, s, d)), rnd(b, h, s, d), torch.tensor([s, 60], dtype=torch.int32).cuda())
+    tail_k, tail_v, q = rnd(b, h, 400, d), rnd(b, h, 400, d), rnd(b, h * g, 1, d)
+    for st in (1, 50, 400):  # B·H·(S + tail) 404, 600, 2000: classes 4, 5, 5 if the tail counted
+        out = fused.decode_attn_triton(q, prefix, tail_k[:, :, :st], tail_v[:, :, :st], d ** -0.5)
+        assert not torch.isnan(out).any()
+    assert len(fused._TUNED) == 1

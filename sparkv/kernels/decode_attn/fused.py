@@ -561,6 +561,14 @@ def combine_partials(o_part: torch.Tensor, lse_part: torch.Tensor, query: torch.
     return out
 
 
+def size_class(batch: int, heads: int, prefix_tokens: int) -> int:
+    """log4 of B·H·S over the prefix: the coarse size class a timed launch choice is kept for. The tail is left out:
+    it grows by one token a step, so counting it would change the class, and time the choice again, in the middle of
+    a generation, and let eager steps and a CUDA graph (which runs its reserved tail from its first step) choose
+    different launches, whose sums round differently."""
+    return max(batch * heads * prefix_tokens, 1).bit_length() // 2
+
+
 def _choose_launch(prepare, candidates: list[tuple[triton.Config, int]]) -> tuple[dict, int]:
     """The fastest (launch kwargs, programs per SM) of ``candidates``; ``prepare(launch, per_sm)`` returns the launch
     as a closure (plus its buffers). Each candidate is timed as CUDA-graph replays, so small decode steps rank by GPU
@@ -722,10 +730,7 @@ def decode_attn_triton(
         layout, s = LAYOUT_NONE, 0
     align = 32 if interp else CHUNK_ALIGN
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
-    # log4 of B·H·S: a coarse size class for the choice. Not for a tail alone (the CUDA kernel takes the prefix): a
-    # tail grows by one token a step, so its class would change (and the choice be timed again) every few steps of a
-    # generation, for a launch of a few µs whatever its parameters.
-    work = max(b * h * (s + st), 1).bit_length() // 2 if layout != LAYOUT_NONE else None
+    work = size_class(b, h, s) if layout != LAYOUT_NONE else None  # None: a tail alone (the CUDA kernel has the prefix)
 
     def prepare(launch: dict, per_sm: int, lead: int = 0):
         """The split kernel's launch for ``launch`` / ``per_sm`` as a closure, with its output buffers; ``lead``
