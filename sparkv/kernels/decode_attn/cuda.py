@@ -416,11 +416,11 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
             from torch.cuda import _utils as cuda_utils
 
             major, minor = torch.cuda.get_device_capability(dev)
-            kept = without_added_spills(d, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
+            checked = without_added_spills(d, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
         except (RuntimeError, OSError, AttributeError, ImportError):
-            kept = d  # the build itself then reports what failed (_built)
-        if kept is not d:
-            p["registers"], d = 0, kept
+            checked = d  # the build itself then reports what failed (_built)
+        if checked is not d:
+            p["registers"], d = 0, checked
     return p, d, why
 
 
