@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparkv.cache.layout import CompressedKV, DenseKeys, SparKPages
+from sparkv.cache.layout import CompressedKV, DenseKeys, SparKPages, unpack_bits
 from sparkv.kernels.decode_attn import cuda
 from sparkv.kernels.decode_attn.fused import combine_partials, decode_attn_triton
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
@@ -191,6 +191,54 @@ def test_walk_list_equals_the_register_queue_on_the_gpu(poison_empty, kept, dtyp
     assert torch.equal(outs[0], outs[1])
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.07)
     assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.07), ref) < 1e-2
+
+
+def deepest_walk_sets(d: int, kept: int) -> list[list[int]]:
+    """Kept-channel sets that make a walk reach its deepest word: the top walk (highest channels first) through as
+    many one-bit words as the other bits leave room for, then words filled from the bottom; the same mirrored for the
+    bottom walk; and a dense middle block, so that empty words sit at both ends."""
+    words = d // 32
+    sparse = min(words - 1, (32 * words - kept) // 31)
+    top = [32 * w + 31 for w in range(words - sparse, words)]
+    top += list(range(kept - sparse))  # the rest densely from channel 0 up
+    bottom = sorted(d - 1 - c for c in top)
+    start = max(0, min(d - kept, 32 * (words // 2) - kept // 2))
+    return [sorted(top), bottom, list(range(start, start + kept))]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d, kept, group", [(128, 64, 4), (128, 63, 4), (128, 90, 2), (256, 128, 8), (256, 100, 8)])
+@pytest.mark.parametrize("pages", [False, True])
+def test_the_queue_walk_reaches_its_deepest_word(poison_empty, d, kept, group, pages):
+    """The register queue keeps only the words a walk can reach (WALK_DEPTH in spark_walk.cu: 3 of 4 at D = 128 and
+    DK = 64, 6 of 8 at D = 256 and DK = 128). Tokens whose kept channels push the top or the bottom walk to exactly
+    that word (one-bit words first), or leave empty words at both ends, decode as the reference does."""
+    b, h, s = 2, 2, 700
+    sets = deepest_walk_sets(d, kept)
+    assert all(len(c) == kept == len(set(c)) for c in sets)
+    gen = torch.Generator(device="cpu").manual_seed(kept)
+    keys = 0.01 * torch.randn(b, h, s, d, generator=gen)
+    big = 1.0 + torch.rand(b, h, s, d, generator=gen)
+    sign = torch.where(torch.rand(b, h, s, d, generator=gen) < 0.5, -1.0, 1.0)
+    for t in range(s):  # every token takes one of the sets, so each set reaches every lane of a tile
+        keys[:, :, t, sets[t % len(sets)]] = (sign * big)[:, :, t, sets[t % len(sets)]]
+    keys = keys.to(torch.bfloat16).cuda()
+    packed = select_pack_ref(keys, torch.ones(b, h, d, device="cuda"), kept, "code", "mean")
+    want = torch.zeros(s, d, dtype=torch.bool)
+    for t in range(s):
+        want[t, sets[t % len(sets)]] = True
+    assert torch.equal(unpack_bits(packed.kept_bits, d).cpu(), want.expand(b, h, s, d))  # the sets were kept
+    values = torch.randn(b, h, s, d, generator=gen).to(torch.bfloat16).cuda()
+    prefix = CompressedKV(packed, values, torch.tensor([s, s - 77], dtype=torch.int32, device="cuda"))
+    if pages:
+        prefix = SparKPages.from_compressed(prefix)
+    query = torch.randn(b, h * group, 1, d, generator=gen).to(torch.bfloat16).cuda()
+    p, defines, why = cuda.launch_params(prefix, group, torch.bfloat16)
+    if why is not None and "shared memory" in why:
+        pytest.skip(why)
+    assert why is None and not defines.get("WALK_LIST")  # the register queue, not the word list
+    ref = decode_attn_ref(query.float(), prefix, None, None, d ** -0.5)
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, d ** -0.5), ref) < 1e-2
 
 
 @pytest.mark.gpu
@@ -460,6 +508,34 @@ def test_two_q_table_columns_for_one_or_two_query_heads_up_to_d128():
     # the q table is D rows of 16 copies x 2 columns or 8 copies x 4 columns: the same 512 bytes a channel
     two, four = (cuda.defines(128, 32, g, "mean", torch.bfloat16) for g in (2, 3))
     assert cuda.shared_bytes(two) - cuda.shared_bytes(four) == 4 * (2 - 4) * 32 * 4  # only the score buffers differ
+
+
+def words_each_walk_needs(counts: torch.Tensor, bits: int, top: bool) -> torch.Tensor:
+    """Nonempty words a walk visits to take ``bits`` kept bits, given each token's kept bits per word ``[N, NW]``
+    (word 0 = channels 0-31; the top walk starts at the last word)."""
+    c = counts.flip(-1) if top else counts
+    before = c.cumsum(-1) - c  # bits in the words before each word
+    return ((c > 0) & (before < bits)).sum(-1)
+
+
+@pytest.mark.parametrize("words", [2, 4])
+def test_walk_depth_holds_every_bitmap(words):
+    """cuda.walk_depth, the words each walk's register queue keeps, bounds the words a walk needs over every split of
+    DK kept bits into bitmap words (all of them, at D = 64 and 128), and is reached wherever a walk takes enough bits
+    to need that many words; chains=1 keeps every word."""
+    counts = torch.cartesian_prod(*[torch.arange(33)] * words).reshape(-1, words)
+    total = counts.sum(-1)
+    for kept in range(1, 32 * words):
+        c = counts[total == kept]
+        bottom = kept // 2
+        for bits, other, top in ((kept - bottom, bottom, True), (bottom, kept - bottom, False)):
+            need = int(words_each_walk_needs(c, bits, top).max()) if bits else 0
+            assert need <= cuda.walk_depth(words, other), (kept, top)
+            assert need == min(cuda.walk_depth(words, other), bits), (kept, top)
+    d = cuda.defines(32 * words, 16 * words, 4, "mean", torch.bfloat16)  # λ = 0.5
+    assert (d["DEPTH_TOP"], d["DEPTH_BOT"]) == ((2, 2) if words == 2 else (3, 3))
+    one = cuda.defines(32 * words, 16 * words, 4, "mean", torch.bfloat16, chains=1)
+    assert one["DEPTH_TOP"] == words
 
 
 def test_walk_list_only_at_d256_outside_eight_warp_blocks():

@@ -95,6 +95,15 @@ def _kept(prefix: Prefix) -> tuple[int, str, float]:
     return keys.kept, keys.recovery, float(keys.constant)
 
 
+def walk_depth(words: int, other_bits: int) -> int:
+    """Nonempty bitmap words a kept walk can reach when the other walk takes ``other_bits`` of the token's kept bits
+    (every token has exactly DK): a walk needs its n-th word only if the words before it hold fewer bits than it
+    takes, so the words from the n-th on hold more than ``other_bits``, at most 32 each; hence
+    ``n <= words + 1 - ceil((other_bits + 1) / 32)``. The register queue (spark_walk.cu, Walk) keeps that many words:
+    at D = 128 and DK = 64, 3 of 4, two SELs fewer a step."""
+    return min(words, words + 1 - (other_bits + 32) // 32)
+
+
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
             min_blocks: int = 1, chains: int = 2, stages: int = 2, records: bool = False,
             registers: int = 0) -> dict[str, int]:
@@ -102,13 +111,16 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     :func:`~sparkv.cache.layout.tile_record`) instead of separate arrays; ``registers``: a cap per thread
     (``__maxnreg__``, MAXNREG) where it is below the one ``min_blocks`` blocks of ``warps`` warps imply
     (``__launch_bounds__``, :func:`implied_registers`); 0: that one. The kept rows' copy mode (KV_MODE) follows
-    from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``."""
+    from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``, and the words
+    each walk's queue holds (DEPTH_TOP, DEPTH_BOT) from ``kept`` and ``chains`` (:func:`walk_depth`)."""
     # q-table columns: 2 for 1-2 query heads a KV head up to D = 128 (1.00-1.05x there; at D = 256 it was
     # 0.96-0.99x at λ = 0.8 with the list walk, 1.04-1.09x at λ = 0.5: BENCHMARKS.md "Session 22"), else 4 or 8.
     gq = 2 if group <= 2 and head_dim <= 128 else 4 if group <= 4 else 8
     d = dict(D=head_dim, DK=kept, G=group, GQ=gq, REC=_RECOVERY[recovery],
              HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
              KV_MODE=2 if kept % 8 == 0 else 3 if kept % 4 == 0 else (1 if kept % 2 == 0 else 0))
+    bottom = kept // 2 if chains == 2 else 0  # the bottom walk's kept bits; the top walk takes the rest
+    d.update(DEPTH_TOP=walk_depth(head_dim // 32, bottom), DEPTH_BOT=walk_depth(head_dim // 32, kept - bottom))
     if head_dim >= 256 and warps <= 4 and group <= 4:
         # The kept walk's words from a list in shared memory (spark_walk.cu, Walk; 1.12-1.23x at D = 256). Not in
         # 8-warp blocks, nor with 8 q-table columns: there its 2.3 KB a warp would change the blocks that fit.

@@ -328,11 +328,22 @@ struct Walk {
 };
 
 #else
-// A walk over one token's kept bitmap (NW words in registers). TOP: highest channel first; else lowest first.
-// Empty words are moved to the back of the queue once, so a step advances by at most one word; next() returns
-// the byte offset of the next kept channel's entry (this lane's copy) in the q table.
-template <bool TOP>
+// DEPTH_TOP, DEPTH_BOT (set by the launcher, cuda.walk_depth): the nonempty words each walk can reach. With two
+// walks of DK / 2 kept bits each, neither needs its NW-th word when the other walk's bits cannot fit in one word; at
+// D = 128 and DK = 64 the queue keeps 3 of 4 words, which saves two SELs a step (BENCHMARKS.md "Session 23").
+#ifndef DEPTH_TOP
+#define DEPTH_TOP NW
+#endif
+#ifndef DEPTH_BOT
+#define DEPTH_BOT NW
+#endif
+// A walk over one token's kept bitmap (its words in registers). TOP: highest channel first; else lowest first.
+// Empty words are moved to the back of the queue once, so a step advances by at most one word, and the queue keeps
+// the DEPTH words the walk can reach; next() returns the byte offset of the next kept channel's entry (this lane's
+// copy) in the q table.
+template <bool TOP, int DEPTH = TOP ? DEPTH_TOP : DEPTH_BOT>
 struct Walk {
+  static_assert(DEPTH >= 1 && DEPTH <= NW, "a walk reaches 1 to NW words");
   u32 qw[NW], qb[NW], cur, base;
   __device__ __forceinline__ void init(const u32 (&words)[NW], bool compact, u32 qoff) {
 #pragma unroll
@@ -360,10 +371,10 @@ struct Walk {
   }
   __device__ __forceinline__ u32 next() {
     const bool e = cur == 0;
-    cur = e ? qw[1 < NW ? 1 : 0] : cur;
-    base = e ? qb[1 < NW ? 1 : 0] : base;
+    cur = e ? qw[1 < DEPTH ? 1 : 0] : cur;
+    base = e ? qb[1 < DEPTH ? 1 : 0] : base;
 #pragma unroll
-    for (int j = 1; j < NW - 1; ++j) {
+    for (int j = 1; j < DEPTH - 1; ++j) {
       qw[j] = e ? qw[j + 1] : qw[j];
       qb[j] = e ? qb[j + 1] : qb[j];
     }
