@@ -1,4 +1,6 @@
-"""Session 23: the queue walk keeps only the words it can reach (WALK_DEPTH in spark_walk.cu: with two walks of DK / 2
+"""Session 23: the queue walk keeps only the words it can reach (cuda.walk_depth, DEPTH_TOP / DEPTH_BOT in
+spark_walk.cu; this A/B ran the change's first form, a WALK_DEPTH macro in spark_walk.cu computing the same depths,
+which compiles to the same SASS: checked for DK = 64 and 63 on the CPU). With two walks of DK / 2
 kept bits each, a walk never needs its NW-th nonempty word when the other walk's bits cannot fit in one word; at
 D = 128 and DK = 64, 3 of 4 words, two SELs fewer a step: 2022 -> 1890 SASS instructions a tile, DK = 90 2665 -> 2468,
 DK = 26 unchanged; `python scripts/compile_sm90.py --cuda --pages --dk N`) against main's kernel (the tree's files in a
@@ -8,7 +10,8 @@ fp32 reference and main's build; then whole steps (split kernel + Triton combine
 three interleaved rounds), pages, with the best SDPA backend of the same run.
 Needs main's kernel files in a folder (`mkdir -p gpu/base && for f in cuda.py spark_walk.cu; do git show
 <main>:sparkv/kernels/decode_attn/$f > gpu/base/$f; done`).
-Command: PYTHONPATH=. python benchmarks/results/experiments/walk_depth_ab_s23.py OUT.json gpu/base"""
+Command: PYTHONPATH=. python benchmarks/results/experiments/walk_depth_ab_s23.py OUT.json gpu/base
+Result (H200, 2026-11-30 06:26-06:28 UTC, main = cba4e9d's kernel files): BENCHMARKS.md "Session 23" item 6."""
 import importlib.util
 import json
 import statistics
