@@ -210,9 +210,9 @@ def deepest_walk_sets(d: int, kept: int) -> list[list[int]]:
 @pytest.mark.parametrize("d, kept, group", [(128, 64, 4), (128, 63, 4), (128, 90, 2), (256, 128, 8), (256, 100, 8)])
 @pytest.mark.parametrize("pages", [False, True])
 def test_the_queue_walk_reaches_its_deepest_word(poison_empty, d, kept, group, pages):
-    """The register queue keeps only the words a walk can reach (WALK_DEPTH in spark_walk.cu: 3 of 4 at D = 128 and
-    DK = 64, 6 of 8 at D = 256 and DK = 128). Tokens whose kept channels push the top or the bottom walk to exactly
-    that word (one-bit words first), or leave empty words at both ends, decode as the reference does."""
+    """The register queue keeps only the words a walk can reach (cuda.walk_depth: 3 of 4 at D = 128 and DK = 64, 6 of
+    8 at D = 256 and DK = 128). Tokens whose kept channels push the top or the bottom walk to exactly that word
+    (one-bit words first), or leave empty words at both ends, decode as the reference does."""
     b, h, s = 2, 2, 700
     sets = deepest_walk_sets(d, kept)
     assert all(len(c) == kept == len(set(c)) for c in sets)
@@ -233,7 +233,7 @@ def test_the_queue_walk_reaches_its_deepest_word(poison_empty, d, kept, group, p
     if pages:
         prefix = SparKPages.from_compressed(prefix)
     query = torch.randn(b, h * group, 1, d, generator=gen).to(torch.bfloat16).cuda()
-    p, defines, why = cuda.launch_params(prefix, group, torch.bfloat16)
+    _, defines, why = cuda.launch_params(prefix, group, torch.bfloat16)
     if why is not None and "shared memory" in why:
         pytest.skip(why)
     assert why is None and not defines.get("WALK_LIST")  # the register queue, not the word list
