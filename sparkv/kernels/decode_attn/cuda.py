@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from sparkv.cache.layout import Prefix, SparKKeys, SparKPages, tile_record
+from sparkv.cache.layout import Prefix, SparKKeys, SparKPages, num_words, tile_record
 from sparkv.kernels.autotune import cdiv, launch_device, num_sms
 
 SOURCE = Path(__file__).with_name("spark_walk.cu").read_text()
@@ -120,7 +120,8 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
              HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
              KV_MODE=2 if kept % 8 == 0 else 3 if kept % 4 == 0 else (1 if kept % 2 == 0 else 0))
     bottom = kept // 2 if chains == 2 else 0  # the bottom walk's kept bits; the top walk takes the rest
-    d.update(DEPTH_TOP=walk_depth(head_dim // 32, bottom), DEPTH_BOT=walk_depth(head_dim // 32, kept - bottom))
+    nw = num_words(head_dim)
+    d.update(DEPTH_TOP=walk_depth(nw, bottom), DEPTH_BOT=walk_depth(nw, kept - bottom))
     if head_dim >= 256 and warps <= 4 and group <= 4:
         # The kept walk's words from a list in shared memory (spark_walk.cu, Walk; 1.12-1.23x at D = 256). Not in
         # 8-warp blocks, nor with 8 q-table columns: there its 2.3 KB a warp would change the blocks that fit.
@@ -154,7 +155,7 @@ def implied_registers(warps: int, min_blocks: int) -> int:
 
 def shared_bytes(d: dict[str, int]) -> int:
     """Dynamic shared memory of one block (mirrors the .cu file's layout macros)."""
-    nw, dkw = d["D"] // 32, d["DK"] // 2
+    nw, dkw = num_words(d["D"]), d["DK"] // 2
     if d["KV_MODE"] == 2:
         kvc = dkw // 4
         kv_bytes = 32 * (kvc if kvc % 2 else kvc + 1) * 16
@@ -171,7 +172,7 @@ def shared_bytes(d: dict[str, int]) -> int:
 def _fixed_bytes(d: dict[str, int]) -> int:
     """The q table, the warps' score buffers and their walk lists (``SMEM_FIXED``); the per-warp tile buffers follow
     them."""
-    nw = d["D"] // 32
+    nw = num_words(d["D"])
     walk_list = 32 * (nw | 1) * 8 if d.get("WALK_LIST") else 0  # WL_STRIDE
     copies = 16 if d["GQ"] == 2 else 8  # QCOPIES
     return d["D"] * copies * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list)
@@ -338,7 +339,7 @@ def _misaligned(prefix: Prefix) -> str | None:
     if isinstance(prefix, SparKPages):
         return "pages at an address that is not 16-byte aligned" if prefix.pages.data_ptr() % 16 else None
     keys = prefix.keys
-    words = keys.head_dim // 32
+    words = num_words(keys.head_dim)
     need = [("values", prefix.values, 16), ("kept_bits", keys.kept_bits, min(16, 4 * words))]
     if keys.sign_bits is not None:
         need.append(("sign_bits", keys.sign_bits, min(16, 4 * words)))
