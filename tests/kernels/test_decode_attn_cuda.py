@@ -45,6 +45,10 @@ CASES = [
     (2, 3, 3, 999, 4, 64, 20, torch.float16, "constant", [999, 45]),
     # 2 query heads a KV head: the q table's 2 columns (GQ = 2), ragged, zero recovery.
     (2, 2, 2, 999, 3, 64, 22, torch.bfloat16, "zero", [999, 300]),
+    # Kept rows of 16-byte chunks (KV_MODE 2): 2 a row, swizzled (a power of two, like 4, 8 and 16 above), and 6 a
+    # row, padded to 7; ragged.
+    (2, 3, 3, 999, 2, 64, 16, torch.float16, "mean", [999, 45]),
+    (2, 2, 4, 1000, 0, 128, 48, torch.bfloat16, "mean", [1000, 517]),
 ]
 
 
@@ -492,6 +496,8 @@ VARIANTS = [
     (256, 26, 4, "mean", torch.bfloat16, 8, 1, 2, 2, 0),   # D = 256 in an 8-warp block: the register queue walk
     (256, 128, 3, "zero", torch.bfloat16, 2, 1, 2, 1, 0),  # and in 2-warp blocks: the list walk
     (128, 26, 2, "mean", torch.float16, 4, 2, 2, 2, 200),  # GQ = 2
+    (64, 16, 3, "mean", torch.float16, 4, 2, 2, 2, 200),   # kept rows of 2 swizzled chunks
+    (128, 48, 4, "mean", torch.bfloat16, 4, 2, 2, 2, 200),  # and of 6, padded
     (64, 20, 1, "zero", torch.bfloat16, 4, 2, 1, 1, 0),
 ]
 

@@ -158,7 +158,7 @@ def shared_bytes(d: dict[str, int]) -> int:
     nw, dkw = num_words(d["D"]), d["DK"] // 2
     if d["KV_MODE"] == 2:
         kvc = dkw // 4
-        kv_bytes = 32 * (kvc if kvc % 2 else kvc + 1) * 16
+        kv_bytes = 32 * (kvc if kvc % 2 or kvc & (kvc - 1) == 0 else kvc + 1) * 16  # KV_SWIZZLE: unpadded
     elif d["KV_MODE"] == 1:
         kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
     elif d["KV_MODE"] == 3:

@@ -53,7 +53,13 @@ typedef unsigned long long u64;
 #define NEG_INF __int_as_float(0xff800000)
 #if KV_MODE == 2
 #define KVC (DKW / 4)
-#define KV_STRIDE16 ((KVC % 2) ? KVC : KVC + 1)
+// A power-of-two number of 16-byte chunks a row: rows unpadded, chunk c of row r stored at c ^ kv_swizzle(r), so that
+// the copies of 8 lanes fill one aligned 128-byte line and the walk's reads of 8 lanes (one chunk of their own rows)
+// hit 8 different bank groups. Rows padded to an odd number of chunks instead (other even counts) made the copies
+// straddle lines: Nsight Compute counted 13 % of the kernel's global sectors as excessive at DK = 64
+// (BENCHMARKS.md "Session 24"), the loss "Session 11" found for padded V rows.
+#define KV_SWIZZLE ((KVC & (KVC - 1)) == 0)
+#define KV_STRIDE16 ((KV_SWIZZLE || KVC % 2) ? KVC : KVC + 1)
 #define KV_BYTES (32 * KV_STRIDE16 * 16)
 #elif KV_MODE == 1
 #define KV_STRIDE_W ((DKW % 2) ? DKW : DKW + 1)
@@ -208,14 +214,27 @@ __device__ __forceinline__ void load_v(u32 vs, const unsigned char* src, int val
 
 // Kept rows of a tile: N chunks of B bytes a row, into rows of STRIDE chunks (STRIDE odd, so that the lanes' reads of
 // their own rows never share a bank). Unpadded (STRIDE == N), every destination is this lane's base plus a constant.
-template <bool ALL_ROWS, int B, int N, int STRIDE>
+// SWIZZLE (N a power of two, rows of N chunks unpadded): chunk c of row r at c ^ kv_swizzle<N>(r), which spreads
+// the rows of every 8 consecutive lanes over the 8 bank groups (16-byte units) whatever the row length.
+template <int N>
+__device__ __forceinline__ int kv_swizzle(int r) {
+  return N >= 8 ? (r & 7) : ((r / (8 / N)) & (N - 1));
+}
+template <bool ALL_ROWS, int B, int N, int STRIDE, bool SWIZZLE = false>
 __device__ __forceinline__ void load_rows(u32 dst, const unsigned char* src, int rows, int lane) {
   const unsigned char* from = src + B * lane;
+  // Swizzled: copy i holds row lane / N + (32 / N) * i, chunk c = lane % N, so its place is c ^ kv_swizzle(row)
+  // = c ^ s0 ^ k_i with s0 this lane's and k_i = ((32 / N) * i) & 7 a constant (0 for N <= 4): one base per k_i.
+  const int c = lane % N, s0 = N >= 8 ? lane / N : kv_swizzle<N>(lane / N);
+  const u32 row_base = dst + B * (lane - c);
 #pragma unroll
   for (int i = 0; i < N; ++i) {
     const int e = lane + 32 * i;
     const bool ok = ALL_ROWS || e / N < rows;
-    const u32 to = STRIDE == N ? dst + B * lane + 32 * B * i : dst + ((e / N) * STRIDE + e % N) * B;
+    const int k_i = N >= 8 ? ((32 / N) * i) & 7 : 0;
+    const u32 to = SWIZZLE         ? row_base + 32 * B * i + (u32)(B * (c ^ s0 ^ k_i))
+                   : STRIDE == N ? dst + B * lane + 32 * B * i
+                                 : dst + ((e / N) * STRIDE + e % N) * B;
     cp_async(to, ok ? from + 32 * B * i : src, ok, B);
   }
 }
@@ -225,7 +244,7 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_t, const u32* 
                                            int lane) {
   const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
 #if KV_MODE == 2
-  load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16>(kvs, (const unsigned char*)kv_t, rows, lane);
+  load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16, KV_SWIZZLE>(kvs, (const unsigned char*)kv_t, rows, lane);
 #elif (KV_MODE == 3 || (KV_MODE == 1 && KV_STRIDE_W == DKW)) && RECORDS
   // Unpadded rows (KV_MODE 3, or DKW odd) in a tile record: shared memory holds the tile's rows as the record does,
   // so 16-byte chunks copy them with a quarter (a half) of the copies (the field starts 16-byte aligned, RKV_OFF; in
@@ -706,6 +725,11 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       const u32 qoff = (lane & (QCOPIES - 1)) * (GQ * 4);
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
+      // Swizzled, chunk c of this row sits at c ^ kv_swizzle(lane): rows start on multiples of 16 * KVC bytes of
+      // shared memory, so its offset is the row's with the swizzle's bits set, XOR 16 c (as an offset from smem, so
+      // that the loads stay shared-memory loads).
+      const u32 kvrow_x = (u32)(kvrow - smem) + 16 * kv_swizzle<KVC>(lane);
+#define KV_CHUNK(c) (KV_SWIZZLE ? smem + (kvrow_x ^ (16 * (c))) : kvrow + 16 * (c))
 #elif KV_MODE == 1
       const unsigned char* kvrow = st + lane * KV_STRIDE_W * 4;
 #elif KV_MODE == 3
@@ -759,7 +783,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
         const int k = DK - 1 - j;
         const u32 off = top.next();
 #if KV_MODE == 2
-        if ((k & 7) == 7 || j == 0) vv = *(const uint4*)(kvrow + (k >> 3) * 16);
+        if ((k & 7) == 7 || j == 0) vv = *(const uint4*)KV_CHUNK(k >> 3);
         const float x = pick(vv, k);
 #elif KV_MODE == 1
         if ((k & 1) == 1 || j == 0) vw = *(const u32*)(kvrow + (k >> 1) * 4);
@@ -776,7 +800,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
           const int k2 = j;
           const u32 off2 = bot.next();
 #if KV_MODE == 2
-          if ((k2 & 7) == 0) vv2 = *(const uint4*)(kvrow + (k2 >> 3) * 16);
+          if ((k2 & 7) == 0) vv2 = *(const uint4*)KV_CHUNK(k2 >> 3);
           const float x2 = pick(vv2, k2);
 #elif KV_MODE == 1
           if ((k2 & 1) == 0) vw2 = *(const u32*)(kvrow + (k2 >> 1) * 4);
@@ -797,6 +821,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #endif
 #pragma unroll
       for (int h = 0; h < GQ; ++h) ks[h * 32 + lane] = a[h];
+#undef KV_CHUNK
 #if REC == 0
       ks[GQ * 32 + lane] = r_cur;
 #endif
