@@ -130,6 +130,18 @@ def test_cuda_kernel_launch_parameters(params, poison_empty):
         assert rel_err(cuda.decode_attn_cuda(query, form, 0.1, chunk=256, **params), ref) < 1e-2
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("warps", [1, 2])
+@pytest.mark.parametrize("pages", [False, True], ids=["arrays", "pages"])
+def test_swizzled_rows_of_16_chunks_in_any_block(warps, pages, poison_empty):
+    """DK = 128 at D = 256: 16 swizzled chunks a kept row; in a 1-warp block the rows start mid-256 bytes of shared
+    memory (test_swizzled_rows_start_on_128_byte_lines), which the walk's chunk addresses must allow for."""
+    query, prefix, _, _ = make_case(2, 2, 4, 700, 0, 256, 128, torch.bfloat16, "mean", [700, 333], seed=3)
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    form = SparKPages.from_compressed(prefix) if pages else prefix
+    assert rel_err(cuda.decode_attn_cuda(query, form, 0.1, warps=warps, min_blocks=1), ref) < 1e-2
+
+
 def _registers(plan: cuda.SplitPlan) -> int:
     lib = torch.cuda._utils._get_gpu_runtime_library()
     n = ctypes.c_int()
@@ -542,6 +554,29 @@ def test_walk_depth_holds_every_bitmap(words):
     assert (d["DEPTH_TOP"], d["DEPTH_BOT"]) == ((2, 2) if words == 2 else (3, 3))
     one = cuda.defines(32 * words, 16 * words, 4, "mean", torch.bfloat16, chains=1)
     assert one["DEPTH_TOP"] == words
+
+
+def test_swizzled_rows_start_on_128_byte_lines():
+    """Swizzled kept rows (KV_MODE 2, a power-of-two number of 16-byte chunks) address a chunk by XOR within 128
+    bytes of the row's start (spark_walk.cu, KV_CHUNK), which needs every stage of small arrays on a 128-byte line;
+    256 bytes is not given (1-warp blocks at D = 256), so rows of 16 chunks must not XOR across 128-byte groups."""
+    off_256 = set()
+    for d, kept in ((64, 16), (64, 32), (128, 64), (256, 128)):
+        for group in (1, 2, 4, 8):
+            for warps in (1, 2, 4, 8):
+                for stages in (1, 2):
+                    for records in (False, True):
+                        defs = cuda.defines(d, kept, group, "mean", torch.bfloat16, warps, 1, 2, stages,
+                                            records=records, registers=0)
+                        assert defs["KV_MODE"] == 2
+                        fixed = cuda._fixed_bytes(defs)
+                        per_warp = (cuda.shared_bytes(defs) - fixed) // warps
+                        small = (per_warp - 32 * d * 2) // stages
+                        starts = [fixed + w * per_warp + 32 * d * 2 + s * small
+                                  for w in range(warps) for s in range(stages)]
+                        assert all(x % 128 == 0 for x in starts), (d, kept, group, warps, stages)
+                        off_256 |= {x % 256 for x in starts if d == 256}
+    assert off_256 == {0, 128}  # why KV_CHUNK adds whole 128-byte groups after the XOR
 
 
 def test_walk_list_only_at_d256_outside_eight_warp_blocks():

@@ -53,7 +53,8 @@ typedef unsigned long long u64;
 #define NEG_INF __int_as_float(0xff800000)
 #if KV_MODE == 2
 #define KVC (DKW / 4)
-// A power-of-two number of 16-byte chunks a row: rows unpadded, chunk c of row r stored at c ^ kv_swizzle(r), so that
+// A power-of-two number of 16-byte chunks a row: rows unpadded, chunk c of row r stored at c ^ kv_swizzle(r) (below 8
+// and below KVC, so at KVC = 16 it permutes each half of the row), so that
 // the copies of 8 lanes fill one aligned 128-byte line and the walk's reads of 8 lanes (one chunk of their own rows)
 // hit 8 different bank groups. Rows padded to an odd number of chunks instead (other even counts) made the copies
 // straddle lines: Nsight Compute counted 13 % of the kernel's global sectors as excessive at DK = 64
@@ -725,11 +726,13 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       const u32 qoff = (lane & (QCOPIES - 1)) * (GQ * 4);
 #if KV_MODE == 2
       const unsigned char* kvrow = st + lane * KV_STRIDE16 * 16;
-      // Swizzled, chunk c of this row sits at c ^ kv_swizzle(lane): rows start on multiples of 16 * KVC bytes of
-      // shared memory, so its offset is the row's with the swizzle's bits set, XOR 16 c (as an offset from smem, so
-      // that the loads stay shared-memory loads).
+      // Swizzled, chunk c of this row sits at (c & ~7) + ((c & 7) ^ kv_swizzle(lane)), the swizzle being below 8 and
+      // below KVC: rows start on multiples of min(16 * KVC, 128) bytes of shared memory (stages start on 128-byte
+      // lines), so the offset of chunk c & 7 is the row's with the swizzle's bits set, XOR 16 (c & 7) (an offset from
+      // smem, so that the loads stay shared-memory loads; whole 128-byte groups are added after the XOR, since at
+      // KVC = 16 a row may start mid-256 bytes, e.g. in a 1-warp block).
       const u32 kvrow_x = (u32)(kvrow - smem) + 16 * kv_swizzle<KVC>(lane);
-#define KV_CHUNK(c) (KV_SWIZZLE ? smem + (kvrow_x ^ (16 * (c))) : kvrow + 16 * (c))
+#define KV_CHUNK(c) (KV_SWIZZLE ? smem + ((kvrow_x ^ (16 * ((c) & 7))) + 16 * ((c) & ~7)) : kvrow + 16 * (c))
 #elif KV_MODE == 1
       const unsigned char* kvrow = st + lane * KV_STRIDE_W * 4;
 #elif KV_MODE == 3
