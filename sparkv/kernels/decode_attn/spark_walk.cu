@@ -24,7 +24,8 @@
 // 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers unless
 // MAXNREG, a cap per thread, is set),
 // STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
-// are copied and read: 2 = 16-byte chunks into rows padded to an odd number of chunks, DK % 8 == 0; 3 = 8-byte
+// are copied and read: 2 = 16-byte chunks, DK % 8 == 0, into unpadded rows (swizzled where a row holds a power of two
+// of them) or rows padded to an odd number of chunks; 3 = 8-byte
 // units into unpadded rows (an odd number of units), DK % 8 == 4; 1 = 4-byte words into rows of an odd number of
 // words, DK % 4 == 2; 0 = the tile's contiguous bytes as they are, copied in 16-byte chunks and read per entry, DK
 // odd).
@@ -54,11 +55,11 @@ typedef unsigned long long u64;
 #if KV_MODE == 2
 #define KVC (DKW / 4)
 // A power-of-two number of 16-byte chunks a row: rows unpadded, chunk c of row r stored at c ^ kv_swizzle(r) (below 8
-// and below KVC, so at KVC = 16 it permutes each half of the row), so that
-// the copies of 8 lanes fill one aligned 128-byte line and the walk's reads of 8 lanes (one chunk of their own rows)
-// hit 8 different bank groups. Rows padded to an odd number of chunks instead (other even counts) made the copies
-// straddle lines: Nsight Compute counted 13 % of the kernel's global sectors as excessive at DK = 64
-// (BENCHMARKS.md "Session 24"), the loss "Session 11" found for padded V rows.
+// and below KVC, so at KVC = 16 it permutes each half of the row), so that the copies of 8 lanes fill one aligned
+// 128-byte line and the walk's reads of 8 lanes (one chunk of their own rows) hit 8 different bank groups. Rows padded
+// to an odd number of chunks instead (still so for other even counts) made the copies straddle lines: Nsight Compute
+// counted 13 % of the kernel's global sectors as excessive at DK = 64 (BENCHMARKS.md "Session 24"), the loss
+// "Session 11" found for padded V rows.
 #define KV_SWIZZLE ((KVC & (KVC - 1)) == 0)
 #define KV_STRIDE16 ((KV_SWIZZLE || KVC % 2) ? KVC : KVC + 1)
 #define KV_BYTES (32 * KV_STRIDE16 * 16)
