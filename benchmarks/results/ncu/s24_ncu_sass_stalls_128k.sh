@@ -2,7 +2,8 @@
 # Session 24: where main's split kernel (pages, default launch) stalls, per SASS instruction: Nsight Compute's warp
 # state sampling (SourceCounters) at 128K·b1 for λ = 0.5 and 0.8, exported per instruction. Run from the repository
 # root on the device as `bash benchmarks/results/ncu/s24_ncu_sass_stalls_128k.sh`; $OUT the device's output folder.
-# The summary (stall reasons by opcode and by kernel phase) is made from the CSVs on any machine with
+# The summary (stall reasons overall and by opcode, and the instructions with excessive sectors or wavefronts) is
+# made from the CSVs on any machine with
 # `python benchmarks/results/ncu/s24_stalls_summary.py DIR`.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; date -u
