@@ -4,7 +4,7 @@
 # root on the device as `bash benchmarks/results/ncu/s24_ncu_sass_stalls_128k.sh`; $OUT the device's output folder.
 # The summary (stall reasons overall and by opcode, and the instructions with excessive sectors or wavefronts) is
 # made from the CSVs on any machine with
-# `python benchmarks/results/ncu/s24_stalls_summary.py DIR`.
+# `python benchmarks/results/ncu/s24_stalls_summary.py s24_b1_s131072_l05_sass.csv.gz s24_b1_s131072_l08_sass.csv.gz`.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; date -u
 PYTHONPATH=benchmarks python -c "import common; print('code', common.code_digest()[:12])"
