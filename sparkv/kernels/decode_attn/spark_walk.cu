@@ -227,7 +227,7 @@ __device__ __forceinline__ void load_rows(u32 dst, const unsigned char* src, int
   const unsigned char* from = src + B * lane;
   // Swizzled: copy i holds row lane / N + (32 / N) * i, chunk c = lane % N, so its place is c ^ kv_swizzle(row)
   // = c ^ s0 ^ k_i with s0 this lane's and k_i = ((32 / N) * i) & 7 a constant (0 for N <= 4): one base per k_i.
-  const int c = lane % N, s0 = N >= 8 ? lane / N : kv_swizzle<N>(lane / N);
+  const int c = lane % N, s0 = kv_swizzle<N>(lane / N);
   const u32 row_base = dst + B * (lane - c);
 #pragma unroll
   for (int i = 0; i < N; ++i) {
