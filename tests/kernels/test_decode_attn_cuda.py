@@ -171,6 +171,28 @@ def test_register_cap_reaches_the_build(poison_empty):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("d, kept, group, dtype, pages", [(128, 26, 4, torch.bfloat16, True),
+                                                          (128, 32, 2, torch.float16, False),
+                                                          (64, 13, 3, torch.bfloat16, True)])
+def test_short_kept_rows_take_one_eight_warp_block(poison_empty, d, kept, group, dtype, pages):
+    """Where short_kept_block says so (λ >= 0.75, enough tokens for every multiprocessor), the default launch is one
+    8-warp block with __launch_bounds__'s cap, on ragged rows, and it matches the reference."""
+    query, prefix, _, _ = make_case(2, 4, group, 4500, 0, d, kept, dtype, "mean", [4500, 1777], seed=6)
+    if pages:
+        prefix = SparKPages.from_compressed(prefix)
+    props = torch.cuda.get_device_properties(0)
+    p, defines, why = cuda.launch_params(prefix, group, dtype)
+    wide = cuda.shared_bytes(cuda.defines(d, kept, group, "mean", dtype, 8, 1, records=pages))
+    expected = cuda.short_kept_block(d, kept, group, wide, props.shared_memory_per_block_optin, 8, 4500,
+                                     props.multi_processor_count)
+    assert why is None and expected == (props.multi_processor_count <= 8 * 18)  # 8 rows of 18 256-token tiles
+    assert (p["warps"], p["min_blocks"]) == ((8, 1) if expected else (4, 2))
+    assert "MAXNREG" not in defines or not expected
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1), ref) < 1e-2
+
+
+@pytest.mark.gpu
 def test_register_cap_dropped_where_it_spills_on_the_gpu(poison_empty):
     """On the device's own NVRTC: DK = 100 at D = 128 (8-byte units, KV_MODE 3) builds without a stack frame under the
     default cap, so the launch keeps it and matches the reference; a cap of 128 makes the same walk spill, and
@@ -814,6 +836,27 @@ def test_eight_warp_blocks_only_where_one_four_warp_block_fits():
     # 8K tokens, 2 KV heads: 64 blocks of 256-token tiles for 132 multiprocessors (4-warp tiles make 128).
     assert not cuda.lone_block(*blocks(256, 26, 4), sm, limit, 2, 8192, 132)
     assert cuda.lone_block(*blocks(256, 26, 4), sm, limit, 2, 32768, 132)
+
+
+def test_eight_warp_blocks_where_kept_rows_are_short():
+    """One 8-warp block where a token keeps at most a quarter of its channels, at D = 64 / 128 with 2-4 query heads a
+    KV head, as long as its 256-token tiles give every multiprocessor a block."""
+    limit = 232448
+
+    def block8(d, dk, group):
+        return cuda.shared_bytes(cuda.defines(d, dk, group, "mean", torch.bfloat16, 8, 1))
+
+    big = (8, 131072, 132)
+    for d, dk, group in ((128, 26, 4), (128, 32, 4), (128, 13, 2), (64, 16, 3), (64, 7, 3)):  # λ 0.75-0.9
+        assert cuda.short_kept_block(d, dk, group, block8(d, dk, group), limit, *big), (d, dk, group)
+    assert not cuda.short_kept_block(128, 33, 4, block8(128, 33, 4), limit, *big)  # more than a quarter kept
+    assert not cuda.short_kept_block(128, 64, 4, block8(128, 64, 4), limit, *big)  # λ = 0.5
+    assert not cuda.short_kept_block(128, 26, 8, block8(128, 26, 8), limit, *big)  # 8 query heads a KV head
+    assert not cuda.short_kept_block(128, 26, 1, block8(128, 26, 1), limit, *big)  # one (not measured)
+    assert not cuda.short_kept_block(256, 51, 4, block8(256, 51, 4), limit, *big)  # D = 256 (not measured)
+    assert not cuda.short_kept_block(128, 26, 4, limit + 1, limit, *big)  # the 8-warp block does not fit
+    assert not cuda.short_kept_block(128, 26, 4, block8(128, 26, 4), limit, 8, 4096, 132)  # 128 blocks for 132
+    assert cuda.short_kept_block(128, 26, 4, block8(128, 26, 4), limit, 8, 8192, 132)
 
 
 @pytest.mark.parametrize("bad", [dict(tokens=0), dict(rows=-1), dict(sms=0), dict(wave=1.5), dict(tile=True),

@@ -38,7 +38,8 @@ _FAILED: dict[tuple, str] = {}
 # and fp16, 4 and 8 query heads a KV head. 200 was 0.99-1.09x as fast as 168 (min_blocks=3) with this source, and 168
 # 0.83x as fast as 255 after a small change to it (an unused split parameter); caps of 184-192 fell off at 128K·b8.
 # Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block instead (lone_block, session
-# 16), and where neither fits twice (D = 256) the 4-warp block alone, both with no cap (200 was 0.86-0.99x there).
+# 16), and so it does where kept rows are short (short_kept_block, session 25); where neither fits twice (D = 256) it
+# takes the 4-warp block alone, all of these with no cap (200 was 0.86-0.99x there).
 # Nor is the cap kept where ptxas reports that it adds a stack frame (without_added_spills): with 4-byte words DK = 100
 # and 108, and pages at DK = 52, spilled under it; since kept rows of DK = 4 mod 8 are read as 8-byte units (KV_MODE
 # 3) no build at D = 64 or 128 does (sm_90, bf16, 4 and 8 query heads a KV head), so the check is a guard.
@@ -363,10 +364,25 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
             and rows * cdiv(tokens, 8 * 32) >= sms)
 
 
+def short_kept_block(head_dim: int, kept: int, group: int, block8: int, block_limit: int, rows: int, tokens: int,
+                     sms: int) -> bool:
+    """Whether to launch one 8-warp block (``warps=8, min_blocks=1``) per multiprocessor instead of two 4-warp blocks
+    where a token keeps at most a quarter of its ``head_dim`` channels (λ >= 0.75) and 2-4 query heads share a KV
+    head, at D = 64 and 128: there a tile's kept term is short, so what a block pays once (its q table, its
+    partial, its merge slots) weighs most, and one block a multiprocessor pays it half as often. On the H200 with
+    pages, whole steps: 0.995-1.050x over 33 such cases (8K-128K tokens, batch 1-8; BENCHMARKS.md "Session 25"),
+    0.993-1.048x in session 23's; with 8 query heads a KV head 0.939-1.029x, so not there. Like :func:`lone_block`,
+    it needs the 8-warp block's ``block8`` bytes within ``block_limit`` and a block of 256-token tiles for each of the
+    ``sms`` multiprocessors."""
+    return (head_dim in (64, 128) and 0 < 4 * kept <= head_dim and 2 <= group <= 4 and block8 <= block_limit
+            and rows * cdiv(tokens, 8 * 32) >= sms)
+
+
 def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple[dict, dict, str | None]:
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
-    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`). Unless ``registers`` is
+    8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`) or the kept rows are
+    short (:func:`short_kept_block`). Unless ``registers`` is
     given, the register cap applies only to 4-warp blocks two of which fit a multiprocessor, and not where it would
     make the build spill (:func:`without_added_spills`: its build is the one loaded; where it has a stack frame, one
     more NVRTC build of the uncapped variant); elsewhere the cap is the one ``__launch_bounds__`` implies."""
@@ -411,8 +427,10 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
         d = make(2)
     elif "warps" not in kw and "min_blocks" not in kw and p["warps"] == 4:
         wide = make(8, min_blocks=1)
-        if lone_block(shared_bytes(d), shared_bytes(wide), sm_bytes, limit, prefix.batch * prefix.num_heads,
-                      prefix.num_tokens, props.multi_processor_count):
+        rows, sms = prefix.batch * prefix.num_heads, props.multi_processor_count
+        if (lone_block(shared_bytes(d), shared_bytes(wide), sm_bytes, limit, rows, prefix.num_tokens, sms)
+                or short_kept_block(prefix.head_dim, kept, group, shared_bytes(wide), limit, rows, prefix.num_tokens,
+                                    sms)):
             p.update(warps=8, min_blocks=1)
             d = wide
     # The register cap was measured on 4-warp blocks two of which fit a multiprocessor's shared memory; any other
