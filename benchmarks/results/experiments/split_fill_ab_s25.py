@@ -4,7 +4,9 @@ on 132 multiprocessors, two on 124 of them and one on 8 (3 % of the block slots 
 32 tokens is allowed (a warp's tile is 32 tokens), so 33 splits of 4000 tokens (the last 3072) give 264 blocks, two
 on every multiprocessor. Whole steps (split kernel + Triton combine, CUDA graph, read flush, medians of five
 interleaved rounds), pages, every split first checked against the fp32 reference.
-Command: PYTHONPATH=. python benchmarks/results/experiments/split_fill_ab_s25.py OUT.json"""
+Command: PYTHONPATH=. python benchmarks/results/experiments/split_fill_ab_s25.py OUT.json
+Run: one H200, 2026-11-30 08:56 UTC, torch 2.11.0+cu130, triton 3.6.0, code of 66b5d09: split_fill_ab_s25_h200.json;
+0.937-1.005x; not kept (BENCHMARKS.md "Session 25" item 4)."""
 import json
 import statistics
 import sys
