@@ -3,11 +3,12 @@ two a multiprocessor) at key ratios of 0.75 and up, where the kept term is short
 table, its partial, the merge's slots) weigh most. Session 23 (launch_w8_regs_ab_s23.py) found 0.993-1.048x there
 with at most 4 query heads a KV head and 0.946x with 8. Whole steps (split kernel + Triton combine, CUDA graph, read
 flush, medians of five interleaved rounds), pages, each launch first checked against the fp32 reference.
-Command: PYTHONPATH=. python benchmarks/results/experiments/w8x1_high_ratio_ab_s25.py OUT.json
+Command: PYTHONPATH=. python benchmarks/results/experiments/w8x1_high_ratio_ab_s25.py OUT.json (W8_LAMS=0.6,0.7: other ratios)
 Run: one H200, 2026-11-30 09:01-09:03 UTC, torch 2.11.0+cu130, triton 3.6.0, code of 66b5d09:
 w8x1_high_ratio_ab_s25_h200.json; 0.995-1.050x with 2-4 query heads a KV head; landed as cuda.short_kept_block
 (3008e9e; BENCHMARKS.md "Session 25" item 5)."""
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def step_fn(q, prefix, scale, **kw):
     return step, dict(cuda.LAST_LAUNCH)
 
 
-LAMS = (0.75, 0.8, 0.9)
+LAMS = tuple(float(x) for x in os.environ.get("W8_LAMS", "0.75,0.8,0.9").split(","))  # W8_LAMS: other key ratios
 SHAPES = ((32, 8, 128, 131072, 1), (32, 8, 128, 32768, 8), (32, 8, 128, 65536, 1), (32, 8, 128, 32768, 1),
           (32, 8, 128, 8192, 1), (32, 8, 128, 131072, 2), (32, 8, 128, 8192, 8), (16, 8, 128, 32768, 1),
           (9, 3, 64, 131072, 1), (9, 3, 64, 32768, 1), (9, 3, 64, 32768, 8), (64, 8, 128, 32768, 1))

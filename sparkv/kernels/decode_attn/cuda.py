@@ -372,7 +372,8 @@ def short_kept_block(head_dim: int, kept: int, group: int, block8: int, block_li
     partial, its merge slots) weighs most, and one block a multiprocessor pays it half as often. On the H200 with
     pages, whole steps: 0.995-1.050x over 33 such cases (8K-128K tokens, batch 1-8; BENCHMARKS.md "Session 25"),
     0.993-1.048x in session 23's (on separate arrays, session 25's table's ratios to SDPA rose as on pages); with 8
-    query heads a KV head 0.939-1.029x, so not there. Like :func:`lone_block`,
+    query heads a KV head 0.939-1.029x, so not there, and at λ = 0.6 / 0.7 0.870-1.010x / 0.957-1.022x, so not
+    below a quarter either. Like :func:`lone_block`,
     it needs the 8-warp block's ``block8`` bytes within ``block_limit`` and a block of 256-token tiles for each of the
     ``sms`` multiprocessors."""
     return (head_dim in (64, 128) and 0 < 4 * kept <= head_dim and 2 <= group <= 4 and block8 <= block_limit
