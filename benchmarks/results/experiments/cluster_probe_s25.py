@@ -4,7 +4,7 @@ a row's splits through distributed shared memory needs all of a row's split bloc
 at 128K·b1 that is 8 clusters (one per KV head) of 16 blocks (λ = 0.8) or 32 (λ = 0.5, above the largest cluster).
 Session 23 found 7 clusters of 16 for the 8-warp build (merge_prize_s23.py); this asks every size from 8 to 16.
 Command: PYTHONPATH=. python benchmarks/results/experiments/cluster_probe_s25.py OUT.json
-Run: one H200, 2026-11-30 09:41 UTC, code of 451c704: cluster_probe_s25_h200.json; λ = 0.8: 7 clusters of 10-16, 15 of 8;
+Run: one H200, 2026-11-30 09:37 UTC, code of 451c704: cluster_probe_s25_h200.json; λ = 0.8: 7 clusters of 10-16, 15 of 8;
 λ = 0.5: 14 of 13-16, 30 of 8; too few (BENCHMARKS.md "Session 25" item 8)."""
 import json
 import sys
