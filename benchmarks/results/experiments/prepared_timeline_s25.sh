@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 25, prepared and not run (device time spent): one device call for the next session. It builds the timeline
+# Session 25: prepared, then run at 09:46 UTC (timeline_s25_h200.json, BENCHMARKS.md "Session 25" item 9): one device call. It builds the timeline
 # variant's folder from the tree's kernel files and timeline_s25.patch, then runs timeline_s25.py (bit-equal check
 # against main, the marks' cost, five eager launches per target cell). Run from the repository root on the device:
 #   bash benchmarks/results/experiments/prepared_timeline_s25.sh        # JSON under $OUT

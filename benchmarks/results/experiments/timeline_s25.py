@@ -1,4 +1,5 @@
-"""Session 25, prepared for the next device session (not run): where the fixed part of a step goes at the target cells,
+"""Session 25 (run on one H200, 2026-11-30 09:46 UTC, code of 6f09a42: timeline_s25_h200.json; BENCHMARKS.md "Session 25"
+item 9): where the fixed part of a step goes at the target cells,
 from inside the kernel. A diagnostic build (`timeline_s25.patch`: `TIMELINE=1` when `SPARKV_TIMELINE=1`) has every
 warp record the global timer at its block's entry, once its set-up is done (just before its first V copies), when its
 first tile's V has landed, at its loop's end and once its block's partial is written, and its multiprocessor, into
