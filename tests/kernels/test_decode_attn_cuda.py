@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparkv.cache.layout import CompressedKV, DenseKeys, SparKPages, unpack_bits
+from sparkv.cache.layout import CompressedKV, DenseKeys, SparKPages, num_words, unpack_bits
 from sparkv.kernels.decode_attn import cuda
 from sparkv.kernels.decode_attn.fused import combine_partials, decode_attn_triton
 from sparkv.kernels.decode_attn.reference import decode_attn_ref
@@ -235,7 +235,7 @@ def deepest_walk_sets(d: int, kept: int) -> list[list[int]]:
     """Kept-channel sets that make a walk reach its deepest word: the top walk (highest channels first) through as
     many one-bit words as the other bits leave room for, then words filled from the bottom; the same mirrored for the
     bottom walk; and a dense middle block, so that empty words sit at both ends."""
-    words = d // 32
+    words = num_words(d)
     sparse = min(words - 1, (32 * words - kept) // 31)
     top = [32 * w + 31 for w in range(words - sparse, words)]
     top += list(range(kept - sparse))  # the rest densely from channel 0 up
@@ -818,13 +818,17 @@ def test_split_size_prefers_fewer_blocks_only_with_enough_bytes_in_flight():
     assert cuda.balanced_chunk(12288, 8, 132, 396, 128, large) == 384
 
 
+def block_bytes(d: int, dk: int, group: int, warps: int, min_blocks: int) -> int:
+    """Shared memory of one block of the bf16, mean-recovery build."""
+    return cuda.shared_bytes(cuda.defines(d, dk, group, "mean", torch.bfloat16, warps, min_blocks))
+
+
 def test_eight_warp_blocks_only_where_one_four_warp_block_fits():
     """H200: 228 KiB of shared memory per multiprocessor, 227 KiB per block, 132 multiprocessors."""
     sm, limit = 233472, 232448
 
     def blocks(d, dk, group):
-        return [cuda.shared_bytes(cuda.defines(d, dk, group, "mean", torch.bfloat16, w, m))
-                for w, m in ((4, 2), (8, 1))]
+        return [block_bytes(d, dk, group, w, m) for w, m in ((4, 2), (8, 1))]
 
     big = (8, 131072, 132)  # rows, tokens, multiprocessors: 128K tokens at batch 1 with 8 KV heads
     assert cuda.lone_block(*blocks(256, 26, 4), sm, limit, *big)  # D = 256, λ = 0.9: 127 KiB, one 4-warp block fits
@@ -844,7 +848,7 @@ def test_eight_warp_blocks_where_kept_rows_are_short():
     limit = 232448
 
     def block8(d, dk, group):
-        return cuda.shared_bytes(cuda.defines(d, dk, group, "mean", torch.bfloat16, 8, 1))
+        return block_bytes(d, dk, group, 8, 1)
 
     big = (8, 131072, 132)
     for d, dk, group in ((128, 26, 4), (128, 32, 4), (128, 13, 2), (64, 16, 3), (64, 7, 3)):  # λ 0.75-0.9

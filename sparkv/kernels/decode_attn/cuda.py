@@ -360,8 +360,14 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
     latency (1.02-1.50x with 8 warps on the H200: D = 256 at λ = 0.9, D = 128 at λ = 0.1, and at λ = 0.3 with 8 query
     heads a KV head), but where the 8-warp tiles leave multiprocessors idle it lost (D = 256, λ = 0.9, 8K·b1: 0.83x),
     and where two 4-warp blocks fit, one 8-warp block was 0.89-1.03x (BENCHMARKS.md "Session 16")."""
-    return (0 < sm_bytes // (block4 + RESERVED_SMEM_PER_BLOCK) <= 1 and block8 <= block_limit
-            and rows * cdiv(tokens, 8 * 32) >= sms)
+    return (0 < sm_bytes // (block4 + RESERVED_SMEM_PER_BLOCK) <= 1
+            and _eight_warp_blocks_fill(block8, block_limit, rows, tokens, sms))
+
+
+def _eight_warp_blocks_fill(block8: int, block_limit: int, rows: int, tokens: int, sms: int) -> bool:
+    """What both reasons for one 8-warp block need: its ``block8`` bytes within ``block_limit``, and ``rows`` of
+    ``tokens`` that make a block of 256-token tiles for each of the ``sms`` multiprocessors."""
+    return block8 <= block_limit and rows * cdiv(tokens, 8 * 32) >= sms
 
 
 def short_kept_block(head_dim: int, kept: int, group: int, block8: int, block_limit: int, rows: int, tokens: int,
@@ -373,11 +379,10 @@ def short_kept_block(head_dim: int, kept: int, group: int, block8: int, block_li
     pages, whole steps: 0.995-1.050x over 33 such cases (8K-128K tokens, batch 1-8; BENCHMARKS.md "Session 25"),
     0.993-1.048x in session 23's (on separate arrays, session 25's table's ratios to SDPA rose as on pages); with 8
     query heads a KV head 0.939-1.029x, so not there, and at λ = 0.6 / 0.7 0.870-1.010x / 0.957-1.022x, so not
-    below a quarter either. Like :func:`lone_block`,
-    it needs the 8-warp block's ``block8`` bytes within ``block_limit`` and a block of 256-token tiles for each of the
-    ``sms`` multiprocessors."""
-    return (head_dim in (64, 128) and 0 < 4 * kept <= head_dim and 2 <= group <= 4 and block8 <= block_limit
-            and rows * cdiv(tokens, 8 * 32) >= sms)
+    below a quarter either. Like :func:`lone_block`, it needs the 8-warp block to fit and to fill the multiprocessors
+    (:func:`_eight_warp_blocks_fill`)."""
+    return (head_dim in (64, 128) and 0 < 4 * kept <= head_dim and 2 <= group <= 4
+            and _eight_warp_blocks_fill(block8, block_limit, rows, tokens, sms))
 
 
 def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple[dict, dict, str | None]:
@@ -429,10 +434,10 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
         d = make(2)
     elif "warps" not in kw and "min_blocks" not in kw and p["warps"] == 4:
         wide = make(8, min_blocks=1)
-        rows, sms = prefix.batch * prefix.num_heads, props.multi_processor_count
-        if (lone_block(shared_bytes(d), shared_bytes(wide), sm_bytes, limit, rows, prefix.num_tokens, sms)
-                or short_kept_block(prefix.head_dim, kept, group, shared_bytes(wide), limit, rows, prefix.num_tokens,
-                                    sms)):
+        fill = (limit, prefix.batch * prefix.num_heads, prefix.num_tokens, props.multi_processor_count)
+        block8 = shared_bytes(wide)
+        if (lone_block(shared_bytes(d), block8, sm_bytes, *fill)
+                or short_kept_block(prefix.head_dim, kept, group, block8, *fill)):
             p.update(warps=8, min_blocks=1)
             d = wide
     # The register cap was measured on 4-warp blocks two of which fit a multiprocessor's shared memory; any other
