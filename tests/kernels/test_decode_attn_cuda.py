@@ -49,6 +49,11 @@ CASES = [
     # row, padded to 7; ragged.
     (2, 3, 3, 999, 2, 64, 16, torch.float16, "mean", [999, 45]),
     (2, 2, 4, 1000, 0, 128, 48, torch.bfloat16, "mean", [1000, 517]),
+    # 5-8 query heads a KV head at D = 128 with DK % 8 == 0: the kept term on the tensor cores (KEPT_MMA; also the
+    # G = 8, DK = 40 case above), 64 and 128 (every channel) kept, 8, ragged.
+    (2, 2, 8, 1000, 0, 128, 64, torch.float16, "mean", [1000, 517]),
+    (1, 2, 6, 700, 2, 128, 128, torch.bfloat16, "mean_linear", None),
+    (2, 3, 5, 999, 0, 128, 8, torch.bfloat16, "constant", [999, 45]),
 ]
 
 
@@ -533,6 +538,8 @@ VARIANTS = [
     (64, 16, 3, "mean", torch.float16, 4, 2, 2, 2, 200),   # kept rows of 2 swizzled chunks
     (128, 48, 4, "mean", torch.bfloat16, 4, 2, 2, 2, 200),  # and of 6, padded
     (64, 20, 1, "zero", torch.bfloat16, 4, 2, 1, 1, 0),
+    (128, 64, 8, "mean", torch.float16, 4, 2, 2, 2, 200),  # the kept term on the tensor cores (KEPT_MMA)
+    (128, 8, 5, "zero", torch.bfloat16, 8, 1, 2, 1, 0),
 ]
 
 
@@ -599,6 +606,26 @@ def test_swizzled_rows_start_on_128_byte_lines():
                         assert all(x % 128 == 0 for x in starts), (d, kept, group, warps, stages)
                         off_256 |= {x % 256 for x in starts if d == 256}
     assert off_256 == {0, 128}  # why KV_CHUNK adds whole 128-byte groups after the XOR
+
+
+def test_tensor_cores_take_the_kept_term_with_five_to_eight_query_heads_a_kv_head():
+    """KEPT_MMA where the walk would pay 8 FMAs a kept entry (5-8 query heads a KV head) at D = 128 with kept rows of
+    16-byte chunks (DK % 8 == 0): 1.11-1.63x there at λ = 0.5 on the H200, 0.77-0.91x with 2-4 query heads
+    (BENCHMARKS.md "Session 26"). Its kept rows are padded instead of swizzled, and its table takes 256 bytes."""
+    def d(head_dim, kept, group, warps=4):
+        return cuda.defines(head_dim, kept, group, "mean", torch.bfloat16, warps, 1)
+
+    for group in (5, 6, 7, 8):
+        for kept in (8, 40, 64, 128):
+            assert d(128, kept, group).get("KEPT_MMA") == 1 and d(128, kept, group, warps=8).get("KEPT_MMA") == 1
+    assert all("KEPT_MMA" not in d(128, 64, group) for group in (1, 2, 3, 4))
+    assert all("KEPT_MMA" not in d(128, kept, 8) for kept in (26, 52, 90, 63))  # other copy modes keep the walk
+    assert "KEPT_MMA" not in d(64, 32, 8) and "KEPT_MMA" not in d(256, 128, 8)
+    mma = d(128, 64, 8)
+    walk = {k: v for k, v in mma.items() if k != "KEPT_MMA"}
+    # 8 chunks a row: swizzled and unpadded for the walk, padded to 9 for the MMA's plain addresses; plus the table.
+    per_warp_stages = walk["STAGES"] * 32 * 16
+    assert cuda.shared_bytes(mma) - cuda.shared_bytes(walk) == 256 + walk["WARPS"] * per_warp_stages
 
 
 def test_walk_list_only_at_d256_outside_eight_warp_blocks():

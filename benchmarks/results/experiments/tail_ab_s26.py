@@ -14,7 +14,7 @@ and each variant twice, bit-equal (claims vary between runs, the output must not
 Triton combine in a CUDA graph, read flush, medians of three interleaved rounds), pages.
 Command: PYTHONPATH=. python benchmarks/results/experiments/tail_ab_s26.py OUT.json NAME:FOLDER [NAME:FOLDER ...]
 (folders: `SETUP_ONLY=1 bash benchmarks/results/experiments/tail_s26_runs.sh`, or that script runs it).
-Runs (one H200 each, 2026-11-30, main at a5583b9, torch 2.11.0+cu130; BENCHMARKS.md "Session 26" item 2):
+Runs (one H200 each, 2026-11-30, main at a5583b9, torch 2.11.0+cu130; BENCHMARKS.md "Session 26" item 3):
   10:29 UTC, first build, t8 / t16 / t24: tail_ab_s26_h200.json; 0.865-0.899x at the long λ = 0.8 cells, 0.73-0.87x
         at short ones (the scale's conversion placed next to its load).
   10:37 UTC, scale kept raw, r (no tail) / t8 / t16: tail_scale_ab_s26_h200.json; r 0.995-1.008x, t8 0.988-0.999x long,

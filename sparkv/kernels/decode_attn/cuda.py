@@ -112,8 +112,9 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     :func:`~sparkv.cache.layout.tile_record`) instead of separate arrays; ``registers``: a cap per thread
     (``__maxnreg__``, MAXNREG) where it is below the one ``min_blocks`` blocks of ``warps`` warps imply
     (``__launch_bounds__``, :func:`implied_registers`); 0: that one. The kept rows' copy mode (KV_MODE) follows
-    from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``, and the words
-    each walk's queue holds (DEPTH_TOP, DEPTH_BOT) from ``kept`` and ``chains`` (:func:`walk_depth`)."""
+    from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``, the words
+    each walk's queue holds (DEPTH_TOP, DEPTH_BOT) from ``kept`` and ``chains`` (:func:`walk_depth`), and whether the
+    tensor cores take the kept term instead of the walk (KEPT_MMA) from ``head_dim``, ``kept`` and ``group``."""
     # q-table columns: 2 for 1-2 query heads a KV head up to D = 128 (1.00-1.05x there; at D = 256 it was
     # 0.96-0.99x at λ = 0.8 with the list walk, 1.04-1.09x at λ = 0.5: BENCHMARKS.md "Session 22"), else 4 or 8.
     gq = 2 if group <= 2 and head_dim <= 128 else 4 if group <= 4 else 8
@@ -135,6 +136,12 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
             d["RRS_OFF"] = rec.scale
     if 0 < registers < implied_registers(warps, min_blocks):
         d["MAXNREG"] = registers
+    if gq == 8 and head_dim == 128 and kept % 8 == 0 and "WALK_LIST" not in d:
+        # 5-8 query heads a KV head: the walk pays 8 FMAs a kept entry, an MMA takes the kept term of up to 16 heads
+        # (spark_walk.cu, KEPT_MMA). H200, whole steps on pages: 1.11-1.63x at λ = 0.5 with 6 and 8 query heads a KV
+        # head (8K-128K tokens, batch 1-8), 0.99-1.06x at λ = 0.75; with 2 and 4 it was 0.77-0.91x, so not there
+        # (BENCHMARKS.md "Session 26").
+        d["KEPT_MMA"] = 1
     return d
 
 
@@ -159,7 +166,8 @@ def shared_bytes(d: dict[str, int]) -> int:
     nw, dkw = num_words(d["D"]), d["DK"] // 2
     if d["KV_MODE"] == 2:
         kvc = dkw // 4
-        kv_bytes = 32 * (kvc if kvc % 2 or kvc & (kvc - 1) == 0 else kvc + 1) * 16  # KV_SWIZZLE: unpadded
+        swizzled = kvc & (kvc - 1) == 0 and not d.get("KEPT_MMA")  # KV_SWIZZLE: unpadded
+        kv_bytes = 32 * (kvc if kvc % 2 or swizzled else kvc + 1) * 16
     elif d["KV_MODE"] == 1:
         kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
     elif d["KV_MODE"] == 3:
@@ -176,7 +184,8 @@ def _fixed_bytes(d: dict[str, int]) -> int:
     nw = num_words(d["D"])
     walk_list = 32 * (nw | 1) * 8 if d.get("WALK_LIST") else 0  # WL_STRIDE
     copies = 16 if d["GQ"] == 2 else 8  # QCOPIES
-    return d["D"] * copies * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list)
+    lut = 256 if d.get("KEPT_MMA") else 0  # LUT_BYTES
+    return d["D"] * copies * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list) + lut
 
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:

@@ -7,6 +7,7 @@
 //            kept channel c add kept_values[t, k] * q[:, c] to G fp32 accumulators; q sits in shared memory
 //            as a [D][QCOPIES][GQ] fp32 table, copy = lane % QCOPIES, so the lanes of a load phase (8 of 16-byte
 //            loads, 16 of 8-byte ones at GQ = 2) never share a bank;
+//            (with 5-8 query heads a KV head at D = 128, DK % 8 == 0: an MMA per 16 channels instead, KEPT_MMA below);
 //   recovery r_t * sum_pruned sign * (q*u): one m16n8k16 MMA per 16 channels and 8 tokens, M = query heads,
 //            N = tokens, K = channels (any channel order works if q*u uses the same one); the B operand (+-2 on
 //            pruned channels, 0 on kept ones, with q*u/2 as A) is built in registers from the kept and sign words
@@ -52,6 +53,18 @@ typedef unsigned long long u64;
 #define DKW (DK / 2)
 #define ALL_LANES 0xffffffffu
 #define NEG_INF __int_as_float(0xff800000)
+// KEPT_MMA (set by the launcher with 5-8 query heads a KV head at D = 128, DK % 8 == 0: cuda.defines): the kept term
+// on the tensor cores instead of the walk, whose cost grows with the heads (GQ FMAs a kept entry) while an MMA takes
+// up to 16 heads at once. M = query heads, N = tokens, K = channels, A = q in its own dtype (exact); each lane builds
+// its B registers for its token and its bitmap word i4, four channels (a nibble) a k-step: the nibble's kept values
+// are 0-4 consecutive entries of the token's kept row from the nibble's rank, read as a 4-value window (three 32-bit
+// loads and two funnel shifts) and spread to their channels by two byte permutes, whose selectors and mask come from
+// a 16-entry table in shared memory. Kept rows are padded, not swizzled, for plain addresses. 1.11-1.63x over the
+// walk with 6 and 8 query heads a KV head at λ = 0.5, 0.99-1.06x at 0.75; with 2-4 it was 0.77-0.91x
+// (BENCHMARKS.md "Session 26").
+#ifndef KEPT_MMA
+#define KEPT_MMA 0
+#endif
 #if KV_MODE == 2
 #define KVC (DKW / 4)
 // A power-of-two number of 16-byte chunks a row: rows unpadded, chunk c of row r stored at c ^ kv_swizzle(r) (below 8
@@ -60,7 +73,7 @@ typedef unsigned long long u64;
 // to an odd number of chunks instead (still so for other even counts) made the copies straddle lines: Nsight Compute
 // counted 13 % of the kernel's global sectors as excessive at DK = 64 (BENCHMARKS.md "Session 24"), the loss
 // "Session 11" found for padded V rows.
-#define KV_SWIZZLE ((KVC & (KVC - 1)) == 0)
+#define KV_SWIZZLE (!KEPT_MMA && (KVC & (KVC - 1)) == 0)
 #define KV_STRIDE16 ((KV_SWIZZLE || KVC % 2) ? KVC : KVC + 1)
 #define KV_BYTES (32 * KV_STRIDE16 * 16)
 #elif KV_MODE == 1
@@ -99,7 +112,9 @@ typedef unsigned long long u64;
 #endif
 #define WL_STRIDE (NW | 1)
 #define WL_BYTES (WALK_LIST ? 32 * WL_STRIDE * 8 : 0)
-#define SMEM_FIXED (QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES))
+#define LUT_BYTES (KEPT_MMA ? 256 : 0)
+#define SMEM_FIXED (QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES) + LUT_BYTES)
+static_assert(!KEPT_MMA || (KV_MODE == 2 && D == 128 && !WALK_LIST), "KEPT_MMA: D = 128, DK % 8 == 0, no walk list");
 static_assert(SMEM_FIXED % 128 == 0 && WARP_BYTES % 128 == 0, "every warp's V tile must start on a 128-byte line");
 #ifdef EXPECT_SMEM  // defined by the launcher: cuda.shared_bytes() must describe this layout
 static_assert(SMEM_FIXED + WARPS * WARP_BYTES == EXPECT_SMEM, "cuda.shared_bytes() disagrees with spark_walk.cu");
@@ -664,6 +679,18 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     if (c < D) u_s[c] = ux[i];
   }
 #endif
+#if KEPT_MMA
+  // Table entry n (a nibble of kept bits, channel c + i at bit i): x, the byte selector of the channels c, c + 1 from
+  // (window word 0, zero); y and z, the selector of c + 2, c + 3 from (window words 0, 1) and the mask of the kept ones.
+  uint4* lut = (uint4*)(smem + QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES));
+  if (tid < 16) {
+    const u32 b0 = tid & 1, b1 = (tid >> 1) & 1, b2 = (tid >> 2) & 1, b3 = (tid >> 3) & 1;
+    const u32 lo = b0 ? 0x10u : 0x54u, hi = b1 ? (b0 ? 0x32u : 0x10u) : 0x54u;
+    const u32 o2 = b0 + b1, o3 = o2 + b2;
+    lut[tid] = make_uint4(lo | (hi << 8), (2 * o2) | ((2 * o2 + 1) << 4) | ((2 * o3) << 8) | ((2 * o3 + 1) << 12),
+                          (b2 ? 0xFFFFu : 0u) | (b3 ? 0xFFFF0000u : 0u), 0u);
+  }
+#endif
   __syncthreads();
   // A operand of the recovery MMA: row g = query head g, 4 channels per lane per k-step. K-step s of lane i4 takes
   // bit o = f % 8 of kept-bitmap word f / 8 (f = i4*KS + s) and the bits 16, 8 and 24 above it, so that a bit-select
@@ -687,6 +714,22 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     qa[s][0] = pack_bf16(f4[0], f4[1]);
     qa[s][1] = pack_bf16(f4[2], f4[3]);
   }
+#if KEPT_MMA
+  // A operand of the kept MMA: q itself in its dtype (exact). K-step s of lane i4 takes channels 32 i4 + 4 s + 0..3
+  // (the four channels of nibble s of bitmap word i4): a0 = c, c + 1, a2 = c + 2, c + 3.
+  u32 qk[8][2];
+#pragma unroll
+  for (int s = 0; s < 8; ++s) {
+    float f4[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int ch = 32 * i4 + 4 * s + e;
+      f4[e] = g < G ? qtab[(ch * QCOPIES + (ch & (QCOPIES - 1))) * GQ + g] : 0.f;
+    }
+    qk[s][0] = pack_p(f4[0], f4[1]);
+    qk[s][1] = pack_p(f4[2], f4[3]);
+  }
+#endif
 #if REC == 0
   __syncthreads();  // u_s (the last warp's V tile) is read by every warp before that warp's first V copies land there
 #endif
@@ -713,6 +756,12 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     const u32* kws = (const u32*)(st + KV_BYTES);
     const u32* sws = kws + 32 * NW;
 
+#if KEPT_MMA
+    // The kept term is taken with the recovery, on the tensor cores (below); only the scales go through ks.
+#if REC == 0
+    ks[GQ * 32 + lane] = r_cur;
+#endif
+#else
     // ---- kept term, lane = token: CHAINS independent walks (the top one from the highest channel down, the
     // bottom one from the lowest up), each over half of the DK kept entries, for instruction-level parallelism ----
     {
@@ -830,6 +879,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       ks[GQ * 32 + lane] = r_cur;
 #endif
     }
+#endif  // KEPT_MMA
     __syncwarp();
 
     // ---- recovery (tensor cores) and scores in the MMA C layout: head g, tokens 8j + 2*i4 + {0, 1} ----
@@ -866,11 +916,43 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #endif
       const int t_a = 8 * j + 2 * i4;
       float k0 = 0.f, k1 = 0.f;
+#if KEPT_MMA
+      {
+        // Kept term of token tt, channels of bitmap word i4, by nibbles; rank: the word's first kept value's index in
+        // the token's row (the kept bits of the words before it, summed over the token's four lanes).
+        const u32 kword = kws[tt * NW + i4];
+        const u32 pc = __popc(kword);
+        u32 incl = pc, x = __shfl_up_sync(ALL_LANES, incl, 1, 4);
+        incl += i4 >= 1 ? x : 0u;
+        x = __shfl_up_sync(ALL_LANES, incl, 2, 4);
+        incl += i4 >= 2 ? x : 0u;
+        const u32 row = smem_u32(st) + tt * (KV_STRIDE16 * 16) + 2 * (incl - pc);  // the word's first value
+        float ck[4] = {0.f, 0.f, 0.f, 0.f}, ck2[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int s = 0; s < 8; ++s) {
+          // Byte address of the nibble's first value (independent of the other nibbles: no chain through them).
+          const u32 at = s == 0 ? row : row + 2 * __popc(kword & ((1u << (4 * s)) - 1u));
+          const uint4 e = lut[(kword >> (4 * s)) & 15u];
+          // The four values from there: three aligned words and a funnel shift by 16 bits where the first value is
+          // the high half of its word (sh mod 32).
+          const u32* w = (const u32*)(smem + ((at & ~3u) - smem_u32(smem)));
+          const u32 sh = at << 3, w1 = w[1];
+          const u32 x0 = __funnelshift_r(w[0], w1, sh), x1 = __funnelshift_r(w1, w[2], sh);
+          u32 b0, b1;
+          asm("prmt.b32 %0, %1, 0, %2;" : "=r"(b0) : "r"(x0), "r"(e.x));
+          asm("prmt.b32 %0, %1, %2, %3;" : "=r"(b1) : "r"(x0), "r"(x1), "r"(e.y));
+          mma_pv((s & 1) ? ck2 : ck, qk[s][0], 0u, qk[s][1], 0u, b0, b1 & e.z);
+        }
+        k0 = ck[0] + ck2[0];
+        k1 = ck[1] + ck2[1];
+      }
+#else
       if (g < GQ) {
         const float2 kk = *(const float2*)(ks + (g < GQ ? g : 0) * 32 + t_a);
         k0 = kk.x;
         k1 = kk.y;
       }
+#endif
 #if REC == 0
       const float2 rr = *(const float2*)(ks + GQ * 32 + t_a);
       float s0 = (k0 + rr.x * c[0]) * scale, s1 = (k1 + rr.y * c[1]) * scale;
