@@ -8,7 +8,8 @@ of the kept row and two byte permutes, and takes the kept term with one m16n8k16
 Checks first (every variant against the fp32 reference and the baseline to rounding; each twice, bit-equal), then
 whole steps (split kernel + Triton combine, CUDA graph, read flush, medians of three interleaved rounds), pages.
 Command: PYTHONPATH=. python benchmarks/results/experiments/kept_mma_ab_s26.py OUT.json NAME:FOLDER [NAME:FOLDER ...]
-KMMA_SHAPES=g4 (default: Llama heads, 2, 4 and 8 query heads a KV head) or g8 (5-8 query heads a KV head).
+KMMA_SHAPES=g4 (default: Llama heads, 2, 4 and 8 query heads a KV head), g8 (5-8 query heads a KV head) or g4b
+(session 27's candidates over λ = 0.25-0.8: `bash benchmarks/results/experiments/prepared_kmma_g4_s26.sh`).
 Folders hold cuda.py and spark_walk.cu: main's (a5583b9), and the tree with KEPT_MMA; for the first run its rule
 was widened to every D = 128, DK % 8 == 0 case (`kept_mma_all_s26.patch` on the landed tree).
 Runs (one H200 each, 2026-11-30, torch 2.11.0+cu130; BENCHMARKS.md "Session 26" item 1):
@@ -70,9 +71,14 @@ for hq, h, d, dk, dtype, kw in ((32, 8, 128, 26, torch.bfloat16, {}), (32, 8, 12
                                 (64, 8, 128, 26, torch.bfloat16, dict(chunk=3008, warps=8, min_blocks=1)),
                                 (64, 8, 128, 64, torch.float16, {}), (16, 8, 128, 64, torch.bfloat16, {}),
                                 (32, 8, 128, 128, torch.bfloat16, {}), (32, 8, 128, 8, torch.float16, {}),
-                                (32, 8, 128, 40, torch.bfloat16, {})):
-    q, k, v, stat, _ = make_shape(3, hq, h, 3000, d, dtype, seed=dk + hq)
-    lens = torch.tensor([3000, 1237, 33], dtype=torch.int32, device="cuda")
+                                (32, 8, 128, 40, torch.bfloat16, {}), (32, 8, 128, 90, torch.float16, {}),
+                                (32, 8, 128, 52, torch.bfloat16, {}), (32, 8, 128, 96, torch.bfloat16, {}),
+                                (32, 8, 128, 63, torch.float16, dict(seq=3001)),
+                                (64, 8, 128, 25, torch.bfloat16, dict(seq=2999))):
+    kw = dict(kw)
+    seq = kw.pop("seq", 3000)  # odd DK with an odd length: rows of separate arrays start off 16-byte lines
+    q, k, v, stat, _ = make_shape(3, hq, h, seq, d, dtype, seed=dk + hq)
+    lens = torch.tensor([seq, 1237, 33], dtype=torch.int32, device="cuda")
     arrays = CompressedKV(select_pack_triton(k, stat, dk), v, lens)
     ref = decode_attn_ref(q.float(), arrays, None, None, d ** -0.5)
     for form, prefix in (("pages", SparKPages.from_compressed(arrays)), ("arrays", arrays)):
@@ -96,6 +102,10 @@ rows = []
 SHAPES = {
     "g4": ((32, 8, 128, 131072, 1, (0.5, 0.75, 0.8)), (32, 8, 128, 32768, 8, (0.5,)), (32, 8, 128, 32768, 1, (0.5,)),
            (32, 8, 128, 8192, 1, (0.5,)), (64, 8, 128, 32768, 1, (0.5,)), (16, 8, 128, 32768, 1, (0.5,))),
+    # next session's candidates (kept_mma_g4_*_s26.patch): 2-8 query heads a KV head over key ratios
+    "g4b": ((32, 8, 128, 131072, 1, (0.25, 0.3, 0.5, 0.625, 0.8)), (32, 8, 128, 32768, 8, (0.3, 0.5)),
+            (32, 8, 128, 32768, 1, (0.5,)), (32, 8, 128, 8192, 1, (0.5,)), (16, 8, 128, 32768, 1, (0.5,)),
+            (64, 8, 128, 32768, 1, (0.5,))),
     "g8": ((64, 8, 128, 131072, 1, (0.5, 0.75)), (64, 8, 128, 32768, 8, (0.5, 0.75)),
            (64, 8, 128, 32768, 1, (0.5, 0.75)), (64, 8, 128, 8192, 1, (0.5,)), (48, 8, 128, 32768, 1, (0.5,)),
            (32, 8, 128, 32768, 1, (0.5,))),
