@@ -11,7 +11,13 @@
 #       registers: fits 200 registers with no stack frame; tile loop 1606 SASS instructions at DK = 64 (walk: 1910),
 #       1595 at DK = 96 (walk: 2547), 1613 at DK = 48 (walk: 1854);
 #   v3 (kept_mma_all_dk_s26.patch):    v2 at every DK (rows of any copy mode, odd DK included): 1656 at DK = 90 (walk:
-#       2468), 1583 at DK = 26 (walk: 1364, so expected to lose at λ = 0.8).
+#       2468), 1583 at DK = 26 (walk: 1364, so expected to lose at λ = 0.8);
+#   v4 (kept_mma_alu_sel_s26.patch):   v3 with each nibble's selectors and mask computed (two table PRMTs, a sign-
+#       replicating PRMT) instead of loaded from the 16-entry table: 1855 at DK = 64, 1887 at DK = 90, but 32 fewer
+#       16-byte shared-memory loads a tile (v2-v3 read ~1.7x the walk's shared-memory wavefronts by estimate, so the
+#       shared-memory pipe may be their limit with 4 query heads; the selectors were checked against the table for all
+#       16 nibbles in Python on the CPU).
+# VARIANTS="v1 v2 v3 v4" picks which run beside main (default "v2 v3 v4": the four-variant call stays under ~8 min).
 # (static counts: `python benchmarks/results/experiments/kept_mma_count_s26.py /tmp/s26k/v2 64 4 200` etc.; 2-core CPU, NVRTC 13.5.37, sm_90,
 # pages, bf16, 4 query heads a KV head, 4-warp blocks, cap 200.) The A/B checks every variant against the fp32 reference
 # and main (44 checks: DK 8-128 and odd DK with odd lengths, 2-8 query heads a KV head, bf16 / fp16, pages and arrays),
@@ -23,13 +29,14 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 K=sparkv/kernels/decode_attn
 X=benchmarks/results/experiments
 rm -rf /tmp/s26k && mkdir -p /tmp/s26k/base && cp $K/cuda.py $K/spark_walk.cu /tmp/s26k/base/
-for v in v1:kept_mma_g4_unpad_s26 v2:kept_mma_g4_qksmem_s26 v3:kept_mma_all_dk_s26; do
+for v in v1:kept_mma_g4_unpad_s26 v2:kept_mma_g4_qksmem_s26 v3:kept_mma_all_dk_s26 v4:kept_mma_alu_sel_s26; do
   name=${v%%:*}; patch_file=${v#*:}.patch
   mkdir -p /tmp/s26k/$name && cp $K/cuda.py $K/spark_walk.cu /tmp/s26k/$name/
   (cd /tmp/s26k/$name && patch -p4 -s < "$OLDPWD/$X/$patch_file") || { echo "$patch_file does not apply"; exit 1; }
 done
 [ "${SETUP_ONLY:-0}" = 1 ] && exit 0
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u
+folders=""; for v in ${VARIANTS:-v2 v3 v4}; do folders="$folders $v:/tmp/s26k/$v"; done
 KMMA_SHAPES=g4b timeout 560 python $X/kept_mma_ab_s26.py $OUT/kept_mma_g4_ab_s27_h200.json main:/tmp/s26k/base \
-  v1:/tmp/s26k/v1 v2:/tmp/s26k/v2 v3:/tmp/s26k/v3 2>&1 | grep -v "^check" | tail -16
+  $folders 2>&1 | grep -v "^check" | tail -16
 date -u
