@@ -5,7 +5,8 @@ each lane's B registers (kept values at their channels) by nibbles of its token'
 of the kept row and two byte permutes, and takes the kept term with one m16n8k16 MMA per 16 channels and 8 tokens:
 ~18 instructions a nibble whatever the head count (static SASS of the tile loop at D = 128, DK = 64, 4 query heads:
 1474-1573 against the walk's 1910; `scripts/compile_sm90.py`-style count on the 2-core CPU machine, NVRTC 13.5.37).
-Checks first (every variant against the fp32 reference and the baseline to rounding; each twice, bit-equal), then
+Checks first (every variant against the fp32 reference and the baseline to rounding; each twice, bit-equal; a variant
+that fails one is reported under "failed" and not timed, the session 26 runs had none), then
 whole steps (split kernel + Triton combine, CUDA graph, read flush, medians of three interleaved rounds), pages.
 Command: PYTHONPATH=. python benchmarks/results/experiments/kept_mma_ab_s26.py OUT.json NAME:FOLDER [NAME:FOLDER ...]
 KMMA_SHAPES=g4 (default: Llama heads, 2, 4 and 8 query heads a KV head), g8 (5-8 query heads a KV head) or g4b
@@ -47,6 +48,7 @@ def load(name, folder):
 
 MODS = {a.split(":")[0]: load(*a.split(":")) for a in sys.argv[2:]}
 BASE = next(iter(MODS))
+FAILED: dict[str, list] = {}  # variant -> the checks it failed
 
 
 def step_fn(mod, q, prefix, scale, **kw):
@@ -74,7 +76,8 @@ for hq, h, d, dk, dtype, kw in ((32, 8, 128, 26, torch.bfloat16, {}), (32, 8, 12
                                 (32, 8, 128, 40, torch.bfloat16, {}), (32, 8, 128, 90, torch.float16, {}),
                                 (32, 8, 128, 52, torch.bfloat16, {}), (32, 8, 128, 96, torch.bfloat16, {}),
                                 (32, 8, 128, 63, torch.float16, dict(seq=3001)),
-                                (64, 8, 128, 25, torch.bfloat16, dict(seq=2999))):
+                                (64, 8, 128, 25, torch.bfloat16, dict(seq=2999)), (16, 8, 256, 51, torch.bfloat16, {}),
+                                (64, 8, 256, 128, torch.float16, {}), (9, 3, 64, 32, torch.bfloat16, {})):
     kw = dict(kw)
     seq = kw.pop("seq", 3000)  # odd DK with an odd length: rows of separate arrays start off 16-byte lines
     q, k, v, stat, _ = make_shape(3, hq, h, seq, d, dtype, seed=dk + hq)
@@ -97,7 +100,14 @@ for hq, h, d, dk, dtype, kw in ((32, 8, 128, 26, torch.bfloat16, {}), (32, 8, 12
                            bit_equal=same, repeat_bit_equal=repeat, rel_diff_vs_base=diff))
         print(f"check D{d} G{hq // h} DK{dk} {str(dtype)[6:]} {kw} {form}: err {err} same {same} repeat {repeat}",
               flush=True)
-        assert max(err.values()) < 1e-2 and all(same[n] or diff[n] < 1e-3 for n in outs) and all(repeat.values())
+        assert err[BASE] < 1e-2 and repeat[BASE], "the baseline itself fails"
+        for n in outs:  # a variant that fails any check is not timed (the others still are)
+            if not (err[n] < 1e-2 and (same[n] or diff[n] < 1e-3) and repeat[n]):
+                FAILED.setdefault(n, []).append(checks[-1])
+                print(f"FAILED check: {n} at D{d} G{hq // h} DK{dk} {kw} {form}", flush=True)
+for n in FAILED:
+    MODS.pop(n, None)
+Path(sys.argv[1]).write_text(json.dumps(dict(environment(), checks=checks, failed=FAILED, rows=[]), indent=1))
 rows = []
 SHAPES = {
     "g4": ((32, 8, 128, 131072, 1, (0.5, 0.75, 0.8)), (32, 8, 128, 32768, 8, (0.5,)), (32, 8, 128, 32768, 1, (0.5,)),
@@ -105,7 +115,7 @@ SHAPES = {
     # next session's candidates (kept_mma_g4_*_s26.patch): 2-8 query heads a KV head over key ratios
     "g4b": ((32, 8, 128, 131072, 1, (0.25, 0.3, 0.5, 0.625, 0.8)), (32, 8, 128, 32768, 8, (0.3, 0.5)),
             (32, 8, 128, 32768, 1, (0.5,)), (32, 8, 128, 8192, 1, (0.5,)), (16, 8, 128, 32768, 1, (0.5,)),
-            (64, 8, 128, 32768, 1, (0.5,))),
+            (64, 8, 128, 32768, 1, (0.5,)), (9, 3, 64, 131072, 1, (0.5,)), (16, 8, 256, 32768, 1, (0.5,))),
     "g8": ((64, 8, 128, 131072, 1, (0.5, 0.75)), (64, 8, 128, 32768, 8, (0.5, 0.75)),
            (64, 8, 128, 32768, 1, (0.5, 0.75)), (64, 8, 128, 8192, 1, (0.5,)), (48, 8, 128, 32768, 1, (0.5,)),
            (32, 8, 128, 32768, 1, (0.5,))),
@@ -134,7 +144,8 @@ for hq, h, d, s, b, lams in SHAPES:
                          speedup_vs_base={n: med[BASE] / x for n, x in med.items()}))
         print(f"D{d} {hq}/{h} {s} b{b} λ{lam}: sdpa {sdpa:7.1f} " + " ".join(
             f"{n} {x:7.1f} (x{med[BASE] / x:.3f}, sdpa x{sdpa / x:.3f})" for n, x in med.items()), flush=True)
-        Path(sys.argv[1]).write_text(json.dumps(dict(environment(), checks=checks, rows=rows), indent=1))
+        Path(sys.argv[1]).write_text(json.dumps(dict(environment(), checks=checks, failed=FAILED, rows=rows),
+                                                indent=1))
         del prefix, steps
     del q, k, v
     torch.cuda.empty_cache()

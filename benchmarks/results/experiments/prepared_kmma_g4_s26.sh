@@ -10,8 +10,10 @@
 #   v2 (kept_mma_g4_qksmem_s26.patch): v1 with the MMA's A operand read from shared memory per k-step instead of 16
 #       registers: fits 200 registers with no stack frame; tile loop 1606 SASS instructions at DK = 64 (walk: 1910),
 #       1595 at DK = 96 (walk: 2547), 1613 at DK = 48 (walk: 1854);
-#   v3 (kept_mma_all_dk_s26.patch):    v2 at every DK (rows of any copy mode, odd DK included): 1656 at DK = 90 (walk:
-#       2468), 1583 at DK = 26 (walk: 1364, so expected to lose at λ = 0.8);
+#   v3 (kept_mma_all_dk_s26.patch):    v2 at every DK (rows of any copy mode, odd DK included) and head_dim (64: a lane
+#       takes half a bitmap word, 256: two): 1656 at DK = 90 (walk: 2468), 1583 at DK = 26 (walk: 1364, so expected
+#       to lose at λ = 0.8); SmolLM2's D = 64, DK = 32: 993 (walk: 1092); D = 256, DK = 128, 2 query heads a KV head:
+#       2969 (walk: 3765) but a 32-byte stack frame at 255 registers;
 #   v4 (kept_mma_alu_sel_s26.patch):   v3 with each nibble's selectors and mask computed (two table PRMTs, a sign-
 #       replicating PRMT) instead of loaded from the 16-entry table: 1855 at DK = 64, 1887 at DK = 90, but 32 fewer
 #       16-byte shared-memory loads a tile (v2-v3 read ~1.7x the walk's shared-memory wavefronts by estimate, so the
@@ -20,8 +22,10 @@
 # VARIANTS="v1 v2 v3 v4" picks which run beside main (default "v2 v3 v4": the four-variant call stays under ~8 min).
 # (static counts: `python benchmarks/results/experiments/kept_mma_count_s26.py /tmp/s26k/v2 64 4 200` etc.; 2-core CPU, NVRTC 13.5.37, sm_90,
 # pages, bf16, 4 query heads a KV head, 4-warp blocks, cap 200.) The A/B checks every variant against the fp32 reference
-# and main (44 checks: DK 8-128 and odd DK with odd lengths, 2-8 query heads a KV head, bf16 / fp16, pages and arrays),
-# then times KMMA_SHAPES=g4b: Llama heads 128K·b1 at λ = 0.25, 0.3, 0.5, 0.625, 0.8, 32K·b8 at 0.3, 0.5, and more.
+# and main (50 checks: D = 64-256, DK 8-128 and odd DK with odd lengths, 2-8 query heads a KV head, bf16 / fp16, pages and
+# arrays),
+# then times KMMA_SHAPES=g4b: Llama heads 128K·b1 at λ = 0.25, 0.3, 0.5, 0.625, 0.8, 32K·b8 at 0.3, 0.5, smaller cells,
+# 64 / 8 heads, SmolLM2 128K·b1 and D = 256 (16 / 8 heads) 32K·b1 at λ = 0.5.
 # Run from the repository root on the device: bash benchmarks/results/experiments/prepared_kmma_g4_s26.sh (JSON under
 # $OUT). SETUP_ONLY=1 builds the folders and stops (checked on the CPU machine).
 set -u
