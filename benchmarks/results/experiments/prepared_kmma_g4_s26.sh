@@ -42,5 +42,5 @@ done
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u
 folders=""; for v in ${VARIANTS:-v2 v3 v4}; do folders="$folders $v:/tmp/s26k/$v"; done
 KMMA_SHAPES=g4b timeout 560 python $X/kept_mma_ab_s26.py $OUT/kept_mma_g4_ab_s27_h200.json main:/tmp/s26k/base \
-  $folders 2>&1 | grep -v "^check" | tail -16
+  $folders 2>&1 | grep -v "^check" | tail -24
 date -u
