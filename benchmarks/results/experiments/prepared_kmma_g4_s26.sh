@@ -8,14 +8,16 @@
 #       window reads land at data-dependent offsets, so padding bought no bank spread); 222 registers uncapped,
 #       spills at 200 (the launcher then drops the cap);
 #   v2 (kept_mma_g4_qksmem_s26.patch): v1 with the MMA's A operand read from shared memory per k-step instead of 16
-#       registers: fits 200 registers with no stack frame; tile loop 1606 SASS instructions at DK = 64 (walk: 1910),
-#       1595 at DK = 96 (walk: 2547), 1613 at DK = 48 (walk: 1854);
+#       registers, stored as its four registers {a0, 0, a2, 0} so that one 16-byte load fills them in place (from
+#       8-byte pairs the compiler added ~100 moves a tile): tile loop 1513 SASS instructions at DK = 64 with no stack
+#       frame under the 200 cap (walk: 1910), 1509 at DK = 48 (walk: 1854), 1504 at DK = 96 with a 16-byte one (walk:
+#       2547; the launcher then drops the cap);
 #   v3 (kept_mma_all_dk_s26.patch):    v2 at every DK (rows of any copy mode, odd DK included) and head_dim (64: a lane
-#       takes half a bitmap word, 256: two): 1656 at DK = 90 (walk: 2468), 1583 at DK = 26 (walk: 1364, so expected
-#       to lose at λ = 0.8); SmolLM2's D = 64, DK = 32: 993 (walk: 1092); D = 256, DK = 128, 2 query heads a KV head:
-#       2969 (walk: 3765) but a 32-byte stack frame at 255 registers;
+#       takes half a bitmap word, 256: two): 1562 at DK = 90 (walk: 2468); SmolLM2's D = 64, DK = 32: 922 (walk: 1092);
+#       D = 256, DK = 128, 2 query heads a KV head: 2805 (walk: 3765) but a 40-byte stack frame at 255 registers;
+#       before the 16-byte A loads it was 1583 at DK = 26 (walk: 1364, so expected to lose at λ = 0.8);
 #   v4 (kept_mma_alu_sel_s26.patch):   v3 with each nibble's selectors and mask computed (two table PRMTs, a sign-
-#       replicating PRMT) instead of loaded from the 16-entry table: 1855 at DK = 64, 1887 at DK = 90, but 32 fewer
+#       replicating PRMT) instead of loaded from the 16-entry table: 1786 at DK = 64, 1830 at DK = 90, but 32 fewer
 #       16-byte shared-memory loads a tile (v2-v3 read ~1.7x the walk's shared-memory wavefronts by estimate, so the
 #       shared-memory pipe may be their limit with 4 query heads; the selectors were checked against the table for all
 #       16 nibbles in Python on the CPU).
