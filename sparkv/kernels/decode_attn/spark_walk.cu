@@ -756,12 +756,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     const u32* kws = (const u32*)(st + KV_BYTES);
     const u32* sws = kws + 32 * NW;
 
-#if KEPT_MMA
-    // The kept term is taken with the recovery, on the tensor cores (below); only the scales go through ks.
-#if REC == 0
-    ks[GQ * 32 + lane] = r_cur;
-#endif
-#else
+#if !KEPT_MMA  // else the kept term is taken with the recovery, on the tensor cores (below)
     // ---- kept term, lane = token: CHAINS independent walks (the top one from the highest channel down, the
     // bottom one from the lowest up), each over half of the DK kept entries, for instruction-level parallelism ----
     {
@@ -875,11 +870,11 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #pragma unroll
       for (int h = 0; h < GQ; ++h) ks[h * 32 + lane] = a[h];
 #undef KV_CHUNK
-#if REC == 0
-      ks[GQ * 32 + lane] = r_cur;
-#endif
     }
-#endif  // KEPT_MMA
+#endif  // !KEPT_MMA
+#if REC == 0
+    ks[GQ * 32 + lane] = r_cur;
+#endif
     __syncwarp();
 
     // ---- recovery (tensor cores) and scores in the MMA C layout: head g, tokens 8j + 2*i4 + {0, 1} ----
