@@ -15,7 +15,6 @@ L2 flushed by a read, ``common.bench_us``), default launch, Llama heads (32 quer
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, bench_us, environment, parse_gpu_args, rel_err, script_parser, write_json  # noqa: E402
 from decode_attention import make_shape  # noqa: E402
+from folder_ab import load_module  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
@@ -42,17 +42,6 @@ SHAPES = [
     (32, 8, 128, 32768, 8, 0.8), (32, 8, 128, 131072, 8, 0.8), (32, 8, 128, 8192, 1, 0.8),
     (32, 8, 128, 32768, 1, 0.8), (9, 3, 64, 32768, 8, 0.8), (9, 3, 64, 131072, 8, 0.5),
 ]
-
-
-def load_module(folder: Path):
-    """``folder/cuda.py`` as a module of its own (it reads ``spark_walk.cu`` beside it)."""
-    for f in ("cuda.py", "spark_walk.cu"):
-        if not (folder / f).is_file():
-            raise SystemExit(f"--base-dir must hold cuda.py and spark_walk.cu; {folder / f} is missing")
-    spec = importlib.util.spec_from_file_location("sparkv_cuda_base", folder / "cuda.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def launch_overrides(text: str) -> dict[str, int]:
@@ -73,7 +62,7 @@ def main() -> None:
     p.add_argument("--key-ratio", type=float, default=None, choices=sorted({c[-1] for c in SHAPES}),
                    help="only the shapes of this λ (default: all)")
     args = parse_gpu_args(p, "cuda_source_ab.py")
-    versions = {"base": load_module(args.base_dir), "tree": cuda}
+    versions = {"base": load_module(args.base_dir, "sparkv_cuda_base"), "tree": cuda}
     launch = {"base": {}, "tree": args.tree_launch}
     rows = []
     shapes = [c for c in SHAPES if args.key_ratio is None or c[-1] == args.key_ratio]

@@ -176,3 +176,32 @@ def test_a_gpu_run_without_matplotlib_keeps_its_json_and_says_how_to_plot(monkey
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     plot_after_run(lambda result, png: drawn.append(png), {"rows": []}, tmp_path / "t.png", tmp_path / "t.json")
     assert drawn == [tmp_path / "t.png"] and f"--replot {tmp_path / 't.json'}" in capsys.readouterr().out
+
+
+def test_folder_ab_checks_its_folders_then_refuses_without_cuda(tmp_path):
+    """benchmarks/folder_ab.py (the experiments' kernel-folder A/Bs): a NAME:FOLDER pair that is malformed, repeated
+    or missing a kernel file is refused by name on any machine; without a GPU it then exits before writing."""
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in ("cuda.py", "spark_walk.cu"):
+        (base / f).write_text((ROOT / "sparkv" / "kernels" / "decode_attn" / f).read_text())
+    out = tmp_path / "out.json"
+
+    def run(*specs):
+        code = "import sys, folder_ab; folder_ab.run(sys.argv[1:], (), ())"
+        return subprocess.run([sys.executable, "-c", code, str(out), *specs], capture_output=True, text=True,
+                              check=False, timeout=120, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}"})
+
+    res = run()
+    assert res.returncode != 0 and "usage: OUT.json NAME:FOLDER" in res.stderr
+    res = run(f"main{base}")
+    assert res.returncode != 0 and "NAME:FOLDER" in res.stderr and f"main{base}" in res.stderr
+    res = run(f"main:{base}", f"main:{base}")
+    assert res.returncode != 0 and "distinct" in res.stderr
+    res = run(f"main:{base}", f"v1:{tmp_path}")
+    assert res.returncode != 0 and "cuda.py" in res.stderr and str(tmp_path) in res.stderr
+    if not torch.cuda.is_available():
+        res = run(f"main:{base}", f"v1:{base}")
+        assert res.returncode != 0 and "needs a CUDA device" in res.stderr
+    assert not out.exists()
