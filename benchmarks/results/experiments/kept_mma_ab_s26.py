@@ -4,7 +4,7 @@ The walk costs ~14 instructions a kept entry, GQ of them FMAs (8 with 5-8 query 
 each lane's B registers (kept values at their channels) by nibbles of its token's bitmap word from a 4-value window
 of the kept row and two byte permutes, and takes the kept term with one m16n8k16 MMA per 16 channels and 8 tokens:
 ~18 instructions a nibble whatever the head count (static SASS of the tile loop at D = 128, DK = 64, 4 query heads:
-1474-1573 against the walk's 1910; `scripts/compile_sm90.py`-style count on the 2-core CPU machine, NVRTC 13.5.37).
+1474-1573 against the walk's 1910; `kept_mma_count_s26.py` on the 2-core CPU machine, NVRTC 13.5.37).
 Checks, then whole steps, as `benchmarks/folder_ab.py` runs them (a variant failing a check is reported under "failed"
 and not timed; the session 26 runs had none).
 Command: PYTHONPATH=. python benchmarks/results/experiments/kept_mma_ab_s26.py OUT.json NAME:FOLDER [NAME:FOLDER ...]
