@@ -54,6 +54,16 @@ CASES = [
     (2, 2, 8, 1000, 0, 128, 64, torch.float16, "mean", [1000, 517]),
     (1, 2, 6, 700, 2, 128, 128, torch.bfloat16, "mean_linear", None),
     (2, 3, 5, 999, 0, 128, 8, torch.bfloat16, "constant", [999, 45]),
+    # The kept term on the tensor cores with A from shared memory (KEPT_MMA 2; also the G = 1, DK = 100 case above):
+    # odd DK with 1 and 4 query heads a KV head, 12 chunks a row (unpadded), 8 query heads over 8-byte units and
+    # 4-byte words, D = 256 (odd DK too), ragged.
+    (2, 2, 4, 1000, 0, 128, 77, torch.bfloat16, "mean", [1000, 517]),
+    (2, 3, 1, 999, 2, 128, 65, torch.float16, "mean_linear", [999, 45]),
+    (2, 2, 3, 1000, 0, 128, 96, torch.bfloat16, "constant", [1000, 33]),
+    (2, 2, 8, 1000, 0, 128, 52, torch.float16, "mean", [1000, 517]),
+    (1, 2, 6, 700, 1, 128, 90, torch.bfloat16, "zero", None),
+    (1, 2, 2, 1000, 3, 256, 192, torch.bfloat16, "mean", [999]),
+    (2, 2, 4, 700, 0, 256, 171, torch.float16, "mean", [700, 45]),
 ]
 
 
@@ -199,19 +209,44 @@ def test_short_kept_rows_take_one_eight_warp_block(poison_empty, d, kept, group,
 
 @pytest.mark.gpu
 def test_register_cap_dropped_where_it_spills_on_the_gpu(poison_empty):
-    """On the device's own NVRTC: DK = 100 at D = 128 (8-byte units, KV_MODE 3) builds without a stack frame under the
-    default cap, so the launch keeps it and matches the reference; a cap of 128 makes the same walk spill, and
-    without_added_spills drops that one."""
+    """On the device's own NVRTC: DK = 92 at D = 128 (8-byte units, KV_MODE 3, the walk) builds without a stack frame
+    under the default cap, so the launch keeps it and matches the reference; a cap of 128 makes the same walk spill,
+    and without_added_spills drops that one. The kept MMA on arrays at DK = 100 spills under the default cap (the CPU
+    tier's NVRTC says so too), so the launch drops it there and still matches the reference."""
     from torch.cuda import _utils as cuda_utils
 
     query, prefix, _, _ = make_case(1, 2, 4, 1500, 0, 128, 100, torch.bfloat16, "mean", None, seed=5)
+    p, d, why = cuda.launch_params(prefix, 4, torch.bfloat16)
+    assert why is None and d["KEPT_MMA"] == 2 and "MAXNREG" not in d and p["registers"] == 0
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1), ref) < 1e-2
+    query, prefix, _, _ = make_case(1, 2, 4, 1500, 0, 128, 92, torch.bfloat16, "mean", None, seed=5)
     p, d, why = cuda.launch_params(prefix, 4, torch.bfloat16)
     assert why is None and d["KV_MODE"] == 3 and d["MAXNREG"] == cuda.DEFAULTS["registers"]
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
     assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1), ref) < 1e-2
     major, minor = torch.cuda.get_device_capability()
-    low = cuda.defines(128, 100, 4, "mean", torch.bfloat16, 4, 2, 2, 2, registers=128)
+    low = cuda.defines(128, 92, 4, "mean", torch.bfloat16, 4, 2, 2, 2, registers=128)
     assert "MAXNREG" not in cuda.without_added_spills(low, f"sm_{major}{minor}", cuda_utils._get_nvrtc_library())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pages", [False, True], ids=["arrays", "pages"])
+def test_kept_mma_gives_way_where_its_operand_would_not_fit(poison_empty, pages):
+    """D = 256: the kept MMA's A operand (8 KB a block) takes a 4-warp block past the H200's shared memory from
+    DK = 216 on, where the launch walks instead (with the list where it fits); below, it takes the MMA. Both match the
+    reference."""
+    limit = torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+    for kept in (192, 224):
+        query, prefix, _, _ = make_case(1, 2, 2, 900, 0, 256, kept, torch.bfloat16, "mean", [900], seed=kept)
+        if pages:
+            prefix = SparKPages.from_compressed(prefix)
+        p, d, why = cuda.launch_params(prefix, 2, torch.bfloat16)
+        mma = cuda.defines(256, kept, 2, "mean", torch.bfloat16, p["warps"], p["min_blocks"], records=pages)
+        assert why is None and mma["KEPT_MMA"] == 2
+        assert d.get("KEPT_MMA", 0) == (2 if cuda.shared_bytes(mma) <= limit else 0)
+        ref = decode_attn_ref(query.float(), prefix, None, None, 0.06)
+        assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.06), ref) < 1e-2
 
 
 @pytest.mark.gpu
@@ -540,6 +575,10 @@ VARIANTS = [
     (64, 20, 1, "zero", torch.bfloat16, 4, 2, 1, 1, 0),
     (128, 64, 8, "mean", torch.float16, 4, 2, 2, 2, 200),  # the kept term on the tensor cores (KEPT_MMA)
     (128, 8, 5, "zero", torch.bfloat16, 8, 1, 2, 1, 0),
+    (128, 77, 4, "mean", torch.bfloat16, 4, 2, 2, 2, 200),  # KEPT_MMA 2: odd DK
+    (128, 96, 2, "constant", torch.float16, 4, 2, 1, 1, 200),  # 12 chunks a row, unpadded, GQ = 2
+    (128, 90, 8, "zero", torch.bfloat16, 8, 1, 2, 2, 0),  # 4-byte words, 8 query heads a KV head
+    (256, 192, 2, "mean", torch.bfloat16, 4, 1, 2, 2, 200),  # D = 256, two bitmap words a quarter
 ]
 
 
@@ -608,24 +647,46 @@ def test_swizzled_rows_start_on_128_byte_lines():
     assert off_256 == {0, 128}  # why KV_CHUNK adds whole 128-byte groups after the XOR
 
 
-def test_tensor_cores_take_the_kept_term_with_five_to_eight_query_heads_a_kv_head():
-    """KEPT_MMA where the walk would pay 8 FMAs a kept entry (5-8 query heads a KV head) at D = 128 with kept rows of
-    16-byte chunks (DK % 8 == 0): 1.11-1.63x there at λ = 0.5 on the H200, 0.77-0.91x with 2-4 query heads
-    (BENCHMARKS.md "Session 26"). Its kept rows are padded instead of swizzled, and its table takes 256 bytes."""
-    def d(head_dim, kept, group, warps=4):
-        return cuda.defines(head_dim, kept, group, "mean", torch.bfloat16, warps, 1)
+def test_tensor_cores_take_the_kept_term_where_the_walk_costs_more():
+    """KEPT_MMA (cuda.kept_mma) where the H200's A/Bs had it faster than the walk (BENCHMARKS.md "Session 26",
+    "Session 27"): mode 1 (A in registers, a table) with 5-8 query heads a KV head at D = 128 and DK % 8 == 0; mode 2
+    (A in shared memory, selectors computed) there at other DK from 41, with 1-4 at odd DK from 65 and DK from 96, and
+    at D = 256 with 1-4 from DK = 160 (the walk's list then goes); never at D = 64."""
+    def d(head_dim, kept, group, warps=4, **kw):
+        return cuda.defines(head_dim, kept, group, "mean", torch.bfloat16, warps, 1, **kw)
+
+    def mode(head_dim, kept, group):
+        return d(head_dim, kept, group).get("KEPT_MMA", 0)
 
     for group in (5, 6, 7, 8):
         for kept in (8, 40, 64, 128):
             assert d(128, kept, group).get("KEPT_MMA") == 1 and d(128, kept, group, warps=8).get("KEPT_MMA") == 1
-    assert all("KEPT_MMA" not in d(128, 64, group) for group in (1, 2, 3, 4))
-    assert all("KEPT_MMA" not in d(128, kept, 8) for kept in (26, 52, 90, 63))  # other copy modes keep the walk
-    assert "KEPT_MMA" not in d(64, 32, 8) and "KEPT_MMA" not in d(256, 128, 8)
+        assert [mode(128, kept, group) for kept in (26, 39, 41, 52, 63, 90)] == [0, 0, 2, 2, 2, 2]
+    for group in (1, 2, 3, 4):
+        kept = (26, 63, 64, 65, 77, 80, 90, 94, 95, 96, 100, 128)
+        assert [mode(128, k, group) for k in kept] == [0, 0, 0, 2, 2, 0, 0, 0, 2, 2, 2, 2]
+        assert [mode(256, k, group) for k in (128, 158, 159, 160, 192)] == [0, 0, 0, 2, 2]
+        assert [mode(64, k, group) for k in (13, 32, 48, 63)] == [0] * 4
+    assert mode(256, 192, 8) == 0 and mode(64, 48, 8) == 0
+    assert "WALK_LIST" not in d(256, 192, 4) and d(256, 159, 4)["WALK_LIST"] == 1
+    assert d(256, 192, 4, kept_on_tensor_cores=False)["WALK_LIST"] == 1
+    assert "KEPT_MMA" not in d(128, 96, 4, kept_on_tensor_cores=False)
+    assert "KEPT_MMA" not in d(128, 64, 8, kept_on_tensor_cores=False)
+
+    def without(defs):
+        return {k: v for k, v in defs.items() if k != "KEPT_MMA"}
+
+    # Mode 1, 8 chunks a row: swizzled and unpadded for the walk, padded to 9 for the MMA's plain addresses; plus the
+    # table.
     mma = d(128, 64, 8)
-    walk = {k: v for k, v in mma.items() if k != "KEPT_MMA"}
-    # 8 chunks a row: swizzled and unpadded for the walk, padded to 9 for the MMA's plain addresses; plus the table.
-    per_warp_stages = walk["STAGES"] * 32 * 16
-    assert cuda.shared_bytes(mma) - cuda.shared_bytes(walk) == 256 + walk["WARPS"] * per_warp_stages
+    walk = without(mma)
+    per_warp_stages = walk["WARPS"] * walk["STAGES"] * 32 * 16
+    assert cuda.shared_bytes(mma) - cuda.shared_bytes(walk) == 256 + per_warp_stages
+    # Mode 2: the A operand, [KS][32] of 16 bytes; 12 chunks a row: padded to 13 for the walk, not for the MMA.
+    mma = d(128, 96, 4)
+    assert cuda.shared_bytes(mma) - cuda.shared_bytes(without(mma)) == 8 * 32 * 16 - per_warp_stages
+    mma = d(128, 77, 4)  # odd DK: the tile's bytes as they are, for both
+    assert cuda.shared_bytes(mma) - cuda.shared_bytes(without(mma)) == 8 * 32 * 16
 
 
 def test_walk_list_only_at_d256_outside_eight_warp_blocks():
@@ -640,7 +701,8 @@ def test_walk_list_only_at_d256_outside_eight_warp_blocks():
     assert "WALK_LIST" not in cuda.defines(256, 128, 8, "mean", torch.bfloat16, 4, 1)  # 8 q-table columns
     assert cuda.shared_bytes(d(256, 4)) - cuda.shared_bytes({**d(256, 4), "WALK_LIST": 0}) == 4 * 32 * 9 * 8
     # Where the list alone would take the block past the device's limit, the launch walks the register queue.
-    low = cuda.defines(256, 208, 4, "mean", torch.bfloat16, 4, 1)  # λ = 0.19: 237,056 bytes with the list
+    low = cuda.defines(256, 208, 4, "mean", torch.bfloat16, 4, 1,  # λ = 0.19: 237,056 bytes with the list
+                       kept_on_tensor_cores=False)
     h200 = 232448
     assert cuda.shared_bytes(low) > h200 >= cuda.shared_bytes(cuda.without_walk_list_beyond(low, h200))
     assert "WALK_LIST" not in cuda.without_walk_list_beyond(low, h200)
@@ -674,18 +736,22 @@ def test_stack_frame_is_read_from_the_ptxas_report():
     assert cuda.stack_frame_bytes("ptxas info    : Used 200 registers") is None
 
 
-@pytest.mark.parametrize("head_dim, kept, records, registers, keeps_cap", [
-    (128, 64, True, 200, True),     # λ = 0.5: the cap changes only the schedule (measured 1.01-1.18x)
-    (128, 26, True, 200, True),     # λ = 0.8: the build uses fewer registers than the cap anyway
-    (128, 52, True, 200, True),     # pages at DK = 52: 8-byte units, no stack frame (4-byte words: 48 bytes)
-    (128, 100, False, 200, True),   # DK = 100: likewise (4-byte words: 224 bytes capped against 16 uncapped)
-    (128, 100, False, 128, False),  # a cap of 128 there: 32 bytes of stack frame against none uncapped
+@pytest.mark.parametrize("head_dim, kept, records, registers, keeps_cap, tensor_cores", [
+    (128, 64, True, 200, True, True),     # λ = 0.5: the cap changes only the schedule (measured 1.01-1.18x)
+    (128, 26, True, 200, True, True),     # λ = 0.8: the build uses fewer registers than the cap anyway
+    (128, 52, True, 200, True, True),     # pages at DK = 52: 8-byte units, no stack frame (4-byte words: 48 bytes)
+    (128, 100, False, 200, True, False),  # the walk at DK = 100: likewise (4-byte words: 224 bytes capped against 16)
+    (128, 100, False, 128, False, False),  # a cap of 128 there: 32 bytes of stack frame against none uncapped
+    (128, 96, True, 200, True, True),     # the kept MMA (KEPT_MMA 2) on pages fits the cap
+    (128, 100, False, 200, False, True),  # and spills under it on arrays
 ])
-def test_register_cap_is_dropped_where_it_adds_spills(head_dim, kept, records, registers, keeps_cap):
+def test_register_cap_is_dropped_where_it_adds_spills(head_dim, kept, records, registers, keeps_cap, tensor_cores):
     """The launcher keeps a register cap only where ptxas reports no larger stack frame than without it (sm_90, the
     pip NVRTC; on a GPU launch_params asks the device's own NVRTC the same question)."""
     lib = _pip_nvrtc()
-    d = cuda.defines(head_dim, kept, 4, "mean", torch.bfloat16, 4, 2, 2, 2, records=records, registers=registers)
+    d = cuda.defines(head_dim, kept, 4, "mean", torch.bfloat16, 4, 2, 2, 2, records=records, registers=registers,
+                     kept_on_tensor_cores=tensor_cores)
+    assert ("KEPT_MMA" in d) == (tensor_cores and kept >= 96)
     assert d["MAXNREG"] == registers
     kept_d = cuda.without_added_spills(d, "sm_90", lib)
     assert ("MAXNREG" in kept_d) == keeps_cap

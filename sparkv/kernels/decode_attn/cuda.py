@@ -105,16 +105,38 @@ def walk_depth(words: int, other_bits: int) -> int:
     return min(words, words + 1 - (other_bits + 32) // 32)
 
 
+def kept_mma(head_dim: int, kept: int, group: int) -> int:
+    """Whether the tensor cores take the kept term instead of the walk (spark_walk.cu, KEPT_MMA): 0 the walk; 1 A in
+    registers and a table of selectors (D = 128, ``kept`` % 8 == 0 only); 2 A from shared memory, selectors computed.
+
+    The walk costs per kept entry and query head, and more where the kept rows are odd (read per entry) or padded; the
+    MMA costs per channel whatever the heads. Whole steps on pages, one H200, against the walk (BENCHMARKS.md "Session
+    26" and "Session 27"): 5-8 query heads a KV head at D = 128, mode 1 1.11-1.63x at λ = 0.5 (``kept`` % 8 == 0),
+    mode 2 1.25-2.36x for ``kept`` of 45-90 otherwise (0.94x at 26); 1-4 at D = 128, mode 2 1.01-1.28x for odd
+    ``kept`` of 65-103 and at 96 (even ones of 64-90 were 0.85-1.07x, so the walk stays there); D = 256 with 2 and 4,
+    1.17-1.24x for ``kept`` of 160-192 (0.95x at 128); D = 64 0.91-0.98x, so never there. Between the measured
+    points (``kept`` of 41-44 with 5-8, 97-128 with 1-4) the rule follows its neighbours.
+    """
+    if head_dim == 128 and group > 4:
+        return 1 if kept % 8 == 0 else 2 if kept > 40 else 0
+    if head_dim == 128:
+        return 2 if kept >= 96 or (kept % 2 and kept >= 65) else 0
+    if head_dim == 256 and group <= 4:
+        return 2 if kept >= 160 else 0
+    return 0
+
+
 def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dtype, warps: int = 4,
             min_blocks: int = 1, chains: int = 2, stages: int = 2, records: bool = False,
-            registers: int = 0) -> dict[str, int]:
+            registers: int = 0, kept_on_tensor_cores: bool = True) -> dict[str, int]:
     """The kernel's compile-time constants; ``records``: it reads :class:`SparKPages` (offsets from
     :func:`~sparkv.cache.layout.tile_record`) instead of separate arrays; ``registers``: a cap per thread
     (``__maxnreg__``, MAXNREG) where it is below the one ``min_blocks`` blocks of ``warps`` warps imply
     (``__launch_bounds__``, :func:`implied_registers`); 0: that one. The kept rows' copy mode (KV_MODE) follows
     from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``, the words
     each walk's queue holds (DEPTH_TOP, DEPTH_BOT) from ``kept`` and ``chains`` (:func:`walk_depth`), and whether the
-    tensor cores take the kept term instead of the walk (KEPT_MMA) from ``head_dim``, ``kept`` and ``group``."""
+    tensor cores take the kept term instead of the walk (KEPT_MMA) from ``head_dim``, ``kept`` and ``group``
+    (:func:`kept_mma`) unless ``kept_on_tensor_cores`` is False."""
     # q-table columns: 2 for 1-2 query heads a KV head up to D = 128 (1.00-1.05x there; at D = 256 it was
     # 0.96-0.99x at λ = 0.8 with the list walk, 1.04-1.09x at λ = 0.5: BENCHMARKS.md "Session 22"), else 4 or 8.
     gq = 2 if group <= 2 and head_dim <= 128 else 4 if group <= 4 else 8
@@ -136,12 +158,10 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
             d["RRS_OFF"] = rec.scale
     if 0 < registers < implied_registers(warps, min_blocks):
         d["MAXNREG"] = registers
-    if gq == 8 and head_dim == 128 and kept % 8 == 0 and "WALK_LIST" not in d:
-        # 5-8 query heads a KV head: the walk pays 8 FMAs a kept entry, an MMA takes the kept term of up to 16 heads
-        # (spark_walk.cu, KEPT_MMA). H200, whole steps on pages: 1.11-1.63x at λ = 0.5 with 6 and 8 query heads a KV
-        # head (8K-128K tokens, batch 1-8), 0.99-1.06x at λ = 0.75; with 2 and 4 it was 0.77-0.91x, so not there
-        # (BENCHMARKS.md "Session 26").
-        d["KEPT_MMA"] = 1
+    mode = kept_mma(head_dim, kept, group) if kept_on_tensor_cores else 0
+    if mode:
+        d["KEPT_MMA"] = mode
+        d.pop("WALK_LIST", None)  # the MMA replaces the walk
     return d
 
 
@@ -167,7 +187,8 @@ def shared_bytes(d: dict[str, int]) -> int:
     if d["KV_MODE"] == 2:
         kvc = dkw // 4
         swizzled = kvc & (kvc - 1) == 0 and not d.get("KEPT_MMA")  # KV_SWIZZLE: unpadded
-        kv_bytes = 32 * (kvc if kvc % 2 or swizzled else kvc + 1) * 16
+        unpadded = kvc % 2 or swizzled or d.get("KEPT_MMA") == 2
+        kv_bytes = 32 * (kvc if unpadded else kvc + 1) * 16
     elif d["KV_MODE"] == 1:
         kv_bytes = 32 * (dkw if dkw % 2 else dkw + 1) * 4
     elif d["KV_MODE"] == 3:
@@ -184,7 +205,7 @@ def _fixed_bytes(d: dict[str, int]) -> int:
     nw = num_words(d["D"])
     walk_list = 32 * (nw | 1) * 8 if d.get("WALK_LIST") else 0  # WL_STRIDE
     copies = 16 if d["GQ"] == 2 else 8  # QCOPIES
-    lut = 256 if d.get("KEPT_MMA") else 0  # LUT_BYTES
+    lut = {1: 256, 2: d["D"] // 16 * 32 * 16}.get(d.get("KEPT_MMA", 0), 0)  # LUT_BYTES
     return d["D"] * copies * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list) + lut
 
 
@@ -432,9 +453,13 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
 
     def make(warps: int, min_blocks: int | None = None) -> dict:
-        d = defines(prefix.head_dim, kept, group, recovery, dtype, warps,
-                    p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
-                    records=isinstance(prefix, SparKPages), registers=p["registers"])
+        args = (prefix.head_dim, kept, group, recovery, dtype, warps,
+                p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"])
+        d = defines(*args, records=isinstance(prefix, SparKPages), registers=p["registers"])
+        if d.get("KEPT_MMA") == 2 and shared_bytes(d) > limit:
+            # its A operand's buffer (KS KB) would take the block past the limit (D = 256 at DK >= 216): the walk
+            d = defines(*args, records=isinstance(prefix, SparKPages), registers=p["registers"],
+                        kept_on_tensor_cores=False)
         return without_walk_list_beyond(d, limit)
 
     d = make(p["warps"])

@@ -7,7 +7,7 @@
 //            kept channel c add kept_values[t, k] * q[:, c] to G fp32 accumulators; q sits in shared memory
 //            as a [D][QCOPIES][GQ] fp32 table, copy = lane % QCOPIES, so the lanes of a load phase (8 of 16-byte
 //            loads, 16 of 8-byte ones at GQ = 2) never share a bank;
-//            (with 5-8 query heads a KV head at D = 128, DK % 8 == 0: an MMA per 16 channels instead, KEPT_MMA below);
+//            (where the walk costs more, an MMA per 16 channels instead: KEPT_MMA below);
 //   recovery r_t * sum_pruned sign * (q*u): one m16n8k16 MMA per 16 channels and 8 tokens, M = query heads,
 //            N = tokens, K = channels (any channel order works if q*u uses the same one); the B operand (+-2 on
 //            pruned channels, 0 on kept ones, with q*u/2 as A) is built in registers from the kept and sign words
@@ -53,15 +53,19 @@ typedef unsigned long long u64;
 #define DKW (DK / 2)
 #define ALL_LANES 0xffffffffu
 #define NEG_INF __int_as_float(0xff800000)
-// KEPT_MMA (set by the launcher with 5-8 query heads a KV head at D = 128, DK % 8 == 0: cuda.defines): the kept term
-// on the tensor cores instead of the walk, whose cost grows with the heads (GQ FMAs a kept entry) while an MMA takes
-// up to 16 heads at once. M = query heads, N = tokens, K = channels, A = q in its own dtype (exact); each lane builds
-// its B registers for its token and its bitmap word i4, four channels (a nibble) a k-step: the nibble's kept values
-// are 0-4 consecutive entries of the token's kept row from the nibble's rank, read as a 4-value window (three 32-bit
-// loads and two funnel shifts) and spread to their channels by two byte permutes, whose selectors and mask come from
-// a 16-entry table in shared memory. Kept rows are padded, not swizzled, for plain addresses. 1.11-1.63x over the
-// walk with 6 and 8 query heads a KV head at λ = 0.5, 0.99-1.06x at 0.75; with 2-4 it was 0.77-0.91x
-// (BENCHMARKS.md "Session 26").
+// KEPT_MMA (set by the launcher where the walk costs more: cuda.kept_mma): the kept term on the tensor cores instead
+// of the walk, whose cost grows with the heads (GQ FMAs a kept entry) and with the kept entries, while an MMA takes up
+// to 16 heads at once and costs per channel. M = query heads, N = tokens, K = channels, A = q in its own dtype
+// (exact); each lane builds its B registers for its token and its quarter of the channels, four channels (a nibble)
+// a k-step: the nibble's kept values are 0-4 consecutive entries of the token's kept row from the nibble's rank, read
+// as a 4-value window (three 32-bit loads and two funnel shifts) and spread to their channels by two byte permutes.
+//   1: D = 128, DK % 8 == 0 (5-8 query heads a KV head): A in registers, the permutes' selectors and mask from a
+//      16-entry table in shared memory, kept rows padded (not swizzled, for plain addresses); 1.11-1.63x over the
+//      walk with 6 and 8 query heads a KV head at λ = 0.5 (BENCHMARKS.md "Session 26");
+//   2: any D and DK: A read from shared memory per k-step (16 registers fewer, so that it fits the 200-register cap),
+//      the selectors computed, kept rows unpadded; 1.01-1.28x over the walk with 1-4 query heads a KV head where DK is
+//      odd from 65 or >= 96 at D = 128, 1.17-1.24x at D = 256 from DK = 160, 1.25-2.36x with 8 at DK % 8 != 0
+//      (BENCHMARKS.md "Session 27").
 #ifndef KEPT_MMA
 #define KEPT_MMA 0
 #endif
@@ -74,7 +78,7 @@ typedef unsigned long long u64;
 // counted 13 % of the kernel's global sectors as excessive at DK = 64 (BENCHMARKS.md "Session 24"), the loss
 // "Session 11" found for padded V rows.
 #define KV_SWIZZLE (!KEPT_MMA && (KVC & (KVC - 1)) == 0)
-#define KV_STRIDE16 ((KV_SWIZZLE || KVC % 2) ? KVC : KVC + 1)
+#define KV_STRIDE16 ((KV_SWIZZLE || KVC % 2 || KEPT_MMA == 2) ? KVC : KVC + 1)
 #define KV_BYTES (32 * KV_STRIDE16 * 16)
 #elif KV_MODE == 1
 #define KV_STRIDE_W ((DKW % 2) ? DKW : DKW + 1)
@@ -112,9 +116,11 @@ typedef unsigned long long u64;
 #endif
 #define WL_STRIDE (NW | 1)
 #define WL_BYTES (WALK_LIST ? 32 * WL_STRIDE * 8 : 0)
-#define LUT_BYTES (KEPT_MMA ? 256 : 0)
+// KEPT_MMA 1: the selectors' table; 2: the kept MMA's A operand, [KS][32] uint4.
+#define LUT_BYTES (KEPT_MMA == 1 ? 256 : KEPT_MMA == 2 ? KS * 32 * 16 : 0)
 #define SMEM_FIXED (QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES) + LUT_BYTES)
-static_assert(!KEPT_MMA || (KV_MODE == 2 && D == 128 && !WALK_LIST), "KEPT_MMA: D = 128, DK % 8 == 0, no walk list");
+static_assert(KEPT_MMA != 1 || (KV_MODE == 2 && D == 128), "KEPT_MMA 1: D = 128, DK % 8 == 0");
+static_assert(KEPT_MMA >= 0 && KEPT_MMA <= 2 && !(KEPT_MMA && WALK_LIST), "KEPT_MMA: 0-2, replaces the walk's list");
 static_assert(SMEM_FIXED % 128 == 0 && WARP_BYTES % 128 == 0, "every warp's V tile must start on a 128-byte line");
 #ifdef EXPECT_SMEM  // defined by the launcher: cuda.shared_bytes() must describe this layout
 static_assert(SMEM_FIXED + WARPS * WARP_BYTES == EXPECT_SMEM, "cuda.shared_bytes() disagrees with spark_walk.cu");
@@ -679,7 +685,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     if (c < D) u_s[c] = ux[i];
   }
 #endif
-#if KEPT_MMA
+#if KEPT_MMA == 1
   // Table entry n (a nibble of kept bits, channel c + i at bit i): x, the byte selector of the channels c, c + 1 from
   // (window word 0, zero); y and z, the selector of c + 2, c + 3 from (window words 0, 1) and the mask of the kept ones.
   uint4* lut = (uint4*)(smem + QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES));
@@ -714,7 +720,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     qa[s][0] = pack_bf16(f4[0], f4[1]);
     qa[s][1] = pack_bf16(f4[2], f4[3]);
   }
-#if KEPT_MMA
+#if KEPT_MMA == 1
   // A operand of the kept MMA: q itself in its dtype (exact). K-step s of lane i4 takes channels 32 i4 + 4 s + 0..3
   // (the four channels of nibble s of bitmap word i4): a0 = c, c + 1, a2 = c + 2, c + 3.
   u32 qk[8][2];
@@ -729,6 +735,24 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     qk[s][0] = pack_p(f4[0], f4[1]);
     qk[s][1] = pack_p(f4[2], f4[3]);
   }
+#elif KEPT_MMA == 2
+  // The same A operand, K-step s of lane i4 taking channels (D / 4) i4 + 4 s + 0..3, in shared memory: stored as the
+  // MMA's four registers {a0, 0, a2, 0}, which one 16-byte load fills in place (from 8-byte pairs the compiler moved
+  // them into place: ~100 more instructions a tile at DK = 64).
+  uint4* qk_s = (uint4*)(smem + QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES));
+  if (warp == 0) {
+#pragma unroll
+    for (int s = 0; s < KS; ++s) {
+      float f4[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ch = (D / 4) * i4 + 4 * s + e;
+        f4[e] = g < G ? qtab[(ch * QCOPIES + (ch & (QCOPIES - 1))) * GQ + g] : 0.f;
+      }
+      qk_s[s * 32 + lane] = make_uint4(pack_p(f4[0], f4[1]), 0u, pack_p(f4[2], f4[3]), 0u);
+    }
+  }
+  __syncthreads();
 #endif
 #if REC == 0
   __syncthreads();  // u_s (the last warp's V tile) is read by every warp before that warp's first V copies land there
@@ -913,21 +937,55 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       float k0 = 0.f, k1 = 0.f;
 #if KEPT_MMA
       {
-        // Kept term of token tt, channels of bitmap word i4, by nibbles; rank: the word's first kept value's index in
-        // the token's row (the kept bits of the words before it, summed over the token's four lanes).
-        const u32 kword = kws[tt * NW + i4];
-        const u32 pc = __popc(kword);
+        // Kept term of token tt, this lane's quarter of its channels (D / 4 bits of its bitmap: half a word at D = 64,
+        // word i4 at 128, words 2 i4 and 2 i4 + 1 at 256), by nibbles; rank: the quarter's first kept value's index in
+        // the token's row (the kept bits of the quarters before it, summed over the token's four lanes).
+        constexpr int SEGW = D >= 128 ? D / 128 : 1;  // bitmap words of a quarter
+        u32 seg[SEGW];
+#pragma unroll
+        for (int m = 0; m < SEGW; ++m) {
+          seg[m] = D >= 128 ? kws[tt * NW + SEGW * i4 + m] : (kws[tt * NW + (i4 >> 1)] >> (16 * (i4 & 1))) & 0xFFFFu;
+        }
+        const u32 pc0 = __popc(seg[0]);
+        u32 pc = pc0;
+#pragma unroll
+        for (int m = 1; m < SEGW; ++m) pc += __popc(seg[m]);
         u32 incl = pc, x = __shfl_up_sync(ALL_LANES, incl, 1, 4);
         incl += i4 >= 1 ? x : 0u;
         x = __shfl_up_sync(ALL_LANES, incl, 2, 4);
         incl += i4 >= 2 ? x : 0u;
-        const u32 row = smem_u32(st) + tt * (KV_STRIDE16 * 16) + 2 * (incl - pc);  // the word's first value
+#if KV_MODE == 2
+        constexpr int ROW_BYTES = KV_STRIDE16 * 16;
+        constexpr int ROW0 = 0;
+#else  // rows of DK values one after another (KV_MODE 1 and 3 rows are unpadded; odd DK: the tile's bytes as they are)
+        constexpr int ROW_BYTES = DK * 2;
+        const int ROW0 = KV_MODE == 0 && !RECORDS ? (int)((u64)kv_bh & 15) : 0;
+#endif
+        const u32 row = smem_u32(st) + ROW0 + tt * ROW_BYTES + 2 * (incl - pc);  // the quarter's first value
         float ck[4] = {0.f, 0.f, 0.f, 0.f}, ck2[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-        for (int s = 0; s < 8; ++s) {
+        for (int s = 0; s < KS; ++s) {
           // Byte address of the nibble's first value (independent of the other nibbles: no chain through them).
-          const u32 at = s == 0 ? row : row + 2 * __popc(kword & ((1u << (4 * s)) - 1u));
-          const uint4 e = lut[(kword >> (4 * s)) & 15u];
+          const int m = s / 8, o = 4 * (s % 8);
+          const u32 word = seg[m];
+          u32 before = o == 0 ? 0u : __popc(word & ((1u << o) - 1u));
+          if (m == 1) before += pc0;
+          const u32 at = row + 2 * before;
+          const u32 nib = (word >> o) & 15u;
+#if KEPT_MMA == 1
+          const uint4 e = lut[nib];
+#else
+          // The selectors and mask by arithmetic instead of the table (no shared-memory load, which the A operand's
+          // loads need more): tables of 4 16-bit selectors in two registers, indexed by the nibble's low two bits,
+          // and the mask from the sign bits of bytes 0 and 1 (bits 2 and 3 of the nibble moved to bits 7 and 15).
+          const u32 pick = (nib & 3u) * 0x22u + 0x10u;  // bytes 2i, 2i + 1 of a table
+          u32 sel0, sel1, m1;
+          asm("prmt.b32 %0, %1, %2, %3;" : "=r"(sel0) : "r"(0x54105454u), "r"(0x32101054u), "r"(pick));
+          asm("prmt.b32 %0, %1, %2, %3;" : "=r"(sel1) : "r"(0x32321010u), "r"(0x54543232u), "r"(pick));
+          sel1 += (nib & 4u) * 0x880u;  // o3 = o2 + b2: 2 b2 more in the selectors of c + 3's bytes
+          asm("prmt.b32 %0, %1, 0, 0x9988;" : "=r"(m1) : "r"(nib * 0x1020u));
+          const uint4 e = make_uint4(sel0, sel1, m1, 0u);
+#endif
           // The four values from there: three aligned words and a funnel shift by 16 bits where the first value is
           // the high half of its word (sh mod 32).
           const u32* w = (const u32*)(smem + ((at & ~3u) - smem_u32(smem)));
@@ -936,7 +994,12 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
           u32 b0, b1;
           asm("prmt.b32 %0, %1, 0, %2;" : "=r"(b0) : "r"(x0), "r"(e.x));
           asm("prmt.b32 %0, %1, %2, %3;" : "=r"(b1) : "r"(x0), "r"(x1), "r"(e.y));
+#if KEPT_MMA == 1
           mma_pv((s & 1) ? ck2 : ck, qk[s][0], 0u, qk[s][1], 0u, b0, b1 & e.z);
+#else
+          const uint4 a = qk_s[s * 32 + lane];
+          mma_pv((s & 1) ? ck2 : ck, a.x, a.y, a.z, a.w, b0, b1 & e.z);
+#endif
         }
         k0 = ck[0] + ck2[0];
         k1 = ck[1] + ck2[1];
