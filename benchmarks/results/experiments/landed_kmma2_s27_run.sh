@@ -1,10 +1,11 @@
 #!/bin/bash
-# Session 27, prepared for the next session: main (gpu/s27/base = 86e1e31's cuda.py and spark_walk.cu, `git show
-# 86e1e31:sparkv/kernels/decode_attn/<file>`) against the landed tree (KEPT_MMA 1 and 2, cuda.kept_mma) and session 26's
-# v4 (gpu/s27/v4: `SETUP_ONLY=1 bash benchmarks/results/experiments/prepared_kmma_g4_s26.sh` on 86e1e31's tree builds
-# it at /tmp/s26k/v4) in one run, over every branch of the rule (LOW_SHAPES=landed, its 9 check cases). In session 27
-# this call (then with 43 check cases) timed out in its checks after 330 s; the short run (6 cells, main and the
-# tree) measured the landed build instead. Run from the repository root on the device with carry ["gpu"].
+# Session 27, prepared for the next session: main before KEPT_MMA 2 (gpu/s27/base, 86e1e31's kernel files) against the
+# landed tree (KEPT_MMA 1 and 2, cuda.kept_mma; b8c8697's kernel files unless changed since) and session 26's v4
+# (gpu/s27/v4) in one run, over every branch of the rule (LOW_SHAPES=landed, its 9 check cases): settles whether the
+# landed build's schedule costs ~4 % against v4 at DK = 96 (BENCHMARKS.md "Session 27" item 3). In session 27 this call,
+# then with 43 check cases, timed out in its checks after 330 s; the short run measured the landed build instead.
+# First, on the CPU machine: bash benchmarks/results/experiments/landed_kmma2_s27_folders.sh (builds gpu/s27/*);
+# then on the device, from the repository root, with carry ["gpu"]: bash benchmarks/results/experiments/landed_kmma2_s27_run.sh
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 mkdir -p /tmp/s27/landed && cp sparkv/kernels/decode_attn/cuda.py sparkv/kernels/decode_attn/spark_walk.cu /tmp/s27/landed/

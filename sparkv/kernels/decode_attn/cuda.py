@@ -112,10 +112,10 @@ def kept_mma(head_dim: int, kept: int, group: int) -> int:
     The walk costs per kept entry and query head, and more where the kept rows are odd (read per entry) or padded; the
     MMA costs per channel whatever the heads. Whole steps on pages, one H200, against the walk (BENCHMARKS.md "Session
     26" and "Session 27"): 5-8 query heads a KV head at D = 128, mode 1 1.11-1.63x at λ = 0.5 (``kept`` % 8 == 0),
-    mode 2 1.25-2.36x for ``kept`` of 45-90 otherwise (0.94x at 26); 1-4 at D = 128, mode 2 1.01-1.28x for odd
-    ``kept`` of 65-103 and at 96 (even ones of 64-90 were 0.85-1.07x, so the walk stays there); D = 256 with 2 and 4,
-    1.17-1.24x for ``kept`` of 160-192 (0.95x at 128); D = 64 0.91-0.98x, so never there. Between the measured
-    points (``kept`` of 41-44 with 5-8, 97-128 with 1-4) the rule follows its neighbours.
+    mode 2 1.25-2.36x for ``kept`` of 45-90 otherwise (0.94x at 26; measured with 8); 1-4 at D = 128, mode 2
+    1.01-1.28x for odd ``kept`` of 65-103 and at 96 (even ones of 64-90 were 0.85-1.07x, so the walk stays there);
+    D = 256 with 2 and 4, 1.17-1.24x for ``kept`` of 160-192 (0.95x at 128); D = 64 0.91-0.98x, so never there.
+    Between the measured points (``kept`` of 41-44 with 5-8, 97-128 with 1-4) the rule follows its neighbours.
     """
     if head_dim == 128 and group > 4:
         return 1 if kept % 8 == 0 else 2 if kept > 40 else 0
@@ -457,7 +457,8 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
                 p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"])
         d = defines(*args, records=isinstance(prefix, SparKPages), registers=p["registers"])
         if d.get("KEPT_MMA") == 2 and shared_bytes(d) > limit:
-            # its A operand's buffer (KS KB) would take the block past the limit (D = 256 at DK >= 216): the walk
+            # its A operand's buffer (D / 16 x 512 bytes) would take the block past the limit (D = 256 from DK = 216
+            # with 4 warps on the H200): the walk
             d = defines(*args, records=isinstance(prefix, SparKPages), registers=p["registers"],
                         kept_on_tensor_cores=False)
         return without_walk_list_beyond(d, limit)
