@@ -152,9 +152,9 @@ def time_folders(mods: dict, cells, out: Path, record: dict, rounds: int = 3) ->
     return rows
 
 
-def run(argv: list[str], cases, cells) -> None:
+def run(argv: list[str], cases, cells, rounds: int = 3) -> None:
     """``argv``: ``OUT.json NAME:FOLDER [NAME:FOLDER ...]`` (the first folder is the baseline): the checks, then the
-    timing of the folders that passed them."""
+    timing of the folders that passed them (medians of ``rounds`` interleaved rounds)."""
     if len(argv) < 2:
         raise SystemExit("usage: OUT.json NAME:FOLDER [NAME:FOLDER ...] (the first folder is the baseline)")
     out, mods = Path(argv[0]), load_folders(argv[1:])  # the folders are checked first, on any machine
@@ -165,4 +165,4 @@ def run(argv: list[str], cases, cells) -> None:
         mods.pop(n)
     record = dict(environment(), checks=checks, failed=failed)
     out.write_text(json.dumps(dict(record, rows=[]), indent=1))
-    time_folders(mods, cells, out, record)
+    time_folders(mods, cells, out, record, rounds)
