@@ -689,6 +689,24 @@ def test_tensor_cores_take_the_kept_term_where_the_walk_costs_more():
     assert cuda.shared_bytes(mma) - cuda.shared_bytes(without(mma)) == 8 * 32 * 16
 
 
+def test_kept_mma_gives_way_to_the_walk_where_its_operand_would_not_fit():
+    """defines_within: at D = 256 the kept MMA's A operand (8 KB) takes a 4-warp block past the H200's 232,448 bytes
+    from DK = 216, where the walk fits (without its list); below, the MMA stays. Where neither fits (DK = 224: the
+    walk pads its 28-chunk rows) the defines are left for the launcher to report or shrink."""
+    h200 = 232448
+
+    def within(kept, limit=h200):
+        return cuda.defines_within(limit, 256, kept, 2, "mean", torch.bfloat16, 4, 1, records=True)
+
+    assert within(208)["KEPT_MMA"] == 2 and cuda.shared_bytes(within(208)) <= h200
+    walk = within(216)
+    assert "KEPT_MMA" not in walk and "WALK_LIST" not in walk and cuda.shared_bytes(walk) <= h200
+    mma = cuda.defines(256, 216, 2, "mean", torch.bfloat16, 4, 1, records=True)
+    assert mma["KEPT_MMA"] == 2 and cuda.shared_bytes(mma) > h200
+    assert cuda.shared_bytes(within(224)) > h200
+    assert within(192, limit=10**6) == cuda.defines(256, 192, 2, "mean", torch.bfloat16, 4, 1, records=True)
+
+
 def test_walk_list_only_at_d256_outside_eight_warp_blocks():
     """The kept walk reads its words from a shared-memory list at D = 256 (2.3 KB a warp), except in 8-warp blocks and
     with more than 4 query heads a KV head, where the list would change the blocks that fit (BENCHMARKS.md "Session

@@ -175,6 +175,17 @@ def without_walk_list_beyond(d: dict[str, int], limit: int) -> dict[str, int]:
     return d
 
 
+def defines_within(limit: int, *args, **kw) -> dict[str, int]:
+    """:func:`defines` ``(*args, **kw)`` for a block of at most ``limit`` bytes of shared memory where it can be had:
+    the walk where the kept MMA's A operand (mode 2, D / 16 x 512 bytes) would take the block past it (D = 256 from
+    DK = 216 with 4 warps on the H200), then the register-queue walk where the list would
+    (:func:`without_walk_list_beyond`). What fits neither way is left for the launcher to report."""
+    d = defines(*args, **kw)
+    if d.get("KEPT_MMA") == 2 and shared_bytes(d) > limit:
+        d = defines(*args, **kw, kept_on_tensor_cores=False)
+    return without_walk_list_beyond(d, limit)
+
+
 def implied_registers(warps: int, min_blocks: int) -> int:
     """Registers a thread that ``__launch_bounds__(32 * warps, min_blocks)`` leaves (65536 a multiprocessor on
     sm_80 / sm_90, allocated in 8s, at most 255)."""
@@ -453,15 +464,9 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
 
     def make(warps: int, min_blocks: int | None = None) -> dict:
-        args = (prefix.head_dim, kept, group, recovery, dtype, warps,
-                p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"])
-        d = defines(*args, records=isinstance(prefix, SparKPages), registers=p["registers"])
-        if d.get("KEPT_MMA") == 2 and shared_bytes(d) > limit:
-            # its A operand's buffer (D / 16 x 512 bytes) would take the block past the limit (D = 256 from DK = 216
-            # with 4 warps on the H200): the walk
-            d = defines(*args, records=isinstance(prefix, SparKPages), registers=p["registers"],
-                        kept_on_tensor_cores=False)
-        return without_walk_list_beyond(d, limit)
+        return defines_within(limit, prefix.head_dim, kept, group, recovery, dtype, warps,
+                              p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
+                              records=isinstance(prefix, SparKPages), registers=p["registers"])
 
     d = make(p["warps"])
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:

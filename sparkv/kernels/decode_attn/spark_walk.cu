@@ -720,27 +720,19 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     qa[s][0] = pack_bf16(f4[0], f4[1]);
     qa[s][1] = pack_bf16(f4[2], f4[3]);
   }
+#if KEPT_MMA
+  // A operand of the kept MMA: q itself in its dtype (exact). K-step s of lane i4 takes channels (D / 4) i4 + 4 s +
+  // 0..3 (the four channels of nibble s of its quarter of the bitmap): a0 = c, c + 1, a2 = c + 2, c + 3. Mode 1 keeps
+  // it in registers; mode 2 in shared memory, stored as the MMA's four registers {a0, 0, a2, 0}, which one 16-byte
+  // load fills in place (from 8-byte pairs the compiler moved them into place: ~100 more instructions a tile at
+  // DK = 64), written by warp 0 for the block.
 #if KEPT_MMA == 1
-  // A operand of the kept MMA: q itself in its dtype (exact). K-step s of lane i4 takes channels 32 i4 + 4 s + 0..3
-  // (the four channels of nibble s of bitmap word i4): a0 = c, c + 1, a2 = c + 2, c + 3.
-  u32 qk[8][2];
-#pragma unroll
-  for (int s = 0; s < 8; ++s) {
-    float f4[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int ch = 32 * i4 + 4 * s + e;
-      f4[e] = g < G ? qtab[(ch * QCOPIES + (ch & (QCOPIES - 1))) * GQ + g] : 0.f;
-    }
-    qk[s][0] = pack_p(f4[0], f4[1]);
-    qk[s][1] = pack_p(f4[2], f4[3]);
-  }
-#elif KEPT_MMA == 2
-  // The same A operand, K-step s of lane i4 taking channels (D / 4) i4 + 4 s + 0..3, in shared memory: stored as the
-  // MMA's four registers {a0, 0, a2, 0}, which one 16-byte load fills in place (from 8-byte pairs the compiler moved
-  // them into place: ~100 more instructions a tile at DK = 64).
+  u32 qk[KS][2];
+#else
   uint4* qk_s = (uint4*)(smem + QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES));
-  if (warp == 0) {
+  if (warp == 0)
+#endif
+  {
 #pragma unroll
     for (int s = 0; s < KS; ++s) {
       float f4[4];
@@ -749,10 +741,17 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
         const int ch = (D / 4) * i4 + 4 * s + e;
         f4[e] = g < G ? qtab[(ch * QCOPIES + (ch & (QCOPIES - 1))) * GQ + g] : 0.f;
       }
+#if KEPT_MMA == 1
+      qk[s][0] = pack_p(f4[0], f4[1]);
+      qk[s][1] = pack_p(f4[2], f4[3]);
+#else
       qk_s[s * 32 + lane] = make_uint4(pack_p(f4[0], f4[1]), 0u, pack_p(f4[2], f4[3]), 0u);
+#endif
     }
   }
+#if KEPT_MMA == 2
   __syncthreads();
+#endif
 #endif
 #if REC == 0
   __syncthreads();  // u_s (the last warp's V tile) is read by every warp before that warp's first V copies land there
