@@ -231,6 +231,22 @@ def test_register_cap_dropped_where_it_spills_on_the_gpu(poison_empty):
 
 
 @pytest.mark.gpu
+def test_spill_report_survives_the_devices_nvrtc_cache():
+    """The device's NVRTC (13.0 with torch 2.11 on the H200) caches builds across processes; a cached build comes
+    back without ptxas's report. The report builds skip the cache, so the same source built twice reports twice."""
+    from torch.cuda import _utils as cuda_utils
+
+    lib = cuda_utils._get_nvrtc_library()
+    major, minor = torch.cuda.get_device_capability()
+    d = cuda.defines(128, 100, 4, "mean", torch.bfloat16, 4, 2, 2, 2, registers=200)
+    source = cuda.kernel_source(d)
+    cuda.nvrtc_compile(source, cuda.KERNEL_NAME, f"sm_{major}{minor}", lib)  # into the cache, where there is one
+    for _ in range(2):
+        _, log = cuda.nvrtc_build(source, cuda.KERNEL_NAME, f"sm_{major}{minor}", lib)
+        assert cuda.stack_frame_bytes(log) is not None, log[-500:]
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("pages", [False, True], ids=["arrays", "pages"])
 def test_kept_mma_gives_way_where_its_operand_would_not_fit(poison_empty, pages):
     """D = 256: the kept MMA's A operand (8 KB a block) takes a 4-warp block past the H200's shared memory from
@@ -744,6 +760,20 @@ def test_cuda_source_compiles(variant, arch, records):
     with pytest.raises(RuntimeError, match="shared_bytes"):
         cuda.nvrtc_compile(cuda.kernel_source({**defines, "EXPECT_SMEM": cuda.shared_bytes(defines) + 16}),
                            cuda.KERNEL_NAME, arch, _pip_nvrtc())
+
+
+def test_the_report_build_skips_nvrtcs_cache():
+    """NVRTC 12.9+ returns a cached build without running ptxas, so without its report; the spill check's builds skip
+    the cache (the device's NVRTC cached across processes: session 28), the launcher's own builds keep it."""
+    lib = _pip_nvrtc()
+    assert cuda.nvrtc_version(lib) >= (12, 9)  # the test extras' NVRTC (13.x): the option applies
+    report = cuda.nvrtc_options("sm_90", lib, report=True)
+    assert b"-Xptxas=-v" in report and b"--no-cache" in report
+    assert not {b"-Xptxas=-v", b"--no-cache"} & set(cuda.nvrtc_options("sm_90", lib, report=False))
+    d = cuda.defines(128, 100, 4, "mean", torch.bfloat16, 4, 2, 2, 2, registers=200)
+    for _ in range(2):  # the second build of the same source still reports (NVRTC accepts the option)
+        _, log = cuda.nvrtc_build(cuda.kernel_source(d), cuda.KERNEL_NAME, "sm_90", lib)
+        assert cuda.stack_frame_bytes(log) is not None
 
 
 def test_stack_frame_is_read_from_the_ptxas_report():

@@ -225,9 +225,30 @@ def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
     return nvrtc_build(source, name, arch, lib, report=False)[0]
 
 
+def nvrtc_version(lib: ctypes.CDLL) -> tuple[int, int]:
+    """``(major, minor)`` of the NVRTC library ``lib``."""
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    return major.value, minor.value
+
+
+def nvrtc_options(arch: str, lib: ctypes.CDLL, report: bool) -> list[bytes]:
+    """The options :func:`nvrtc_build` passes. With ``report``, ptxas's resource report (``-Xptxas=-v``) and, from
+    NVRTC 12.9 on, ``--no-cache``: a build NVRTC finds in its cache (on a machine with a driver) returns without
+    running ptxas and so without the report, and :func:`without_added_spills` would then keep a capped build that
+    spills (session 28: on the H200 every process after the first that built one kept the 200 cap at DK = 96 with 4
+    query heads and DK = 64 with 8, 3-4 % slower there). Without it the cache stays on (faster warm builds)."""
+    opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17", b"--extra-device-vectorization"]
+    if report:
+        opts.append(b"-Xptxas=-v")
+        if nvrtc_version(lib) >= (12, 9):
+            opts.append(b"--no-cache")
+    return opts
+
+
 def nvrtc_build(source: str, name: str, arch: str, lib: ctypes.CDLL, report: bool = True) -> tuple[bytes, str]:
-    """``(CUBIN, log)`` of :func:`nvrtc_compile`; ``report``: with ptxas's resource report (``-Xptxas=-v``) in the
-    log."""
+    """``(CUBIN, log)`` of :func:`nvrtc_compile`; ``report``: with ptxas's resource report in the log
+    (:func:`nvrtc_options`)."""
     prog = ctypes.c_void_p()
 
     def read_log() -> str:
@@ -243,9 +264,7 @@ def nvrtc_build(source: str, name: str, arch: str, lib: ctypes.CDLL, report: boo
             raise RuntimeError(f"NVRTC {what} failed: {lib.nvrtcGetErrorString(status).decode()}")
 
     check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), f"{name}.cu".encode(), 0, None, None), "create")
-    opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17", b"--extra-device-vectorization"]
-    if report:
-        opts.append(b"-Xptxas=-v")
+    opts = nvrtc_options(arch, lib, report)
     arr = (ctypes.c_char_p * len(opts))(*opts)
     status = lib.nvrtcCompileProgram(prog, len(opts), arr)
     log = read_log()
