@@ -231,6 +231,30 @@ def test_register_cap_dropped_where_it_spills_on_the_gpu(poison_empty):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("group, pages", [(4, True), (4, False), (8, True), (2, False)])
+def test_query_operand_shared_where_the_blocks_stay(poison_empty, group, pages):
+    """On the device: at D = 128 the launcher reads the recovery MMA's query operand from shared memory (QA_SMEM) where
+    the block keeps its blocks a multiprocessor, not where its 4 KB would cost one (8 query heads at DK = 64 with 4
+    warps on the H200), and the result matches the reference either way, ragged rows, fp16 and bf16."""
+    dtype = torch.float16 if group == 2 else torch.bfloat16
+    query, arrays, _, _ = make_case(3, 2, group, 1600, 0, 128, 64, dtype, "mean", [1600, 777, 33], seed=group)
+    prefix = SparKPages.from_compressed(arrays) if pages else arrays
+    p, d, why = cuda.launch_params(prefix, group, dtype, warps=4, min_blocks=2)
+    assert why is None
+    props = torch.cuda.get_device_properties(query.device)
+    plain = {k: v for k, v in d.items() if k != "QA_SMEM"}
+    fits = props.shared_memory_per_multiprocessor // (cuda.shared_bytes(plain) + cuda.RESERVED_SMEM_PER_BLOCK)
+    fits_shared = props.shared_memory_per_multiprocessor // (cuda.shared_bytes(plain) + 4096
+                                                             + cuda.RESERVED_SMEM_PER_BLOCK)
+    assert ("QA_SMEM" in d) == (fits_shared >= fits)
+    if group == 8 and props.shared_memory_per_multiprocessor == 233472:  # the H200's: one block fewer
+        assert "QA_SMEM" not in d
+    ref = decode_attn_ref(query.float(), arrays, None, None, 0.1)
+    out = cuda.decode_attn_cuda(query, prefix, 0.1, warps=4, min_blocks=2)
+    assert torch.isfinite(out).all() and rel_err(out, ref) < 1e-2
+
+
+@pytest.mark.gpu
 def test_spill_report_survives_the_devices_nvrtc_cache():
     """The device's NVRTC (13.0 with torch 2.11 on the H200) caches builds across processes; a cached build comes
     back without ptxas's report. The report builds skip the cache, so the same source built twice reports twice."""
@@ -760,6 +784,42 @@ def test_cuda_source_compiles(variant, arch, records):
     with pytest.raises(RuntimeError, match="shared_bytes"):
         cuda.nvrtc_compile(cuda.kernel_source({**defines, "EXPECT_SMEM": cuda.shared_bytes(defines) + 16}),
                            cuda.KERNEL_NAME, arch, _pip_nvrtc())
+
+
+QUERY_SHARED_VARIANTS = [v for v in VARIANTS if v[0] == 128]  # QA_SMEM: D = 128 only (with_query_operand_shared)
+
+
+@pytest.mark.parametrize("index", range(len(QUERY_SHARED_VARIANTS)), ids=[
+    "-".join(str(x) for x in v if not isinstance(x, torch.dtype)) for v in QUERY_SHARED_VARIANTS])
+def test_cuda_source_compiles_with_the_query_operand_shared(index):
+    """Every D = 128 variant (walk, KEPT_MMA 1 and 2, GQ 2 / 4 / 8, both dtypes) with QA_SMEM, pages and arrays in
+    turn, sm_90 and sm_80 in turn: the build's own static_assert checks shared_bytes' count of its 4 KB."""
+    variant = QUERY_SHARED_VARIANTS[index]
+    plain = cuda.defines(*variant[:-1], records=index % 2 == 0, registers=variant[-1])
+    defines = cuda.with_query_operand_shared(plain, 232448, 0)
+    assert defines == {**plain, "QA_SMEM": 1}
+    assert cuda.shared_bytes(defines) == cuda.shared_bytes(plain) + 4096
+    arch = ("sm_90", "sm_80")[index // 2 % 2]
+    cubin = cuda.nvrtc_compile(cuda.kernel_source(defines), cuda.KERNEL_NAME, arch, _pip_nvrtc())
+    assert cubin[:4] == b"\x7fELF"
+
+
+def test_query_operand_is_shared_at_d128_where_the_blocks_a_multiprocessor_stay():
+    """with_query_operand_shared on the H200's limits (232,448 bytes a block, 233,472 a multiprocessor): on where two
+    4-warp blocks still fit (the targets' λ = 0.5 build), off where its 4 KB would leave one (8 query heads at DK = 64,
+    115,456 bytes a block), off past the block limit, and never at D = 64 or 256 (measured slower there)."""
+    block, sm = 232448, 233472
+    at = dict(records=True, registers=200)
+    g4 = cuda.defines(128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 2, **at)
+    assert cuda.with_query_operand_shared(g4, block, sm) == {**g4, "QA_SMEM": 1}
+    g8 = cuda.defines(128, 64, 8, "mean", torch.bfloat16, 4, 2, 2, 2, **at)
+    assert cuda.shared_bytes(g8) == 115456 and sm // (cuda.shared_bytes(g8) + 1024) == 2
+    assert cuda.with_query_operand_shared(g8, block, sm) == g8
+    assert cuda.with_query_operand_shared(g8, block, 0) == {**g8, "QA_SMEM": 1}  # multiprocessor unknown: not checked
+    assert cuda.with_query_operand_shared(g4, cuda.shared_bytes(g4) + 4095, 0) == g4
+    for head_dim, kept in ((64, 32), (256, 128)):
+        d = cuda.defines(head_dim, kept, 4, "mean", torch.bfloat16, 4, 1, 2, 2, **at)
+        assert cuda.with_query_operand_shared(d, block, 0) == d
 
 
 def test_the_report_build_skips_nvrtcs_cache():

@@ -186,6 +186,27 @@ def defines_within(limit: int, *args, **kw) -> dict[str, int]:
     return without_walk_list_beyond(d, limit)
 
 
+def with_query_operand_shared(d: dict[str, int], limit: int, sm_bytes: int) -> dict[str, int]:
+    """``d`` with the recovery MMA's A operand (the query) read from shared memory (QA_SMEM, D / 16 x 512 bytes a
+    block) at D = 128 where the block stays within ``limit`` bytes and as many blocks fit a multiprocessor of
+    ``sm_bytes`` (0: unknown, not checked); else ``d``.
+
+    From registers the compiler moved the operand into place with re-made zeros before every MMA (87 moves a tile at
+    DK = 64); one 16-byte load a k-step takes 3-4 % fewer instructions a tile. Whole steps on pages, one H200, against
+    the registers in the same run (BENCHMARKS.md "Session 28"): 32 query heads over 8 KV heads at D = 128, 1.002-1.037x
+    at λ = 0.5 and 0.8 over 8K-128K tokens, batch 1 and 8 (but 0.996x at 32K·b8, λ = 0.5, in one of two runs); 64
+    query heads, 1.019x at DK = 52 and 1.00x at 64; at D = 256 0.96x and at D = 64 0.99-1.01x, so not there."""
+    if d["D"] != 128:
+        return d
+    shared = {**d, "QA_SMEM": 1}
+    if shared_bytes(shared) > limit:
+        return d
+    if sm_bytes and (sm_bytes // (shared_bytes(shared) + RESERVED_SMEM_PER_BLOCK)
+                     < sm_bytes // (shared_bytes(d) + RESERVED_SMEM_PER_BLOCK)):
+        return d
+    return shared
+
+
 def implied_registers(warps: int, min_blocks: int) -> int:
     """Registers a thread that ``__launch_bounds__(32 * warps, min_blocks)`` leaves (65536 a multiprocessor on
     sm_80 / sm_90, allocated in 8s, at most 255)."""
@@ -217,7 +238,8 @@ def _fixed_bytes(d: dict[str, int]) -> int:
     walk_list = 32 * (nw | 1) * 8 if d.get("WALK_LIST") else 0  # WL_STRIDE
     copies = 16 if d["GQ"] == 2 else 8  # QCOPIES
     lut = {1: 256, 2: d["D"] // 16 * 32 * 16}.get(d.get("KEPT_MMA", 0), 0)  # LUT_BYTES
-    return d["D"] * copies * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list) + lut
+    qa = d["D"] // 16 * 32 * 16 if d.get("QA_SMEM") else 0  # QA_BYTES
+    return d["D"] * copies * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list) + lut + qa
 
 
 def nvrtc_compile(source: str, name: str, arch: str, lib: ctypes.CDLL) -> bytes:
@@ -483,9 +505,10 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
 
     def make(warps: int, min_blocks: int | None = None) -> dict:
-        return defines_within(limit, prefix.head_dim, kept, group, recovery, dtype, warps,
-                              p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
-                              records=isinstance(prefix, SparKPages), registers=p["registers"])
+        d = defines_within(limit, prefix.head_dim, kept, group, recovery, dtype, warps,
+                           p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
+                           records=isinstance(prefix, SparKPages), registers=p["registers"])
+        return with_query_operand_shared(d, limit, sm_bytes)
 
     d = make(p["warps"])
     if shared_bytes(d) > limit and "warps" not in kw and p["warps"] > 2:

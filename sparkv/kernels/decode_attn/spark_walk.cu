@@ -118,7 +118,14 @@ typedef unsigned long long u64;
 #define WL_BYTES (WALK_LIST ? 32 * WL_STRIDE * 8 : 0)
 // KEPT_MMA 1: the selectors' table; 2: the kept MMA's A operand, [KS][32] uint4.
 #define LUT_BYTES (KEPT_MMA == 1 ? 256 : KEPT_MMA == 2 ? KS * 32 * 16 : 0)
-#define SMEM_FIXED (QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES) + LUT_BYTES)
+// QA_SMEM (cuda.with_query_operand_shared): the recovery MMA's A operand in shared memory as its four registers
+// {a0, 0, a2, 0} (one 16-byte load a k-step) instead of 16 registers, which the compiler moved into place with re-made
+// zeros (~87 IMAD.MOVs a tile at DK = 64).
+#ifndef QA_SMEM
+#define QA_SMEM 0
+#endif
+#define QA_BYTES (QA_SMEM ? KS * 32 * 16 : 0)
+#define SMEM_FIXED (QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES) + LUT_BYTES + QA_BYTES)
 static_assert(KEPT_MMA != 1 || (KV_MODE == 2 && D == 128), "KEPT_MMA 1: D = 128, DK % 8 == 0");
 static_assert(KEPT_MMA >= 0 && KEPT_MMA <= 2 && !(KEPT_MMA && WALK_LIST), "KEPT_MMA: 0-2, replaces the walk's list");
 static_assert(SMEM_FIXED % 128 == 0 && WARP_BYTES % 128 == 0, "every warp's V tile must start on a 128-byte line");
@@ -702,7 +709,12 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
   // bit o = f % 8 of kept-bitmap word f / 8 (f = i4*KS + s) and the bits 16, 8 and 24 above it, so that a bit-select
   // and one rotation put a pair's bits at 14-15 and 30-31 (b0: o, o+16; b1: o+8, o+24). The B values are +-2, so A
   // is halved (exact).
+#if QA_SMEM
+  uint4* qa_s = (uint4*)(smem + QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES) + LUT_BYTES);
+  if (warp == 0)
+#else
   u32 qa[KS][2];
+#endif
 #pragma unroll
   for (int s = 0; s < KS; ++s) {
     const int f = i4 * KS + s, c0 = 32 * (f >> 3) + (f & 7);
@@ -717,9 +729,16 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #endif
       f4[e] = x;
     }
+#if QA_SMEM
+    qa_s[s * 32 + lane] = make_uint4(pack_bf16(f4[0], f4[1]), 0u, pack_bf16(f4[2], f4[3]), 0u);
+#else
     qa[s][0] = pack_bf16(f4[0], f4[1]);
     qa[s][1] = pack_bf16(f4[2], f4[3]);
+#endif
   }
+#if QA_SMEM
+  __syncthreads();
+#endif
 #if KEPT_MMA
   // A operand of the kept MMA: q itself in its dtype (exact). K-step s of lane i4 takes channels (D / 4) i4 + 4 s +
   // 0..3 (the four channels of nibble s of its quarter of the bitmap): a0 = c, c + 1, a2 = c + 2, c + 3. Mode 1 keeps
@@ -927,7 +946,12 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
         const u32 m0 = (1u << o) | (1u << (o + 16)), m1 = (1u << (o + 8)) | (1u << (o + 24));
         const u32 b0 = rotl(not_select(m0, kw[m], yr[m]), 14 - o) & 0xC000C000u;
         const u32 b1 = rotl(not_select(m1, kw[m], yr[m]), (6 - o) & 31) & 0xC000C000u;
+#if QA_SMEM
+        const uint4 a = qa_s[s * 32 + lane];
+        mma_bf16((s & 1) ? c2 : c, a.x, a.y, a.z, a.w, b0, b1);
+#else
         mma_bf16((s & 1) ? c2 : c, qa[s][0], 0u, qa[s][1], 0u, b0, b1);
+#endif
       }
       c[0] += c2[0];
       c[1] += c2[1];
