@@ -4,6 +4,9 @@
 # (gpu/s27/v4) in one run, over every branch of the rule (LOW_SHAPES=landed, its 9 check cases): settles whether the
 # landed build's schedule costs ~4 % against v4 at DK = 96 (BENCHMARKS.md "Session 27" item 3). In session 27 this call,
 # then with 43 check cases, timed out in its checks after 330 s; the short run measured the landed build instead.
+# Run in session 28 (13:14-13:17 UTC, one H200, kept_mma_landed_ab_s27_h200.json): the landed build's ~3 % at DK = 96
+# was the 200-register cap, kept because NVRTC's cache hid the spill check's report (fixed in 0c1828f; BENCHMARKS.md
+# "Session 28" item 2).
 # First, on the CPU machine: bash benchmarks/results/experiments/landed_kmma2_s27_folders.sh (builds gpu/s27/*);
 # then on the device, from the repository root, with carry ["gpu"]: bash benchmarks/results/experiments/landed_kmma2_s27_run.sh
 set -u

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 27, prepared and not run (device time spent): the tree's kernel files against the tree + qa_smem_s27.patch
+# Session 27, prepared; run in session 28 (13:11 UTC, qa_smem_ab_s27_h200.json; kept at D = 128): the tree's kernel files against the tree + qa_smem_s27.patch
 # (QA_SMEM: the recovery MMA's A operand from shared memory; qa_smem_ab_s27.py says why and what the static counts
 # were). Checks (25 cases, both forms, against the fp32 reference and the tree), then whole steps, 5 interleaved rounds,
 # at the targets' cells first. If it wins at the targets: land the patch (the launcher's rule as in the patch), add the

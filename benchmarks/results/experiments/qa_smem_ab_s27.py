@@ -1,4 +1,4 @@
-"""Session 27, prepared and not run (device time spent): the recovery MMA's A operand from shared memory (QA_SMEM,
+"""Session 27, prepared; run in session 28 (kept at D = 128 as QA_SMEM, ebb6c49): the recovery MMA's A operand from shared memory (QA_SMEM,
 `qa_smem_s27.patch`) against the tree, at the targets' cells first.
 
 Every build keeps the recovery's A operand (q*u/2, 8 k-steps of two registers) in 16 registers and passes it to the
@@ -17,6 +17,10 @@ benchmarks/results/experiments/count_tile_loop_s27.py /tmp/s27q/qa D DK G WARPS 
   then no longer fits twice, so the launcher leaves QA_SMEM off there; D = 256, DK = 128: 3811 -> 3691.
 Session 15 had a fifth fewer instructions at λ = 0.8 at 1.05-1.08x; the 128K·b1, λ = 0.8 target is ~0.3 % short.
 Command (on the device, from the repository root): bash benchmarks/results/experiments/prepared_qa_smem_s27.sh
+Run: session 28, one H200, 2026-11-30 13:11-13:14 UTC, torch 2.11.0+cu130, triton 3.6.0, main = the tree at 87b1f78
+(qa_smem_ab_s27_h200.json): 25 checks passed; 128K·b1 1.017x / 1.007x (λ = 0.5 / 0.8), 32K·b8 0.996x / 1.005x,
+32K·b1 and 8K·b1 1.013-1.037x, SmolLM2 0.989-1.005x, 64 / 8 heads 0.999x, D = 256 0.960x; landed at D = 128 only
+(BENCHMARKS.md "Session 28" item 1).
 """
 import sys
 from pathlib import Path
