@@ -243,9 +243,8 @@ def test_query_operand_shared_where_the_blocks_stay(poison_empty, group, pages):
     assert why is None
     props = torch.cuda.get_device_properties(query.device)
     plain = {k: v for k, v in d.items() if k != "QA_SMEM"}
-    fits = props.shared_memory_per_multiprocessor // (cuda.shared_bytes(plain) + cuda.RESERVED_SMEM_PER_BLOCK)
-    fits_shared = props.shared_memory_per_multiprocessor // (cuda.shared_bytes(plain) + 4096
-                                                             + cuda.RESERVED_SMEM_PER_BLOCK)
+    fits = cuda.blocks_by_shared_memory(props.shared_memory_per_multiprocessor, cuda.shared_bytes(plain))
+    fits_shared = cuda.blocks_by_shared_memory(props.shared_memory_per_multiprocessor, cuda.shared_bytes(plain) + 4096)
     assert ("QA_SMEM" in d) == (fits_shared >= fits)
     if group == 8 and props.shared_memory_per_multiprocessor == 233472:  # the H200's: one block fewer
         assert "QA_SMEM" not in d

@@ -11,7 +11,8 @@ kernel does not admit is left out of its row.
 Command: PYTHONPATH=. python benchmarks/results/experiments/occupancy_ab_s28.py OUT.json
 Run: one H200, 2026-11-30 13:46-13:47 UTC, torch 2.11.0+cu130, triton 3.6.0, code of 81d9e5c
 (occupancy_ab_s28_h200.json): w8x2s1 0.919-0.991x, w8x2 0.907-1.009x, w4x3 0.912-1.012x, w4x2 0.919-1.008x against
-the default; not kept (BENCHMARKS.md "Session 28" item 5).
+the default; not kept (BENCHMARKS.md "Session 28" item 5). Since the run its step builder calls folder_ab.whole_step
+(the same plan, launch and combine) instead of a copy of it.
 """
 import json
 import statistics
@@ -23,11 +24,11 @@ import torch
 sys.path.insert(0, str(Path("benchmarks").resolve()))
 from common import bench_us, environment, rel_err  # noqa: E402
 from decode_attention import make_shape, sdpa_us  # noqa: E402
+from folder_ab import whole_step  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV, SparKPages  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
 from sparkv.kernels.decode_attn import cuda  # noqa: E402
-from sparkv.kernels.decode_attn.fused import combine_partials  # noqa: E402
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
 
@@ -39,12 +40,7 @@ CELLS = ((32, 8, 128, 131072, 1, 0.8), (32, 8, 128, 32768, 8, 0.8), (32, 8, 128,
 
 
 def step_fn(q, prefix, scale, **kw):
-    plan = cuda.SplitPlan(q, prefix, scale, **kw)
-    o, lse = plan.partials()
-
-    def step():
-        plan.launch(o, lse)
-        return combine_partials(o, lse, q)
+    step = whole_step(cuda, q, prefix, scale, **kw)  # the plan is made here, so LAST_LAUNCH is its launch
     return step, dict(cuda.LAST_LAUNCH)
 
 

@@ -186,6 +186,18 @@ def defines_within(limit: int, *args, **kw) -> dict[str, int]:
     return without_walk_list_beyond(d, limit)
 
 
+def blocks_by_shared_memory(sm_bytes: int, block_bytes: int) -> int:
+    """How many blocks of ``block_bytes`` of shared memory a multiprocessor of ``sm_bytes`` holds, the driver's
+    reserve per block (:data:`RESERVED_SMEM_PER_BLOCK`) counted."""
+    return sm_bytes // (block_bytes + RESERVED_SMEM_PER_BLOCK)
+
+
+def a_operand_bytes(head_dim: int) -> int:
+    """Bytes of one MMA A operand kept in shared memory for a block: D / 16 k-steps of 32 lanes' four registers
+    (spark_walk.cu: KEPT_MMA 2's LUT_BYTES, QA_SMEM's QA_BYTES)."""
+    return head_dim // 16 * 32 * 16
+
+
 def with_query_operand_shared(d: dict[str, int], limit: int, sm_bytes: int) -> dict[str, int]:
     """``d`` with the recovery MMA's A operand (the query) read from shared memory (QA_SMEM, D / 16 x 512 bytes a
     block) at D = 128 where the block stays within ``limit`` bytes and as many blocks fit a multiprocessor of
@@ -201,8 +213,8 @@ def with_query_operand_shared(d: dict[str, int], limit: int, sm_bytes: int) -> d
     shared = {**d, "QA_SMEM": 1}
     if shared_bytes(shared) > limit:
         return d
-    if sm_bytes and (sm_bytes // (shared_bytes(shared) + RESERVED_SMEM_PER_BLOCK)
-                     < sm_bytes // (shared_bytes(d) + RESERVED_SMEM_PER_BLOCK)):
+    if sm_bytes and (blocks_by_shared_memory(sm_bytes, shared_bytes(shared))
+                     < blocks_by_shared_memory(sm_bytes, shared_bytes(d))):
         return d
     return shared
 
@@ -237,8 +249,8 @@ def _fixed_bytes(d: dict[str, int]) -> int:
     nw = num_words(d["D"])
     walk_list = 32 * (nw | 1) * 8 if d.get("WALK_LIST") else 0  # WL_STRIDE
     copies = 16 if d["GQ"] == 2 else 8  # QCOPIES
-    lut = {1: 256, 2: d["D"] // 16 * 32 * 16}.get(d.get("KEPT_MMA", 0), 0)  # LUT_BYTES
-    qa = d["D"] // 16 * 32 * 16 if d.get("QA_SMEM") else 0  # QA_BYTES
+    lut = {1: 256, 2: a_operand_bytes(d["D"])}.get(d.get("KEPT_MMA", 0), 0)  # LUT_BYTES
+    qa = a_operand_bytes(d["D"]) if d.get("QA_SMEM") else 0  # QA_BYTES
     return d["D"] * copies * d["GQ"] * 4 + d["WARPS"] * ((d["GQ"] + 1) * 32 * 4 + walk_list) + lut + qa
 
 
@@ -442,7 +454,7 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
     latency (1.02-1.50x with 8 warps on the H200: D = 256 at λ = 0.9, D = 128 at λ = 0.1, and at λ = 0.3 with 8 query
     heads a KV head), but where the 8-warp tiles leave multiprocessors idle it lost (D = 256, λ = 0.9, 8K·b1: 0.83x),
     and where two 4-warp blocks fit, one 8-warp block was 0.89-1.03x (BENCHMARKS.md "Session 16")."""
-    return (0 < sm_bytes // (block4 + RESERVED_SMEM_PER_BLOCK) <= 1
+    return (0 < blocks_by_shared_memory(sm_bytes, block4) <= 1
             and _eight_warp_blocks_fill(block8, block_limit, rows, tokens, sms))
 
 
@@ -525,7 +537,7 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
     # The register cap was measured on 4-warp blocks two of which fit a multiprocessor's shared memory; any other
     # block keeps __launch_bounds__'s cap unless registers is given.
     if "registers" not in kw and "MAXNREG" in d and (
-            p["warps"] != 4 or sm_bytes // (shared_bytes(d) + RESERVED_SMEM_PER_BLOCK) < 2):
+            p["warps"] != 4 or blocks_by_shared_memory(sm_bytes, shared_bytes(d)) < 2):
         p["registers"] = 0
         d = make(p["warps"])
     if shared_bytes(d) > limit:
