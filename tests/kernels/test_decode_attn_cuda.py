@@ -254,6 +254,31 @@ def test_query_operand_shared_where_the_blocks_stay(poison_empty, group, pages):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("d, kept, group, recovery, dtype, pages", [
+    (128, 64, 4, "mean", torch.bfloat16, True), (128, 26, 4, "constant", torch.float16, False),
+    (64, 32, 3, "mean", torch.bfloat16, True), (256, 128, 2, "mean", torch.bfloat16, False),
+    (128, 13, 1, "mean", torch.float16, True)])
+def test_recovery_spread_over_the_walk_equals_it_after_the_walk(poison_empty, d, kept, group, recovery, dtype, pages):
+    """On the device: with REC_SPREAD the recovery's MMAs run inside the walk's loop, the same MMAs in the same order,
+    so the output is bit-equal to the build that runs them after the walk, and matches the reference; ragged rows,
+    both walks (D = 256: the word list), GQ 2 / 4, both dtypes, pages and arrays."""
+    query, arrays, _, _ = make_case(3, 2, group, 1600, 0, d, kept, dtype, recovery, [1600, 777, 33], seed=kept)
+    prefix = SparKPages.from_compressed(arrays) if pages else arrays
+    p, spread, why = cuda.launch_params(prefix, group, dtype)
+    assert why is None and spread["REC_SPREAD"] == 1 and "KEPT_MMA" not in spread
+    after = {k: v for k, v in spread.items() if k != "REC_SPREAD"}
+    outs = []
+    for defs in (spread, after):
+        plan = cuda.SplitPlan(query, prefix, 0.1, _resolved=(p, defs))
+        o_part, lse_part = plan.partials()
+        plan.launch(o_part, lse_part)
+        outs.append(combine_partials(o_part, lse_part, query))
+    assert torch.equal(outs[0], outs[1])
+    ref = decode_attn_ref(query.float(), arrays, None, None, 0.1)
+    assert torch.isfinite(outs[0]).all() and rel_err(outs[0], ref) < 1e-2
+
+
+@pytest.mark.gpu
 def test_spill_report_survives_the_devices_nvrtc_cache():
     """The device's NVRTC (13.0 with torch 2.11 on the H200) caches builds across processes; a cached build comes
     back without ptxas's report. The report builds skip the cache, so the same source built twice reports twice."""
@@ -618,6 +643,8 @@ VARIANTS = [
     (128, 96, 2, "constant", torch.float16, 4, 2, 1, 1, 200),  # 12 chunks a row, unpadded, GQ = 2
     (128, 90, 8, "zero", torch.bfloat16, 8, 1, 2, 2, 0),  # 4-byte words, 8 query heads a KV head
     (256, 192, 2, "mean", torch.bfloat16, 4, 1, 2, 2, 200),  # D = 256, two bitmap words a quarter
+    (128, 84, 4, "mean", torch.bfloat16, 4, 2, 2, 2, 200),  # the walk with the recovery after it (no REC_SPREAD)
+    (64, 40, 3, "constant", torch.float16, 4, 2, 1, 1, 0),  # the same at D = 64, one walk
 ]
 
 
@@ -726,6 +753,23 @@ def test_tensor_cores_take_the_kept_term_where_the_walk_costs_more():
     assert cuda.shared_bytes(mma) - cuda.shared_bytes(without(mma)) == 8 * 32 * 16 - per_warp_stages
     mma = d(128, 77, 4)  # odd DK: the tile's bytes as they are, for both
     assert cuda.shared_bytes(mma) - cuda.shared_bytes(without(mma)) == 8 * 32 * 16
+
+
+def test_recovery_spreads_over_the_walk_where_a_token_keeps_at_most_half():
+    """REC_SPREAD (the recovery's MMAs inside the walk's loop) where the H200's A/Bs had it faster (BENCHMARKS.md
+    "Session 29": 1.02-1.10x with at most half of the channels kept, 0.98-0.99x with 80 and 90 of 128): the walk at
+    DK <= D / 2 with a recovery that has MMAs (mean, constant); never with the kept MMA nor the zero recovery. It takes
+    no shared memory."""
+    def d(head_dim, kept, group, recovery="mean", **kw):
+        return cuda.defines(head_dim, kept, group, recovery, torch.bfloat16, 4, 2, **kw)
+
+    assert [d(128, k, 4).get("REC_SPREAD", 0) for k in (8, 26, 63, 64, 66, 80, 90)] == [1, 1, 1, 1, 0, 0, 0]
+    assert [d(64, k, 3).get("REC_SPREAD", 0) for k in (13, 32, 33, 48)] == [1, 1, 0, 0]
+    assert d(256, 128, 2)["REC_SPREAD"] == 1 and "REC_SPREAD" not in d(256, 130, 2)
+    assert d(128, 64, 4, "constant")["REC_SPREAD"] == 1 and "REC_SPREAD" not in d(128, 64, 4, "zero")
+    assert "REC_SPREAD" not in d(128, 64, 8) and d(128, 64, 8, kept_on_tensor_cores=False)["REC_SPREAD"] == 1
+    spread = d(128, 64, 4, records=True)
+    assert cuda.shared_bytes(spread) == cuda.shared_bytes({k: v for k, v in spread.items() if k != "REC_SPREAD"})
 
 
 def test_kept_mma_gives_way_to_the_walk_where_its_operand_would_not_fit():

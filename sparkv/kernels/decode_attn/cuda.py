@@ -134,9 +134,10 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     (``__maxnreg__``, MAXNREG) where it is below the one ``min_blocks`` blocks of ``warps`` warps imply
     (``__launch_bounds__``, :func:`implied_registers`); 0: that one. The kept rows' copy mode (KV_MODE) follows
     from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``, the words
-    each walk's queue holds (DEPTH_TOP, DEPTH_BOT) from ``kept`` and ``chains`` (:func:`walk_depth`), and whether the
+    each walk's queue holds (DEPTH_TOP, DEPTH_BOT) from ``kept`` and ``chains`` (:func:`walk_depth`), whether the
     tensor cores take the kept term instead of the walk (KEPT_MMA) from ``head_dim``, ``kept`` and ``group``
-    (:func:`kept_mma`) unless ``kept_on_tensor_cores`` is False."""
+    (:func:`kept_mma`) unless ``kept_on_tensor_cores`` is False, and, for the walk, whether the recovery's MMAs run
+    inside its loop (REC_SPREAD: a recovery with MMAs, at most half the channels kept)."""
     # q-table columns: 2 for 1-2 query heads a KV head up to D = 128 (1.00-1.05x there; at D = 256 it was
     # 0.96-0.99x at λ = 0.8 with the list walk, 1.04-1.09x at λ = 0.5: BENCHMARKS.md "Session 22"), else 4 or 8.
     gq = 2 if group <= 2 and head_dim <= 128 else 4 if group <= 4 else 8
@@ -162,6 +163,10 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     if mode:
         d["KEPT_MMA"] = mode
         d.pop("WALK_LIST", None)  # the MMA replaces the walk
+    elif recovery != "zero" and 2 * kept <= head_dim:
+        # The recovery's MMAs spread over the walk's steps (spark_walk.cu: REC_SPREAD): 1.02-1.10x where a token keeps
+        # at most half its channels, 0.98-0.99x with 80 and 90 of 128 (BENCHMARKS.md "Session 29").
+        d["REC_SPREAD"] = 1
     return d
 
 

@@ -24,7 +24,8 @@
 // Compile-time constants (defined by the launcher): D, DK, G, GQ (2, 4 or 8: q-table columns, >= G), REC (0 mean,
 // 1 zero, 2 constant), HALF (0 bf16, 1 fp16), WARPS, MINB (blocks per multiprocessor to fit: caps registers unless
 // MAXNREG, a cap per thread, is set),
-// STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), KV_MODE (how kept rows
+// STAGES (1 or 2 buffers of the small arrays per warp), CHAINS (1 or 2 walks per token), REC_SPREAD (the recovery's
+// MMAs inside the walk's loop: below), KV_MODE (how kept rows
 // are copied and read: 2 = 16-byte chunks, DK % 8 == 0, into unpadded rows (swizzled where a row holds a power of two
 // of them) or rows padded to an odd number of chunks; 3 = 8-byte
 // units into unpadded rows (an odd number of units), DK % 8 == 4; 1 = 4-byte words into rows of an odd number of
@@ -125,6 +126,15 @@ typedef unsigned long long u64;
 #define QA_SMEM 0
 #endif
 #define QA_BYTES (QA_SMEM ? KS * 32 * 16 : 0)
+// REC_SPREAD (set by the launcher where a token keeps at most half its channels: cuda.defines): the recovery's 4 KS
+// k-steps of a tile run inside the walk's loop, spread evenly over its steps, instead of after the kept scores' store,
+// so that every walk step carries independent MMA work into the stalls of its own dependency chain (1.02-1.10x at
+// λ = 0.5-0.75, but 0.98-0.99x with 80-90 of 128 channels kept: BENCHMARKS.md "Session 29"). The sums are the same.
+#ifndef REC_SPREAD
+#define REC_SPREAD 0
+#endif
+#define SPREAD (REC_SPREAD && !KEPT_MMA && REC != 1)
+#define LW (D >= 128 ? D / 128 : 1)  // the recovery's bitmap words a lane
 #define SMEM_FIXED (QTAB_BYTES + WARPS * (KS_BYTES + WL_BYTES) + LUT_BYTES + QA_BYTES)
 static_assert(KEPT_MMA != 1 || (KV_MODE == 2 && D == 128), "KEPT_MMA 1: D = 128, DK % 8 == 0");
 static_assert(KEPT_MMA >= 0 && KEPT_MMA <= 2 && !(KEPT_MMA && WALK_LIST), "KEPT_MMA: 0-2, replaces the walk's list");
@@ -142,6 +152,27 @@ __device__ __forceinline__ u32 not_select(u32 m, u32 a, u32 b) {
   u32 d;
   asm("lop3.b32 %0, %1, %2, %3, 0x1B;" : "=r"(d) : "r"(a), "r"(b), "r"(m));
   return d;
+}
+
+// The recovery MMA's B operand (+-2, bf16 0x4000 / 0xC000, on pruned channels, 0 on kept ones) for token tt's group
+// (lane = (tt % 8, i4)). Bit 14 of a half: pruned (~kept); bit 15: pruned and negative (~(kept | sign)). yr holds
+// (kept | sign) rotated left by one, so one bit-select takes channel c's two bits from c (kept word) and c + 1 (yr),
+// one rotation moves them to 14-15 and 30-31, and a mask clears the rest: 3 instructions a register.
+__device__ __forceinline__ void recovery_word(const u32* kws, const u32* sws, int tt, int i4, int m, u32& kw,
+                                              u32& yr) {
+  const int w = (i4 * KS) / 8 + m;
+  const int sh = D >= 128 ? 0 : 4 * (i4 & 1);  // D = 64: two lanes share a word, this one's bits o = 4*(i4&1)+s
+  const u32 k = kws[tt * NW + w] >> sh;
+  kw = k;
+  yr = rotl(k | (sws[tt * NW + w] >> sh), 1);
+}
+
+// Its registers for k-step s.
+__device__ __forceinline__ void recovery_operand(const u32 (&kw)[LW], const u32 (&yr)[LW], int s, u32& b0, u32& b1) {
+  const int m = D >= 128 ? s / 8 : 0, o = D >= 128 ? s % 8 : s;
+  const u32 m0 = (1u << o) | (1u << (o + 16)), m1 = (1u << (o + 8)) | (1u << (o + 24));
+  b0 = rotl(not_select(m0, kw[m], yr[m]), 14 - o) & 0xC000C000u;
+  b1 = rotl(not_select(m1, kw[m], yr[m]), (6 - o) & 31) & 0xC000C000u;
 }
 
 __device__ __forceinline__ void cp_async(u32 dst, const void* src, int ok, int nbytes) {
@@ -798,6 +829,32 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     const u32* kws = (const u32*)(st + KV_BYTES);
     const u32* sws = kws + 32 * NW;
 
+#if SPREAD
+    // REC_SPREAD: k-step r of the tile's 4 KS (group r / KS, k-step r % KS), called from the walk's loop; the same
+    // MMAs in the same order as below.
+    float rec[4][2], rc[4], rc2[4];
+    u32 rkw[LW], ryr[LW];
+    auto recovery_step = [&](int r) {
+      const int jj = r / KS, s = r % KS;
+      if (s == 0) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) rc[e] = rc2[e] = 0.f;
+      }
+      if (D < 128 ? s == 0 : s % 8 == 0) recovery_word(kws, sws, 8 * jj + g, i4, s / 8, rkw[s / 8], ryr[s / 8]);
+      u32 b0, b1;
+      recovery_operand(rkw, ryr, s, b0, b1);
+#if QA_SMEM
+      const uint4 a = qa_s[s * 32 + lane];
+      mma_bf16((s & 1) ? rc2 : rc, a.x, a.y, a.z, a.w, b0, b1);
+#else
+      mma_bf16((s & 1) ? rc2 : rc, qa[s][0], 0u, qa[s][1], 0u, b0, b1);
+#endif
+      if (s == KS - 1) {
+        rec[jj][0] = rc[0] + rc2[0];
+        rec[jj][1] = rc[1] + rc2[1];
+      }
+    };
+#endif
 #if !KEPT_MMA  // else the kept term is taken with the recovery, on the tensor cores (below)
     // ---- kept term, lane = token: CHAINS independent walks (the top one from the highest channel down, the
     // bottom one from the lowest up), each over half of the DK kept entries, for instruction-level parallelism ----
@@ -870,6 +927,10 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #endif
 #pragma unroll
       for (int j = 0; j < STEPS; ++j) {
+#if SPREAD
+#pragma unroll
+        for (int r = j * 4 * KS / STEPS; r < (j + 1) * 4 * KS / STEPS; ++r) recovery_step(r);
+#endif
         const int k = DK - 1 - j;
         const u32 off = top.next();
 #if KV_MODE == 2
@@ -925,27 +986,17 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     for (int j = 0; j < 4; ++j) {
       const int tt = 8 * j + g;  // token of this lane's B columns
       float c[4] = {0.f, 0.f, 0.f, 0.f}, c2[4] = {0.f, 0.f, 0.f, 0.f};  // two MMA chains, summed below
-#if REC != 1
-      constexpr int LW = D >= 128 ? D / 128 : 1;  // bitmap words of this lane's channels
-      // B operand from the bits: +-2 (bf16 0x4000 / 0xC000) on pruned channels, 0 on kept ones. Bit 14 of a half:
-      // pruned (~kept); bit 15: pruned and negative (~(kept | sign)). yr holds (kept | sign) rotated left by one, so
-      // one bit-select takes channel c's two bits from c (kept word) and c + 1 (yr), one rotation moves them to
-      // 14-15 and 30-31, and a mask clears the rest: 3 instructions a register.
+#if SPREAD
+      c[0] = rec[j][0];  // taken during the walk
+      c[1] = rec[j][1];
+#elif REC != 1
       u32 kw[LW], yr[LW];
 #pragma unroll
-      for (int m = 0; m < LW; ++m) {
-        const int w = (i4 * KS) / 8 + m;
-        const int sh = D >= 128 ? 0 : 4 * (i4 & 1);  // D = 64: two lanes share a word, this one's bits o = 4*(i4&1)+s
-        const u32 k = kws[tt * NW + w] >> sh;
-        kw[m] = k;
-        yr[m] = rotl(k | (sws[tt * NW + w] >> sh), 1);
-      }
+      for (int m = 0; m < LW; ++m) recovery_word(kws, sws, tt, i4, m, kw[m], yr[m]);
 #pragma unroll
       for (int s = 0; s < KS; ++s) {
-        const int m = D >= 128 ? s / 8 : 0, o = D >= 128 ? s % 8 : s;
-        const u32 m0 = (1u << o) | (1u << (o + 16)), m1 = (1u << (o + 8)) | (1u << (o + 24));
-        const u32 b0 = rotl(not_select(m0, kw[m], yr[m]), 14 - o) & 0xC000C000u;
-        const u32 b1 = rotl(not_select(m1, kw[m], yr[m]), (6 - o) & 31) & 0xC000C000u;
+        u32 b0, b1;
+        recovery_operand(kw, yr, s, b0, b1);
 #if QA_SMEM
         const uint4 a = qa_s[s * 32 + lane];
         mma_bf16((s & 1) ? c2 : c, a.x, a.y, a.z, a.w, b0, b1);
