@@ -6,11 +6,13 @@
 #   bash benchmarks/results/experiments/prepared_lam05_s29.sh bound OUT_DIR     # GPU: lam05_bound_s29.py, stream
 #   bash benchmarks/results/experiments/prepared_lam05_s29.sh occupancy OUT.json # GPU: its second run (w5x2, w8x1)
 #   bash benchmarks/results/experiments/prepared_lam05_s29.sh recfirst OUT.json  # GPU: rec_first_ab_s29.py
+#   bash benchmarks/results/experiments/prepared_lam05_s29.sh interleave OUT.json # GPU: the same with rec1, rec3
+#   bash benchmarks/results/experiments/prepared_lam05_s29.sh rule OUT.json     # GPU: rec_rule_ab_s29.py
 set -euo pipefail
 X=benchmarks/results/experiments
 if [[ "${SETUP_ONLY:-0}" == 1 ]]; then
   rm -rf gpu/s29 && mkdir -p gpu/s29
-  for v in main low nomath w5 rec1 rec2; do
+  for v in main low nomath w5 rec1 rec2 rec3; do
     mkdir -p gpu/s29/$v && cp sparkv/kernels/decode_attn/{cuda.py,spark_walk.cu} gpu/s29/$v/
   done
   (cd gpu/s29/low && patch -s --no-backup-if-mismatch -p4 < ../../../$X/walk_low_s24.patch)
@@ -21,6 +23,7 @@ if [[ "${SETUP_ONLY:-0}" == 1 ]]; then
   (cd gpu/s29/rec2 && patch -s --no-backup-if-mismatch -p4 < ../../../$X/rec_first_s29.patch)
   sed -i 's/^#define REC_FIRST 1$/#define REC_FIRST 2/' gpu/s29/rec2/spark_walk.cu
   grep -q '^#define REC_FIRST 2$' gpu/s29/rec2/spark_walk.cu
+  (cd gpu/s29/rec3 && patch -s --no-backup-if-mismatch -p4 < ../../../$X/rec_interleave_s29.patch)
   exit 0
 fi
 if [[ "${1:-}" == bound ]]; then  # bound OUT_DIR: the decomposition and the stream of the same bytes
@@ -30,6 +33,14 @@ if [[ "${1:-}" == bound ]]; then  # bound OUT_DIR: the decomposition and the str
 fi
 if [[ "${1:-}" == recfirst ]]; then  # recfirst OUT.json: rec_first_ab_s29.py
   PYTHONPATH=. python $X/rec_first_ab_s29.py "$2" main:gpu/s29/main rec1:gpu/s29/rec1 rec2:gpu/s29/rec2
+  exit 0
+fi
+if [[ "${1:-}" == interleave ]]; then  # interleave OUT.json: rec_first_ab_s29.py with main, rec1, rec3
+  PYTHONPATH=. python $X/rec_first_ab_s29.py "$2" main:gpu/s29/main rec1:gpu/s29/rec1 rec3:gpu/s29/rec3
+  exit 0
+fi
+if [[ "${1:-}" == rule ]]; then  # rule OUT.json: rec_rule_ab_s29.py, main against rec3 over key ratios and heads
+  PYTHONPATH=. python $X/rec_rule_ab_s29.py "$2" main:gpu/s29/main rec3:gpu/s29/rec3
   exit 0
 fi
 if [[ "${1:-}" == occupancy ]]; then  # occupancy OUT.json: the second run of lam05_ab_s29.py

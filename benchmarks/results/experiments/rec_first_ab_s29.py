@@ -10,7 +10,9 @@ Command: PYTHONPATH=. python benchmarks/results/experiments/rec_first_ab_s29.py 
 (`bash benchmarks/results/experiments/prepared_lam05_s29.sh recfirst OUT.json` makes the folders and runs it).
 Run: one H200, 2026-11-30 14:38 UTC, torch 2.11.0+cu130, triton 3.6.0, code of f491b7b (rec_first_ab_s29_h200.json):
 16 checks bit-equal; rec1 0.954-1.012x (1.007x / 1.003x at 128K·b1 / 32K·b8 λ = 0.5), rec2 0.958-1.013x; not kept
-(BENCHMARKS.md "Session 29" item 4).
+(BENCHMARKS.md "Session 29" item 4). Second run with rec3 (`rec_interleave_s29.patch`: the k-steps spread over the
+walk's steps) in place of rec2 (`prepared_lam05_s29.sh interleave`), 14:50 UTC (rec_interleave_ab_s29_h200.json):
+rec3 0.978-1.033x (1.029x / 1.033x at 128K·b1 / 32K·b8 λ = 0.5); kept as REC_SPREAD (622b436).
 """
 import sys
 from pathlib import Path
