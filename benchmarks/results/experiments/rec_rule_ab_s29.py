@@ -5,7 +5,7 @@ heads a KV head, D = 64 and D = 256, batch 1 and 8. Checks first (`benchmarks/fo
 main, twice each), then whole steps, three interleaved rounds.
 Command: PYTHONPATH=. python benchmarks/results/experiments/rec_rule_ab_s29.py OUT.json main:DIR rec3:DIR
 (`bash benchmarks/results/experiments/prepared_lam05_s29.sh rule OUT.json`).
-Run: one H200, 2026-11-30 14:55 UTC, torch 2.11.0+cu130, triton 3.6.0, code of f491b7b (rec_rule_ab_s29_h200.json):
+Run: one H200, 2026-11-30 14:53 UTC, torch 2.11.0+cu130, triton 3.6.0, code of f491b7b (rec_rule_ab_s29_h200.json):
 16 checks bit-equal; rec3 0.977-1.096x: λ = 0.5 1.022x (128K·b1), 1.062x (32K·b8), 0.990x (128K·b8); losses at DK 80
 and 90 of 128 (0.993x, 0.977x), so the landed rule (622b436) spreads where DK <= D / 2 (BENCHMARKS.md "Session 29"
 item 5).
