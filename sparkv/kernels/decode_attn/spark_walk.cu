@@ -770,6 +770,16 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #if QA_SMEM
   __syncthreads();
 #endif
+// One recovery MMA, k-step s, with the A operand where QA_SMEM keeps it.
+#if QA_SMEM
+#define RECOVERY_MMA(acc, s, b0, b1)                       \
+  do {                                                     \
+    const uint4 a_ = qa_s[(s) * 32 + lane];                \
+    mma_bf16(acc, a_.x, a_.y, a_.z, a_.w, b0, b1);         \
+  } while (0)
+#else
+#define RECOVERY_MMA(acc, s, b0, b1) mma_bf16(acc, qa[s][0], 0u, qa[s][1], 0u, b0, b1)
+#endif
 #if KEPT_MMA
   // A operand of the kept MMA: q itself in its dtype (exact). K-step s of lane i4 takes channels (D / 4) i4 + 4 s +
   // 0..3 (the four channels of nibble s of its quarter of the bitmap): a0 = c, c + 1, a2 = c + 2, c + 3. Mode 1 keeps
@@ -843,12 +853,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       if (D < 128 ? s == 0 : s % 8 == 0) recovery_word(kws, sws, 8 * jj + g, i4, s / 8, rkw[s / 8], ryr[s / 8]);
       u32 b0, b1;
       recovery_operand(rkw, ryr, s, b0, b1);
-#if QA_SMEM
-      const uint4 a = qa_s[s * 32 + lane];
-      mma_bf16((s & 1) ? rc2 : rc, a.x, a.y, a.z, a.w, b0, b1);
-#else
-      mma_bf16((s & 1) ? rc2 : rc, qa[s][0], 0u, qa[s][1], 0u, b0, b1);
-#endif
+      RECOVERY_MMA((s & 1) ? rc2 : rc, s, b0, b1);
       if (s == KS - 1) {
         rec[jj][0] = rc[0] + rc2[0];
         rec[jj][1] = rc[1] + rc2[1];
@@ -997,12 +1002,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
       for (int s = 0; s < KS; ++s) {
         u32 b0, b1;
         recovery_operand(kw, yr, s, b0, b1);
-#if QA_SMEM
-        const uint4 a = qa_s[s * 32 + lane];
-        mma_bf16((s & 1) ? c2 : c, a.x, a.y, a.z, a.w, b0, b1);
-#else
-        mma_bf16((s & 1) ? c2 : c, qa[s][0], 0u, qa[s][1], 0u, b0, b1);
-#endif
+        RECOVERY_MMA((s & 1) ? c2 : c, s, b0, b1);
       }
       c[0] += c2[0];
       c[1] += c2[1];
