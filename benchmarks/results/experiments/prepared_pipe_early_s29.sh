@@ -21,5 +21,5 @@ if [[ "${SETUP_ONLY:-0}" == 1 ]]; then
   (cd gpu/s29p/low && patch -s --no-backup-if-mismatch -p4 < ../../../$X/walk_low_s24.patch)
   exit 0
 fi
-PYTHONPATH=. python $X/pipe_ab_s29.py "$1" head:gpu/s29p/head pipe:gpu/s29p/pipe pipe_early:gpu/s29p/pipe_early \
+PYTHONPATH=. python $X/targets_ab_s29.py "$1" head:gpu/s29p/head pipe:gpu/s29p/pipe pipe_early:gpu/s29p/pipe_early \
   pipe_span1:gpu/s29p/pipe_span1 low:gpu/s29p/low

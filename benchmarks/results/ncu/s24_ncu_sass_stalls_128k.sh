@@ -5,6 +5,8 @@
 # The summary (stall reasons overall and by opcode, and the instructions with excessive sectors or wavefronts) is
 # made from the CSVs on any machine with
 # `python benchmarks/results/ncu/s24_stalls_summary.py s24_b1_s131072_l05_sass.csv.gz s24_b1_s131072_l08_sass.csv.gz`.
+# NCU_LAMBDAS (default "0.5 0.8") and NCU_PREFIX (default s24) pick other key ratios and output names: session 29
+# ran `NCU_PREFIX=s29 NCU_LAMBDAS=0.5 bash benchmarks/results/ncu/s24_ncu_sass_stalls_128k.sh` (the tree with REC_SPREAD).
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; date -u
 PYTHONPATH=benchmarks python -c "import common; print('code', common.code_digest()[:12])"
@@ -25,14 +27,14 @@ o, l = plan.partials()
 for _ in range(3): plan.launch(o, l)
 torch.cuda.synchronize()
 PY
-for cfg in "1 131072 0.5" "1 131072 0.8"; do
-  set -- $cfg; n=b$1_s$2_l${3/./}
+for lam in ${NCU_LAMBDAS:-0.5 0.8}; do
+  set -- 1 131072 $lam; n=b$1_s$2_l${3/./}
   timeout 240 ncu --clock-control none -k regex:spark_walk -s 2 -c 1 --section WarpStateStats --section SourceCounters \
     --import-source no -o /tmp/$n python3 /tmp/one.py $1 $2 $3 > /tmp/ncu_$n.log 2>&1
   grep plan /tmp/ncu_$n.log; tail -2 /tmp/ncu_$n.log
-  ncu -i /tmp/$n.ncu-rep --page source --csv --print-source sass > $OUT/s24_${n}_sass.csv 2>&1
-  ncu -i /tmp/$n.ncu-rep --page details > $OUT/s24_${n}_details.txt 2>&1
-  gzip -9 $OUT/s24_${n}_sass.csv
-  grep -E "Warp Cycles Per Issued|Stall|No Eligible" $OUT/s24_${n}_details.txt | head -30
+  ncu -i /tmp/$n.ncu-rep --page source --csv --print-source sass > $OUT/${NCU_PREFIX:-s24}_${n}_sass.csv 2>&1
+  ncu -i /tmp/$n.ncu-rep --page details > $OUT/${NCU_PREFIX:-s24}_${n}_details.txt 2>&1
+  gzip -9 $OUT/${NCU_PREFIX:-s24}_${n}_sass.csv
+  grep -E "Warp Cycles Per Issued|Stall|No Eligible" $OUT/${NCU_PREFIX:-s24}_${n}_details.txt | head -30
 done
 date -u

@@ -1,0 +1,29 @@
+"""Session 29: kernel folders against the tree's at the targets' cells (Llama heads, 128K·b1 and 32K·b8, λ = 0.5 and
+0.8): checks first (`benchmarks/folder_ab.py`: the fp32 reference and the first folder, twice each, on ragged rows,
+pages and arrays, D = 64 and 128, bf16 and fp16), then whole steps, three interleaved rounds.
+Command: PYTHONPATH=. python benchmarks/results/experiments/targets_ab_s29.py OUT.json head:DIR NAME:DIR [...]
+Runs (one H200, 2026-11-30, torch 2.11.0+cu130, triton 3.6.0, code of 796d895 + each patch; 8 checks each, all
+bit-equal to the tree's; BENCHMARKS.md "Session 29"):
+- 15:19 UTC, `defer:` the tree + session 24's `scale_defer_s24.patch` (the next tile's scale kept as its 16 loaded
+  bits and converted when its tile starts: Nsight Compute had 5.2 % of the λ = 0.5 samples waiting on that
+  conversion, `../ncu/s29_b1_s131072_l05_*`), scale_defer_ab_s29_h200.json: 0.997x / 0.996x at 128K·b1 / 32K·b8
+  λ = 0.5, 0.992x / 0.997x at λ = 0.8; not kept (item 7);
+- 15:29 UTC, `pipe:` the tree + `pipe_s29.patch` (PIPE: tile t's softmax and P·V inside tile t + 1's walk, spread over
+  its steps; the V buffer zeroed at the start, the rescale unconditional), pipe_ab_s29_h200.json: 0.920x / 0.921x at
+  λ = 0.5, 0.967x / 0.980x at λ = 0.8; not kept (item 8);
+- prepared: `prepared_pipe_early_s29.sh` (PIPE with the P·V early in the walk; the lowest-bit walk).
+"""
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path("benchmarks").resolve()))
+from folder_ab import run  # noqa: E402
+
+CASES = [(32, 8, 128, 64, torch.bfloat16, {}), (32, 8, 128, 26, torch.float16, {}), (9, 3, 64, 32, torch.bfloat16, {}),
+         (32, 8, 128, 84, torch.bfloat16, {})]
+CELLS = [(32, 8, 128, 131072, 1, (0.5, 0.8)), (32, 8, 128, 32768, 8, (0.5, 0.8))]
+
+if __name__ == "__main__":
+    run(sys.argv[1:], CASES, CELLS, rounds=3)
