@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import bench_us, environment  # noqa: E402
-from decode_attention import make_shape, sdpa_us  # noqa: E402
+from decode_attention import best_sdpa_us, make_shape  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV, SparKPages  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
@@ -123,9 +123,7 @@ def time_folders(mods: dict, cells, out: Path, record: dict, rounds: int = 3) ->
     for hq, h, d, s, b, lams in cells:
         q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=s + b + d)
         scale = d ** -0.5
-        sdpa = min(sdpa_us(q, k, v, scale, be, "read")[0]
-                   for be in (torch.nn.attention.SDPBackend.FLASH_ATTENTION,
-                              torch.nn.attention.SDPBackend.CUDNN_ATTENTION))
+        sdpa = best_sdpa_us(q, k, v, scale)
         for lam in lams:
             keys = select_pack_triton(k, stat, kept_channels(d, lam))
             prefix = SparKPages.from_compressed(CompressedKV(keys, v, lens))

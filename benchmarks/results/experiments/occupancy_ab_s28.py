@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path("benchmarks").resolve()))
 from common import bench_us, environment, rel_err  # noqa: E402
-from decode_attention import make_shape, sdpa_us  # noqa: E402
+from decode_attention import best_sdpa_us, make_shape  # noqa: E402
 from folder_ab import whole_step  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV, SparKPages  # noqa: E402
@@ -48,8 +48,7 @@ rows = []
 for hq, h, d, s, b, lam in CELLS:
     q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=s + b + d)
     scale = d ** -0.5
-    sdpa = min(sdpa_us(q, k, v, scale, be, "read")[0] for be in (torch.nn.attention.SDPBackend.FLASH_ATTENTION,
-                                                                 torch.nn.attention.SDPBackend.CUDNN_ATTENTION))
+    sdpa = best_sdpa_us(q, k, v, scale)
     arrays = CompressedKV(select_pack_triton(k, stat, kept_channels(d, lam)), v, lens)
     ref = decode_attn_ref(q.float(), arrays, None, None, scale, block_size=8192)
     prefix = SparKPages.from_compressed(arrays)
