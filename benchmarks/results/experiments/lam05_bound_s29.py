@@ -8,6 +8,10 @@ Command: PYTHONPATH=. python benchmarks/results/experiments/lam05_bound_s29.py O
 Run: one H200, 2026-11-30 14:21 UTC, torch 2.11.0+cu130, triton 3.6.0, code of f491b7b (lam05_bound_s29_h200.json):
 128K·b1 λ 0.5 main step 115.7 µs (1.126x cuDNN), nomath step 108.0 (1.207x), split kernels alone 112.9 / 105.2;
 32K·b8 λ 0.5 216.7 (1.140x) / 204.5 (1.208x); BENCHMARKS.md "Session 29" item 2.
+Session 30 (16:08 UTC, code of 40522b4, walk_probes_s30_h200.json, `prepared_qt16_s30.sh`): main, `noq` (the walk
+without its q gather, `noq_s30.patch`) and `nomath` on the REC_SPREAD tree (`nomath_s30.patch`): 128K·b1 λ 0.5 steps
+110.8 / 114.0 / 105.9 µs (1.148x / 1.115x / 1.201x cuDNN), 32K·b8 206.6 / 214.5 / 200.1 (1.169x / 1.126x / 1.207x);
+BENCHMARKS.md "Session 30".
 """
 import json
 import statistics

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 29, prepared (not run: device time spent): PIPE with the previous tile's P·V in the first quarter of the walk
+# Session 29, prepared; run in session 30 (16:00 UTC, pipe_early_ab_s30_h200.json: none kept): PIPE with the previous tile's P·V in the first quarter of the walk
 # (`pipe_early_s29.patch`, PIPE_SPAN 0 = a quarter; `pipe_span1`: all pairs at the walk's second step) against the
 # tree and session 29's PIPE (`pipe_s29.patch`, 0.92x at λ = 0.5: its P·V ran to the walk's last step, so the next V
 # tile's copies went out a whole walk later than on main); and session 24's lowest-bit walk (`walk_low_s24.patch`) on

@@ -11,7 +11,17 @@ bit-equal to the tree's; BENCHMARKS.md "Session 29"):
 - 15:29 UTC, `pipe:` the tree + `pipe_s29.patch` (PIPE: tile t's softmax and P·V inside tile t + 1's walk, spread over
   its steps; the V buffer zeroed at the start, the rescale unconditional), pipe_ab_s29_h200.json: 0.920x / 0.921x at
   λ = 0.5, 0.967x / 0.980x at λ = 0.8; not kept (item 8);
-- prepared: `prepared_pipe_early_s29.sh` (PIPE with the P·V early in the walk; the lowest-bit walk).
+- 16:00 UTC (session 30, code of 40522b4 + each patch), `prepared_pipe_early_s29.sh`, pipe_early_ab_s30_h200.json:
+  128K·b1 / 32K·b8 at λ = 0.5: `pipe` 0.910x / 0.920x, `pipe_early` 0.927x / 0.934x, `pipe_span1` 0.952x / 0.960x,
+  `low` (session 24's lowest-bit walk on REC_SPREAD) 0.970x / 0.971x; at λ = 0.8 0.951-0.999x; none kept;
+- 16:08 UTC (session 30), `prepared_qt16_s30.sh`, qt16_ab_s30_h200.json: `qt16` (the walk's q table in 16 bits)
+  0.916x / 0.912x at λ = 0.5, 0.996x / 0.998x at λ = 0.8; not kept;
+- 16:13 UTC (session 30), `prepared_walk_s30.sh`, walk_ab_s30_h200.json: `revbot` 0.990x / 0.993x at λ = 0.5,
+  0.996x / 0.998x at λ = 0.8; that run's `imadq` had two deltas with the wrong sign and failed its checks (rel err
+  0.17, left out of the timing);
+- 16:16 UTC (session 30), `prepared_walk_s30.sh OUT second`, walk2_ab_s30_h200.json, the fixed `imadq` (8 checks
+  bit-equal) 0.975x / 0.971x at λ = 0.5, 1.000x / 0.999x at λ = 0.8; `imadq2` 0.994x / 0.973x, 0.996x / 0.995x; not
+  kept (BENCHMARKS.md "Session 30").
 """
 import sys
 from pathlib import Path
