@@ -10,27 +10,11 @@
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; date -u
 PYTHONPATH=benchmarks python -c "import common; print('code', common.code_digest()[:12])"
-cat > /tmp/one.py <<'PY'
-import sys; sys.path.insert(0, "benchmarks"); sys.path.insert(0, ".")
-import torch
-from decode_attention import make_shape
-from sparkv.cache.layout import CompressedKV, SparKPages
-from sparkv.config import kept_channels
-from sparkv.kernels.decode_attn import cuda
-from sparkv.kernels.select_pack.fused import select_pack_triton
-b, s, lam = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-q, k, v, stat, lens = make_shape(b, 32, 8, s, 128, torch.bfloat16, seed=1)
-pages = SparKPages.from_compressed(CompressedKV(select_pack_triton(k, stat, kept_channels(128, lam)), v, lens))
-plan = cuda.SplitPlan(q, pages, 128 ** -0.5)
-print("plan", plan.warps, plan.chunk, plan.splits, flush=True)
-o, l = plan.partials()
-for _ in range(3): plan.launch(o, l)
-torch.cuda.synchronize()
-PY
 for lam in ${NCU_LAMBDAS:-0.5 0.8}; do
   set -- 1 131072 $lam; n=b$1_s$2_l${3/./}
   timeout 240 ncu --clock-control none -k regex:spark_walk -s 2 -c 1 --section WarpStateStats --section SourceCounters \
-    --import-source no -o /tmp/$n python3 /tmp/one.py $1 $2 $3 > /tmp/ncu_$n.log 2>&1
+    --import-source no -o /tmp/$n python3 benchmarks/results/ncu/ncu_one_launch.py \
+    sparkv/kernels/decode_attn $1 $2 $3 > /tmp/ncu_$n.log 2>&1
   grep plan /tmp/ncu_$n.log; tail -2 /tmp/ncu_$n.log
   ncu -i /tmp/$n.ncu-rep --page source --csv --print-source sass > $OUT/${NCU_PREFIX:-s24}_${n}_sass.csv 2>&1
   ncu -i /tmp/$n.ncu-rep --page details > $OUT/${NCU_PREFIX:-s24}_${n}_details.txt 2>&1
