@@ -21,7 +21,11 @@ bit-equal to the tree's; BENCHMARKS.md "Session 29"):
   0.17, left out of the timing);
 - 16:16 UTC (session 30), `prepared_walk_s30.sh OUT second`, walk2_ab_s30_h200.json, the fixed `imadq` (8 checks
   bit-equal) 0.975x / 0.971x at λ = 0.5, 1.000x / 0.999x at λ = 0.8; `imadq2` 0.994x / 0.973x, 0.996x / 0.995x; not
-  kept (BENCHMARKS.md "Session 30").
+  kept (BENCHMARKS.md "Session 30");
+- 16:24 UTC (session 30), `prepared_rsel_s30.sh`, rsel_ab_s30_h200.json: `rsel` (one bit-select for both recovery B
+  registers of a k-step) 0.968x / 0.965x at λ = 0.5, 0.998x / 0.999x at λ = 0.8; not kept;
+- 16:27 UTC (session 30), `prepared_spread_s30.sh`, spread_ab_s30_h200.json: the recovery k-steps over the walk's first
+  half / first three quarters / second half: 1.006x / 0.998x, 1.003x / 0.996x, 0.968x / 0.962x at λ = 0.5; not kept.
 """
 import sys
 from pathlib import Path
