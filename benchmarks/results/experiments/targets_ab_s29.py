@@ -27,7 +27,9 @@ bit-equal to the tree's; BENCHMARKS.md "Session 29"):
 - 16:27 UTC (session 30), `prepared_spread_s30.sh`, spread_ab_s30_h200.json: the recovery k-steps over the walk's first
   half / first three quarters / second half: 1.006x / 0.998x, 1.003x / 0.996x, 0.968x / 0.962x at λ = 0.5; not kept;
 - 16:29 UTC (session 30), `prepared_spread_s30.sh OUT second`, spread2_ab_s30_h200.json: after each step's entries /
-  that over the first half / two on every even step: 0.959x / 0.963x, 0.959x / 0.959x, 0.953x / 0.956x; not kept.
+  that over the first half / two on every even step: 0.959x / 0.963x, 0.959x / 0.959x, 0.953x / 0.956x; not kept;
+- 16:32 UTC (session 30), `prepared_cap_s30.sh`, cap_ab_s30_h200.json: register caps 208-255 instead of 200,
+  0.967-0.996x at λ = 0.5; 200 stays.
 """
 import sys
 from pathlib import Path
