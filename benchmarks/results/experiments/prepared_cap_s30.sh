@@ -8,12 +8,12 @@
 #   bash benchmarks/results/experiments/prepared_cap_s30.sh OUT.json       # GPU (carry gpu/)
 set -euo pipefail
 X=benchmarks/results/experiments
+source $X/variant_folder.sh
 CAPS="208 216 224 232 255"
 if [[ "${SETUP_ONLY:-0}" == 1 ]]; then
-  for v in head $(for c in $CAPS; do echo cap$c; done); do
-    rm -rf gpu/s30/$v && mkdir -p gpu/s30/$v && cp sparkv/kernels/decode_attn/{cuda.py,spark_walk.cu} gpu/s30/$v/
-  done
+  variant_folder gpu/s30/head
   for c in $CAPS; do
+    variant_folder gpu/s30/cap$c
     sed -i "s/^\(DEFAULTS = dict(.*\)registers=200)$/\1registers=$c)/" gpu/s30/cap$c/cuda.py
     grep -q "registers=$c)$" gpu/s30/cap$c/cuda.py
   done

@@ -7,13 +7,10 @@
 #   bash benchmarks/results/experiments/prepared_qt16_s30.sh OUT_DIR        # GPU (carry gpu/)
 set -euo pipefail
 X=benchmarks/results/experiments
+source $X/variant_folder.sh
 if [[ "${SETUP_ONLY:-0}" == 1 ]]; then
-  rm -rf gpu/s30 && mkdir -p gpu/s30
-  for v in head qt16 noq nomath; do
-    mkdir -p gpu/s30/$v && cp sparkv/kernels/decode_attn/{cuda.py,spark_walk.cu} gpu/s30/$v/
-  done
-  for v in qt16 noq; do (cd gpu/s30/$v && patch -s --no-backup-if-mismatch -p4 < ../../../$X/${v}_s30.patch); done
-  (cd gpu/s30/nomath && patch -s --no-backup-if-mismatch -p4 < ../../../$X/nomath_s30.patch)
+  variant_folder gpu/s30/head
+  for v in qt16 noq nomath; do variant_folder gpu/s30/$v $X/${v}_s30.patch; done
   exit 0
 fi
 mkdir -p "$1"

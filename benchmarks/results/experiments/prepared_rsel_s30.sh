@@ -7,11 +7,10 @@
 #   bash benchmarks/results/experiments/prepared_rsel_s30.sh OUT.json       # GPU (carry gpu/)
 set -euo pipefail
 X=benchmarks/results/experiments
+source $X/variant_folder.sh
 if [[ "${SETUP_ONLY:-0}" == 1 ]]; then
-  for v in head rsel; do
-    rm -rf gpu/s30/$v && mkdir -p gpu/s30/$v && cp sparkv/kernels/decode_attn/{cuda.py,spark_walk.cu} gpu/s30/$v/
-  done
-  (cd gpu/s30/rsel && patch -s --no-backup-if-mismatch -p4 < ../../../$X/rsel_s30.patch)
+  variant_folder gpu/s30/head
+  variant_folder gpu/s30/rsel $X/rsel_s30.patch
   exit 0
 fi
 PYTHONPATH=. python $X/targets_ab_s29.py "$1" head:gpu/s30/head rsel:gpu/s30/rsel

@@ -8,11 +8,10 @@
 #   bash benchmarks/results/experiments/prepared_walk_s30.sh OUT.json [second]  # GPU (carry gpu/)
 set -euo pipefail
 X=benchmarks/results/experiments
+source $X/variant_folder.sh
 if [[ "${SETUP_ONLY:-0}" == 1 ]]; then
-  for v in head imadq revbot imadq2; do
-    rm -rf gpu/s30/$v && mkdir -p gpu/s30/$v && cp sparkv/kernels/decode_attn/{cuda.py,spark_walk.cu} gpu/s30/$v/
-  done
-  for v in imadq revbot imadq2; do (cd gpu/s30/$v && patch -s --no-backup-if-mismatch -p4 < ../../../$X/${v}_s30.patch); done
+  variant_folder gpu/s30/head
+  for v in imadq revbot imadq2; do variant_folder gpu/s30/$v $X/${v}_s30.patch; done
   exit 0
 fi
 if [[ "${2:-}" == second ]]; then
