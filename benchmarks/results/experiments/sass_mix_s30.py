@@ -3,35 +3,21 @@ two walks, `mean` recovery): registers, stack frame, the loop's length and opcod
 sit relative to the kept walk (the span from its first FLO to its last). Needs the test extras (the NVRTC wheel) and
 triton's cuobjdump; no GPU.
 Command: python benchmarks/results/experiments/sass_mix_s30.py FOLDER D DK G WARPS MIN_BLOCKS STAGES CAP [K=V,...]
+[arrays] (count_tile_loop_s27.py's arguments and build)
 e.g. `... sparkv/kernels/decode_attn 128 64 4 4 2 2 200 QA_SMEM=1` (the default launch at λ = 0.5: REC_SPREAD is
 set by cuda.defines) gave, on the 2-core CPU machine with NVRTC 13.5.37 on 2026-11-30, 200 registers, no stack frame,
 1867 instructions, 26 of the loop's 48 HMMAs inside the walk at 64-91 % of it (BENCHMARKS.md "Session 30")."""
 import collections
-import importlib.util
 import re
 import sys
-import tempfile
-from pathlib import Path
-
-import torch
 
 sys.path.insert(0, "scripts")
-from compile_sm90 import cuobjdump, largest_loop, opcode  # noqa: E402
+sys.path.insert(0, "benchmarks/results/experiments")
+from compile_sm90 import largest_loop, opcode  # noqa: E402
+from count_tile_loop_s27 import build  # noqa: E402
 
 folder = sys.argv[1]
-head_dim, kept, group, warps, min_blocks, stages, cap = (int(x) for x in sys.argv[2:9])
-extra = dict(kv.split("=") for kv in sys.argv[9].split(",")) if len(sys.argv) > 9 else {}
-spec = importlib.util.spec_from_file_location("variant", Path(folder) / "cuda.py")
-cuda = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cuda)
-d = cuda.defines(head_dim, kept, group, "mean", torch.bfloat16, warps, min_blocks, 2, stages, records=True,
-                 registers=cap)
-d.update({k: int(v) for k, v in extra.items()})
-cubin, log = cuda.nvrtc_build(cuda.kernel_source(d), cuda.KERNEL_NAME, "sm_90", cuda.pip_nvrtc())
-with tempfile.TemporaryDirectory() as tmp:
-    path = Path(tmp) / "k.cubin"
-    path.write_bytes(cubin)
-    usage, sass = cuobjdump(path)
+cuda, d, log, usage, sass = build(folder, sys.argv[2:])
 loop = largest_loop(sass)
 counts = collections.Counter(re.sub(r"^@!?U?P\w+\s+", "", t).split()[0] for t in loop)
 mma = [i for i, t in enumerate(loop) if opcode(t) == "HMMA"]
