@@ -772,6 +772,35 @@ def test_recovery_spreads_over_the_walk_where_a_token_keeps_at_most_half():
     assert cuda.shared_bytes(spread) == cuda.shared_bytes({k: v for k, v in spread.items() if k != "REC_SPREAD"})
 
 
+def test_scales_are_copied_with_the_small_arrays_only_where_the_tensor_cores_take_the_kept_term():
+    """RS_SMEM: on pages with per-token scales (mean recoveries) with KEPT_MMA, 128 bytes a stage more; never with the
+    walk (its build stays as measured), on arrays, or without scales (zero and constant recoveries)."""
+    def d(kept, group, recovery="mean", records=True, head_dim=128):
+        return cuda.defines(head_dim, kept, group, recovery, torch.bfloat16, 4, 2, records=records, registers=200)
+
+    for kept, group in ((77, 4), (96, 4), (64, 8), (52, 8)):
+        on = d(kept, group)
+        assert on["KEPT_MMA"] and on["RS_SMEM"] == 1
+        off = {k: v for k, v in on.items() if k != "RS_SMEM"}
+        assert cuda.shared_bytes(on) == cuda.shared_bytes(off) + 2 * 4 * 128  # two stages, four warps
+    assert "RS_SMEM" not in d(192, 2, head_dim=256, records=False) and d(192, 2, head_dim=256)["RS_SMEM"] == 1
+    for kept, group, recovery, records in ((64, 4, "mean", True), (26, 4, "mean", True), (77, 4, "mean", False),
+                                           (77, 4, "zero", True), (64, 8, "constant", True)):
+        assert "RS_SMEM" not in d(kept, group, recovery, records), (kept, group, recovery, records)
+    assert "KEPT_MMA" not in d(64, 4) and "KEPT_MMA" in d(64, 8, "constant")
+
+
+@pytest.mark.parametrize("head_dim, kept, group, arch", [(128, 77, 4, "sm_90"), (128, 64, 8, "sm_90"),
+                                                         (256, 192, 2, "sm_80"), (128, 52, 8, "sm_80")])
+def test_cuda_source_compiles_with_the_scales_copied(head_dim, kept, group, arch):
+    """RS_SMEM builds (KEPT_MMA 1 and 2, D = 128 and 256): the build's own static_asserts check shared_bytes' count
+    and the scales' 16-byte alignment in the tile record."""
+    defines = cuda.defines(head_dim, kept, group, "mean", torch.float16, 4, 1, records=True)
+    assert defines["RS_SMEM"] == 1
+    cubin = cuda.nvrtc_compile(cuda.kernel_source(defines), cuda.KERNEL_NAME, arch, _pip_nvrtc())
+    assert cubin[:4] == b"\x7fELF"
+
+
 def test_kept_mma_gives_way_to_the_walk_where_its_operand_would_not_fit():
     """defines_within: at D = 256 the kept MMA's A operand (8 KB) takes a 4-warp block past the H200's 232,448 bytes
     from DK = 216, where the walk fits (without its list); below, the MMA stays. Where neither fits (DK = 224: the
@@ -782,6 +811,8 @@ def test_kept_mma_gives_way_to_the_walk_where_its_operand_would_not_fit():
         return cuda.defines_within(limit, 256, kept, 2, "mean", torch.bfloat16, 4, 1, records=True)
 
     assert within(208)["KEPT_MMA"] == 2 and cuda.shared_bytes(within(208)) <= h200
+    # Its scales' copy (RS_SMEM, 1 KB a block) goes first: kept to DK = 206, dropped from 207 on, where the MMA stays.
+    assert within(206)["RS_SMEM"] == 1 and "RS_SMEM" not in within(208)
     walk = within(216)
     assert "KEPT_MMA" not in walk and "WALK_LIST" not in walk and cuda.shared_bytes(walk) <= h200
     mma = cuda.defines(256, 216, 2, "mean", torch.bfloat16, 4, 1, records=True)
@@ -849,13 +880,13 @@ def test_cuda_source_compiles_with_the_query_operand_shared(index):
 
 def test_query_operand_is_shared_at_d128_where_the_blocks_a_multiprocessor_stay():
     """with_query_operand_shared on the H200's limits (232,448 bytes a block, 233,472 a multiprocessor): on where two
-    4-warp blocks still fit (the targets' λ = 0.5 build), off where its 4 KB would leave one (8 query heads at DK = 64,
-    115,456 bytes a block), off past the block limit, and never at D = 64 or 256 (measured slower there)."""
+    4-warp blocks still fit (the targets' λ = 0.5 build), off where its 4 KB would leave one (8 query heads at DK = 64
+    on arrays, 115,456 bytes a block), off past the block limit, and never at D = 64 or 256 (measured slower there)."""
     block, sm = 232448, 233472
     at = dict(records=True, registers=200)
     g4 = cuda.defines(128, 64, 4, "mean", torch.bfloat16, 4, 2, 2, 2, **at)
     assert cuda.with_query_operand_shared(g4, block, sm) == {**g4, "QA_SMEM": 1}
-    g8 = cuda.defines(128, 64, 8, "mean", torch.bfloat16, 4, 2, 2, 2, **at)
+    g8 = cuda.defines(128, 64, 8, "mean", torch.bfloat16, 4, 2, 2, 2, records=False, registers=200)
     assert cuda.shared_bytes(g8) == 115456 and sm // (cuda.shared_bytes(g8) + 1024) == 2
     assert cuda.with_query_operand_shared(g8, block, sm) == g8
     assert cuda.with_query_operand_shared(g8, block, 0) == {**g8, "QA_SMEM": 1}  # multiprocessor unknown: not checked

@@ -163,6 +163,10 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     if mode:
         d["KEPT_MMA"] = mode
         d.pop("WALK_LIST", None)  # the MMA replaces the walk
+        if "RRS_OFF" in d:
+            # The tile's scales copied with its small arrays (spark_walk.cu, RS_SMEM): 1.02-1.19x here, where the next
+            # tile's scale loaded into a register made the warps wait on it (BENCHMARKS.md "Session 31").
+            d["RS_SMEM"] = 1
     elif recovery != "zero" and 2 * kept <= head_dim:
         # The recovery's MMAs spread over the walk's steps (spark_walk.cu: REC_SPREAD): 1.02-1.10x where a token keeps
         # at most half its channels, 0.98-0.99x with 80 and 90 of 128 (BENCHMARKS.md "Session 29").
@@ -182,10 +186,13 @@ def without_walk_list_beyond(d: dict[str, int], limit: int) -> dict[str, int]:
 
 def defines_within(limit: int, *args, **kw) -> dict[str, int]:
     """:func:`defines` ``(*args, **kw)`` for a block of at most ``limit`` bytes of shared memory where it can be had:
-    the walk where the kept MMA's A operand (mode 2, D / 16 x 512 bytes) would take the block past it (D = 256 from
-    DK = 216 with 4 warps on the H200), then the register-queue walk where the list would
+    the scales loaded by each tile instead of copied with its small arrays where their 128 bytes a stage would
+    (RS_SMEM), then the walk where the kept MMA's A operand (mode 2, D / 16 x 512 bytes) would take the block past it
+    (D = 256 from DK = 216 with 4 warps on the H200), then the register-queue walk where the list would
     (:func:`without_walk_list_beyond`). What fits neither way is left for the launcher to report."""
     d = defines(*args, **kw)
+    if d.get("RS_SMEM") and shared_bytes(d) > limit:
+        d.pop("RS_SMEM")
     if d.get("KEPT_MMA") == 2 and shared_bytes(d) > limit:
         d = defines(*args, **kw, kept_on_tensor_cores=False)
     return without_walk_list_beyond(d, limit)
@@ -244,7 +251,7 @@ def shared_bytes(d: dict[str, int]) -> int:
         kv_bytes = 32 * d["DK"] * 2
     else:  # odd DK: the tile's contiguous bytes from the 16-byte boundary below them
         kv_bytes = cdiv(cdiv(64 * d["DK"] + 14, 16) * 16, 128) * 128
-    small = kv_bytes + 2 * 32 * nw * 4
+    small = kv_bytes + 2 * 32 * nw * 4 + (128 if d.get("RS_SMEM") else 0)  # RS_SMEM: the tile's scales
     return _fixed_bytes(d) + d["WARPS"] * (32 * d["D"] * 2 + d["STAGES"] * small)
 
 

@@ -104,7 +104,21 @@ typedef unsigned long long u64;
 #define V_STRIDE (D * 2)  // bytes per V row in shared memory: unpadded (the chunks are swizzled, see load_v)
 #define V_BYTES (32 * V_STRIDE)
 #define W_BYTES (32 * NW * 4)
-#define SMALL_BYTES (KV_BYTES + 2 * W_BYTES)
+// RS_SMEM (set by the launcher on pages with per-token scales where the tensor cores take the kept term, if the block
+// still fits: cuda.defines_within): a tile's 32 scales (64 bytes of its record) are copied with its small arrays, into
+// 128 bytes after the sign words. Loaded into a register instead, the next tile's scale was converted a few
+// instructions after its load and the warps waited there on DRAM: 19 % of KEPT_MMA 2's samples at 128K·b1, λ = 0.5;
+// with the copy, 1.02-1.19x on the KEPT_MMA branches (BENCHMARKS.md "Session 31"). The walk hides that load (its
+// conversion comes after the walk) and gained nothing from the copy ("Session 25").
+#ifndef RS_SMEM
+#define RS_SMEM 0
+#endif
+static_assert(!RS_SMEM || (RECORDS && REC == 0 && KEPT_MMA), "RS_SMEM: pages with per-token scales, KEPT_MMA only");
+#if RS_SMEM
+static_assert(RRS_OFF % 16 == 0, "RS_SMEM copies the tile record's scales in 16-byte chunks (layout.tile_record)");
+#endif
+#define RS_BYTES (RS_SMEM ? 128 : 0)
+#define SMALL_BYTES (KV_BYTES + 2 * W_BYTES + RS_BYTES)
 #define WARP_BYTES (V_BYTES + STAGES * SMALL_BYTES)
 #define QTAB_BYTES (D * QROW)
 #define KS_BYTES ((GQ + 1) * 32 * 4)
@@ -301,8 +315,8 @@ __device__ __forceinline__ void load_rows(u32 dst, const unsigned char* src, int
 }
 
 template <bool ALL_ROWS>
-__device__ __forceinline__ void load_small(u32 kvs, const u16* kv_t, const u32* kb_t, const u32* sb_t, int rows,
-                                           int lane) {
+__device__ __forceinline__ void load_small(u32 kvs, const u16* kv_t, const u32* kb_t, const u32* sb_t,
+                                           const unsigned char* rs_t, int rows, int lane) {
   const u32 kws = kvs + KV_BYTES, sws = kws + W_BYTES;
 #if KV_MODE == 2
   load_rows<ALL_ROWS, 16, KVC, KV_STRIDE16, KV_SWIZZLE>(kvs, (const unsigned char*)kv_t, rows, lane);
@@ -357,6 +371,13 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_t, const u32* 
     cp_async(sws + e * WB, sb_src + WB * (ok ? e : 0), ok, WB);
 #endif
   }
+#if RS_SMEM
+  if (lane < 4) {  // 8 scales a lane; those past the valid rows zero-filled (src-size below 16)
+    const int n = ALL_ROWS ? 16 : min(16, max(0, 2 * rows - 16 * lane));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sws + W_BYTES + 16 * lane),
+                 "l"(n ? rs_t + 16 * lane : rs_t), "r"(n));
+  }
+#endif
 }
 
 __device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx: 2 ulp, exp2(-inf) = 0, as Triton's exp2
@@ -655,15 +676,21 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     const u16* kv_t = (const u16*)(TILE(t0) + RKV_OFF);
     const u32* kb_t = (const u32*)(TILE(t0) + RKB_OFF);
     const u32* sb_t = (const u32*)(TILE(t0) + RSB_OFF);
+#if RS_SMEM
+    const unsigned char* rs_t = TILE(t0) + RRS_OFF;
+#else
+    const unsigned char* rs_t = nullptr;
+#endif
 #else
     const u16* kv_t = kv_bh + (u64)t0 * DK;
     const u32* kb_t = kb_bh + (u64)t0 * NW;
     const u32* sb_t = sb_bh + (u64)t0 * NW;
+    const unsigned char* rs_t = nullptr;
 #endif
     if (rows == 32) {
-      load_small<true>(smem_u32(st), kv_t, kb_t, sb_t, rows, lane);
+      load_small<true>(smem_u32(st), kv_t, kb_t, sb_t, rs_t, rows, lane);
     } else {
-      load_small<false>(smem_u32(st), kv_t, kb_t, sb_t, rows, lane);
+      load_small<false>(smem_u32(st), kv_t, kb_t, sb_t, rs_t, rows, lane);
     }
   };
 
@@ -675,9 +702,11 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
   unsigned char* st = small0;
   if (t0 < end) issue_small(t0, st);
   cp_commit();
+#if !RS_SMEM
   float r_next = 0.f;
 #if REC == 0
   if (t0 + lane < end) r_next = elt_to_f32(RS_AT(t0));
+#endif
 #endif
 
 
@@ -832,9 +861,13 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #endif
     __syncwarp();
     const int rows = min(32, end - t0);
+#if RS_SMEM
+    const float r_cur = elt_to_f32(((const u16*)(st + KV_BYTES + 2 * W_BYTES))[lane]);
+#else
     float r_cur = r_next;
 #if REC == 0
     r_next = (t1 + lane < end) ? elt_to_f32(RS_AT(t1)) : 0.f;
+#endif
 #endif
     const u32* kws = (const u32*)(st + KV_BYTES);
     const u32* sws = kws + 32 * NW;
