@@ -111,16 +111,18 @@ def kept_mma(head_dim: int, kept: int, group: int) -> int:
 
     The walk costs per kept entry and query head, and more where the kept rows are odd (read per entry) or padded; the
     MMA costs per channel whatever the heads. Whole steps on pages, one H200, against the walk (BENCHMARKS.md "Session
-    26" and "Session 27"): 5-8 query heads a KV head at D = 128, mode 1 1.11-1.63x at λ = 0.5 (``kept`` % 8 == 0),
-    mode 2 1.25-2.36x for ``kept`` of 45-90 otherwise (0.94x at 26; measured with 8); 1-4 at D = 128, mode 2
-    1.01-1.28x for odd ``kept`` of 65-103 and at 96 (even ones of 64-90 were 0.85-1.07x, so the walk stays there);
-    D = 256 with 2 and 4, 1.17-1.24x for ``kept`` of 160-192 (0.95x at 128); D = 64 0.91-0.98x, so never there.
-    Between the measured points (``kept`` of 41-44 with 5-8, 97-128 with 1-4) the rule follows its neighbours.
+    26", "Session 27" and "Session 31"): 5-8 query heads a KV head at D = 128, mode 1 1.11-1.63x at λ = 0.5
+    (``kept`` % 8 == 0), mode 2 1.25-2.36x for ``kept`` of 45-90 otherwise (0.94x at 26; measured with 8); 1-4 at
+    D = 128, mode 2 1.01-1.28x for odd ``kept`` of 65-103 and at 96, and, since the tile's scales are copied with its
+    small arrays (RS_SMEM), at the even ones of 66-94 as well: 1.03-1.14x with 4 query heads, 0.995-1.034x with 1-2
+    (0.88-0.90x at 64, so the walk keeps λ = 0.5); D = 256 with 2 and 4, 1.17-1.24x for ``kept`` of 160-192 (0.95x
+    at 128); D = 64 0.91-0.98x, so never there. Between the measured points (``kept`` of 41-44 with 5-8, 97-128 with
+    1-4) the rule follows its neighbours.
     """
     if head_dim == 128 and group > 4:
         return 1 if kept % 8 == 0 else 2 if kept > 40 else 0
     if head_dim == 128:
-        return 2 if kept >= 96 or (kept % 2 and kept >= 65) else 0
+        return 2 if kept >= 65 else 0
     if head_dim == 256 and group <= 4:
         return 2 if kept >= 160 else 0
     return 0
