@@ -138,8 +138,9 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     from ``kept``, the kept walk's word list (WALK_LIST) from ``head_dim``, ``warps`` and ``group``, the words
     each walk's queue holds (DEPTH_TOP, DEPTH_BOT) from ``kept`` and ``chains`` (:func:`walk_depth`), whether the
     tensor cores take the kept term instead of the walk (KEPT_MMA) from ``head_dim``, ``kept`` and ``group``
-    (:func:`kept_mma`) unless ``kept_on_tensor_cores`` is False, and, for the walk, whether the recovery's MMAs run
-    inside its loop (REC_SPREAD: a recovery with MMAs, at most half the channels kept)."""
+    (:func:`kept_mma`) unless ``kept_on_tensor_cores`` is False, and with it whether pages copy each tile's scales
+    with its small arrays (RS_SMEM), and, for the walk, whether the recovery's MMAs run inside its loop (REC_SPREAD:
+    a recovery with MMAs, at most half the channels kept)."""
     # q-table columns: 2 for 1-2 query heads a KV head up to D = 128 (1.00-1.05x there; at D = 256 it was
     # 0.96-0.99x at λ = 0.8 with the list walk, 1.04-1.09x at λ = 0.5: BENCHMARKS.md "Session 22"), else 4 or 8.
     gq = 2 if group <= 2 and head_dim <= 128 else 4 if group <= 4 else 8
