@@ -115,16 +115,19 @@ def kept_mma(head_dim: int, kept: int, group: int) -> int:
     (``kept`` % 8 == 0), mode 2 1.25-2.36x for ``kept`` of 45-90 otherwise (0.94x at 26; measured with 8); 1-4 at
     D = 128, mode 2 1.01-1.28x for odd ``kept`` of 65-103 and at 96, and, since the tile's scales are copied with its
     small arrays (RS_SMEM), at the even ones of 66-94 as well: 1.03-1.14x with 4 query heads, 0.995-1.034x with 1-2
-    (0.88-0.90x at 64, so the walk keeps λ = 0.5); D = 256 with 2 and 4, 1.17-1.24x for ``kept`` of 160-192 (0.95x
-    at 128); D = 64 0.91-0.98x, so never there. Between the measured points (``kept`` of 41-44 with 5-8, 97-128 with
-    1-4) the rule follows its neighbours.
+    (0.88-0.90x at 64, so the walk keeps λ = 0.5); D = 256 with 2 and 4, 1.17-1.24x for ``kept`` of 160-192 and, with
+    the copy, 1.27x at 144 (0.97-0.99x at 128); D = 64 with 3 (SmolLM2's heads), with the copy, 1.08x at 40 and 1.15x
+    at 48 (0.98x at 32; 0.91-0.98x before the copy), not measured with 1-2 there. Between the measured points
+    (``kept`` of 41-44 with 5-8, 97-128 with 1-4 at D = 128, 129-143 at D = 256) the rule follows its neighbours.
     """
     if head_dim == 128 and group > 4:
         return 1 if kept % 8 == 0 else 2 if kept > 40 else 0
     if head_dim == 128:
         return 2 if kept >= 65 else 0
     if head_dim == 256 and group <= 4:
-        return 2 if kept >= 160 else 0
+        return 2 if kept > 128 else 0
+    if head_dim == 64 and 3 <= group <= 4:
+        return 2 if kept > 32 else 0
     return 0
 
 
