@@ -341,8 +341,8 @@ __device__ __forceinline__ void load_small(u32 kvs, const u16* kv_t, const u32* 
       const int e = lane + 32 * i;
       if (e < 4 * DK) {
         const int n = ALL_ROWS ? 16 : min(16, max(0, valid - 16 * e));
-        // cp_async16_zfill's own copy, written out: through the helper ptxas scheduled the λ = 0.8 build (DK = 26)
-        // differently, and the measured builds keep their SASS.
+        // cp_async16_zfill's own copy, written out: through the helper ptxas scheduled the DK = 26 and 52 builds
+        // differently (4-warp blocks, cap 200), and the measured builds keep their SASS.
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(kvs + 16 * e), "l"(n ? a0 + 16 * e : a0),
                      "r"(n));
       }
