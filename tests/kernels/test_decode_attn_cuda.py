@@ -64,6 +64,14 @@ CASES = [
     (1, 2, 6, 700, 1, 128, 90, torch.bfloat16, "zero", None),
     (1, 2, 2, 1000, 3, 256, 192, torch.bfloat16, "mean", [999]),
     (2, 2, 4, 700, 0, 256, 171, torch.float16, "mean", [700, 45]),
+    # KEPT_MMA 2 at D = 64: 5-8 query heads a KV head at every DK (odd, 16-byte chunks, a single kept channel), 1-2
+    # from DK = 41.
+    (2, 2, 7, 999, 0, 64, 13, torch.bfloat16, "mean", [999, 45]),
+    (2, 2, 8, 1000, 2, 64, 32, torch.float16, "constant", [1000, 517]),
+    (1, 3, 5, 700, 0, 64, 1, torch.bfloat16, "mean_linear", None),
+    (2, 2, 2, 999, 1, 64, 44, torch.bfloat16, "mean", [999, 45]),
+    # and at D = 256 with 5-8 at every DK.
+    (1, 2, 8, 700, 0, 256, 64, torch.float16, "mean", [699]),
 ]
 
 
@@ -352,10 +360,14 @@ def deepest_walk_sets(d: int, kept: int) -> list[list[int]]:
 @pytest.mark.gpu
 @pytest.mark.parametrize("d, kept, group", [(128, 64, 4), (128, 63, 4), (128, 90, 2), (256, 128, 8), (256, 100, 8)])
 @pytest.mark.parametrize("pages", [False, True])
-def test_the_queue_walk_reaches_its_deepest_word(poison_empty, d, kept, group, pages):
+def test_the_queue_walk_reaches_its_deepest_word(monkeypatch, poison_empty, d, kept, group, pages):
     """The register queue keeps only the words a walk can reach (cuda.walk_depth: 3 of 4 at D = 128 and DK = 64, 6 of
     8 at D = 256 and DK = 128). Tokens whose kept channels push the top or the bottom walk to exactly that word
-    (one-bit words first), or leave empty words at both ends, decode as the reference does."""
+    (one-bit words first), or leave empty words at both ends, decode as the reference does. At D = 256 the queue
+    walks with 5-8 query heads a KV head (1-4 read a word list), where the kept MMA takes over wherever its block fits,
+    so the rule is turned off here."""
+    if d == 256:
+        monkeypatch.setattr(cuda, "kept_mma", lambda head_dim, kept, group: 0)
     b, h, s = 2, 2, 700
     sets = deepest_walk_sets(d, kept)
     assert all(len(c) == kept == len(set(c)) for c in sets)
@@ -379,7 +391,7 @@ def test_the_queue_walk_reaches_its_deepest_word(poison_empty, d, kept, group, p
     _, defines, why = cuda.launch_params(prefix, group, torch.bfloat16)
     if why is not None and "shared memory" in why:
         pytest.skip(why)
-    assert why is None and not defines.get("WALK_LIST")  # the register queue, not the word list
+    assert why is None and not defines.get("WALK_LIST") and not defines.get("KEPT_MMA")  # the register queue
     ref = decode_attn_ref(query.float(), prefix, None, None, d ** -0.5)
     assert rel_err(cuda.decode_attn_cuda(query, prefix, d ** -0.5), ref) < 1e-2
 
@@ -718,8 +730,9 @@ def test_tensor_cores_take_the_kept_term_where_the_walk_costs_more():
     """KEPT_MMA (cuda.kept_mma) where the H200's A/Bs had it faster than the walk (BENCHMARKS.md "Session 26",
     "Session 27"): mode 1 (A in registers, a table) with 5-8 query heads a KV head at D = 128 and DK % 8 == 0; mode 2
     (A in shared memory, selectors computed) there at other DK from 41, with 1-4 from DK = 65 ("Session 31": the even
-    DK of 66-94 too, once the scales were copied), at D = 256 with 1-4 from DK = 129 (the walk's list then goes), and
-    at D = 64 with 3-4 from DK = 33."""
+    DK of 66-94 too, once the scales were copied), at D = 256 with 1-4 from DK = 129 (the walk's list then goes) and
+    with 5-8 at every DK, and at D = 64 with 3-4 from DK = 33, with 1-2 from DK = 41, with 5-8 at every DK ("Session
+    32")."""
     def d(head_dim, kept, group, warps=4, **kw):
         return cuda.defines(head_dim, kept, group, "mean", torch.bfloat16, warps, 1, **kw)
 
@@ -734,8 +747,11 @@ def test_tensor_cores_take_the_kept_term_where_the_walk_costs_more():
         kept = (26, 63, 64, 65, 77, 80, 90, 94, 95, 96, 100, 128)
         assert [mode(128, k, group) for k in kept] == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2]
         assert [mode(256, k, group) for k in (64, 128, 129, 144, 192)] == [0, 0, 2, 2, 2]
-        assert [mode(64, k, group) for k in (13, 32, 33, 48, 63)] == ([0, 0, 2, 2, 2] if group >= 3 else [0] * 5)
-    assert mode(256, 192, 8) == 0 and mode(64, 48, 8) == 0
+        expected = [0, 0, 2, 2, 2, 2] if group >= 3 else [0, 0, 0, 0, 2, 2]
+        assert [mode(64, k, group) for k in (13, 32, 33, 40, 41, 63)] == expected
+    for group in (5, 6, 7, 8):
+        assert [mode(64, k, group) for k in (1, 13, 26, 32, 40, 48, 63)] == [2] * 7
+        assert [mode(256, k, group) for k in (1, 32, 64, 128, 136)] == [2] * 5
     assert "WALK_LIST" not in d(256, 192, 4) and d(256, 128, 4)["WALK_LIST"] == 1
     assert d(256, 192, 4, kept_on_tensor_cores=False)["WALK_LIST"] == 1
     assert "KEPT_MMA" not in d(128, 96, 4, kept_on_tensor_cores=False)
@@ -821,6 +837,9 @@ def test_kept_mma_gives_way_to_the_walk_where_its_operand_would_not_fit():
     assert mma["KEPT_MMA"] == 2 and cuda.shared_bytes(mma) > h200
     assert cuda.shared_bytes(within(224)) > h200
     assert within(192, limit=10**6) == cuda.defines(256, 192, 2, "mean", torch.bfloat16, 4, 1, records=True)
+    # With 8 query heads a KV head (the MMA at every DK): kept to DK = 136, the walk from 144.
+    eight = [cuda.defines_within(h200, 256, k, 8, "mean", torch.bfloat16, 4, 1, records=True) for k in (64, 136, 144)]
+    assert [x.get("KEPT_MMA", 0) for x in eight] == [2, 2, 0] and cuda.shared_bytes(eight[1]) <= h200
 
 
 def test_walk_list_only_at_d256_outside_eight_warp_blocks():

@@ -116,18 +116,21 @@ def kept_mma(head_dim: int, kept: int, group: int) -> int:
     D = 128, mode 2 1.01-1.28x for odd ``kept`` of 65-103 and at 96, and, since the tile's scales are copied with its
     small arrays (RS_SMEM), at the even ones of 66-94 as well: 1.03-1.14x with 4 query heads, 0.995-1.034x with 1-2
     (0.88-0.90x at 64, so the walk keeps λ = 0.5); D = 256 with 2 and 4, 1.17-1.24x for ``kept`` of 160-192 and, with
-    the copy, 1.27x at 144 (0.97-0.99x at 128); D = 64 with 3 (SmolLM2's heads), with the copy, 1.08x at 40 and 1.15x
-    at 48 (0.98x at 32; 0.91-0.98x before the copy), not measured with 1-2 there. Between the measured points
-    (``kept`` of 41-44 with 5-8, 97-128 with 1-4 at D = 128, 129-143 at D = 256) the rule follows its neighbours.
+    the copy, 1.27x at 144 (0.97-0.99x at 128) and 1.15-1.17x at 130 and 136 ("Session 32"), with 5-8, 1.10-1.62x at
+    every ``kept`` measured, 32-136 (where the block fits: :func:`defines_within`); D = 64 with 3 (SmolLM2's
+    heads), with the copy, 1.08x at 40 and 1.15x at 48 (0.98x at 32; 0.91-0.98x before the copy); with 1-2, 1.07x at
+    48 (0.99-1.00x at 40); with 5-8 (Qwen2.5-0.5B's 7 among them), 1.09-1.96x at every ``kept`` measured, 13-48
+    ("Session 32": there the walk's GQ = 8 q table made it slower than SDPA). Between the measured points (``kept`` of
+    41-44 with 5-8, 97-128 with 1-4 at D = 128, 41-47 with 1-2 at D = 64) the rule follows its neighbours.
     """
     if head_dim == 128 and group > 4:
         return 1 if kept % 8 == 0 else 2 if kept > 40 else 0
     if head_dim == 128:
         return 2 if kept >= 65 else 0
-    if head_dim == 256 and group <= 4:
-        return 2 if kept > 128 else 0
-    if head_dim == 64 and 3 <= group <= 4:
-        return 2 if kept > 32 else 0
+    if head_dim == 256:
+        return 2 if group > 4 or kept > 128 else 0
+    if head_dim == 64:
+        return 2 if group > 4 or kept > (32 if group >= 3 else 40) else 0
     return 0
 
 
