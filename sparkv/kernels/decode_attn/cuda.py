@@ -147,9 +147,9 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     (:func:`kept_mma`) unless ``kept_on_tensor_cores`` is False, and with it whether pages copy each tile's scales
     with its small arrays (RS_SMEM), and, for the walk, whether the recovery's MMAs run inside its loop (REC_SPREAD:
     a recovery with MMAs, at most half the channels kept)."""
-    # q-table columns: 2 for 1-2 query heads a KV head up to D = 128 (1.00-1.05x there; at D = 256 it was
-    # 0.96-0.99x at λ = 0.8 with the list walk, 1.04-1.09x at λ = 0.5: BENCHMARKS.md "Session 22"), else 4 or 8.
-    gq = 2 if group <= 2 and head_dim <= 128 else 4 if group <= 4 else 8
+    # q-table columns: 2 for 1-2 query heads a KV head (1.00-1.05x up to D = 128: BENCHMARKS.md "Session 22"; at
+    # D = 256, 1.06-1.21x over λ = 0.5-0.8 since session 32, 0.96-1.09x in session 22's kernel), else 4 or 8.
+    gq = 2 if group <= 2 else 4 if group <= 4 else 8
     d = dict(D=head_dim, DK=kept, G=group, GQ=gq, REC=_RECOVERY[recovery],
              HALF=int(dtype == torch.float16), WARPS=warps, MINB=min_blocks, CHAINS=chains, STAGES=stages,
              KV_MODE=2 if kept % 8 == 0 else 3 if kept % 4 == 0 else (1 if kept % 2 == 0 else 0))
