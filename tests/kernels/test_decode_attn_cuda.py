@@ -820,16 +820,17 @@ def test_cuda_source_compiles_with_the_scales_copied(head_dim, kept, group, arch
 
 def test_kept_mma_gives_way_to_the_walk_where_its_operand_would_not_fit():
     """defines_within: at D = 256 the kept MMA's A operand (8 KB) takes a 4-warp block past the H200's 232,448 bytes
-    from DK = 216, where the walk fits (without its list); below, the MMA stays. Where neither fits (DK = 224: the
+    from DK = 211, where the walk fits (without its list); below, the MMA stays. Where neither fits (DK = 224: the
     walk pads its 28-chunk rows) the defines are left for the launcher to report or shrink."""
     h200 = 232448
 
     def within(kept, limit=h200):
         return cuda.defines_within(limit, 256, kept, 2, "mean", torch.bfloat16, 4, 1, records=True)
 
-    assert within(208)["KEPT_MMA"] == 2 and cuda.shared_bytes(within(208)) <= h200
-    # Its scales' copy (RS_SMEM, 1 KB a block) goes first: kept to DK = 206, dropped from 207 on, where the MMA stays.
-    assert within(206)["RS_SMEM"] == 1 and "RS_SMEM" not in within(208)
+    assert within(210)["KEPT_MMA"] == 2 and cuda.shared_bytes(within(210)) <= h200
+    # Its scales' copy (RS_SMEM, 1 KB a block) goes first: kept to DK = 208, dropped from 209 on, where the MMA stays.
+    assert within(208)["RS_SMEM"] == 1 and "RS_SMEM" not in within(209)
+    assert "KEPT_MMA" not in within(211)
     walk = within(216)
     assert "KEPT_MMA" not in walk and "WALK_LIST" not in walk and cuda.shared_bytes(walk) <= h200
     mma = cuda.defines(256, 216, 2, "mean", torch.bfloat16, 4, 1, records=True)

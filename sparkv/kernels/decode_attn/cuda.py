@@ -197,8 +197,8 @@ def defines_within(limit: int, *args, **kw) -> dict[str, int]:
     """:func:`defines` ``(*args, **kw)`` for a block of at most ``limit`` bytes of shared memory where it can be had:
     the scales loaded by each tile instead of copied with its small arrays where their 128 bytes a stage would
     (RS_SMEM), then the walk where the kept MMA's A operand (mode 2, D / 16 x 512 bytes) would take the block past it
-    (D = 256 from DK = 216 with 4 warps on the H200), then the register-queue walk where the list would
-    (:func:`without_walk_list_beyond`). What fits neither way is left for the launcher to report."""
+    (D = 256 from DK = 211 with 1-2 query heads and 4 warps on the H200), then the register-queue walk where the list
+    would (:func:`without_walk_list_beyond`). What fits neither way is left for the launcher to report."""
     d = defines(*args, **kw)
     if d.get("RS_SMEM") and shared_bytes(d) > limit:
         d.pop("RS_SMEM")
