@@ -4,8 +4,9 @@ One command makes the whole table and the JSON file:
 
     PYTHONPATH=. python benchmarks/decode_attention.py            # -> benchmarks/results/decode_attention_h200.json
 
-Rows: Llama-3.1-8B head layout (32 query heads, 8 KV heads, D = 128) and SmolLM2 (9 / 3, D = 64), bf16, one new
-token per row, contexts 8K / 32K / 128K, batch 1 and 8, key ratio λ 0 (our kernel on DenseKeys), 0.5, 0.8.
+Rows: Llama-3.1-8B head layout (32 query heads, 8 KV heads, D = 128) and SmolLM2 (9 / 3, D = 64); ``--models``
+adds Llama-3.1-70B's (64 / 8, D = 128), Qwen2.5-0.5B's (14 / 2, D = 64) and Gemma-2-9B's (16 / 8, D = 256). bf16,
+one new token per row, contexts 8K / 32K / 128K, batch 1 and 8, key ratio λ 0 (our kernel on DenseKeys), 0.5, 0.8.
 Every config is checked against the fp32 PyTorch reference before it is timed (relative error < 1e-2).
 SparK rows run what the library dispatches to (``kernel``: the CUDA C++ split kernel where it applies, else the
 Triton one) and also time the Triton SparK kernel on the same data (``triton_us``).
@@ -65,10 +66,16 @@ from sparkv.kernels.decode_attn.fused import DENSE_CONFIGS, LAST_LAUNCH, SPARK_C
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
 
+# Head layouts (query heads, KV heads, head_dim as the models' configs give them). The issue's table is the first two;
+# the others are opt-in (--models): 8 query heads a KV head at D = 128, 7 at D = 64, 2 at D = 256.
 MODELS = [
     {"model": "llama-3.1-8b", "q_heads": 32, "kv_heads": 8, "head_dim": 128},
     {"model": "smollm2", "q_heads": 9, "kv_heads": 3, "head_dim": 64},
+    {"model": "llama-3.1-70b", "q_heads": 64, "kv_heads": 8, "head_dim": 128},
+    {"model": "qwen2.5-0.5b", "q_heads": 14, "kv_heads": 2, "head_dim": 64},
+    {"model": "gemma-2-9b", "q_heads": 16, "kv_heads": 8, "head_dim": 256},
 ]
+DEFAULT_MODELS = ("llama-3.1-8b", "smollm2")
 RATIOS = (0.0, 0.5, 0.8)
 TOL = 1e-2
 
@@ -106,9 +113,23 @@ def make_shape(b, hq, h, s, d, dtype, seed):
     return q, k, v, stat, lens
 
 
+def parse_models(text: str) -> list[str]:
+    """``"llama-3.1-8b,gemma-2-9b"`` -> the names, each one of :data:`MODELS` (else an argparse error naming them)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    known = [m["model"] for m in MODELS]
+    if not names or any(n not in known for n in names):
+        raise argparse.ArgumentTypeError(f"takes names from {', '.join(known)}, comma-separated; got {text!r}")
+    return names
+
+
+def selected_models(args) -> list[dict]:
+    """The :data:`MODELS` entries ``--models`` names, in the table's order."""
+    return [m for m in MODELS if m["model"] in args.models]
+
+
 def run_table(args, save=None) -> list[dict]:
     rows = []
-    shapes = [(m, s, b) for m in MODELS if not args.head_dims or m["head_dim"] in args.head_dims
+    shapes = [(m, s, b) for m in selected_models(args) if not args.head_dims or m["head_dim"] in args.head_dims
               for s in args.contexts for b in args.batches]
     for m, s, b in tqdm(shapes, desc="shapes"):
         hq, h, d = m["q_heads"], m["kv_heads"], m["head_dim"]
@@ -204,7 +225,7 @@ def explore(args) -> list[dict]:
     shapes = ((32768, 8), (131072, 1), (131072, 8)) if DEVICE == "cuda" else ((600, 2),)
     if args.occupancy and DEVICE == "cuda":
         shapes = shapes[:2]  # the issue's two target shapes
-    models = [m for m in MODELS if m["head_dim"] in (args.head_dims or [128])]
+    models = [m for m in selected_models(args) if m["head_dim"] in (args.head_dims or [128])]
     for m, (s, b) in ((m, sb) for m in models for sb in shapes):
         hq, h, d = m["q_heads"], m["kv_heads"], m["head_dim"]
         q, k, v, stat, lens = make_shape(b, hq, h, s, d, torch.bfloat16, seed=1)
@@ -338,6 +359,9 @@ def main() -> None:
     p.add_argument("--batches", type=lambda x: [int(t) for t in x.split(",")],
                    default=[1, 8] if DEVICE == "cuda" else [1, 2])
     p.add_argument("--head-dims", type=lambda x: [int(t) for t in x.split(",")], default=None)
+    p.add_argument("--models", type=parse_models, default=list(DEFAULT_MODELS),
+                   help=f"head layouts, comma-separated, from {', '.join(m['model'] for m in MODELS)} "
+                        f"(default: {','.join(DEFAULT_MODELS)}, the issue's table)")
     p.add_argument("--explore", action="store_true", help="time every config / split size at the target shapes")
     p.add_argument("--explore-ratios", type=lambda x: [float(t) for t in x.split(",")], default=[0.0, 0.5, 0.8])
     p.add_argument("--occupancy", action="store_true",

@@ -84,6 +84,23 @@ def test_decode_table_dry_run_is_tiny_and_never_overwrites_gpu_results(tmp_path)
     assert all(r["flush"] == "read" and r["us"] > 0 and r["us_zero_flush"] > 0 for r in rows)
 
 
+def test_decode_table_models_default_to_the_issues_table_and_refuse_unknown_names(benchmarks_on_path):
+    """``--models``: the issue's two head layouts by default; the opt-in ones in the table's order; an unknown or
+    empty list is an argparse error naming the known layouts."""
+    import argparse
+
+    import decode_attention as table
+
+    assert list(table.DEFAULT_MODELS) == ["llama-3.1-8b", "smollm2"]
+    names = table.parse_models("gemma-2-9b, qwen2.5-0.5b,llama-3.1-8b")
+    picked = table.selected_models(argparse.Namespace(models=names))
+    assert [m["model"] for m in picked] == ["llama-3.1-8b", "qwen2.5-0.5b", "gemma-2-9b"]
+    assert [(m["q_heads"], m["kv_heads"], m["head_dim"]) for m in picked] == [(32, 8, 128), (14, 2, 64), (16, 8, 256)]
+    for bad in ("llama-3-8b", "", "smollm2,gemma"):
+        with pytest.raises(argparse.ArgumentTypeError, match="takes names from llama-3.1-8b, smollm2, "):
+            table.parse_models(bad)
+
+
 def test_bench_us_refuses_an_unknown_flush(benchmarks_on_path):
     from common import bench_us
     with pytest.raises(ValueError, match=r"flush must be one of \('zero', 'read'\)"):
