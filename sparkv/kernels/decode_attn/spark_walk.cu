@@ -64,10 +64,8 @@ typedef unsigned long long u64;
 //      16-entry table in shared memory, kept rows padded (not swizzled, for plain addresses); 1.11-1.63x over the
 //      walk with 6 and 8 query heads a KV head at λ = 0.5 (BENCHMARKS.md "Session 26");
 //   2: any D and DK: A read from shared memory per k-step (16 registers fewer, so that it fits the 200-register cap),
-//      the selectors computed, kept rows unpadded; 1.01-1.28x over the walk with 1-4 query heads a KV head where DK is
-//      odd from 65 or >= 96 at D = 128, 1.17-1.24x at D = 256 from DK = 160, 1.25-2.36x with 8 at DK % 8 != 0
-//      (BENCHMARKS.md "Session 27"); with RS_SMEM (below), also at the even DK of 66-94, at D = 256 from DK = 129 and
-//      at D = 64 (3-4 query heads) from DK = 33 ("Session 31").
+//      the selectors computed, kept rows unpadded.
+// Where each mode runs, and what it measured against the walk, is cuda.kept_mma's rule and docstring.
 #ifndef KEPT_MMA
 #define KEPT_MMA 0
 #endif
