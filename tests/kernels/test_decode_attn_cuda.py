@@ -142,7 +142,7 @@ def test_cuda_kernel_variants_match_reference(case, variant, form, poison_empty)
 @pytest.mark.gpu
 @pytest.mark.parametrize("params", [dict(warps=w, min_blocks=m, chains=c, waves=v, stages=n)
                                     for w, m, c, v, n in [(2, 4, 1, 1, 2), (4, 1, 1, 2, 1), (8, 1, 2, 1, 2),
-                                                          (4, 3, 2, 3, 1)]]
+                                                          (4, 3, 2, 3, 1), (6, 1, 2, 1, 1), (5, 1, 1, 1, 2)]]
                          + [dict(registers=128), dict(warps=8, registers=96)])
 def test_cuda_kernel_launch_parameters(params, poison_empty):
     query, prefix, _, _ = make_case(2, 4, 4, 3000, 0, 128, 26, torch.bfloat16, "mean", [3000, 1234], seed=1)
@@ -163,6 +163,32 @@ def test_swizzled_rows_of_16_chunks_in_any_block(warps, pages, poison_empty):
     ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
     form = SparKPages.from_compressed(prefix) if pages else prefix
     assert rel_err(cuda.decode_attn_cuda(query, form, 0.1, warps=warps, min_blocks=1), ref) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kept, group, warps, stages, dtype, pages, default", [
+    (128, 2, 6, 1, torch.bfloat16, True, (6, 1)), (103, 2, 7, 1, torch.float16, False, (7, 1)),
+    (77, 4, 7, 1, torch.bfloat16, True, (7, 1)), (52, 8, 6, 1, torch.bfloat16, False, (6, 1)),
+    (180, 2, 6, 1, torch.bfloat16, True, (6, 1)), (128, 2, 5, 2, torch.float16, True, (6, 1)),
+    (52, 2, 7, 1, torch.bfloat16, False, (4, 2)), (128, 8, 6, 1, torch.bfloat16, True, (4, 2))])
+def test_wide_lone_blocks_match_the_reference(poison_empty, kept, group, warps, stages, dtype, pages, default):
+    """Blocks of 5-7 warps at D = 256 (wide_lone_block's 6 and 7 with one stage; the walk with its list, the kept
+    MMA) on ragged rows, forced and with a split size that leaves splits of the short row empty; on a device with
+    the H200's shared memory and multiprocessors, the default launch takes the rule's block."""
+    query, prefix, _, _ = make_case(2, 8, group, 2000, 0, 256, kept, dtype, "mean", [2000, 777], seed=kept + group)
+    if pages:
+        prefix = SparKPages.from_compressed(prefix)
+    ref = decode_attn_ref(query.float(), prefix, None, None, 0.1)
+    launch = dict(warps=warps, min_blocks=1, stages=stages)
+    plan = cuda.SplitPlan(query, prefix, 0.1, **launch)
+    assert (plan.warps, plan.defines["STAGES"]) == (warps, stages)
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1, **launch), ref) < 1e-2
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1, chunk=256, **launch), ref) < 1e-2
+    props = torch.cuda.get_device_properties(0)
+    if (props.shared_memory_per_block_optin, props.multi_processor_count) == (232448, 132):
+        p, _, why = cuda.launch_params(prefix, group, dtype)
+        assert why is None and (p["warps"], p["stages"]) == default
+    assert rel_err(cuda.decode_attn_cuda(query, prefix, 0.1), ref) < 1e-2
 
 
 def _registers(plan: cuda.SplitPlan) -> int:
@@ -588,8 +614,8 @@ def test_launch_parameters_are_checked():
     query, prefix, _, _ = make_case(1, 2, 4, 300, 0, 128, 64, torch.bfloat16, "mean", None)
     with pytest.raises(TypeError, match="unknown CUDA kernel parameters"):
         cuda.decode_attn_cuda(query, prefix, 0.1, threads=128)
-    with pytest.raises(ValueError, match="warps must be 1, 2, 4 or 8"):
-        cuda.decode_attn_cuda(query, prefix, 0.1, warps=3)
+    with pytest.raises(ValueError, match=r"warps must be an integer in \[1, 8\], got 9"):
+        cuda.decode_attn_cuda(query, prefix, 0.1, warps=9)
     with pytest.raises(ValueError, match="chunk must be a positive multiple of 32"):
         cuda.decode_attn_cuda(query, prefix, 0.1, chunk=33)
     with pytest.raises(ValueError, match="combine must be 'auto', 'kernel' or 'triton'"):
@@ -850,6 +876,7 @@ def test_walk_list_only_at_d256_outside_eight_warp_blocks():
         return cuda.defines(head_dim, head_dim // 5, 4, "mean", torch.bfloat16, warps, 1)
 
     assert d(256, 4).get("WALK_LIST") == 1 and d(256, 2).get("WALK_LIST") == 1
+    assert d(256, 6).get("WALK_LIST") == 1 and d(256, 7).get("WALK_LIST") == 1  # wide_lone_block's
     assert "WALK_LIST" not in d(256, 8) and "WALK_LIST" not in d(128, 4) and "WALK_LIST" not in d(64, 4)
     assert "WALK_LIST" not in cuda.defines(256, 128, 8, "mean", torch.bfloat16, 4, 1)  # 8 q-table columns
     assert cuda.shared_bytes(d(256, 4)) - cuda.shared_bytes({**d(256, 4), "WALK_LIST": 0}) == 4 * 32 * 9 * 8
@@ -971,8 +998,9 @@ def test_launch_parameters_are_checked_before_anything_runs():
     _, prefix, _, _ = make_interpreter_case()
     with pytest.raises(TypeError, match="unknown CUDA kernel parameters"):
         cuda.launch_params(prefix, 2, torch.bfloat16, threads=128)
-    with pytest.raises(ValueError, match="warps must be 1, 2, 4 or 8"):
-        cuda.launch_params(prefix, 2, torch.bfloat16, warps=3)
+    for bad in (0, 9, True, 4.0):
+        with pytest.raises(ValueError, match=r"warps must be an integer in \[1, 8\]"):
+            cuda.launch_params(prefix, 2, torch.bfloat16, warps=bad)
     with pytest.raises(ValueError, match="min_blocks must be an integer in"):
         cuda.launch_params(prefix, 2, torch.bfloat16, min_blocks=0)
     for bad in (10, 256, True, 200.0):
@@ -1136,6 +1164,38 @@ def test_eight_warp_blocks_only_where_one_four_warp_block_fits():
     # 8K tokens, 2 KV heads: 64 blocks of 256-token tiles for 132 multiprocessors (4-warp tiles make 128).
     assert not cuda.lone_block(*blocks(256, 26, 4), sm, limit, 2, 8192, 132)
     assert cuda.lone_block(*blocks(256, 26, 4), sm, limit, 2, 32768, 132)
+
+
+def test_wide_lone_blocks_at_d256_where_a_quarter_or_more_is_kept():
+    """One 7- or 6-warp block with one stage at D = 256 where a 4-warp block fits a multiprocessor once (H200 figures)
+    and the tensor cores take the kept term or a token keeps at least a quarter of its channels; not at D = 64 / 128,
+    nor where two 4-warp blocks fit."""
+    sm = 233472
+
+    def rule(d, kept, group, sm_bytes=sm):
+        return cuda.wide_lone_block(d, kept, group, block_bytes(d, kept, group, 4, 1), sm_bytes)
+
+    for kept, group in ((64, 2), (103, 2), (128, 4), (180, 2), (52, 8), (128, 8), (208, 1), (26, 6)):
+        assert rule(256, kept, group), (kept, group)
+    assert not rule(256, 63, 2) and not rule(256, 52, 4)  # the walk over less than a quarter: 0.90-0.98x
+    assert not rule(128, 116, 4) and not rule(128, 90, 8)  # D = 128 (lone_block's 8 warps)
+    assert not rule(256, 128, 2, 2 * sm)  # two 4-warp blocks fit
+    assert not rule(256, 128, 2, 0)  # the device did not say
+    # What the launcher then builds: 7 warps keep the list walk where it fits one stage, up to DK = 103 with 2 query
+    # heads; at DK = 128 only 6 warps keep it; the kept MMA's blocks (no list) take 6.
+    limit = 232448
+
+    def one_stage(kept, group, warps):
+        return cuda.defines_within(limit, 256, kept, group, "mean", torch.bfloat16, warps, 1, 2, 1, records=True)
+
+    for kept, group, warps in ((103, 2, 7), (77, 4, 7), (64, 2, 7), (128, 2, 6), (128, 4, 6)):
+        assert one_stage(kept, group, warps).get("WALK_LIST") == 1, (kept, group, warps)
+        assert cuda.shared_bytes(one_stage(kept, group, warps)) <= limit
+    assert "WALK_LIST" not in one_stage(128, 2, 7)  # the list does not fit 7 warps there
+    assert one_stage(52, 8, 6).get("KEPT_MMA") == 2 and cuda.shared_bytes(one_stage(52, 8, 6)) <= limit
+    # 8 query heads at λ = 0.5: the kept MMA does not fit 6 warps, so the launcher keeps its 4-warp block.
+    assert "KEPT_MMA" not in one_stage(128, 8, 6) and cuda.defines_within(
+        limit, 256, 128, 8, "mean", torch.bfloat16, 4, 1, records=True).get("KEPT_MMA") == 2
 
 
 def test_eight_warp_blocks_where_kept_rows_are_short():

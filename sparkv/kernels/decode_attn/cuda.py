@@ -39,7 +39,8 @@ _FAILED: dict[tuple, str] = {}
 # 0.83x as fast as 255 after a small change to it (an unused split parameter); caps of 184-192 fell off at 128K·b8.
 # Where only one 4-warp block fits a multiprocessor, launch_params takes one 8-warp block instead (lone_block, session
 # 16), and so it does where kept rows are short (short_kept_block, session 25); where neither fits twice (D = 256) it
-# takes the 4-warp block alone, all of these with no cap (200 was 0.86-0.99x there).
+# takes one 7- or 6-warp block with one stage where the kept term is long (wide_lone_block, session 33), else the
+# 4-warp block alone, all of these with no cap (200 was 0.86-0.99x there).
 # Nor is the cap kept where ptxas reports that it adds a stack frame (without_added_spills): with 4-byte words DK = 100
 # and 108, and pages at DK = 52, spilled under it; since kept rows of DK = 4 mod 8 are read as 8-byte units (KV_MODE
 # 3) no build at D = 64 or 128 does (sm_90, bf16, 4 and 8 query heads a KV head), so the check is a guard.
@@ -156,9 +157,10 @@ def defines(head_dim: int, kept: int, group: int, recovery: str, dtype: torch.dt
     bottom = kept // 2 if chains == 2 else 0  # the bottom walk's kept bits; the top walk takes the rest
     nw = num_words(head_dim)
     d.update(DEPTH_TOP=walk_depth(nw, bottom), DEPTH_BOT=walk_depth(nw, kept - bottom))
-    if head_dim >= 256 and warps <= 4 and group <= 4:
+    if head_dim >= 256 and warps < 8 and group <= 4:
         # The kept walk's words from a list in shared memory (spark_walk.cu, Walk; 1.12-1.23x at D = 256). Not in
-        # 8-warp blocks, nor with 8 q-table columns: there its 2.3 KB a warp would change the blocks that fit.
+        # 8-warp blocks, nor with 8 q-table columns: there its 2.3 KB a warp would change the blocks that fit. The
+        # 6- and 7-warp blocks of wide_lone_block keep it (their 7 warps only where it fits).
         d["WALK_LIST"] = 1
     if records:
         rec = tile_record(head_dim, kept, recovery, dtype)
@@ -482,7 +484,30 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
 def _eight_warp_blocks_fill(block8: int, block_limit: int, rows: int, tokens: int, sms: int) -> bool:
     """What both reasons for one 8-warp block need: its ``block8`` bytes within ``block_limit``, and ``rows`` of
     ``tokens`` that make a block of 256-token tiles for each of the ``sms`` multiprocessors."""
-    return block8 <= block_limit and rows * cdiv(tokens, 8 * 32) >= sms
+    return block8 <= block_limit and _blocks_fill(8, rows, tokens, sms)
+
+
+def _blocks_fill(warps: int, rows: int, tokens: int, sms: int) -> bool:
+    """Whether ``rows`` of ``tokens`` make a block of ``warps`` 32-token tiles for each of the ``sms``
+    multiprocessors."""
+    return rows * cdiv(tokens, warps * 32) >= sms
+
+
+def wide_lone_block(head_dim: int, kept: int, group: int, block4: int, sm_bytes: int) -> bool:
+    """Whether to launch one block of 7 or 6 warps with one stage of small-array buffers where a 4-warp block of
+    ``block4`` bytes fits a multiprocessor of ``sm_bytes`` only once and :func:`lone_block` does not take 8 warps:
+    at D = 256 where the tensor cores take the kept term (:func:`kept_mma`) or the walk's rows are long (a token keeps
+    at least a quarter of its channels, λ <= 0.75). The launcher takes 7 warps where the walk keeps its word list
+    (WALK_LIST), else 6, whichever first fits the device with the 4-warp block's kept term (KEPT_MMA) and gives every
+    multiprocessor a block. A lone 4-warp block leaves each scheduler one warp (its 16 KB V tile a warp fills the
+    shared memory) while the kept term is long; two stages matter less there than more warps. On the H200, whole
+    steps on pages against the 4-warp block (BENCHMARKS.md "Session 33"): 2 query heads a KV head, the walk,
+    1.09-1.26x at λ = 0.5 (6 warps) and 1.10-1.44x at λ = 0.6-0.7 (7 warps), 1.02-1.14x at 0.75; 4, 1.05x at
+    λ = 0.5 and 1.08-1.13x at 0.6-0.75, 1.00x with one KV head (Gemma-3-1B's 4 / 1); the kept MMA (8 query heads,
+    or 2 at λ 0.3-0.4), 1.15-1.20x (at λ = 0.8 with 8); but the walk at λ = 0.8 0.90-0.98x, so not where it keeps
+    less than a quarter."""
+    return (head_dim == 256 and (4 * kept >= head_dim or kept_mma(head_dim, kept, group) > 0)
+            and 0 < blocks_by_shared_memory(sm_bytes, block4) <= 1)
 
 
 def short_kept_block(head_dim: int, kept: int, group: int, block8: int, block_limit: int, rows: int, tokens: int,
@@ -504,7 +529,8 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
     """``(params, defines, why_not)`` for this case on its device: :data:`DEFAULTS` overridden by ``kw`` (checked),
     with 2-warp blocks when 4-warp ones would not fit the device's shared memory (large head_dim or group), and
     8-warp blocks when only one 4-warp block would fit a multiprocessor (:func:`lone_block`) or the kept rows are
-    short (:func:`short_kept_block`). Unless ``registers`` is
+    short (:func:`short_kept_block`), and else one 7- or 6-warp block with one stage where a 4-warp block fits once
+    and the kept rows are long (:func:`wide_lone_block`). Unless ``registers`` is
     given, the register cap applies only to 4-warp blocks two of which fit a multiprocessor, and not where it would
     make the build spill (:func:`without_added_spills`: its build is the one loaded; where it has a stack frame, one
     more NVRTC build of the uncapped variant); elsewhere the cap is the one ``__launch_bounds__`` implies."""
@@ -512,8 +538,8 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
     if unknown:
         raise TypeError(f"unknown CUDA kernel parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
     p = {**DEFAULTS, **kw}
-    if p["warps"] not in (1, 2, 4, 8):
-        raise ValueError(f"warps must be 1, 2, 4 or 8, got {p['warps']!r}")
+    if not isinstance(p["warps"], int) or isinstance(p["warps"], bool) or not 1 <= p["warps"] <= 8:
+        raise ValueError(f"warps must be an integer in [1, 8], got {p['warps']!r}")
     for name in ("chains", "stages"):
         if p[name] not in (1, 2) or isinstance(p[name], bool):
             raise ValueError(f"{name} must be 1 or 2, got {p[name]!r}")
@@ -537,9 +563,10 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
     limit = props.shared_memory_per_block_optin
     sm_bytes = getattr(props, "shared_memory_per_multiprocessor", 0)
 
-    def make(warps: int, min_blocks: int | None = None) -> dict:
+    def make(warps: int, min_blocks: int | None = None, stages: int | None = None) -> dict:
         d = defines_within(limit, prefix.head_dim, kept, group, recovery, dtype, warps,
-                           p["min_blocks"] if min_blocks is None else min_blocks, p["chains"], p["stages"],
+                           p["min_blocks"] if min_blocks is None else min_blocks, p["chains"],
+                           p["stages"] if stages is None else stages,
                            records=isinstance(prefix, SparKPages), registers=p["registers"])
         return with_query_operand_shared(d, limit, sm_bytes)
 
@@ -555,6 +582,15 @@ def launch_params(prefix: Prefix, group: int, dtype: torch.dtype, **kw) -> tuple
                 or short_kept_block(prefix.head_dim, kept, group, block8, *fill)):
             p.update(warps=8, min_blocks=1)
             d = wide
+        elif "stages" not in kw and wide_lone_block(prefix.head_dim, kept, group, shared_bytes(d), sm_bytes):
+            for warps in (7, 6):
+                one_stage = make(warps, min_blocks=1, stages=1)
+                same_kept_term = all(one_stage.get(k) == d.get(k) for k in ("KEPT_MMA", "RS_SMEM"))
+                if (shared_bytes(one_stage) <= limit and same_kept_term and (warps == 6 or one_stage.get("WALK_LIST"))
+                        and _blocks_fill(warps, *fill[1:])):
+                    p.update(warps=warps, min_blocks=1, stages=1)
+                    d = one_stage
+                    break
     # The register cap was measured on 4-warp blocks two of which fit a multiprocessor's shared memory; any other
     # block keeps __launch_bounds__'s cap unless registers is given.
     if "registers" not in kw and "MAXNREG" in d and (
