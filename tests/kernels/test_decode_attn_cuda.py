@@ -70,8 +70,11 @@ CASES = [
     (2, 2, 8, 1000, 2, 64, 32, torch.float16, "constant", [1000, 517]),
     (1, 3, 5, 700, 0, 64, 1, torch.bfloat16, "mean_linear", None),
     (2, 2, 2, 999, 1, 64, 44, torch.bfloat16, "mean", [999, 45]),
-    # and at D = 256 with 5-8 at every DK.
+    # and at D = 256 with 5-8 at every DK; at D = 128 with 5-8 from DK = 21 (4-byte words, odd, 8-byte units).
     (1, 2, 8, 700, 0, 256, 64, torch.float16, "mean", [699]),
+    (2, 2, 8, 1000, 0, 128, 26, torch.bfloat16, "mean", [1000, 517]),
+    (2, 3, 5, 999, 1, 128, 39, torch.float16, "mean_linear", [999, 45]),
+    (1, 2, 7, 700, 0, 128, 36, torch.bfloat16, "constant", None),
 ]
 
 
@@ -754,10 +757,10 @@ def test_swizzled_rows_start_on_128_byte_lines():
 def test_tensor_cores_take_the_kept_term_where_the_walk_costs_more():
     """KEPT_MMA (cuda.kept_mma) where the H200's A/Bs had it faster than the walk (BENCHMARKS.md "Session 26",
     "Session 27"): mode 1 (A in registers, a table) with 5-8 query heads a KV head at D = 128 and DK % 8 == 0; mode 2
-    (A in shared memory, selectors computed) there at other DK from 41, with 1-4 from DK = 65 ("Session 31": the even
-    DK of 66-94 too, once the scales were copied), at D = 256 with 1-4 from DK = 129 (the walk's list then goes) and
-    with 5-8 at every DK, and at D = 64 with 3-4 from DK = 33, with 1-2 from DK = 41, with 5-8 at every DK ("Session
-    32")."""
+    (A in shared memory, selectors computed) there at other DK from 21 ("Session 33"), with 1-4 from DK = 65
+    ("Session 31": the even DK of 66-94 too, once the scales were copied), at D = 256 with 1-4 from DK = 129 (the
+    walk's list then goes) and with 5-8 at every DK, and at D = 64 with 3-4 from DK = 33, with 1-2 from DK = 41, with
+    5-8 at every DK ("Session 32")."""
     def d(head_dim, kept, group, warps=4, **kw):
         return cuda.defines(head_dim, kept, group, "mean", torch.bfloat16, warps, 1, **kw)
 
@@ -767,7 +770,7 @@ def test_tensor_cores_take_the_kept_term_where_the_walk_costs_more():
     for group in (5, 6, 7, 8):
         for kept in (8, 40, 64, 128):
             assert d(128, kept, group).get("KEPT_MMA") == 1 and d(128, kept, group, warps=8).get("KEPT_MMA") == 1
-        assert [mode(128, kept, group) for kept in (26, 39, 41, 52, 63, 90)] == [0, 0, 2, 2, 2, 2]
+        assert [mode(128, kept, group) for kept in (13, 20, 21, 26, 39, 41, 52, 63, 90)] == [0, 0] + [2] * 7
     for group in (1, 2, 3, 4):
         kept = (26, 63, 64, 65, 77, 80, 90, 94, 95, 96, 100, 128)
         assert [mode(128, k, group) for k in kept] == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2]
@@ -1166,7 +1169,7 @@ def test_eight_warp_blocks_only_where_one_four_warp_block_fits():
     assert cuda.lone_block(*blocks(256, 26, 4), sm, limit, 2, 32768, 132)
 
 
-def test_wide_lone_blocks_at_d256_where_a_quarter_or_more_is_kept():
+def test_wide_lone_blocks_at_d256_where_the_kept_term_is_long():
     """One 7- or 6-warp block with one stage at D = 256 where a 4-warp block fits a multiprocessor once (H200 figures)
     and the tensor cores take the kept term or a token keeps at least a quarter of its channels; not at D = 64 / 128,
     nor where two 4-warp blocks fit."""

@@ -113,7 +113,8 @@ def kept_mma(head_dim: int, kept: int, group: int) -> int:
     The walk costs per kept entry and query head, and more where the kept rows are odd (read per entry) or padded; the
     MMA costs per channel whatever the heads. Whole steps on pages, one H200, against the walk (BENCHMARKS.md "Session
     26", "Session 27" and "Session 31"): 5-8 query heads a KV head at D = 128, mode 1 1.11-1.63x at λ = 0.5
-    (``kept`` % 8 == 0), mode 2 1.25-2.36x for ``kept`` of 45-90 otherwise (0.94x at 26; measured with 8); 1-4 at
+    (``kept`` % 8 == 0), mode 2 1.25-2.36x for ``kept`` of 45-90 otherwise (0.94x at 26; measured with 8), and since
+    the tile's scales are copied (RS_SMEM) 1.09-1.18x at 26 and 1.57x at 39 ("Session 33"; 0.89x at 13); 1-4 at
     D = 128, mode 2 1.01-1.28x for odd ``kept`` of 65-103 and at 96, and, since the tile's scales are copied with its
     small arrays (RS_SMEM), at the even ones of 66-94 as well: 1.03-1.14x with 4 query heads, 0.995-1.034x with 1-2
     (0.88-0.90x at 64, so the walk keeps λ = 0.5); D = 256 with 2 and 4, 1.17-1.24x for ``kept`` of 160-192 and, with
@@ -122,10 +123,10 @@ def kept_mma(head_dim: int, kept: int, group: int) -> int:
     heads), with the copy, 1.08x at 40 and 1.15x at 48 (0.98x at 32; 0.91-0.98x before the copy); with 1-2, 1.07x at
     48 (0.99-1.00x at 40); with 5-8 (Qwen2.5-0.5B's 7 among them), 1.09-1.96x at every ``kept`` measured, 13-48
     ("Session 32": there the walk's GQ = 8 q table made it slower than SDPA). Between the measured points (``kept`` of
-    41-44 with 5-8, 97-128 with 1-4 at D = 128, 41-47 with 1-2 at D = 64) the rule follows its neighbours.
+    14-25 with 5-8, 97-128 with 1-4 at D = 128, 41-47 with 1-2 at D = 64) the rule follows its neighbours.
     """
     if head_dim == 128 and group > 4:
-        return 1 if kept % 8 == 0 else 2 if kept > 40 else 0
+        return 1 if kept % 8 == 0 else 2 if kept > 20 else 0
     if head_dim == 128:
         return 2 if kept >= 65 else 0
     if head_dim == 256:
