@@ -478,8 +478,14 @@ def lone_block(block4: int, block8: int, sm_bytes: int, block_limit: int, rows: 
     latency (1.02-1.50x with 8 warps on the H200: D = 256 at λ = 0.9, D = 128 at λ = 0.1, and at λ = 0.3 with 8 query
     heads a KV head), but where the 8-warp tiles leave multiprocessors idle it lost (D = 256, λ = 0.9, 8K·b1: 0.83x),
     and where two 4-warp blocks fit, one 8-warp block was 0.89-1.03x (BENCHMARKS.md "Session 16")."""
-    return (0 < blocks_by_shared_memory(sm_bytes, block4) <= 1
+    return (_fits_once(block4, sm_bytes)
             and _eight_warp_blocks_fill(block8, block_limit, rows, tokens, sms))
+
+
+def _fits_once(block: int, sm_bytes: int) -> bool:
+    """Whether exactly one block of ``block`` bytes of shared memory fits a multiprocessor of ``sm_bytes`` (0: the
+    device did not say, so no)."""
+    return 0 < blocks_by_shared_memory(sm_bytes, block) <= 1
 
 
 def _eight_warp_blocks_fill(block8: int, block_limit: int, rows: int, tokens: int, sms: int) -> bool:
@@ -508,7 +514,7 @@ def wide_lone_block(head_dim: int, kept: int, group: int, block4: int, sm_bytes:
     or 2 at λ 0.3-0.4), 1.15-1.20x (at λ = 0.8 with 8); but the walk at λ = 0.8 0.90-0.98x, so not where it keeps
     less than a quarter."""
     return (head_dim == 256 and (4 * kept >= head_dim or kept_mma(head_dim, kept, group) > 0)
-            and 0 < blocks_by_shared_memory(sm_bytes, block4) <= 1)
+            and _fits_once(block4, sm_bytes))
 
 
 def short_kept_block(head_dim: int, kept: int, group: int, block8: int, block_limit: int, rows: int, tokens: int,
