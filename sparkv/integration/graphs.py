@@ -79,6 +79,16 @@ def check_graph_decodable(model) -> None:
                          f"{', '.join(sorted(str(d) for d in devices))}")
 
 
+@functools.cache
+def _warm_up_stream(device: torch.device) -> torch.cuda.Stream:
+    """The one side stream of ``device`` on which every capture's eager warm-up runs.
+
+    cuBLAS keeps a workspace (32 MiB on an H200) for every stream it has run on, for the life of the process. A new
+    stream for each generation held one more of them every time, up to torch's pool of 32 streams a device: 32 MiB
+    more after each graph-decoded generation on one H200 (``BENCHMARKS.md``, "Session 35")."""
+    return torch.cuda.Stream(device)
+
+
 class StaticStep:
     """One decode step of ``model`` over ``cache`` with every input in a fixed tensor, capturable in a CUDA graph.
 
@@ -129,7 +139,9 @@ class StaticStep:
         """Run ``body`` (default: :meth:`run`) once eagerly on a side stream (it builds and times kernels), then
         capture it; returns the eager run's result. Replays then repeat the captured body."""
         body = body or self.run
-        side = torch.cuda.Stream(self.device)
+        device = torch.device("cuda", self.device.index if self.device.index is not None
+                              else torch.cuda.current_device())
+        side = _warm_up_stream(device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             eager = body()

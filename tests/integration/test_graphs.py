@@ -268,3 +268,19 @@ def test_captured_steps_equal_eager_static_steps_on_the_cuda_kernel(tok, monkeyp
                 runs.append(model.generate(ids, attention_mask=mask, max_new_tokens=19, **{cache_kwarg(model): c},
                                            **kwargs)[:, ids.shape[1]:])
         assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.gpu
+def test_graph_decoding_holds_no_memory_once_it_returns(tok):
+    """Every capture warms up on one side stream a device: with a new stream each generation, cuBLAS kept one more
+    workspace (32 MiB on an H200) allocated after every graph-decoded generation (BENCHMARKS.md, "Session 35")."""
+    model = tiny_model("llama", dtype=torch.bfloat16).to("cuda")
+    press = Press("spark", key_ratio=0.5)
+    held = []
+    for _ in range(4):
+        tokens, cache = _greedy_loop(model, tok, CONTEXTS, press, 8, capture=True)
+        assert tokens.shape[1] == 8
+        del tokens, cache
+        torch.cuda.synchronize()
+        held.append(torch.cuda.memory_allocated())
+    assert held[1] == held[2] == held[3], f"bytes allocated after each generation: {held}"
