@@ -127,14 +127,16 @@ def gate(spec: str, graph: tuple, eager: tuple) -> None:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    """One panel per run (JSON of this script): eager and graph decode ms/step per press, medians with p10-p90."""
+    """One column per run (JSON of this script): eager and graph decode ms/step per press (medians with p10-p90)
+    above, the graph run's peak GPU memory per press below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
-    for ax, res in zip(axes[0], results):
+    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 6.0), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for ax, mem, res in zip(axes[0], axes[1], results):
         rows, a = res["rows"], res["args"]
         x = range(len(rows))
         eager, loop = "eager (model.generate)", "CUDA graph, host-free loop"
@@ -150,14 +152,21 @@ def plot(results: list[dict], path: Path) -> None:
         for i, r in enumerate(rows):
             ax.annotate(f"{r['graph_step_ms']:.1f}", (i + bars[-1][0], r["graph_step_ms"]), ha="center",
                         va="bottom", fontsize=7)
-        ax.set_xticks(list(x), [r["press"] for r in rows], rotation=20, fontsize=8)
+        ax.set_xticks(list(x), [])
         ax.set_title(f"{int(a['context']) // 1024}K x b{a['batch']}, {a['layers']} layers", fontsize=9)
         ax.set_ylabel("ms per decode step")
+        peaks = [r["graph_peak_gpu_bytes"] / 2**30 for r in rows]
+        mem.bar(list(x), peaks, width=0.5, color="tab:gray")
+        for i, gib in enumerate(peaks):
+            mem.annotate(f"{gib:.2f}", (i, gib), ha="center", va="bottom", fontsize=7)
+        mem.set_ylim(0, 1.15 * max(peaks))
+        mem.set_xticks(list(x), [r["press"] for r in rows], rotation=20, fontsize=8)
+        mem.set_ylabel("peak GPU GiB (graph run)")
     panel = max(range(len(results)), key=lambda i: len(axes[0][i].patches))  # the one with every kind of bar
     fig.legend(*axes[0][panel].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
     fig.suptitle(f"Llama-3.1-8B layout (random weights), bf16, {results[0]['device']}, {results[0]['date'][:10]}",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=130)
     print(f"wrote {path}")
 
