@@ -139,9 +139,7 @@ class StaticStep:
         """Run ``body`` (default: :meth:`run`) once eagerly on a side stream (it builds and times kernels), then
         capture it; returns the eager run's result. Replays then repeat the captured body."""
         body = body or self.run
-        device = torch.device("cuda", self.device.index if self.device.index is not None
-                              else torch.cuda.current_device())
-        side = _warm_up_stream(device)
+        side = _warm_up_stream(self.device)  # a CUDA tensor's device, so always with its index
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             eager = body()
