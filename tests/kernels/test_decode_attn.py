@@ -215,6 +215,16 @@ def test_decode_dispatch_and_errors():
     for fn in (decode_attn_triton, decode_attn_ref):
         with pytest.raises(ValueError, match="HQ a multiple of H"):
             fn(q2[:, :3], prefix2, None, None, 0.125)
+    for fn in (decode_attn_triton, decode_attn_ref):  # a scale that is no finite positive number
+        for bad in (0.0, -0.125, float("nan"), float("inf"), True, torch.tensor(0.125)):
+            with pytest.raises(ValueError, match="scaling must be a finite number > 0"):
+                fn(query, prefix, tail_k, tail_v, bad)
+    for bad in (-32, 0, 33, 48, 32.0, True):  # under the interpreter a split is a positive multiple of 32 tokens
+        with pytest.raises(ValueError, match="chunk must be None or a positive multiple of 32"):
+            decode_attn_triton(query, prefix, tail_k, tail_v, 0.125, chunk=bad)
+    for bad in (0, -1, 2.5, None):
+        with pytest.raises(ValueError, match="block_size must be a positive integer"):
+            decode_attn_ref(query, prefix, tail_k, tail_v, 0.125, block_size=bad)
 
 
 TAIL_LENGTH_CASES = [  # (B, H, G, S, tail capacity, valid tail tokens, D, DK): DK None = dense prefix, S 0 = none

@@ -186,6 +186,10 @@ def test_forcing_the_gpu_kernels_at_lambda_zero_is_allowed():
     """λ = 0 stores dense keys, which the GPU path serves whatever the channel method."""
     from sparkv.config import parse_press
 
-    parse_press("think", key_ratio=0.0, backend="triton")
-    parse_press("spark", key_ratio=0.0, recovery="gaussian", backend="triton")
+    think = parse_press("think", key_ratio=0.0, backend="triton")
+    assert think.backend == "triton" and think.channels.method == "think"
+    assert think.channels.channel_prune_ratio == 0.0
+    spark = parse_press("spark", key_ratio=0.0, recovery="gaussian", backend="triton")
+    assert spark.backend == "triton" and spark.channels.recovery == "gaussian"
+    assert spark.channels.channel_prune_ratio == 0.0
 

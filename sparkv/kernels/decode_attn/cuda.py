@@ -20,6 +20,7 @@ import torch
 
 from sparkv.cache.layout import Prefix, SparKKeys, SparKPages, num_words, tile_record
 from sparkv.kernels.autotune import cdiv, launch_device, num_sms
+from sparkv.kernels.decode_attn.reference import check_scaling
 
 SOURCE = Path(__file__).with_name("spark_walk.cu").read_text()
 KERNEL_NAME = "spark_walk_split"
@@ -750,6 +751,7 @@ class SplitPlan:
     def __init__(self, query: torch.Tensor, prefix: Prefix, scaling: float, chunk: int | None = None,
                  _resolved: tuple[dict, dict] | None = None, **kw):
         b, hq, _, dd = query.shape
+        check_scaling(scaling)
         self.query, self.prefix, self.scaling = query.contiguous(), prefix, float(scaling)
         self.h = prefix.num_heads
         self.group = hq // self.h

@@ -53,7 +53,7 @@ from triton.language.extra import libdevice
 
 from sparkv.cache.layout import CompressedKV, DenseKeys, Prefix, SparKKeys, SparKPages, num_words
 from sparkv.kernels.autotune import autotune_disabled, cdiv, interpreting, launch_device, next_power_of_2, num_sms
-from sparkv.kernels.decode_attn.reference import check_tail
+from sparkv.kernels.decode_attn.reference import check_scaling, check_tail
 
 LOG2E = 1.4426950408889634
 LAYOUT_NONE, LAYOUT_DENSE, LAYOUT_SPARK = 0, 1, 2
@@ -629,8 +629,8 @@ def decode_attn_triton(
             path unpacks them every call, with a warning), or None.
         tail_keys, tail_values: ``[B, H, ST, D]`` dense (any strides with unit last stride), or None.
         scaling: softmax scale.
-        chunk: prefix tokens per split (a multiple of 256 on GPU); default from the multiprocessor count and the
-            chosen candidate's programs per multiprocessor (``PROGRAMS_PER_SM``).
+        chunk: prefix tokens per split (a multiple of 256 on GPU, of 32 under the interpreter); default from the
+            multiprocessor count and the chosen candidate's programs per multiprocessor (``PROGRAMS_PER_SM``).
         config: fixed launch parameters ``{BS, EXPAND, PF, num_warps, num_stages, maxnreg}`` instead of the timed
             choice (tests, benchmarks); the split count then follows the layout's default programs per SM.
             ``EXPAND`` picks how SparK tiles are rebuilt (``EXPAND_*``; ``EXPAND_PTX`` needs a GPU), ``PF`` how many
@@ -658,6 +658,11 @@ def decode_attn_triton(
     if query.dtype not in allowed:
         raise ValueError(f"query dtype must be one of {allowed}, got {query.dtype}")
     check_tail(query, prefix, tail_keys, tail_values, tail_length)
+    check_scaling(scaling)
+    align = 32 if interp else CHUNK_ALIGN  # every config's BS divides a split
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < align or chunk % align):
+        raise ValueError(f"chunk must be None or a positive multiple of {align}"
+                         f"{' under TRITON_INTERPRET=1' if interp else ' on a GPU'}, got {chunk!r}")
     has_tail = tail_keys is not None and tail_keys.shape[-2] > 0
     if prefix is None and not has_tail:
         raise ValueError("attention needs a prefix or a tail")
@@ -728,7 +733,6 @@ def decode_attn_triton(
         plan = _cuda_spark_plan(q, prefix, scaling, spark_kernel)
     if plan is not None:  # the CUDA kernel takes the prefix; the Triton split kernel covers the tail only
         layout, s = LAYOUT_NONE, 0
-    align = 32 if interp else CHUNK_ALIGN
     chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
     work = size_class(b, h, s) if layout != LAYOUT_NONE else None  # None: a tail alone (the CUDA kernel has the prefix)
 

@@ -11,6 +11,7 @@ the score of token t is computed in the factored form the kernel uses:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -18,6 +19,14 @@ from sparkv.cache.layout import DenseKeys, Prefix, SparKKeys, SparKPages, ThinKK
 from sparkv.kernels.recover.reference import recover_block_ref
 
 NEG_INF = float("-inf")
+
+
+def check_scaling(scaling) -> None:
+    """The softmax scale of every attention path: a finite real number > 0 (a Python or NumPy scalar, not a tensor,
+    whose value would have to be read back from its device)."""
+    if isinstance(scaling, bool) or not isinstance(scaling, numbers.Real) or not math.isfinite(scaling) \
+            or scaling <= 0:
+        raise ValueError(f"scaling must be a finite number > 0, got {scaling!r}")
 
 
 def check_tail(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Tensor | None,
@@ -109,6 +118,9 @@ def decode_attn_ref(
         ``[B, HQ, Q, D]`` in the query dtype; accumulation in float32.
     """
     check_tail(query, prefix, tail_keys, tail_values, tail_length)
+    check_scaling(scaling)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     b, hq, nq, d = query.shape
     if prefix is None and tail_values is None:
         raise ValueError("attention needs a prefix or a tail")
