@@ -10,6 +10,7 @@ offline-assets). Loading a GGUF is slow (~30 s, mostly the tokenizer) and a GGUF
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import importlib.util
 import logging
@@ -208,8 +209,12 @@ def convert_packaged(alias: str = DEFAULT_MODEL, force: bool = False) -> Path:
     return convert_gguf(packaged_gguf(alias), target, force=force)
 
 
-def resolve_model_path(name_or_path: str) -> str:
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     """A packaged alias or a ``.gguf`` file -> its converted cache folder; a folder stays; else a hub id."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(f"name_or_path must be a packaged alias ({', '.join(PACKAGED_MODELS)}), a model folder, a "
+                         f".gguf file or a hub id, got {name_or_path!r}")
+    name_or_path = os.fspath(name_or_path)
     if name_or_path in PACKAGED_MODELS:
         return str(convert_packaged(name_or_path))
     if name_or_path.endswith(".gguf"):
@@ -225,6 +230,12 @@ def resolve_model_path(name_or_path: str) -> str:
     # A hub id is "name" or "org/name"; anything else that does not exist was meant as a path.
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
         raise FileNotFoundError(f"model {name_or_path!r}: no such folder, and not a hub id (org/name)")
+    # A bare name one typo away from a packaged alias: say so now rather than after the hub's retries (a minute
+    # offline) end in a connection error.
+    close = difflib.get_close_matches(name_or_path.lower(), PACKAGED_MODELS, n=1, cutoff=0.8)
+    if "/" not in name_or_path and close:
+        raise ValueError(f"model {name_or_path!r} is not a packaged alias; did you mean {close[0]!r}? (packaged: "
+                         f"{', '.join(PACKAGED_MODELS)})")
     return name_or_path
 
 
@@ -244,7 +255,13 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype | Non
     device = check_device(device)
     torch_dtype = parse_dtype(dtype, device)
     path = resolve_model_path(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        if path != os.fspath(name_or_path):  # a packaged alias, .gguf or folder: the message names the real problem
+            raise
+        raise OSError(f"model {path!r} is no packaged alias ({', '.join(PACKAGED_MODELS)}), local folder or .gguf "
+                      f"file, and loading it as a hub id failed: {err}") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 
 import pytest
@@ -72,3 +73,16 @@ def test_unknown_alias_and_missing_gguf_file(tmp_path):
         resolve_model_path(str(tmp_path / "nothing.gguf"))
     assert resolve_model_path("some-org/some-model") == "some-org/some-model"  # hub ids pass through
 
+
+
+def test_a_typo_of_a_packaged_alias_is_refused_at_once_and_no_name_is_refused(tmp_path):
+    """No hub lookup (a minute of retries offline) for a name one typo away from a packaged alias."""
+    for typo, alias in (("smolm2", "smollm2"), ("SmolLM2", "smollm2"), ("qwen2.5-coder-15b", "qwen2.5-coder-1.5b")):
+        with pytest.raises(ValueError, match=f"did you mean '{re.escape(alias)}'"):
+            resolve_model_path(typo)
+    assert resolve_model_path("gpt2") == "gpt2"  # a bare hub id far from every alias passes through
+    for bad in (None, 3):
+        with pytest.raises(ValueError, match="name_or_path must be a packaged alias"):
+            resolve_model_path(bad)
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_model_path(tmp_path) == str(tmp_path)  # a Path works like its string

@@ -99,7 +99,21 @@ class SparkvBackend:
             self._one = sparkv.generate
         except (AttributeError, ImportError) as exc:
             raise EvalError(f"this sparkv cannot generate ({exc}); is sparkv.integration installed?") from exc
-        self.model, self.tokenizer = load(model, dtype=dtype, device=device)
+        from sparkv.models import check_device, parse_dtype
+
+        # Bad options as EvalErrors naming them (the CLI prints those without a traceback), before the model loads.
+        try:
+            device = check_device(device)
+        except ValueError as exc:
+            raise EvalError(f"device (--device): {exc}") from exc
+        try:
+            parse_dtype(dtype, device)
+        except ValueError as exc:
+            raise EvalError(f"dtype (--dtype): {exc}") from exc
+        try:
+            self.model, self.tokenizer = load(model, dtype=dtype, device=device)
+        except (OSError, ValueError) as exc:  # missing folder or package, not a model, cache not writable...
+            raise EvalError(f"model (--model) {model!r}: {exc}") from exc
         self.max_context = getattr(self.model.config, "max_position_embeddings", None)
         params = inspect.signature(self._many).parameters
         self._accepts_chat = "chat_template" in params

@@ -83,6 +83,19 @@ def test_cli_errors(tmp_path, no_model, args, message):
     assert message in " ".join(r.output.split())
 
 
+@pytest.mark.parametrize("benchmark", ["niah", "ruler"])
+@pytest.mark.parametrize("option,value,message", [
+    ("--dtype", "fp64", "dtype (--dtype): dtype must be one of"),
+    ("--device", "nodevice", "device (--device):"),
+    ("--model", "/nonexistent/model-folder", "model (--model) '/nonexistent/model-folder':"),
+])
+def test_bad_model_options_are_usage_errors(tmp_path, benchmark, option, value, message):
+    """The real backend (no model loads: each of these fails before it) reports the option by name, no traceback."""
+    r = invoke(benchmark, "--lengths", "500", "--limit", "1", option, value, "--out", tmp_path / "x", "--quiet")
+    assert r.exit_code == 2, r.output
+    assert message in " ".join(r.output.split()) and "Traceback" not in r.output
+
+
 def test_longbench_unknown_task(tmp_path, no_model):
     (tmp_path / "qasper.jsonl").write_text('{"input": "q", "context": "c", "answers": ["a"], "_id": "1"}\n')
     r = invoke("longbench", "--data-dir", tmp_path, "--tasks", "qasper,lsht", "--out", tmp_path / "o")
