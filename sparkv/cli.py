@@ -172,13 +172,18 @@ def demo(
     """Needle in a haystack on the embedded default: full cache vs SnapKV vs SnapKV+SparK vs SparK alone."""
     import sparkv
     from sparkv.data import read_haystack
-    from sparkv.eval.tasks.niah import build_context
+    from sparkv.eval.tasks.common import PromptFormat
+    from sparkv.eval.tasks.niah import HaystackTokens, fit_context
 
+    if answer is None and not value.strip():
+        raise typer.BadParameter("must not be empty (it is the answer looked for)", param_hint="--value")
     needle = DEMO_NEEDLE.format(value=value) if needle is None else needle
     answer = (value if answer is None else answer).strip()
     if not needle.strip():
         raise typer.BadParameter("must not be empty", param_hint="--needle")
-    if not answer or answer.lower() not in needle.lower():
+    if not answer:
+        raise typer.BadParameter("must not be empty (every reply would contain it)", param_hint="--answer")
+    if answer.lower() not in needle.lower():
         raise typer.BadParameter(f"{answer!r} does not occur in the needle {needle!r}, so the reply could not be "
                                  "checked; pass the fact the needle states", param_hint="--answer")
     try:
@@ -189,7 +194,9 @@ def demo(
                for name in ("full", "snapkv", "snapkv+spark", "spark")}
     lm, tokenizer = _load(model, dtype, device)
     try:
-        context = build_context(tokenizer, text, needle, context_tokens, depth)
+        hay = HaystackTokens(PromptFormat(tokenizer), text)
+        haystack_tokens = len(hay.ids)  # before fit_context repeats a short haystack to the length asked for
+        context = fit_context(hay, needle, depth, context_tokens)[0]
     except ValueError as err:  # e.g. a needle longer than the context
         raise typer.BadParameter(str(err), param_hint="--needle / --context-tokens") from err
     try:
@@ -199,6 +206,8 @@ def demo(
         console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
     source = "Paul Graham" if not haystack else ", ".join(Path(h).name for h in haystack)
+    if haystack_tokens < context_tokens:  # the text repeats: a fact in it appears more than once
+        source += f", its {haystack_tokens} tokens repeated to fill"
     title = (f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token haystack ({source}); "
              f"λ={key_ratio}, budget={budget}")
     table = Table(title=escape(title))

@@ -6,6 +6,7 @@ A *press* is at most one token-eviction method followed by at most one key-chann
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -19,14 +20,18 @@ BACKENDS = ("auto", "torch", "triton")
 MAX_RECOVERY_CONSTANT = 65504.0
 
 
-def _check_ratio(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= float(value) < 1.0):
+def _check_ratio(name: str, value: float) -> float:
+    """``value`` as a Python float (NumPy scalars too, so that sweeps built with NumPy work and configs stay JSON)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (0.0 <= float(value) < 1.0):
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+def _check_positive_int(name: str, value: int, minimum: int = 1) -> int:
+    """``value`` as a Python int (NumPy integers too)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -63,15 +68,16 @@ class SparKConfig:
     method: str = field(default="spark", init=False)
 
     def __post_init__(self) -> None:
-        _check_ratio("channel_prune_ratio (key ratio λ)", self.channel_prune_ratio)
+        self.channel_prune_ratio = _check_ratio("channel_prune_ratio (key ratio λ)", self.channel_prune_ratio)
         _check_choice("saliency", self.saliency, SALIENCY_VARIANTS)
         _check_choice("recovery", self.recovery, RECOVERY_VARIANTS)
-        _check_positive_int("window", self.window)
+        self.window = _check_positive_int("window", self.window)
         c = self.recovery_constant
         # Recovered entries are stored and attended in the model dtype: fp16's largest finite value bounds them.
-        if not isinstance(c, (int, float)) or isinstance(c, bool) or not 0.0 <= float(c) <= MAX_RECOVERY_CONSTANT:
+        if not isinstance(c, numbers.Real) or isinstance(c, bool) or not 0.0 <= float(c) <= MAX_RECOVERY_CONSTANT:
             raise ValueError(f"recovery_constant must be a number in [0, {MAX_RECOVERY_CONSTANT:g}], got {c!r}")
-        _check_positive_int("seed", self.seed, minimum=0)
+        self.recovery_constant = float(c)
+        self.seed = _check_positive_int("seed", self.seed, minimum=0)
 
 
 @dataclass
@@ -88,8 +94,8 @@ class ThinKConfig:
     method: str = field(default="think", init=False)
 
     def __post_init__(self) -> None:
-        _check_ratio("channel_prune_ratio (key ratio λ)", self.channel_prune_ratio)
-        _check_positive_int("window", self.window)
+        self.channel_prune_ratio = _check_ratio("channel_prune_ratio (key ratio λ)", self.channel_prune_ratio)
+        self.window = _check_positive_int("window", self.window)
 
 
 @dataclass
@@ -124,14 +130,14 @@ class EvictionConfig:
         _check_choice("eviction method", self.method, EVICTION_METHODS)
         if (self.token_budget is None) == (self.token_ratio is None):
             raise ValueError("exactly one of token_budget and token_ratio must be set")
-        _check_positive_int("window", self.window)
-        _check_positive_int("kernel_size", self.kernel_size)
+        self.window = _check_positive_int("window", self.window)
+        self.kernel_size = _check_positive_int("kernel_size", self.kernel_size)
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
-        _check_positive_int("pyramid_beta", self.pyramid_beta)
-        _check_positive_int("sink_tokens", self.sink_tokens, minimum=0)
+        self.pyramid_beta = _check_positive_int("pyramid_beta", self.pyramid_beta)
+        self.sink_tokens = _check_positive_int("sink_tokens", self.sink_tokens, minimum=0)
         if self.token_budget is not None:
-            _check_positive_int("token_budget", self.token_budget)
+            self.token_budget = _check_positive_int("token_budget", self.token_budget)
             reserved = self.sink_tokens if self.method == "streamingllm" else self.window
             if self.token_budget <= reserved:
                 what = "sink_tokens" if self.method == "streamingllm" else "window"
@@ -139,7 +145,7 @@ class EvictionConfig:
                     f"token_budget must be greater than {what} ({reserved}) for {self.method}, got {self.token_budget}"
                 )
         if self.token_ratio is not None:
-            _check_ratio("token_ratio", self.token_ratio)
+            self.token_ratio = _check_ratio("token_ratio", self.token_ratio)
 
 
 @dataclass

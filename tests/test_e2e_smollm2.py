@@ -4,6 +4,7 @@ Marked ``model``: it converts the packaged GGUF once (~30 s) and runs 2k-token p
 """
 
 import json
+import re
 
 import pytest
 import torch
@@ -111,6 +112,10 @@ def test_cli_demo_rejects_bad_needle_and_haystack(tmp_path):
     assert res.exit_code == 2 and "--answer" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["demo", "--needle", "The gate code is 7341.", "--answer", "9999"])
     assert res.exit_code == 2 and "does not occur in the needle" in res.output
+    res = runner.invoke(app, ["demo", "--answer", " "])
+    assert res.exit_code == 2 and "--answer" in res.output and "must not be empty" in res.output
+    res = runner.invoke(app, ["demo", "--value", ""])  # the default needle's fact, and so the default answer
+    assert res.exit_code == 2 and "--value" in res.output and "must not be empty" in res.output
     res = runner.invoke(app, ["demo", "--haystack", str(tmp_path / "missing.txt")])
     assert res.exit_code == 2 and "--haystack" in res.output and "does not exist" in res.output
     (tmp_path / "empty.txt").write_text("  \n")
@@ -148,9 +153,17 @@ def test_cli_demo_custom_haystack_and_needle(smollm2, tmp_path):
                                    "--context-tokens", "400", "--budget", "200", "--max-new-tokens", "8",
                                    "--dtype", "float32", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "lighthouses.txt" in res.output and "400-token haystack" in res.output
+    assert "lighthouses.txt" in res.output and "400-token haystack" in res.output and "repeated" not in res.output
     for press in ("full", "snapkv", "snapkv+spark", "spark"):
         assert press in res.output
+    # A haystack shorter than the context is repeated, and the title says so (a fact in it then appears twice).
+    hay.write_text("Lighthouse number 1 stands on a rocky cape. Its lamp turns every 3 seconds through the night.")
+    res = CliRunner().invoke(app, ["demo", "--haystack", str(hay), "--needle", "The keeper's cat is named Biscuit.",
+                                   "--question", "What is the keeper's cat named?", "--answer", "Biscuit",
+                                   "--context-tokens", "300", "--budget", "200", "--max-new-tokens", "4",
+                                   "--dtype", "float32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"its \d+ tokens repeated to fill", " ".join(res.output.split())), res.output
 
 
 def test_cli_demo_and_memory_tables(smollm2):

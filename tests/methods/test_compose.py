@@ -182,6 +182,27 @@ def test_forcing_the_gpu_kernels_where_they_have_no_path_is_refused_up_front(spe
     parse_press(spec, backend="auto", **kw)  # auto takes the PyTorch path for these
 
 
+def test_numpy_numbers_are_taken_as_python_numbers():
+    """Sweeps built with NumPy: its scalars are accepted where Python's are, and the config keeps Python types (so
+    it stays JSON), while NumPy booleans and out-of-range values are still refused."""
+    import json
+
+    import numpy as np
+
+    from sparkv.config import parse_press
+
+    press = parse_press("snapkv+spark", key_ratio=np.float32(0.5), budget=np.int64(512))
+    assert press.channels.channel_prune_ratio == 0.5 and type(press.channels.channel_prune_ratio) is float
+    assert press.eviction.token_budget == 512 and type(press.eviction.token_budget) is int
+    json.dumps(press.to_dict())
+    ratio = parse_press("streamingllm", token_ratio=np.float64(0.25))
+    assert type(ratio.eviction.token_ratio) is float
+    with pytest.raises(ValueError, match=r"must be a number in \[0, 1\)"):
+        parse_press("spark", key_ratio=np.float32(1.0))
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        parse_press("snapkv", budget=np.float64(512.0))
+
+
 def test_forcing_the_gpu_kernels_at_lambda_zero_is_allowed():
     """λ = 0 stores dense keys, which the GPU path serves whatever the channel method."""
     from sparkv.config import parse_press
