@@ -17,6 +17,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 MODEL_HELP = "smollm2 | qwen2.5-coder-1.5b | qwen2.5-coder-0.5b | path to a .gguf file | local folder | hub id"
 console = Console(stderr=True)
 
+def _version(show: bool) -> None:
+    if show:
+        import sparkv
+
+        typer.echo(f"sparkv {sparkv.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                            help="Print the installed version and exit.")) -> None:
+    """``sparkv`` command line: generate, demo, memory, and the eval suite (``sparkv eval ...``)."""
+
+
 try:  # the eval harness lives in its own module; mount it when present
     from sparkv.eval.cli import eval_app
 

@@ -56,12 +56,15 @@ class MemoryReport:
         out = asdict(self)
         if not per_layer:
             out.pop("per_layer")
-        out["compression_ratio"] = self.compression_ratio
-        out["nominal_ratio"] = self.nominal_ratio
+        # None, not NaN, for a cache that holds nothing yet: NaN is not JSON.
+        out["compression_ratio"] = self.compression_ratio if self.dense_kv_bytes else None
+        out["nominal_ratio"] = self.nominal_ratio if self.dense_kv_bytes else None
         return out
 
     def summary(self) -> str:
         mib = 2.0**20
+        if not self.dense_kv_bytes:
+            return f"KV cache: empty ({self.num_layers} layers, no token stored yet)"
         return (f"KV cache: dense {self.dense_kv_bytes / mib:.2f} MiB, compressed {self.compressed_kv_bytes / mib:.2f} "
                 f"MiB ({self.compression_ratio:.1%}), allocated {self.allocated_kv_bytes / mib:.2f} MiB, nominal "
                 f"{self.nominal_kv_bytes / mib:.2f} MiB ({self.nominal_ratio:.1%})")

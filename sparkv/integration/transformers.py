@@ -38,6 +38,7 @@ Limits: prefill runs once per cache (a later multi-token forward is appended to 
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -522,6 +523,10 @@ def _resolve_length_and_sampling(gen_kwargs: dict, max_new_tokens: int | None, d
     config = gen_kwargs.get("generation_config")
     if max_new_tokens is None:
         max_new_tokens = getattr(config, "max_new_tokens", None) or 32
+    elif isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    else:
+        max_new_tokens = int(max_new_tokens)
     if do_sample is None:
         do_sample = bool(getattr(config, "do_sample", False)) if config is not None else False
     return max_new_tokens, do_sample

@@ -186,6 +186,16 @@ def test_memory_report_counts_every_byte():
     assert 0 < rep.compression_ratio and "compressed" in rep.summary() and "per_layer" not in rep.to_dict()
 
 
+def test_memory_report_of_an_empty_cache_says_so():
+    import json
+
+    rep = memory_report(build_cache(llama_config(), press()))
+    assert rep.dense_kv_bytes == 0 and rep.summary().startswith("KV cache: empty")
+    out = rep.to_dict()
+    assert out["compression_ratio"] is None and out["nominal_ratio"] is None
+    json.dumps(out, allow_nan=False)  # valid JSON: no NaN
+
+
 def test_fork_cache_copies_sliding_layers():
     cache = build_cache(gemma3_config(), None, record_window=8)
     cfg = types.SimpleNamespace(_attn_implementation="sparkv")

@@ -279,6 +279,13 @@ def test_error_empty_context(tok):
             sparkv.generate(model, tok, bad, "Q?", "spark")
 
 
+def test_error_max_new_tokens_below_one(tok):
+    model = tiny_model("llama")
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
+            sparkv.generate(model, tok, CONTEXT, "Q?", "spark", max_new_tokens=bad)
+
+
 def test_error_context_shorter_than_window(tok):
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="context too short.*window"):
