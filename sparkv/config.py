@@ -215,6 +215,9 @@ def parse_press(
         _check_positive_int("budget (token_budget)", budget)
     if token_ratio is not None:
         _check_ratio("token_ratio", token_ratio)
+    # Names are case-insensitive here as the press's are ("SnapKV+SparK"); the dataclasses take them exactly.
+    recovery, saliency, backend = (x.strip().lower() if isinstance(x, str) else x
+                                   for x in (recovery, saliency, backend))
     parts = [p.strip().lower() for p in spec.split("+")]
     for p in parts:
         if p not in PRESS_NAMES:

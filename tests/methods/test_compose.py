@@ -203,6 +203,16 @@ def test_numpy_numbers_are_taken_as_python_numbers():
         parse_press("snapkv", budget=np.float64(512.0))
 
 
+def test_names_are_case_insensitive_in_parse_press():
+    from sparkv.config import parse_press
+
+    press = parse_press("SnapKV+SparK", recovery="MEAN_Linear", saliency=" Paper", backend="Torch")
+    assert (press.eviction.method, press.channels.method) == ("snapkv", "spark")
+    assert (press.channels.recovery, press.channels.saliency, press.backend) == ("mean_linear", "paper", "torch")
+    with pytest.raises(ValueError, match="recovery must be one of"):
+        parse_press("spark", recovery="Gauss")
+
+
 def test_forcing_the_gpu_kernels_at_lambda_zero_is_allowed():
     """λ = 0 stores dense keys, which the GPU path serves whatever the channel method."""
     from sparkv.config import parse_press
