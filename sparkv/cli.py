@@ -124,6 +124,9 @@ def generate(
     if budget is None and token_ratio is None and any(p in press for p in ("snapkv", "pyramidkv", "streamingllm")):
         budget = 512
     press_cfg = _press_from_options(press, key_ratio, budget, token_ratio, recovery, saliency, backend)
+    if press_cfg.eviction is None and (budget is not None or token_ratio is not None):
+        console.print(f"[yellow]warning:[/yellow] press {escape(press)!r} evicts no tokens, so "
+                      f"{'--budget' if budget is not None else '--token-ratio'} changes nothing")
     try:
         context = context_file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:

@@ -82,9 +82,11 @@ def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):
     ctx = tmp_path / "ctx.txt"
     ctx.write_text("Too short.")
     result = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "Why?", "--press", "spark",
-                                      "--no-chat-template", "--dtype", "float32", "--device", "cpu"])
+                                      "--budget", "64", "--no-chat-template", "--dtype", "float32", "--device", "cpu"])
     assert result.exit_code == 2
     assert "window" in result.output and "Traceback" not in result.output
+    # SparK alone evicts nothing: a budget given with it is pointed out, not silently dropped.
+    assert "press 'spark' evicts no tokens, so --budget changes nothing" in " ".join(result.output.split())
 
 
 def test_cli_cuda_graph_off_cuda_is_a_clear_error(tmp_path, smollm2):
