@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 MODEL_HELP = "smollm2 | qwen2.5-coder-1.5b | qwen2.5-coder-0.5b | path to a .gguf file | local folder | hub id"
 console = Console(stderr=True)
 
+
 def _version(show: bool) -> None:
     if show:
         import sparkv
