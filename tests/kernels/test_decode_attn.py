@@ -219,7 +219,7 @@ def test_decode_dispatch_and_errors():
         for bad in (0.0, -0.125, float("nan"), float("inf"), True, torch.tensor(0.125)):
             with pytest.raises(ValueError, match="scaling must be a finite number > 0"):
                 fn(query, prefix, tail_k, tail_v, bad)
-    for bad in (-32, 0, 33, 48, 32.0, True):  # under the interpreter a split is a positive multiple of 32 tokens
+    for bad in (-32, 0, 33, 48, 32.0, True):  # a split is a positive multiple of 32 tokens
         with pytest.raises(ValueError, match="chunk must be None or a positive multiple of 32"):
             decode_attn_triton(query, prefix, tail_k, tail_v, 0.125, chunk=bad)
     for bad in (0, -1, 2.5, None):

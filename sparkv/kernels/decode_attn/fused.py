@@ -629,8 +629,9 @@ def decode_attn_triton(
             path unpacks them every call, with a warning), or None.
         tail_keys, tail_values: ``[B, H, ST, D]`` dense (any strides with unit last stride), or None.
         scaling: softmax scale.
-        chunk: prefix tokens per split (a multiple of 256 on GPU, of 32 under the interpreter); default from the
-            multiprocessor count and the chosen candidate's programs per multiprocessor (``PROGRAMS_PER_SM``).
+        chunk: prefix tokens per split, a positive multiple of 32 (fastest a multiple of every config's ``BS``, 256
+            on GPU); default from the multiprocessor count and the chosen candidate's programs per multiprocessor
+            (``PROGRAMS_PER_SM``).
         config: fixed launch parameters ``{BS, EXPAND, PF, num_warps, num_stages, maxnreg}`` instead of the timed
             choice (tests, benchmarks); the split count then follows the layout's default programs per SM.
             ``EXPAND`` picks how SparK tiles are rebuilt (``EXPAND_*``; ``EXPAND_PTX`` needs a GPU), ``PF`` how many
@@ -659,10 +660,11 @@ def decode_attn_triton(
         raise ValueError(f"query dtype must be one of {allowed}, got {query.dtype}")
     check_tail(query, prefix, tail_keys, tail_values, tail_length)
     check_scaling(scaling)
-    align = 32 if interp else CHUNK_ALIGN  # every config's BS divides a split
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < align or chunk % align):
-        raise ValueError(f"chunk must be None or a positive multiple of {align}"
-                         f"{' under TRITON_INTERPRET=1' if interp else ' on a GPU'}, got {chunk!r}")
+    # A given chunk: whole 32-token tiles, as the CUDA kernel's (the kernel masks a split's last tile, so a chunk
+    # that some BS does not divide is correct, only slower); the default is a multiple of CHUNK_ALIGN on a GPU.
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 32 or chunk % 32):
+        raise ValueError(f"chunk must be None or a positive multiple of 32, got {chunk!r}")
+    align = 32 if interp else CHUNK_ALIGN
     has_tail = tail_keys is not None and tail_keys.shape[-2] > 0
     if prefix is None and not has_tail:
         raise ValueError("attention needs a prefix or a tail")
