@@ -1,6 +1,6 @@
 """The Triton backend inside real (tiny, random) models: same compressed layout and same logits as the PyTorch
 backend. On CUDA everything runs; on the CPU the ``interpret`` cases run under ``TRITON_INTERPRET=1`` (set by
-``tests/conftest.py``; ~30 s, on short texts), the ``gpu`` ones (real head sizes, long texts) are skipped.
+``tests/conftest.py``; ~30 s, on short texts) and the ``gpu`` ones are skipped.
 """
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ def run(model, ids, mask, spec, backend, forced):
 
 
 @pytest.mark.parametrize("arch,spec", [
-    pytest.param("llama", "spark", marks=pytest.mark.interpret),
-    pytest.param("qwen3", "snapkv+spark", marks=pytest.mark.interpret),
-    pytest.param("gemma3_text", "spark", marks=pytest.mark.interpret),
+    # The CPU cases (the interpreter, short texts); on CUDA they run too, outside the gpu tier's `-m gpu`.
+    pytest.param("llama", "spark", marks=pytest.mark.interpret, id="llama-spark"),
+    pytest.param("qwen3", "snapkv+spark", marks=pytest.mark.interpret, id="qwen3-snapkv+spark"),
+    pytest.param("gemma3_text", "spark", marks=pytest.mark.interpret, id="gemma3_text-spark"),
+    # The gpu tier's (skipped without CUDA).
+    pytest.param("qwen3", "snapkv+spark", marks=pytest.mark.gpu, id="gpu-qwen3-snapkv+spark"),
+    pytest.param("gemma3_text", "spark", marks=pytest.mark.gpu, id="gpu-gemma3_text-spark"),
 ])
 def test_triton_matches_torch_inside_the_model(arch, spec):
     device = device_or_skip()
@@ -63,8 +67,9 @@ def test_triton_matches_torch_inside_the_model(arch, spec):
         assert (g.float() - r.float()).abs().max().item() <= 2e-2 * max(scale, 1.0)
 
 
-@pytest.mark.interpret
-def test_lambda_zero_bf16_triton_matches_dense():
+@pytest.mark.parametrize("tier", [pytest.param("cpu", marks=pytest.mark.interpret),
+                                  pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_lambda_zero_bf16_triton_matches_dense(tier):
     """λ = 0 in bf16 through the Triton decode kernel stays close to a plain bf16 DynamicCache run."""
     from transformers import DynamicCache
 
