@@ -107,7 +107,8 @@ class EvictionConfig:
 
     Attributes:
         method: ``"snapkv"``, ``"pyramidkv"`` or ``"streamingllm"``.
-        token_budget: tokens kept, the observation window included; must exceed ``window``.
+        token_budget: tokens kept, the observation window included; must exceed ``window`` (``sink_tokens``
+            for streamingllm).
         token_ratio: fraction in [0, 1) of prompt tokens evicted (keep ``(1 - ratio)·S``).
         window: SnapKV / PyramidKV observation window (64).
         kernel_size: SnapKV pooling kernel (5, odd).
@@ -155,7 +156,8 @@ class PressConfig:
     Attributes:
         eviction: token eviction, or None.
         channels: key-channel pruning (SparK or ThinK), or None.
-        backend: ``"auto"`` (Triton on CUDA, PyTorch elsewhere), ``"torch"`` or ``"triton"``.
+        backend: ``"auto"`` (the GPU kernels where they apply on CUDA, PyTorch otherwise), ``"torch"`` or
+            ``"triton"``.
     """
 
     eviction: EvictionConfig | None = None

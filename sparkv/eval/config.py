@@ -87,7 +87,8 @@ class EvalConfig:
         haystack: text files (or folders of ``*.txt``); default the Paul Graham essays.
         needle, question, answer: NIAH's needle and its question / expected answer.
         data_dir, max_length, longbench_e: LongBench data folder, prompt length cap (tokens; default the
-            model's context minus the task's generation length), LongBench-E files and length buckets.
+            model's context minus the task's generation length and the prompt template's tokens), LongBench-E
+            files and length buckets.
     """
 
     benchmark: str = "ruler"
