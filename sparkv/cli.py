@@ -239,7 +239,7 @@ def demo(
                       f"{100 * mem.compressed_kv_bytes / mem.dense_kv_bytes:.1f}%", _fmt_bytes(mem.nominal_kv_bytes))
     table.caption = ("KV exact: every byte of the layouts, metadata and the decode tail's reserved slots included "
                      "(so the full cache shows a little over 100 %); allocated: the storages measured; nominal: the "
-                     "paper's accounting (λ/2 of the surviving KV, metadata ignored).")
+                     "paper's accounting ((1 − λ/2) of the surviving KV, metadata ignored).")
     Console(width=160).print(table)
 
 
