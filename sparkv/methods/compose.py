@@ -22,6 +22,7 @@ layout equal the bytes allocated.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 
@@ -188,6 +189,13 @@ def compress_layer(
         layout = select_pack(k, stat, kept_channels(d, channels.channel_prune_ratio), saliency=channels.saliency,
                              recovery=channels.recovery, recovery_constant=channels.recovery_constant,
                              seed=channels.seed, backend=backend)
+        dense_bytes = k.numel() * k.element_size()
+        if layout.nbytes() >= dense_bytes:  # shown once per process (the default warning filter)
+            warnings.warn(
+                f"SparK at key ratio {channels.channel_prune_ratio:g} stores {layout.nbytes():,} bytes of keys here "
+                f"against {dense_bytes:,} dense (head_dim {d}, {k.dtype}): the bitmaps, signs and scale of each "
+                "token outweigh the channels it prunes; prune more channels for a smaller cache",
+                stacklevel=2)
     elif isinstance(channels, ThinKConfig):
         from sparkv.methods.think import think_channel_scores, think_select_channels
 

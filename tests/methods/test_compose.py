@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -87,6 +89,19 @@ def test_eviction_then_channels_over_survivors(channels):
         torch.testing.assert_close(out.keys.kept_values, ks.gather(-1, idx[:, :, None].expand(-1, -1, 20, -1)),
                                    rtol=0, atol=0)
     assert_compact(out)
+
+
+def test_a_key_ratio_below_the_layout_break_even_warns():
+    """At λ = 0.1, bf16, D = 64 the bitmaps, signs and scale outweigh the 6 pruned channels: compressing says so;
+    at λ = 0.5 it does not."""
+    q, k, v = make(D=64, dtype=torch.bfloat16)
+    with pytest.warns(UserWarning, match="outweigh the channels it prunes"):
+        ckv = compress_layer(spark(0.1), q, k, v, None, 0.125, 0, 1)
+    assert ckv.keys.nbytes() >= k.numel() * k.element_size()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ckv = compress_layer(spark(0.5), q, k, v, None, 0.125, 0, 1)
+    assert ckv.keys.nbytes() < k.numel() * k.element_size()
 
 
 def test_think_bytes_are_real():
