@@ -61,21 +61,13 @@ def _press_from_options(press: str, key_ratio: float, budget: int | None, token_
 
 def _load(model: str, dtype: str | None, device: str | None):
     """``sparkv.load_model`` with each bad option reported as a usage error naming it (no traceback)."""
-    import sparkv
-    from sparkv.models import check_device, parse_dtype
+    from sparkv.models import LoadOptionError, load_model_naming_the_option
 
     try:
-        device = check_device(device)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--device") from err
-    try:
-        parse_dtype(dtype, device)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--dtype") from err
-    try:
-        return sparkv.load_model(model, dtype=dtype, device=device)
-    except (OSError, ValueError) as err:  # missing folder or package, not a model, cache folder not writable...
-        raise typer.BadParameter(str(err), param_hint="--model (or SPARKV_CACHE)") from err
+        return load_model_naming_the_option(model, dtype, device)
+    except LoadOptionError as err:
+        hint = {"device": "--device", "dtype": "--dtype"}.get(err.option, "--model (or SPARKV_CACHE)")
+        raise typer.BadParameter(str(err), param_hint=hint) from err
 
 
 def _memory_fields(memory) -> dict:

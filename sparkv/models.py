@@ -239,6 +239,31 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     return name_or_path
 
 
+class LoadOptionError(ValueError):
+    """A :func:`load_model` failure traced to one argument: ``option`` is ``"device"``, ``"dtype"`` or ``"model"``."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
+def load_model_naming_the_option(name_or_path: str, dtype: str | None, device: str | None):
+    """:func:`load_model`, each bad argument raised as a :class:`LoadOptionError` naming it, the cheap checks first
+    (for command lines, which report it as a usage error of that option)."""
+    try:
+        device = check_device(device)
+    except ValueError as err:
+        raise LoadOptionError("device", str(err)) from err
+    try:
+        parse_dtype(dtype, device)
+    except ValueError as err:
+        raise LoadOptionError("dtype", str(err)) from err
+    try:
+        return load_model(name_or_path, dtype=dtype, device=device)
+    except (OSError, ValueError) as err:  # missing folder or package, not a model, cache folder not writable...
+        raise LoadOptionError("model", str(err)) from err
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
                device: str | None = None):
     """Load ``(model, tokenizer)`` for inference.

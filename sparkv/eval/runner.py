@@ -90,30 +90,18 @@ class SparkvBackend:
     def __init__(self, model: str, dtype: str | None = None, device: str | None = None,
                  max_context: int | None = None):
         import sparkv
+        from sparkv.models import LoadOptionError, load_model_naming_the_option
 
-        load = getattr(sparkv, "load_model", None)
-        if load is None:
-            from sparkv.models import load_model as load
         try:
             self._many = sparkv.generate_many
             self._one = sparkv.generate
         except (AttributeError, ImportError) as exc:
             raise EvalError(f"this sparkv cannot generate ({exc}); is sparkv.integration installed?") from exc
-        from sparkv.models import check_device, parse_dtype
-
-        # Bad options as EvalErrors naming them (the CLI prints those without a traceback), before the model loads.
-        try:
-            device = check_device(device)
-        except ValueError as exc:
-            raise EvalError(f"device (--device): {exc}") from exc
-        try:
-            parse_dtype(dtype, device)
-        except ValueError as exc:
-            raise EvalError(f"dtype (--dtype): {exc}") from exc
-        try:
-            self.model, self.tokenizer = load(model, dtype=dtype, device=device)
-        except (OSError, ValueError) as exc:  # missing folder or package, not a model, cache not writable...
-            raise EvalError(f"model (--model) {model!r}: {exc}") from exc
+        try:  # a bad option as an EvalError naming it: the CLI prints those without a traceback
+            self.model, self.tokenizer = load_model_naming_the_option(model, dtype, device)
+        except LoadOptionError as exc:
+            named = f" {model!r}" if exc.option == "model" else ""
+            raise EvalError(f"{exc.option} (--{exc.option}){named}: {exc}") from exc
         self.max_context = getattr(self.model.config, "max_position_embeddings", None)
         params = inspect.signature(self._many).parameters
         self._accepts_chat = "chat_template" in params

@@ -751,7 +751,8 @@ class SplitPlan:
     def __init__(self, query: torch.Tensor, prefix: Prefix, scaling: float, chunk: int | None = None,
                  _resolved: tuple[dict, dict] | None = None, **kw):
         b, hq, _, dd = query.shape
-        check_scaling(scaling)
+        if _resolved is None:  # try_plan's callers (decode_attn_triton) have checked it already
+            check_scaling(scaling)
         self.query, self.prefix, self.scaling = query.contiguous(), prefix, float(scaling)
         self.h = prefix.num_heads
         self.group = hq // self.h
