@@ -249,7 +249,9 @@ class Press:
     ``model.generate`` gets a fresh cache from :meth:`make_cache` unless the call passes one (``cache`` /
     ``past_key_values``); this is an instance attribute set for the block only, removed on exit. Outside ``generate``
     pass ``press.make_cache(model)`` yourself, e.g. ``model(input_ids, past_key_values=cache)`` (``cache=`` on
-    transformers >= 5.24). A plain forward without a cache runs dense.
+    transformers >= 5.24). A plain forward without a cache runs dense. ``num_return_sequences=n`` works as in
+    transformers: each prompt is copied n times before the prefill, so the cache holds n compressed copies. Beam search
+    is refused.
 
     Args:
         config: a ``PressConfig`` or a press spec (``"spark"``, ``"snapkv+spark"``, ...; see ``parse_press``).
@@ -305,7 +307,7 @@ class Press:
             name = cache_kwarg(model)
 
             def generate(*args, **kwargs):
-                check_generation_options(model, kwargs)
+                check_generation_options(model, kwargs, several_sequences=True)
                 use_cache_default_on(kwargs)
                 if "cache" in kwargs and kwargs["cache"] is None:
                     del kwargs["cache"]  # an explicit None would make transformers ignore past_key_values
@@ -486,15 +488,21 @@ def _generation_option(model, kwargs: dict, name: str, default=None):
     return default
 
 
-def check_generation_options(model, kwargs: dict) -> None:
+def check_generation_options(model, kwargs: dict, *, several_sequences: bool = False) -> None:
     """Refuse ``model.generate`` options a sparkv cache cannot serve, wherever they are set (keywords, the
-    ``generation_config`` passed, the model's own generation config)."""
+    ``generation_config`` passed, the model's own generation config).
+
+    ``several_sequences``: admit ``num_return_sequences`` > 1 (``model.generate`` inside a press: transformers
+    copies each prompt that many times before the prefill, so every copy is compressed as a row of its own).
+    ``sparkv.generate`` returns one answer per context and refuses it.
+    """
     if _generation_option(model, kwargs, "num_beams", 1) != 1:
         raise ValueError("beam search (num_beams > 1) is not supported by sparkv caches")
     n = _generation_option(model, kwargs, "num_return_sequences", 1)
-    if n != 1:
-        raise ValueError(f"num_return_sequences must be 1: one answer per context (call generate again for more "
-                         f"samples); got {n!r}")
+    if n != 1 and not several_sequences:
+        raise ValueError(f"num_return_sequences must be 1 in sparkv.generate and generate_many (one answer per "
+                         f"context); got {n!r}. For several samples of one prompt run model.generate(..., "
+                         "num_return_sequences=n) inside `with sparkv.Press(...)(model):`, or call generate again")
     if _generation_option(model, kwargs, "prefill_chunk_size") is not None:
         raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
     # use_cache: a model's own default (many checkpoints ship use_cache=False) is overridden by sparkv's calls

@@ -330,6 +330,28 @@ def test_error_unsupported_attention_features():
         check_model_supported(mistral_config(sliding_window=4096))
 
 
+@pytest.mark.parametrize("spec", ["snapkv+spark", "spark", "full"])
+def test_num_return_sequences_inside_a_press_equals_the_copied_batch(tok, spec):
+    """Inside a press, ``num_return_sequences=n`` samples as a batch of each prompt copied n times would (same seed):
+    transformers copies the rows before the prefill, so every copy is compressed as a row of its own."""
+    model = tiny_model("llama")
+    ids, mask = encode(tok, [CONTEXT, CONTEXT[60:]])  # left-padded: the copies keep their padding
+    press = Press(spec, key_ratio=0.5, **({"token_ratio": 0.5} if "+" in spec else {}))
+    kwargs = dict(max_new_tokens=6, do_sample=True, top_k=0, pad_token_id=PAD)
+    with press(model):
+        torch.manual_seed(0)
+        several = model.generate(ids, attention_mask=mask, num_return_sequences=3, **kwargs)
+        torch.manual_seed(0)
+        copied = model.generate(ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0), **kwargs)
+    assert several.shape == (6, ids.shape[1] + 6)
+    assert torch.equal(several, copied)
+    assert press.last_cache.layers[-1].prefix is not None
+    if "+" in spec:  # the copies were evicted too, not just kept dense
+        assert press.last_cache.layers[-1].prefix.num_tokens < ids.shape[1]
+    with press(model), pytest.raises(ValueError, match="beam search"):
+        model.generate(ids, attention_mask=mask, num_beams=2, num_return_sequences=2, max_new_tokens=2)
+
+
 def test_error_unsupported_generate_options(tok):
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="num_beams"):
