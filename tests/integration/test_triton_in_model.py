@@ -115,6 +115,27 @@ def test_gpu_real_head_dim_and_memory(spec):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
+def test_gpu_num_return_sequences_equals_the_copied_batch(spec):
+    """``num_return_sequences`` inside a press on CUDA, where the CUDA kernel decodes the pages: the same tokens as
+    the batch of copied prompts with the same seed."""
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", dtype=torch.bfloat16, hidden_size=512, num_attention_heads=4, num_key_value_heads=2,
+                       num_hidden_layers=2, intermediate_size=1024, max_position_embeddings=4096).to("cuda")
+    ids, mask = encode(tok, [(CONTEXT + " ") * 8, (CONTEXT + " ") * 5], "cuda")
+    press = Press(spec, key_ratio=0.5, budget=300)
+    kwargs = dict(max_new_tokens=8, do_sample=True, top_k=0, pad_token_id=0)
+    with press(model):
+        torch.manual_seed(0)
+        several = model.generate(ids, attention_mask=mask, num_return_sequences=3, **kwargs)
+        assert all(isinstance(layer.prefix, SparKPages) for layer in press.last_cache.layers)
+        torch.manual_seed(0)
+        copied = model.generate(ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0), **kwargs)
+    assert several.shape == (6, ids.shape[1] + 8)
+    assert torch.equal(several, copied)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
 def test_chunk_then_decode_after_compression_on_gpu(spec):
     """A second chat turn on CUDA: a multi-token chunk (PyTorch path) then one-token decode (Triton kernel) over the
     compressed cache, with the automatic backend, against the PyTorch backend throughout."""
