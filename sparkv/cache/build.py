@@ -4,7 +4,8 @@ One layer per decoder layer, by the text config's ``layer_types``:
     ``full_attention``    -> :class:`~sparkv.cache.layer.PressedLayer` (compressed with the press)
     ``sliding_attention`` -> :class:`~sparkv.cache.layer.DenseSlidingLayer` (transformers' sliding layer, dense)
 Other layer types raise. The cache is a :class:`SparkvCache`, a ``transformers.Cache(layers=[...])`` whose batch
-and beam operations are refused before any layer changes; no layer type is registered globally.
+and beam operations select rows of every layer, or are refused before any layer changes (mid-prefill, under graph
+decoding, a crop that would cut a compressed prompt); no layer type is registered globally.
 """
 
 from __future__ import annotations
@@ -23,25 +24,31 @@ SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 class SparkvCache(Cache):
-    """``transformers.Cache`` over sparkv layers. Reordering, slicing or repeating the batch are not supported by a
-    filled :class:`PressedLayer`; transformers applies these operations layer by layer, so they are checked here
-    first, leaving a mixed cache (Gemma3's dense sliding layers) untouched when refused."""
+    """``transformers.Cache`` over sparkv layers. Beam search's reordering and transformers' batch slicing and
+    repeating select rows of every layer (``PressedLayer.select_rows``); crops that would cut a compressed prompt
+    are refused. transformers applies these operations layer by layer, so they are checked here first, leaving a
+    mixed cache (Gemma3's dense sliding layers) untouched when refused."""
 
     def _refuse_if_filled(self, what: str) -> None:
         for layer in self.layers:
             if isinstance(layer, PressedLayer) and layer.get_seq_length() > 0:
                 raise NotImplementedError(f"a filled sparkv cache cannot be {what}")
 
+    def _check_rows_selectable(self) -> None:
+        for layer in self.layers:
+            if isinstance(layer, PressedLayer):
+                layer.check_rows_selectable()
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        raise NotImplementedError("beam search is not supported by sparkv caches (use greedy decoding or sampling)")
+        self._check_rows_selectable()
+        super().reorder_cache(beam_idx)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if repeats != 1:
-            self._refuse_if_filled("expanded along the batch")
-            super().batch_repeat_interleave(repeats)
+        self._check_rows_selectable()
+        super().batch_repeat_interleave(repeats)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._refuse_if_filled("sliced along the batch")
+        self._check_rows_selectable()
         super().batch_select_indices(indices)
 
     def crop(self, max_length: int) -> None:

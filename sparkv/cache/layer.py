@@ -17,6 +17,9 @@ Why a handle: transformers' attention functions never see the cache (``cache.upd
 then ``fn(module, query, keys, values, mask, ...)`` is called), so the compressed layer cannot be passed as tensors.
 ``update`` returns ``(handle, handle)``; the handle carries the layer.
 
+Beam search and transformers' batch slicing / repeating select batch rows (:meth:`PressedLayer.select_rows`): every
+row is independent (its own lengths, statistic and scales), so a row's compressed prompt and tail move as a whole.
+
 ``get_seq_length`` is the *logical* length (prompt positions, left padding included, plus tail tokens), whatever
 eviction removed, so transformers computes the right RoPE positions and mask sizes after eviction.
 
@@ -41,7 +44,7 @@ import copy
 import torch
 from transformers.cache_utils import CacheLayerMixin, DynamicSlidingWindowLayer
 
-from sparkv.cache.layout import Prefix, allocated_bytes
+from sparkv.cache.layout import Prefix, allocated_bytes, check_row_index, select_rows
 from sparkv.config import PressConfig
 from sparkv.kernels.decode_attn import decode_storage
 
@@ -205,7 +208,8 @@ class PressedLayer(CacheLayerMixin):
             raise NotImplementedError("a sparkv layer cannot be cropped (assisted decoding is not supported)")
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        raise NotImplementedError("beam search is not supported by sparkv caches (use greedy decoding or sampling)")
+        """Beam search: the batch rows become rows ``beam_idx`` of before (prefix, tail and any recording)."""
+        self.select_rows(beam_idx)
 
     def __deepcopy__(self, memo: dict) -> PressedLayer:
         """Tensors and state are copied; ``config`` stays shared (it is the model's: the copy must see the
@@ -217,12 +221,47 @@ class PressedLayer(CacheLayerMixin):
         return new
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if repeats != 1 and self.get_seq_length() > 0:
-            raise NotImplementedError("a filled sparkv layer cannot be expanded along the batch")
+        """Each batch row repeated ``repeats`` times in place (row b becomes rows b·repeats to b·repeats+repeats-1)."""
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+        rows = self.batch_rows()
+        if repeats != 1 and rows is not None:
+            self.select_rows(torch.arange(rows).repeat_interleave(repeats))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.get_seq_length() > 0:
-            raise NotImplementedError("a filled sparkv layer cannot be sliced along the batch")
+        """Keep the batch rows ``indices`` (integers, or a boolean mask over the rows)."""
+        index = torch.as_tensor(indices)
+        if index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        if self.batch_rows() is not None:
+            self.select_rows(index)
+
+    def batch_rows(self) -> int | None:
+        """Batch rows held (None while the layer holds nothing)."""
+        if self.prefix is not None:
+            return self.prefix.batch
+        return None if self.keys is None else self.keys.shape[0]
+
+    def check_rows_selectable(self) -> None:
+        """Raise unless the batch rows can be selected now (not mid-prefill, not under graph decoding)."""
+        why = "a prompt waits for compression" if self.pending else \
+            "graph decoding holds a static tail" if self.static_tail is not None else None
+        if why is not None:
+            raise RuntimeError(f"layer {self.layer_idx}: its batch rows cannot be selected while {why}")
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (1-D integers, any order, repeats allowed) of everything the layer holds: the
+        compressed prompt (:func:`sparkv.cache.layout.select_rows`), the decode tail and any recording."""
+        self.check_rows_selectable()
+        rows = self.batch_rows()
+        if rows is None:
+            return
+        index = check_row_index(index, rows, self.device)
+        if self.prefix is not None:
+            self.prefix = select_rows(self.prefix, index)
+        for name in ("tail_keys", "tail_values", "keys", "values", "window_queries", "valid_mask"):
+            if (t := getattr(self, name)) is not None:
+                setattr(self, name, t.index_select(0, index))
 
     def offload(self):
         raise NotImplementedError("sparkv caches do not support offloading")

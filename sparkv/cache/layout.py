@@ -20,6 +20,7 @@ faster (1.03x the split kernel, 1.38-1.42x over dense SDPA at λ = 0.8 against 1
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, fields
 
 import torch
@@ -476,3 +477,44 @@ class SparKPages:
 
 
 Prefix = CompressedKV | SparKPages  # a compressed prompt in either form
+
+
+def check_row_index(index: torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
+    """``index`` as int64 on ``device`` after checking it is a 1-D integer tensor of rows in ``[0, rows)``."""
+    if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.is_floating_point() or index.is_complex() \
+            or index.dtype == torch.bool:
+        desc = f"{index.dtype} {tuple(index.shape)}" if isinstance(index, torch.Tensor) else type(index).__name__
+        raise ValueError(f"index must be a 1-D integer tensor of batch rows, got {desc}")
+    index = index.to(device=device, dtype=torch.long)
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= rows):
+        raise ValueError(f"index must hold rows in [0, {rows}), got {index.tolist()}")
+    return index
+
+
+def select_rows(prefix: Prefix, index: torch.Tensor) -> Prefix:
+    """Batch rows ``index`` of a prefix (any order, repeats allowed), as a new prefix in the same form: what beam
+    search's reordering and transformers' batch slicing and repeating ask of a cache.
+
+    Rows are independent in every layout: lengths, statistics ``u`` and scales are per row, and the sampled
+    recoveries draw by (seed, head, token, channel), never by row. The key arrays are not validated again (rows of a
+    valid layout are valid); lengths are, as a constructor reads them once.
+
+    Args:
+        prefix: a :class:`CompressedKV` or :class:`SparKPages`.
+        index: 1-D integer tensor of row numbers in ``[0, prefix.batch)``.
+    """
+    index = check_row_index(index, prefix.batch, prefix.device)
+    lengths = prefix.lengths.index_select(0, index)
+    if isinstance(prefix, SparKPages):
+        rows = prefix.pages.view(prefix.batch, prefix.num_heads, *prefix.pages.shape[1:]).index_select(0, index)
+        return SparKPages(rows.reshape(-1, *prefix.pages.shape[1:]), lengths,
+                          None if prefix.u is None else prefix.u.index_select(0, index), index.numel(),
+                          prefix.num_heads, prefix.num_tokens, prefix.head_dim, prefix.kept, prefix.dtype,
+                          prefix.recovery, prefix.constant)
+    if not isinstance(prefix, CompressedKV):
+        raise TypeError(f"prefix must be a CompressedKV or SparKPages, got {type(prefix).__name__}")
+    keys = copy.copy(prefix.keys)
+    for f in fields(keys):
+        if isinstance(t := getattr(keys, f.name), torch.Tensor):
+            setattr(keys, f.name, t.index_select(0, index))
+    return CompressedKV(keys, prefix.values.index_select(0, index), lengths)

@@ -32,7 +32,7 @@ transformers versions (5.17 and 5.24 are tested)
   mappings at call time, so whatever transformers registered as ``"sdpa"`` is what the dense paths use.
 
 Limits: prefill runs once per cache (a later multi-token forward is appended to the tail, attended causally);
-``prefill_chunk_size``, beam search, assisted decoding, ``output_attentions`` and offloading are not supported.
+``prefill_chunk_size``, assisted decoding, ``output_attentions`` and offloading are not supported.
 """
 
 from __future__ import annotations
@@ -249,9 +249,9 @@ class Press:
     ``model.generate`` gets a fresh cache from :meth:`make_cache` unless the call passes one (``cache`` /
     ``past_key_values``); this is an instance attribute set for the block only, removed on exit. Outside ``generate``
     pass ``press.make_cache(model)`` yourself, e.g. ``model(input_ids, past_key_values=cache)`` (``cache=`` on
-    transformers >= 5.24). A plain forward without a cache runs dense. ``num_return_sequences=n`` works as in
-    transformers: each prompt is copied n times before the prefill, so the cache holds n compressed copies. Beam search
-    is refused.
+    transformers >= 5.24). A plain forward without a cache runs dense. ``num_return_sequences=n`` and beam search
+    work as in transformers: each prompt is copied n (or ``num_beams``) times before the prefill, so the cache holds
+    that many compressed copies, and beam search reorders them every step.
 
     Args:
         config: a ``PressConfig`` or a press spec (``"spark"``, ``"snapkv+spark"``, ...; see ``parse_press``).
@@ -307,7 +307,7 @@ class Press:
             name = cache_kwarg(model)
 
             def generate(*args, **kwargs):
-                check_generation_options(model, kwargs, several_sequences=True)
+                check_generation_options(model, kwargs, several_sequences=True)  # beam search too
                 use_cache_default_on(kwargs)
                 if "cache" in kwargs and kwargs["cache"] is None:
                     del kwargs["cache"]  # an explicit None would make transformers ignore past_key_values
@@ -488,16 +488,19 @@ def _generation_option(model, kwargs: dict, name: str, default=None):
     return default
 
 
-def check_generation_options(model, kwargs: dict, *, several_sequences: bool = False) -> None:
+def check_generation_options(model, kwargs: dict, *, several_sequences: bool = False, beams: str | None = None
+                             ) -> None:
     """Refuse ``model.generate`` options a sparkv cache cannot serve, wherever they are set (keywords, the
     ``generation_config`` passed, the model's own generation config).
 
     ``several_sequences``: admit ``num_return_sequences`` > 1 (``model.generate`` inside a press: transformers
     copies each prompt that many times before the prefill, so every copy is compressed as a row of its own).
     ``sparkv.generate`` returns one answer per context and refuses it.
+    ``beams``: None admits beam search (the cache reorders its rows: ``PressedLayer.select_rows``); else the reason
+    the caller cannot run it.
     """
-    if _generation_option(model, kwargs, "num_beams", 1) != 1:
-        raise ValueError("beam search (num_beams > 1) is not supported by sparkv caches")
+    if beams is not None and _generation_option(model, kwargs, "num_beams", 1) != 1:
+        raise ValueError(f"beam search (num_beams > 1) is not supported {beams}")
     n = _generation_option(model, kwargs, "num_return_sequences", 1)
     if n != 1 and not several_sequences:
         raise ValueError(f"num_return_sequences must be 1 in sparkv.generate and generate_many (one answer per "
@@ -540,13 +543,14 @@ def _resolve_length_and_sampling(gen_kwargs: dict, max_new_tokens: int | None, d
     return max_new_tokens, do_sample
 
 
-def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict, tokenizer, model=None) -> dict:
+def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict, tokenizer, model=None,
+                     beams: str | None = None) -> dict:
     kwargs = dict(do_sample=do_sample, pad_token_id=batch.pad_token_id)
     kwargs.update(gen_kwargs)
     for bad in ("cache", "past_key_values"):
         if bad in kwargs:
             raise ValueError(f"sparkv.generate builds its own cache; do not pass {bad}")
-    check_generation_options(model, kwargs)
+    check_generation_options(model, kwargs, beams=beams)
     use_cache_default_on(kwargs)
     kwargs.setdefault("tokenizer", tokenizer)  # model.generate needs it for stop_strings
     return kwargs
@@ -596,6 +600,7 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
         press: a :class:`Press`, a ``PressConfig`` or a press spec string (``"snapkv+spark"``).
         max_new_tokens, do_sample, **gen_kwargs: passed to ``model.generate``. Unset, ``max_new_tokens`` and
             ``do_sample`` come from a ``generation_config`` passed in ``gen_kwargs``, else 32 tokens, greedy.
+            ``num_beams`` runs beam search (the answer is the best beam; not with ``cuda_graph``).
         chat_template: use the tokenizer's chat template if it has one.
         answer_prefix: text that starts the reply (after the template's generation prompt); part of the prompt.
         max_context: refuse prompts whose tokens + ``max_new_tokens`` exceed this (default: the model's
@@ -619,7 +624,9 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
     _check_graph_options(model, cuda_graph)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, [press], model, max_new_tokens, max_context)
-    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model)
+    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model,
+                              beams="with cuda_graph=True (graph steps keep the batch rows in place)" if cuda_graph
+                              else None)
     _reset_peak(model)
     with press(model):
         cache = press.make_cache(model)
@@ -665,7 +672,9 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
     _check_graph_options(model, cuda_graph)
     batch = _encode(model, tokenizer, context, question, chat_template, answer_prefix)
     _check_context_length(batch, presses, model, max_new_tokens, max_context)
-    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model)
+    kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model,
+                              beams="by generate_many (its first token is generated in a call of its own, which would "
+                                    "end the beams there); use sparkv.generate per press")
     _refuse_step_dependent(kwargs)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -93,12 +93,8 @@ def test_update_refuses_other_attention_implementations():
 
 def test_unsupported_cache_operations_raise():
     layer, *_ = prefilled()
-    with pytest.raises(NotImplementedError, match="beam"):
-        layer.reorder_cache(torch.tensor([1, 0]))
     with pytest.raises(NotImplementedError):
         layer.crop(-1)
-    with pytest.raises(NotImplementedError):
-        layer.batch_repeat_interleave(2)
     with pytest.raises(NotImplementedError):
         layer.crop(0)  # transformers' semantics: keep 0 tokens
     layer.crop(layer.get_seq_length())  # removes nothing: allowed
@@ -222,19 +218,89 @@ def test_layer_arguments_are_checked():
 
 
 def test_refused_batch_operations_leave_a_mixed_cache_untouched():
-    """Gemma3-like cache (sliding layer first): the refusal comes before transformers touches any layer."""
+    """Gemma3-like cache (sliding layer first): a layer whose rows cannot be selected now (a prompt waiting for
+    compression) refuses before transformers touches any layer."""
     cache = build_cache(gemma3_config(), press())
     sliding = cache.layers[0]
     k, v = kv(S=6)
     sliding.update(k, v)
-    layer, *_ = prefilled()
+    layer = PressedLayer(press(), 1, 2, config=SPARKV_CONFIG)
+    layer.update(*kv())
     cache.layers[1] = layer
     before = sliding.keys.clone()
     for op, arg in (("reorder_cache", torch.tensor([1, 0])), ("batch_select_indices", torch.tensor([0])),
                     ("batch_repeat_interleave", 2)):
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(RuntimeError, match="waits for compression"):
             getattr(cache, op)(arg)
         assert torch.equal(sliding.keys, before), op
+
+
+def _layer_state(layer):
+    """Every tensor a layer holds, by name (prefix fields included), for exact comparisons."""
+    from dataclasses import fields
+
+    state = {f"prefix.{f.name}": getattr(layer.prefix.keys, f.name) for f in fields(layer.prefix.keys)}
+    state.update({"values": layer.prefix.values, "lengths": layer.prefix.lengths})
+    tail_k, tail_v = layer.tail()
+    state.update({"tail_keys": tail_k, "tail_values": tail_v})
+    return {name: t for name, t in state.items() if isinstance(t, torch.Tensor)}
+
+
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark", "pyramidkv+think"])
+def test_selected_rows_equal_a_layer_filled_with_those_rows(spec):
+    """reorder_cache / batch_select_indices / batch_repeat_interleave: the layer afterwards holds what a layer
+    prefilled (padding included) and fed the same tail tokens with the batch rows in that order would hold."""
+    from sparkv.config import parse_press
+
+    p = parse_press(spec, key_ratio=0.5, token_ratio=0.4, backend="torch")
+    g = torch.Generator().manual_seed(5)
+    k, v, q = torch.randn(3, 2, 80, 16, generator=g), torch.randn(3, 2, 80, 16, generator=g), \
+        torch.randn(3, 4, 80, 16, generator=g)
+    mask = torch.ones(3, 1, 80, 80, dtype=torch.bool).tril()
+    mask[1, :, :, :9] = False  # row 1 left-padded by 9 tokens
+    tail = [(torch.randn(3, 2, 1, 16, generator=g), torch.randn(3, 2, 1, 16, generator=g)) for _ in range(3)]
+
+    def filled(rows):
+        layer = PressedLayer(p, 1, 2, config=SPARKV_CONFIG, tail_chunk=2)
+        layer.update(k[rows], v[rows])
+        layer.finish_prefill(q[rows], mask[rows], 0.25)
+        for tk, tv in tail:
+            layer.update(tk[rows], tv[rows])
+        return layer
+
+    for op, arg, rows in (("reorder_cache", torch.tensor([2, 0, 0, 1]), [2, 0, 0, 1]),
+                          ("batch_select_indices", torch.tensor([True, False, True]), [0, 2]),
+                          ("batch_select_indices", [1], [1]),
+                          ("batch_repeat_interleave", 2, [0, 0, 1, 1, 2, 2])):
+        layer = filled([0, 1, 2])
+        getattr(layer, op)(arg)
+        want, got = _layer_state(filled(rows)), _layer_state(layer)
+        assert want.keys() == got.keys() and torch.equal(got["lengths"], want["lengths"])
+        for name in want:  # per-token fields: each row's valid tokens (a fresh batch may store fewer padding slots)
+            per_token = name in ("values", "prefix.kept_values", "prefix.kept_bits", "prefix.sign_bits",
+                                 "prefix.scale", "prefix.keys")
+            for r, n in enumerate(want["lengths"].tolist()):
+                w, g = (want[name][r, :, :n], got[name][r, :, :n]) if per_token else (want[name][r], got[name][r])
+                assert torch.equal(g, w), (op, name, r)
+        assert layer.get_seq_length() == 83 and layer.batch_rows() == len(rows)
+        tk, tv = torch.randn(len(rows), 2, 1, 16), torch.randn(len(rows), 2, 1, 16)
+        layer.update(tk, tv)  # decoding goes on with the new rows
+        assert layer.tail_len == 4 and torch.equal(layer.tail()[0][:, :, -1:], tk)
+
+
+def test_row_selection_arguments_and_states_are_checked():
+    layer, *_ = prefilled()
+    for bad, match in ((torch.tensor([2]), r"rows in \[0, 2\)"), (torch.tensor([0.5]), "1-D integer tensor")):
+        with pytest.raises(ValueError, match=match):
+            layer.reorder_cache(bad)
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        layer.batch_repeat_interleave(0)
+    empty = PressedLayer(press(), 0, 2, config=SPARKV_CONFIG)
+    empty.reorder_cache(torch.tensor([0, 0, 0]))  # nothing held yet: nothing to reorder
+    assert empty.batch_rows() is None
+    layer.begin_static_tail(4, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="static tail"):
+        layer.reorder_cache(torch.tensor([1, 0]))
 
 
 def test_deepcopied_layer_follows_the_models_attention_setting():

@@ -227,3 +227,65 @@ def test_pages_refuse_what_they_cannot_hold():
         SparKPages(**{**fields, "lengths": torch.tensor([41, 3], dtype=torch.int32)})
     with pytest.raises(ValueError, match="start, end must satisfy"):
         pages.unpack(10, 41)
+
+
+# --- batch rows (beam search, batch slicing and repeating) ---------------------------------------------------------
+
+
+def _rows_of(prefix, index):
+    """Every tensor of ``prefix`` (arrays form) at rows ``index``: the expectation for ``select_rows``."""
+    from dataclasses import fields
+
+    keys = {f.name: getattr(prefix.keys, f.name) for f in fields(prefix.keys)}
+    return {name: (t[index] if isinstance(t, torch.Tensor) else t) for name, t in keys.items()}, \
+        prefix.values[index], prefix.lengths[index]
+
+
+@settings(max_examples=30, deadline=None)
+@given(b=st.integers(1, 4), h=st.integers(1, 3), s=st.integers(1, 70), d=st.sampled_from([32, 64, 80]),
+       ratio=st.floats(0.05, 0.95), recovery=st.sampled_from(["mean", "mean_linear", "zero", "constant", "gaussian"]),
+       rows=st.lists(st.integers(0, 3), min_size=0, max_size=6), seed=st.integers(0, 1000))
+def test_select_rows_takes_exactly_those_rows_in_both_forms(b, h, s, d, ratio, recovery, rows, seed):
+    """Arrays and pages: the rows asked for (any order, repeats, none), every field, lengths read again."""
+    from sparkv.cache.layout import SparKPages, select_rows
+
+    prefix = _prefix(b, h, s, d, kept_channels(d, ratio), recovery, torch.bfloat16, seed)
+    index = torch.tensor([r % b for r in rows], dtype=torch.long)
+    got = select_rows(prefix, index)
+    keys, values, lengths = _rows_of(prefix, index)
+    assert type(got.keys) is type(prefix.keys) and got.batch == len(rows)
+    for name, want in keys.items():
+        have = getattr(got.keys, name)
+        assert (torch.equal(have, want) and have.dtype == want.dtype) if isinstance(want, torch.Tensor) \
+            else have == want, name
+    assert torch.equal(got.values, values) and torch.equal(got.lengths, lengths)
+    if len(rows):
+        assert (got.min_length, got.max_length) == (int(lengths.min()), int(lengths.max()))
+    assert got.nbytes() == got.allocated_bytes()  # compact copies, not views into the old rows
+    if recovery != "gaussian":  # pages hold the deterministic recoveries
+        pages = select_rows(SparKPages.from_compressed(prefix), index)
+        assert isinstance(pages, SparKPages) and pages.batch == len(rows)
+        assert torch.equal(pages.pages, SparKPages.from_compressed(got).pages)
+        assert torch.equal(pages.lengths, lengths) and pages.nbytes() == pages.allocated_bytes()
+
+
+def test_select_rows_of_dense_and_think_keys_and_bad_indices():
+    from sparkv.cache.layout import ThinKKeys, select_rows
+
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(3, 2, 10, 16, generator=gen)
+    dense = CompressedKV(DenseKeys(torch.randn(3, 2, 10, 16, generator=gen)), values, torch.tensor([10, 4, 7]))
+    idx = torch.tensor(list(range(16)), dtype=torch.int16).view(1, 1, 16)[..., ::2].expand(3, 2, 8).contiguous()
+    think = CompressedKV(ThinKKeys(torch.randn(3, 2, 10, 8, generator=gen), idx, 16), values, torch.tensor([10, 4, 7]))
+    order = torch.tensor([2, 2, 0])
+    for prefix in (dense, think):
+        got = select_rows(prefix, order)
+        for name in ("keys", "kept_values", "channel_idx"):
+            if hasattr(prefix.keys, name):
+                assert torch.equal(getattr(got.keys, name), getattr(prefix.keys, name)[order]), name
+        assert got.lengths.tolist() == [7, 7, 10] and (got.min_length, got.max_length) == (7, 10)
+    for bad, match in ((torch.tensor([3]), r"rows in \[0, 3\)"), (torch.tensor([-1]), r"rows in \[0, 3\)"),
+                       (torch.tensor([0.0]), "1-D integer tensor"), (torch.tensor([[0]]), "1-D integer tensor"),
+                       (torch.tensor([True, False, True]), "1-D integer tensor"), ([0, 1], "1-D integer tensor")):
+        with pytest.raises(ValueError, match=match):
+            select_rows(dense, bad)

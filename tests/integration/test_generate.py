@@ -217,6 +217,25 @@ def test_generation_options_behave_as_in_plain_transformers(llama, tok):
         sparkv.generate(llama, tok, CONTEXT, 5, "full")
 
 
+@pytest.mark.parametrize("spec", ["full", "snapkv+spark"])
+def test_beam_search_through_generate(llama, tok, spec):
+    """sparkv.generate(num_beams=...) returns the best beam: plain transformers' with the full press; with SnapKV +
+    SparK the same as model.generate inside the press on the same prompt (the cache's rows are reordered every
+    step)."""
+    prompt = build_prompts(tok, CONTEXT, QUESTION)[0]
+    enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    pad = llama.generation_config.pad_token_id
+    press = Press(spec, key_ratio=0.8, token_ratio=0.5) if "+" in spec else Press(spec)
+    if spec == "full":
+        want = llama.generate(**enc, max_new_tokens=8, num_beams=3, do_sample=False, pad_token_id=pad)
+    else:
+        with press(llama):
+            want = llama.generate(**enc, max_new_tokens=8, num_beams=3, do_sample=False, pad_token_id=pad)
+    got = sparkv.generate(llama, tok, CONTEXT, QUESTION, press, max_new_tokens=8, num_beams=3)
+    assert got.token_ids[0] == [t for t in want[0, enc.input_ids.shape[1]:].tolist() if t != pad]
+    assert got.memory.compressed_kv_bytes == got.memory.allocated_kv_bytes  # three compressed rows, counted
+
+
 def test_padding_among_the_new_tokens_is_refused(llama, tok):
     """A second turn whose rows are padded inside the new tokens: sparkv attends to every token after the prompt,
     so it refuses instead of attending to the pads (plain transformers masks them)."""

@@ -348,14 +348,49 @@ def test_num_return_sequences_inside_a_press_equals_the_copied_batch(tok, spec):
     assert press.last_cache.layers[-1].prefix is not None
     if "+" in spec:  # the copies were evicted too, not just kept dense
         assert press.last_cache.layers[-1].prefix.num_tokens < ids.shape[1]
-    with press(model), pytest.raises(ValueError, match="beam search"):
-        model.generate(ids, attention_mask=mask, num_beams=2, num_return_sequences=2, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("spec", ["full", "spark"])
+def test_beam_search_at_lambda_zero_matches_plain_transformers(arch_model, tok, spec):
+    """Beam search reorders the cache's rows every step: with nothing pruned it must give plain transformers' beams
+    exactly (left-padded batch; Gemma3's dense sliding layers reorder beside the pressed ones)."""
+    arch, model = arch_model
+    ids, mask = encode(tok, [CONTEXT, CONTEXT[60:]])
+    kwargs = dict(max_new_tokens=8, num_beams=3, num_return_sequences=2, do_sample=False, pad_token_id=PAD)
+    plain = model.generate(ids, attention_mask=mask, **kwargs)
+    with Press(spec, key_ratio=0.0)(model):
+        ours = model.generate(ids, attention_mask=mask, **kwargs)
+    assert torch.equal(plain, ours)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_beam_search_equals_beam_search_over_the_materialised_recovered_keys(tok, arch):
+    """λ = 0.9: beam search over the compressed cache gives the beams of the same search over a DynamicCache that
+    holds the recovered keys K̂ and the values (transformers reorders that one itself), though not plain
+    transformers' beams: every reorder carries each row's compressed prompt and decode tail along."""
+    model = tiny_model(arch)
+    ids, _ = encode(tok, [CONTEXT])
+    beams, name = 4, cache_kwarg(model)
+    press = Press("spark", key_ratio=0.9)
+    cache = press.make_cache(model)
+    with use_sparkv_attention(model):  # the prompt but its last token, one row per beam (generate copies the input)
+        model(ids[:, :-1].repeat_interleave(beams, 0), use_cache=True, **{name: cache})
+    oracle = DynamicCache(config=model.config)
+    for i, layer in enumerate(cache.layers):
+        oracle.update(recover_ref(layer.prefix.keys).to(layer.prefix.values.dtype), layer.prefix.values, i)
+    kwargs = dict(attention_mask=torch.ones_like(ids), num_beams=beams, max_new_tokens=16, do_sample=False,
+                  pad_token_id=PAD)
+    want = model.generate(ids, **{name: oracle}, **kwargs)
+    with use_sparkv_attention(model):
+        got = model.generate(ids, **{name: cache}, **kwargs)
+    assert torch.equal(got, want)
+    assert not torch.equal(got, model.generate(ids, **kwargs))  # the pruning shows: this test can tell
 
 
 def test_error_unsupported_generate_options(tok):
     model = tiny_model("llama")
-    with pytest.raises(ValueError, match="num_beams"):
-        sparkv.generate(model, tok, CONTEXT, "Q?", "spark", num_beams=2)
+    with pytest.raises(ValueError, match="not supported by generate_many"):
+        sparkv.generate_many(model, tok, CONTEXT, "Q?", ["spark", "full"], num_beams=2)
     with pytest.raises(ValueError, match="num_return_sequences must be 1"):
         sparkv.generate(model, tok, CONTEXT, "Q?", "spark", do_sample=True, num_return_sequences=2)
     with pytest.raises(ValueError, match="num_return_sequences must be 1"):

@@ -13,7 +13,7 @@ import torch
 from sparkv.cache.layer import PressedLayer
 from sparkv.cache.layout import SparKKeys, SparKPages
 from sparkv.integration.transformers import Press, use_sparkv_attention
-from tests.utils import CONTEXT, encode, teacher_forced_logits, tiny_model, tiny_tokenizer
+from tests.utils import CONTEXT, PAD, encode, teacher_forced_logits, tiny_model, tiny_tokenizer
 
 
 def device_or_skip() -> str:
@@ -123,7 +123,7 @@ def test_gpu_num_return_sequences_equals_the_copied_batch(spec):
                        num_hidden_layers=2, intermediate_size=1024, max_position_embeddings=4096).to("cuda")
     ids, mask = encode(tok, [(CONTEXT + " ") * 8, (CONTEXT + " ") * 5], "cuda")
     press = Press(spec, key_ratio=0.5, budget=300)
-    kwargs = dict(max_new_tokens=8, do_sample=True, top_k=0, pad_token_id=0)
+    kwargs = dict(max_new_tokens=8, do_sample=True, top_k=0, pad_token_id=PAD)
     with press(model):
         torch.manual_seed(0)
         several = model.generate(ids, attention_mask=mask, num_return_sequences=3, **kwargs)
@@ -132,6 +132,47 @@ def test_gpu_num_return_sequences_equals_the_copied_batch(spec):
         copied = model.generate(ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0), **kwargs)
     assert several.shape == (6, ids.shape[1] + 8)
     assert torch.equal(several, copied)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
+def test_gpu_reordered_pages_decode_as_the_reordered_batch(spec):
+    """Beam search's reorder on CUDA, where the layers hold pages the CUDA kernel decodes: a cache filled with a
+    left-padded batch and reordered decodes forced tokens to the same logits, bit for bit, as a cache filled with
+    the rows in that order; then beam search runs end to end."""
+    from sparkv.integration.transformers import cache_kwarg
+
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", dtype=torch.bfloat16, hidden_size=512, num_attention_heads=4, num_key_value_heads=2,
+                       num_hidden_layers=2, intermediate_size=1024, max_position_embeddings=4096).to("cuda")
+    contexts, order = [(CONTEXT + " ") * 8, (CONTEXT + " ") * 5], [1, 0, 0]
+    forced = torch.randint(3, 250, (3, 4), device="cuda")
+    name = cache_kwarg(model)
+
+    def decode(texts, reorder=None):
+        ids, mask = encode(tok, texts, "cuda")
+        cache = Press(spec, key_ratio=0.5, budget=300).make_cache(model)
+        with use_sparkv_attention(model), torch.no_grad():
+            model(ids, attention_mask=mask, use_cache=True, **{name: cache})
+            assert all(isinstance(layer.prefix, SparKPages) for layer in cache.layers)
+            if reorder is not None:
+                cache.reorder_cache(torch.tensor(reorder, device="cuda"))
+                mask = mask[reorder]
+            logits = []
+            for i in range(forced.shape[1]):
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                out = model(forced[:, i:i + 1], attention_mask=mask, use_cache=True, **{name: cache},
+                            position_ids=mask.sum(-1, keepdim=True) - 1)
+                logits.append(out.logits[:, -1])
+        return logits
+
+    for got, want in zip(decode(contexts, order), decode([contexts[i] for i in order])):
+        assert torch.equal(got, want)
+    ids, mask = encode(tok, contexts, "cuda")
+    with Press(spec, key_ratio=0.5, budget=300)(model):
+        beams = model.generate(ids, attention_mask=mask, num_beams=3, max_new_tokens=6, do_sample=False,
+                               pad_token_id=PAD)
+    assert beams.shape == (2, ids.shape[1] + 6)
 
 
 @pytest.mark.gpu
