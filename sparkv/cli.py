@@ -102,13 +102,15 @@ def generate(
     saliency: str = typer.Option("code", "--saliency", help="code (a·K²) | paper (a·|K|)"),
     backend: str = typer.Option("auto", "--backend", help="auto | torch | triton"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    num_beams: int = typer.Option(1, "--num-beams", min=1, help="Beam search with this many beams (1: greedy); "
+                                  "the cache holds one compressed copy of the prompt per beam."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
     device: str | None = typer.Option(None, "--device"),
     max_context: int | None = typer.Option(None, "--max-context", min=1, help="Refuse prompt + generation longer "
                                            "than this (default: the model's max_position_embeddings)."),
     chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template"),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Replay each decode step from one CUDA graph (one "
-                                    "CUDA device; full-attention models)."),
+                                    "CUDA device; full-attention models; greedy or sampled, not with beams)."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
 ) -> None:
     """Answer QUESTION about the text in CONTEXT_FILE through a compressed KV cache."""
@@ -130,7 +132,8 @@ def generate(
     lm, tokenizer = _load(model, dtype, device)
     try:
         result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
-                                 chat_template=chat_template, max_context=max_context, cuda_graph=cuda_graph)
+                                 chat_template=chat_template, max_context=max_context, cuda_graph=cuda_graph,
+                                 num_beams=num_beams)
     except ValueError as err:  # short context, unsupported model or option: say so without a traceback
         console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
@@ -144,6 +147,7 @@ def generate(
         "budget": press_cfg.eviction.token_budget if press_cfg.eviction is not None else None,
         "token_ratio": press_cfg.eviction.token_ratio if press_cfg.eviction is not None else None,
         "context_tokens": result.context_tokens,
+        "num_beams": num_beams,
         **_memory_fields(result.memory),
     }
     if as_json:

@@ -72,6 +72,15 @@ def test_cli_generate_json(tmp_path, smollm2):
     assert record["press"] == "snapkv+spark" and record["key_ratio"] == 0.8 and record["budget"] == 128
     assert record["compressed_kv_bytes"] == record["allocated_kv_bytes"]
     assert record["compressed_kv_bytes"] < record["dense_kv_bytes"]
+    beams = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "What is the code word?",
+                                     "--press", "snapkv+spark", "--key-ratio", "0.8", "--budget", "128",
+                                     "--max-new-tokens", "8", "--json", "--dtype", "float32", "--device", "cpu",
+                                     "--num-beams", "3"])
+    assert beams.exit_code == 0, beams.output
+    beams = json.loads(beams.stdout.strip().splitlines()[-1])
+    assert beams["num_beams"] == 3 and record["num_beams"] == 1 and beams["answer"].strip()
+    # one compressed copy of the prompt per beam: three times the prefix, plus three rows of tail
+    assert 3 * record["compressed_kv_bytes"] <= beams["compressed_kv_bytes"] == beams["allocated_kv_bytes"]
 
 
 def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):
