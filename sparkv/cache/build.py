@@ -15,7 +15,7 @@ import copy
 import torch
 from transformers.cache_utils import Cache
 
-from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer, crop_removes
+from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer
 from sparkv.config import PressConfig
 
 __all__ = ["SparkvCache", "build_cache", "fork_cache", "layer_types", "text_config"]
@@ -28,11 +28,6 @@ class SparkvCache(Cache):
     repeating select rows of every layer (``PressedLayer.select_rows``); crops that would cut a compressed prompt
     are refused. transformers applies these operations layer by layer, so they are checked here first, leaving a
     mixed cache (Gemma3's dense sliding layers) untouched when refused."""
-
-    def _refuse_if_filled(self, what: str) -> None:
-        for layer in self.layers:
-            if isinstance(layer, PressedLayer) and layer.get_seq_length() > 0:
-                raise NotImplementedError(f"a filled sparkv cache cannot be {what}")
 
     def _check_rows_selectable(self) -> None:
         for layer in self.layers:
@@ -51,12 +46,13 @@ class SparkvCache(Cache):
         self._check_rows_selectable()
         super().batch_select_indices(indices)
 
-    def crop(self, max_length: int) -> None:
-        """Refused (before any layer changes) when it would remove tokens from a filled sparkv layer: the compressed
-        prompt cannot be cut back (assisted decoding, prompt lookup). A crop that removes nothing is a no-op."""
-        if crop_removes(self.get_seq_length(), max_length):
-            self._refuse_if_filled("cropped (assisted decoding and prompt lookup are not supported)")
-        super().crop(max_length)
+    def crop(self, tokens_to_remove: int) -> None:
+        """Remove decode-tail tokens (assisted decoding and prompt lookup reject candidates this way); refused before
+        any layer changes when it would cut into a compressed prompt."""
+        for layer in self.layers:
+            if isinstance(layer, PressedLayer):
+                layer.check_crop(tokens_to_remove)
+        super().crop(tokens_to_remove)
 
     def __reduce_ex__(self, protocol):
         raise TypeError("a sparkv cache cannot be pickled or saved: its layers are bound to the model they were built "

@@ -82,10 +82,12 @@ def _mask_to_valid(attention_mask, batch: int, seq_len: int, device) -> torch.Te
     return row.expand(batch, seq_len).to(device)
 
 
-def crop_removes(length: int, max_length: int) -> bool:
-    """Whether transformers' ``crop(max_length)`` (keep ``max_length`` tokens; negative: remove that many) removes
-    any of ``length`` tokens."""
-    return (length + max_length if max_length < 0 else max_length) < length
+def crop_target(length: int, tokens_to_remove: int) -> int:
+    """The tokens transformers' ``crop(tokens_to_remove)`` keeps of ``length``: a negative argument removes that many,
+    0 none, a positive one is the legacy form (the length to keep; deprecated in 5.17, refused by 5.24's layers)."""
+    if tokens_to_remove <= 0:
+        return max(0, length + tokens_to_remove)
+    return min(length, tokens_to_remove)
 
 
 class PressedLayer(CacheLayerMixin):
@@ -101,7 +103,7 @@ class PressedLayer(CacheLayerMixin):
 
     is_compileable = False
     is_sliding = False
-    is_croppable = False
+    is_croppable = False  # decode-tail tokens only (check_crop): not the rollback transformers' assisted decoding needs
 
     def __init__(self, press: PressConfig | None, layer_idx: int, num_layers: int,
                  tail_chunk: int = DEFAULT_TAIL_CHUNK, record_window: int = 0, config=None) -> None:
@@ -201,11 +203,26 @@ class PressedLayer(CacheLayerMixin):
     def reset(self) -> None:
         self._clear()
 
-    def crop(self, max_length: int) -> None:
-        """transformers' semantics (keep ``max_length`` tokens; negative: remove that many): refused unless it
-        removes nothing (the compressed prompt cannot be cut back; assisted decoding is not supported)."""
-        if crop_removes(self.get_seq_length(), max_length):
-            raise NotImplementedError("a sparkv layer cannot be cropped (assisted decoding is not supported)")
+    def crop(self, tokens_to_remove: int) -> None:
+        """Remove the last ``-tokens_to_remove`` tokens (transformers' meaning: :func:`crop_target`). Only decode-tail
+        tokens can go (the candidates assisted decoding and prompt lookup reject); the compressed prompt cannot be cut
+        back."""
+        self.check_crop(tokens_to_remove)
+        self.tail_len = crop_target(self.get_seq_length(), tokens_to_remove) - self.prompt_len
+
+    def check_crop(self, tokens_to_remove: int) -> None:
+        """Raise unless :meth:`crop` can take ``tokens_to_remove``."""
+        if isinstance(tokens_to_remove, bool) or not isinstance(tokens_to_remove, int):
+            raise TypeError(f"tokens_to_remove must be an integer, got {tokens_to_remove!r}")
+        keep = crop_target(self.get_seq_length(), tokens_to_remove)
+        if keep == self.get_seq_length():
+            return
+        if keep < self.prompt_len:
+            raise NotImplementedError(f"layer {self.layer_idx}: a sparkv layer cannot be cropped to {keep} tokens, "
+                                      f"into its compressed prompt ({self.prompt_len} positions): only decode-tail "
+                                      "tokens can be removed")
+        if self.static_tail is not None:
+            raise RuntimeError(f"layer {self.layer_idx}: cannot crop while graph decoding holds a static tail")
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: the batch rows become rows ``beam_idx`` of before (prefix, tail and any recording)."""

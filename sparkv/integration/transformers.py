@@ -506,6 +506,10 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
         raise ValueError(f"num_return_sequences must be 1 in sparkv.generate and generate_many (one answer per "
                          f"context); got {n!r}. For several samples of one prompt run model.generate(..., "
                          "num_return_sequences=n) inside `with sparkv.Press(...)(model):`, or call generate again")
+    for option in ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit"):
+        if _generation_option(model, kwargs, option) is not None:
+            raise ValueError(f"{option}: assisted decoding and prompt lookup are not supported by sparkv caches (their "
+                             "first candidates are prefilled with the prompt and would be compressed with it)")
     if _generation_option(model, kwargs, "prefill_chunk_size") is not None:
         raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
     # use_cache: a model's own default (many checkpoints ship use_cache=False) is overridden by sparkv's calls

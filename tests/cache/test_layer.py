@@ -91,13 +91,29 @@ def test_update_refuses_other_attention_implementations():
         layer.update(k, v)
 
 
-def test_unsupported_cache_operations_raise():
+def test_crop_removes_decode_tail_tokens_only():
+    """transformers' crop: negative removes that many, 0 none, positive is the legacy length to keep. Tail tokens go
+    (decoding then continues where they were); the compressed prompt cannot be cut."""
     layer, *_ = prefilled()
-    with pytest.raises(NotImplementedError):
-        layer.crop(-1)
-    with pytest.raises(NotImplementedError):
-        layer.crop(0)  # transformers' semantics: keep 0 tokens
-    layer.crop(layer.get_seq_length())  # removes nothing: allowed
+    for bad in (-1, 5):  # one prompt position; keep 5 of 20
+        with pytest.raises(NotImplementedError, match="into its compressed prompt"):
+            layer.crop(bad)
+    with pytest.raises(TypeError, match="tokens_to_remove must be an integer"):
+        layer.crop(1.0)
+    layer.crop(0)
+    layer.crop(layer.get_seq_length())  # legacy form, removes nothing
+    steps = [kv(S=1, seed=10 + i) for i in range(4)]
+    for k, v in steps:
+        layer.update(k, v)
+    layer.crop(-3)
+    assert layer.tail_len == 1 and layer.get_seq_length() == 21
+    layer.update(*steps[3])  # the next token lands right after the kept one
+    assert torch.equal(layer.tail()[0], torch.cat([steps[0][0], steps[3][0]], 2))
+    layer.crop(21)  # legacy: keep 21 tokens
+    assert layer.tail_len == 1
+    with pytest.raises(NotImplementedError, match="into its compressed prompt"):
+        layer.crop(-2)
+    assert layer.tail_len == 1
     layer.reset()
     assert layer.get_seq_length() == 0 and layer.prefix is None
 

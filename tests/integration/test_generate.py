@@ -265,7 +265,9 @@ def test_options_a_sparkv_cache_cannot_serve_are_refused_wherever_they_are_set(l
     cases = [({"use_cache": False}, "use_cache=False"),
              ({"generation_config": GenerationConfig(prefill_chunk_size=64)}, "prefill_chunk_size"),
              ({"generation_config": GenerationConfig(num_return_sequences=2, do_sample=True)}, "num_return_sequences"),
-             ({"generation_config": GenerationConfig(use_cache=False)}, "use_cache=False")]
+             ({"generation_config": GenerationConfig(use_cache=False)}, "use_cache=False"),
+             ({"prompt_lookup_num_tokens": 4}, "prompt lookup are not supported"),
+             ({"assistant_model": llama}, "assisted decoding and prompt lookup are not supported")]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark", **kwargs)
