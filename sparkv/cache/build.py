@@ -16,6 +16,7 @@ import torch
 from transformers.cache_utils import Cache
 
 from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer
+from sparkv.cache.layout import check_row_index
 from sparkv.config import PressConfig
 
 __all__ = ["SparkvCache", "build_cache", "fork_cache", "layer_types", "text_config"]
@@ -29,21 +30,28 @@ class SparkvCache(Cache):
     are refused. transformers applies these operations layer by layer, so they are checked here first, leaving a
     mixed cache (Gemma3's dense sliding layers) untouched when refused."""
 
-    def _check_rows_selectable(self) -> None:
-        for layer in self.layers:
-            if isinstance(layer, PressedLayer):
-                layer.check_rows_selectable()
+    def _check_rows_selectable(self, index=None, name: str = "index") -> None:
+        """Every check a row selection makes, before any layer changes: each sparkv layer's state, then ``index``
+        against the rows held."""
+        pressed = [layer for layer in self.layers if isinstance(layer, PressedLayer)]
+        for layer in pressed:
+            layer.check_rows_selectable()
+        held = [layer for layer in pressed if layer.batch_rows() is not None]
+        if index is not None and held:
+            check_row_index(index, held[0].batch_rows(), held[0].device, name)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self._check_rows_selectable()
+        self._check_rows_selectable(beam_idx, "beam_idx")
         super().reorder_cache(beam_idx)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
         self._check_rows_selectable()
         super().batch_repeat_interleave(repeats)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._check_rows_selectable()
+        self._check_rows_selectable(indices, "indices")
         super().batch_select_indices(indices)
 
     def crop(self, tokens_to_remove: int) -> None:

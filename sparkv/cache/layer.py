@@ -226,7 +226,7 @@ class PressedLayer(CacheLayerMixin):
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: the batch rows become rows ``beam_idx`` of before (prefix, tail and any recording)."""
-        self.select_rows(beam_idx)
+        self.select_rows(beam_idx, "beam_idx")
 
     def __deepcopy__(self, memo: dict) -> PressedLayer:
         """Tensors and state are copied; ``config`` stays shared (it is the model's: the copy must see the
@@ -247,11 +247,7 @@ class PressedLayer(CacheLayerMixin):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep the batch rows ``indices`` (integers, or a boolean mask over the rows)."""
-        index = torch.as_tensor(indices)
-        if index.dtype == torch.bool:
-            index = index.nonzero().flatten()
-        if self.batch_rows() is not None:
-            self.select_rows(index)
+        self.select_rows(indices, "indices")
 
     def batch_rows(self) -> int | None:
         """Batch rows held (None while the layer holds nothing)."""
@@ -266,16 +262,17 @@ class PressedLayer(CacheLayerMixin):
         if why is not None:
             raise RuntimeError(f"layer {self.layer_idx}: its batch rows cannot be selected while {why}")
 
-    def select_rows(self, index: torch.Tensor) -> None:
-        """Keep batch rows ``index`` (1-D integers, any order, repeats allowed) of everything the layer holds: the
-        compressed prompt (:func:`sparkv.cache.layout.select_rows`), the decode tail and any recording."""
+    def select_rows(self, index: torch.Tensor, name: str = "index") -> None:
+        """Keep batch rows ``index`` (1-D integers, any order, repeats allowed, or a boolean mask over the rows) of
+        everything the layer holds: the compressed prompt (:func:`sparkv.cache.layout.select_rows`), the decode tail
+        and any recording. ``name``: the parameter the errors name."""
         self.check_rows_selectable()
         rows = self.batch_rows()
         if rows is None:
             return
-        index = check_row_index(index, rows, self.device)
+        index = check_row_index(index, rows, self.device, name)
         if self.prefix is not None:
-            self.prefix = select_rows(self.prefix, index)
+            self.prefix = select_rows(self.prefix, index, checked=True)
         for name in ("tail_keys", "tail_values", "keys", "values", "window_queries", "valid_mask"):
             if (t := getattr(self, name)) is not None:
                 setattr(self, name, t.index_select(0, index))

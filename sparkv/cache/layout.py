@@ -441,7 +441,7 @@ class SparKPages:
         """One field for tokens ``start .. end - 1`` as a compact ``[B, H, end - start, cols]`` tensor."""
         t0 = start // TILE_TOKENS
         field = _record_field(self.pages, offset, dtype, cols)[:, t0: -(-end // TILE_TOKENS)]
-        rows = field.reshape(self.batch, self.num_heads, -1, cols)
+        rows = field.reshape(self.batch, self.num_heads, field.shape[1] * TILE_TOKENS, cols)  # explicit: B may be 0
         return rows[:, :, start - t0 * TILE_TOKENS: end - t0 * TILE_TOKENS].contiguous()
 
     def unpack(self, start: int = 0, end: int | None = None) -> tuple[SparKKeys, torch.Tensor]:
@@ -479,19 +479,29 @@ class SparKPages:
 Prefix = CompressedKV | SparKPages  # a compressed prompt in either form
 
 
-def check_row_index(index: torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
-    """``index`` as int64 on ``device`` after checking it is a 1-D integer tensor of rows in ``[0, rows)``."""
-    if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.is_floating_point() or index.is_complex() \
-            or index.dtype == torch.bool:
+def check_row_index(index, rows: int, device: torch.device, name: str = "index") -> torch.Tensor:
+    """``index`` as int64 row numbers on ``device``, after checking it: a 1-D integer tensor (or list) of rows in
+    ``[0, rows)``, or a 1-D boolean mask over the ``rows`` (transformers' ``batch_select_indices`` takes both).
+    ``name`` is the parameter the errors name."""
+    if isinstance(index, (list, tuple)):
+        index = torch.tensor(index)
+    if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.is_floating_point() or index.is_complex():
         desc = f"{index.dtype} {tuple(index.shape)}" if isinstance(index, torch.Tensor) else type(index).__name__
-        raise ValueError(f"index must be a 1-D integer tensor of batch rows, got {desc}")
+        raise ValueError(f"{name} must be a 1-D tensor of batch rows (integers, or a boolean mask over the {rows} "
+                         f"rows), got {desc}")
+    if index.dtype == torch.bool:
+        if index.numel() != rows:
+            raise ValueError(f"{name}: a boolean mask must cover the {rows} batch rows, got {index.numel()}")
+        index = index.nonzero().flatten()
     index = index.to(device=device, dtype=torch.long)
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= rows):
-        raise ValueError(f"index must hold rows in [0, {rows}), got {index.tolist()}")
+    if index.numel():
+        low, high = (int(x) for x in torch.aminmax(index))  # one read back
+        if low < 0 or high >= rows:
+            raise ValueError(f"{name} must hold rows in [0, {rows}), got {index.tolist()}")
     return index
 
 
-def select_rows(prefix: Prefix, index: torch.Tensor) -> Prefix:
+def select_rows(prefix: Prefix, index: torch.Tensor, checked: bool = False) -> Prefix:
     """Batch rows ``index`` of a prefix (any order, repeats allowed), as a new prefix in the same form: what beam
     search's reordering and transformers' batch slicing and repeating ask of a cache.
 
@@ -501,9 +511,10 @@ def select_rows(prefix: Prefix, index: torch.Tensor) -> Prefix:
 
     Args:
         prefix: a :class:`CompressedKV` or :class:`SparKPages`.
-        index: 1-D integer tensor of row numbers in ``[0, prefix.batch)``.
+        index: row numbers in ``[0, prefix.batch)`` or a boolean mask (:func:`check_row_index`).
+        checked: ``index`` already came from :func:`check_row_index` for this prefix (skips a read back).
     """
-    index = check_row_index(index, prefix.batch, prefix.device)
+    index = index if checked else check_row_index(index, prefix.batch, prefix.device)
     lengths = prefix.lengths.index_select(0, index)
     if isinstance(prefix, SparKPages):
         rows = prefix.pages.view(prefix.batch, prefix.num_heads, *prefix.pages.shape[1:]).index_select(0, index)

@@ -249,6 +249,15 @@ def test_refused_batch_operations_leave_a_mixed_cache_untouched():
         with pytest.raises(RuntimeError, match="waits for compression"):
             getattr(cache, op)(arg)
         assert torch.equal(sliding.keys, before), op
+    # Bad arguments too are refused before the sliding layer (first in the cache) changes.
+    cache.layers[1], *_ = prefilled()
+    for op, arg, match in (("reorder_cache", torch.tensor([0, 2]), r"beam_idx must hold rows in \[0, 2\)"),
+                           ("batch_select_indices", torch.tensor([-1]), "indices must hold rows"),
+                           ("batch_select_indices", torch.tensor([True]), "a boolean mask must cover the 2"),
+                           ("batch_repeat_interleave", 0, "repeats must be an integer >= 1")):
+        with pytest.raises(ValueError, match=match):
+            getattr(cache, op)(arg)
+        assert torch.equal(sliding.keys, before), op
 
 
 def _layer_state(layer):
@@ -306,9 +315,14 @@ def test_selected_rows_equal_a_layer_filled_with_those_rows(spec):
 
 def test_row_selection_arguments_and_states_are_checked():
     layer, *_ = prefilled()
-    for bad, match in ((torch.tensor([2]), r"rows in \[0, 2\)"), (torch.tensor([0.5]), "1-D integer tensor")):
+    for bad, match in ((torch.tensor([2]), r"beam_idx must hold rows in \[0, 2\)"),
+                       (torch.tensor([0.5]), "beam_idx must be a 1-D tensor of batch rows")):
         with pytest.raises(ValueError, match=match):
             layer.reorder_cache(bad)
+    for bad, match in ((torch.tensor([True]), "indices: a boolean mask must cover the 2 batch rows, got 1"),
+                       (torch.tensor([[True, True]]), "indices must be a 1-D tensor")):
+        with pytest.raises(ValueError, match=match):
+            layer.batch_select_indices(bad)
     with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
         layer.batch_repeat_interleave(0)
     empty = PressedLayer(press(), 0, 2, config=SPARKV_CONFIG)

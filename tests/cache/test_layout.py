@@ -267,6 +267,7 @@ def test_select_rows_takes_exactly_those_rows_in_both_forms(b, h, s, d, ratio, r
         assert isinstance(pages, SparKPages) and pages.batch == len(rows)
         assert torch.equal(pages.pages, SparKPages.from_compressed(got).pages)
         assert torch.equal(pages.lengths, lengths) and pages.nbytes() == pages.allocated_bytes()
+        assert pages.to_compressed().batch == len(rows)  # readable, with no rows too
 
 
 def test_select_rows_of_dense_and_think_keys_and_bad_indices():
@@ -284,8 +285,11 @@ def test_select_rows_of_dense_and_think_keys_and_bad_indices():
             if hasattr(prefix.keys, name):
                 assert torch.equal(getattr(got.keys, name), getattr(prefix.keys, name)[order]), name
         assert got.lengths.tolist() == [7, 7, 10] and (got.min_length, got.max_length) == (7, 10)
-    for bad, match in ((torch.tensor([3]), r"rows in \[0, 3\)"), (torch.tensor([-1]), r"rows in \[0, 3\)"),
-                       (torch.tensor([0.0]), "1-D integer tensor"), (torch.tensor([[0]]), "1-D integer tensor"),
-                       (torch.tensor([True, False, True]), "1-D integer tensor"), ([0, 1], "1-D integer tensor")):
+    for bad, match in ((torch.tensor([3]), r"index must hold rows in \[0, 3\)"), (torch.tensor([-1]), r"\[0, 3\)"),
+                       (torch.tensor([0.0]), "index must be a 1-D tensor"), (torch.tensor([[0]]), "1-D tensor"),
+                       (torch.tensor([True, False]), "must cover the 3 batch rows, got 2"), ("01", "1-D tensor")):
         with pytest.raises(ValueError, match=match):
             select_rows(dense, bad)
+    # A boolean mask and a list select too.
+    assert select_rows(dense, torch.tensor([True, False, True])).lengths.tolist() == [10, 7]
+    assert select_rows(dense, [1]).lengths.tolist() == [4]
