@@ -40,6 +40,12 @@ class SparkvCache(Cache):
         if index is not None and held:
             check_row_index(index, held[0].batch_rows(), held[0].device, name)
 
+    def expect_prefill(self, tokens: int) -> None:
+        """A chunked prefill of ``tokens`` prompt positions is coming (``PressedLayer.expect_prefill``)."""
+        for layer in self.layers:
+            if isinstance(layer, PressedLayer):
+                layer.expect_prefill(tokens)
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._check_rows_selectable(beam_idx, "beam_idx")
         super().reorder_cache(beam_idx)

@@ -137,7 +137,8 @@ class PressedLayer(CacheLayerMixin):
         self.static_tail: tuple[torch.Tensor, torch.Tensor] | None = None  # (write index, valid tokens): graphs
         self.prompt_len = 0
         self.pending = False  # dense prompt stored, waiting for the attention function
-        self.window_queries: torch.Tensor | None = None  # recording layers
+        self.window_queries: torch.Tensor | None = None  # recording layers; the last chunks' queries (chunked)
+        self.prefill_tokens: int | None = None  # chunked prefill: the prompt's length, compressed once all is in
         self.valid_mask: torch.Tensor | None = None
         self.scaling: float | None = None
         self.is_initialized = False
@@ -173,8 +174,17 @@ class PressedLayer(CacheLayerMixin):
                 "did not run for it (was the attention implementation changed in between?)")
         if self.prefix is None and not self.recording:
             # Prefill: keep the dense prompt until the attention function has used it and compresses it.
-            self.keys, self.values = key_states, value_states
-            self.prompt_len = key_states.shape[-2]
+            if self.prefill_tokens is not None and self.keys is not None:  # a later chunk of a chunked prefill
+                self.keys = torch.cat([self.keys, key_states], -2)
+                self.values = torch.cat([self.values, value_states], -2)
+            else:
+                self.keys, self.values = key_states, value_states
+            self.prompt_len = self.keys.shape[-2]
+            if self.prefill_tokens is not None and self.prompt_len > self.prefill_tokens:
+                got, announced = self.prompt_len, self.prefill_tokens
+                self._clear()
+                raise ValueError(f"layer {self.layer_idx}: the chunked prefill passed {got} prompt tokens, more than "
+                                 f"the {announced} announced (expect_prefill)")
             self.pending = True
         elif self.recording:
             if self.keys is not None:
@@ -202,6 +212,17 @@ class PressedLayer(CacheLayerMixin):
 
     def reset(self) -> None:
         self._clear()
+
+    def expect_prefill(self, tokens: int) -> None:
+        """Announce a chunked prefill of ``tokens`` prompt positions (transformers' ``prefill_chunk_size``): the
+        chunks' dense keys and values accumulate, each chunk attends densely over all so far, and the layer compresses
+        itself after the chunk that completes the prompt, with the window of the last queries across chunks. Peak
+        memory is then the dense prompt of every layer until the last chunk (unchunked, one layer's at a time)."""
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise ValueError(f"tokens must be an integer >= 1, got {tokens!r}")
+        if self.recording or self.prefix is not None or self.keys is not None or self.pending:
+            raise RuntimeError(f"layer {self.layer_idx}: a chunked prefill needs an empty pressing layer")
+        self.prefill_tokens = tokens
 
     def crop(self, tokens_to_remove: int) -> None:
         """Remove the last ``-tokens_to_remove`` tokens (transformers' meaning: :func:`crop_target`). Only decode-tail
@@ -297,21 +318,29 @@ class PressedLayer(CacheLayerMixin):
         if not self.pending:
             raise RuntimeError(f"layer {self.layer_idx} has no prompt waiting for compression")
         b, _, s, _ = self.keys.shape
-        valid = _mask_to_valid(attention_mask, b, s, self.keys.device)
         self.pending = False
         self.scaling = scaling
         if self.recording:
             self.window_queries = query[:, :, max(0, s - self.record_window):].clone()
-            self.valid_mask = valid
+            self.valid_mask = _mask_to_valid(attention_mask, b, s, self.keys.device)
             return
         from sparkv.methods.compose import compress_layer, window_size
 
+        w = window_size(self.press)
+        if self.prefill_tokens is not None:  # chunked prefill: the window is the last queries of all chunks so far
+            if self.window_queries is not None:
+                query = torch.cat([self.window_queries, query], 2)
+            if s < self.prefill_tokens:  # more chunks to come: keep the last w queries, compress after the last
+                self.window_queries = query[:, :, query.shape[2] - min(w, query.shape[2]):].clone()
+                return
+            self.window_queries = self.prefill_tokens = None
+        valid = _mask_to_valid(attention_mask, b, s, self.keys.device)  # the last query row sees the whole prompt
         keys, values = self.keys, self.values
         self.keys = self.values = None
-        w = window_size(self.press)
         try:
-            prefix = compress_layer(self.press, query[:, :, max(0, s - w):] if w else None, keys, values, valid,
-                                    scaling, self.layer_idx, self.num_layers)
+            window = query[:, :, max(0, query.shape[2] - w):] if w else None
+            prefix = compress_layer(self.press, window, keys, values, valid, scaling, self.layer_idx,
+                                    self.num_layers)
             keys = values = None  # this frame's references (the attention module holds its own until it returns)
             self.prefix = decode_storage(prefix, query.shape[1], self.press.backend)
         except Exception:

@@ -32,7 +32,7 @@ transformers versions (5.17 and 5.24 are tested)
   mappings at call time, so whatever transformers registered as ``"sdpa"`` is what the dense paths use.
 
 Limits: prefill runs once per cache (a later multi-token forward is appended to the tail, attended causally);
-``prefill_chunk_size``, assisted decoding, ``output_attentions`` and offloading are not supported.
+assisted decoding, ``output_attentions`` and offloading are not supported.
 """
 
 from __future__ import annotations
@@ -315,6 +315,11 @@ class Press:
                     kwargs.pop("cache", None)
                     kwargs.pop("past_key_values", None)
                     kwargs[name] = self.make_cache(model)
+                cache = kwargs.get("cache", kwargs.get("past_key_values"))
+                ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
+                if hasattr(cache, "expect_prefill"):
+                    announce_chunked_prefill(model, cache, kwargs,
+                                             ids.shape[-1] if isinstance(ids, torch.Tensor) else None)
                 return bound(*args, **kwargs)
 
             generate.__doc__ = bound.__doc__
@@ -488,8 +493,8 @@ def _generation_option(model, kwargs: dict, name: str, default=None):
     return default
 
 
-def check_generation_options(model, kwargs: dict, *, several_sequences: bool = False, beams: str | None = None
-                             ) -> None:
+def check_generation_options(model, kwargs: dict, *, several_sequences: bool = False, beams: str | None = None,
+                             chunked: str | None = None) -> None:
     """Refuse ``model.generate`` options a sparkv cache cannot serve, wherever they are set (keywords, the
     ``generation_config`` passed, the model's own generation config).
 
@@ -497,7 +502,8 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
     copies each prompt that many times before the prefill, so every copy is compressed as a row of its own).
     ``sparkv.generate`` returns one answer per context and refuses it.
     ``beams``: None admits beam search (the cache reorders its rows: ``PressedLayer.select_rows``); else the reason
-    the caller cannot run it.
+    the caller cannot run it. ``chunked``: likewise for ``prefill_chunk_size`` (the caller announces the prompt's
+    length: :func:`announce_chunked_prefill`).
     """
     if beams is not None and _generation_option(model, kwargs, "num_beams", 1) != 1:
         raise ValueError(f"beam search (num_beams > 1) is not supported {beams}")
@@ -510,8 +516,8 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
         if _generation_option(model, kwargs, option) is not None:
             raise ValueError(f"{option}: assisted decoding and prompt lookup are not supported by sparkv caches (their "
                              "first candidates are prefilled with the prompt and would be compressed with it)")
-    if _generation_option(model, kwargs, "prefill_chunk_size") is not None:
-        raise ValueError("prefill_chunk_size is not supported: sparkv compresses each layer at the end of its prefill")
+    if chunked is not None and _generation_option(model, kwargs, "prefill_chunk_size") is not None:
+        raise ValueError(f"prefill_chunk_size is not supported {chunked}")
     # use_cache: a model's own default (many checkpoints ship use_cache=False) is overridden by sparkv's calls
     # (use_cache_default_on); only an explicit False is refused.
     explicit = kwargs.get("use_cache")
@@ -520,6 +526,18 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
     if explicit is False:
         raise ValueError("use_cache=False is not supported with a sparkv press: without a cache every step would "
                          "re-run the whole sequence densely (no compression); leave use_cache on")
+
+
+def announce_chunked_prefill(model, cache, kwargs: dict, prompt_tokens: int | None) -> None:
+    """Under ``prefill_chunk_size``, tell an empty sparkv cache how long the prompt is, so that its layers compress
+    after the chunk that completes it (``PressedLayer.expect_prefill``). A cache that already holds a prompt takes
+    the chunks into its decode tail, as any multi-token continuation."""
+    if _generation_option(model, kwargs, "prefill_chunk_size") is None or cache.get_seq_length() > 0:
+        return
+    if prompt_tokens is None:
+        raise ValueError("prefill_chunk_size with a sparkv cache needs the prompt as input_ids (its length is "
+                         "announced to the cache)")
+    cache.expect_prefill(prompt_tokens)
 
 
 def use_cache_default_on(kwargs: dict) -> dict:
@@ -548,13 +566,13 @@ def _resolve_length_and_sampling(gen_kwargs: dict, max_new_tokens: int | None, d
 
 
 def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict, tokenizer, model=None,
-                     beams: str | None = None) -> dict:
+                     beams: str | None = None, chunked: str | None = None) -> dict:
     kwargs = dict(do_sample=do_sample, pad_token_id=batch.pad_token_id)
     kwargs.update(gen_kwargs)
     for bad in ("cache", "past_key_values"):
         if bad in kwargs:
             raise ValueError(f"sparkv.generate builds its own cache; do not pass {bad}")
-    check_generation_options(model, kwargs, beams=beams)
+    check_generation_options(model, kwargs, beams=beams, chunked=chunked)
     use_cache_default_on(kwargs)
     kwargs.setdefault("tokenizer", tokenizer)  # model.generate needs it for stop_strings
     return kwargs
@@ -630,10 +648,13 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
     _check_context_length(batch, [press], model, max_new_tokens, max_context)
     kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model,
                               beams="with cuda_graph=True (graph steps keep the batch rows in place)" if cuda_graph
-                              else None)
+                              else None,
+                              chunked="with cuda_graph=True (a one-token last chunk would look like a decode step)"
+                              if cuda_graph else None)
     _reset_peak(model)
     with press(model):
         cache = press.make_cache(model)
+        announce_chunked_prefill(model, cache, kwargs, batch.input_ids.shape[1])
         with _decode_steps(model, cache, max_new_tokens - 1, cuda_graph):
             out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max_new_tokens,
                                  **{cache_kwarg(model): cache}, **kwargs)
@@ -678,7 +699,9 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
     _check_context_length(batch, presses, model, max_new_tokens, max_context)
     kwargs = _generate_kwargs(batch, do_sample, gen_kwargs, tokenizer, model,
                               beams="by generate_many (its first token is generated in a call of its own, which would "
-                                    "end the beams there); use sparkv.generate per press")
+                                    "end the beams there); use sparkv.generate per press",
+                              chunked="by generate_many (its shared prefill records one dense prompt); use "
+                                      "sparkv.generate per press")
     _refuse_step_dependent(kwargs)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -91,6 +91,50 @@ def test_update_refuses_other_attention_implementations():
         layer.update(k, v)
 
 
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
+def test_chunked_prefill_compresses_as_one_prefill(spec):
+    """expect_prefill: chunks of keys accumulate, the window is the last queries across chunks (here the last chunk
+    alone is shorter than the window), and the compressed layer equals a one-shot prefill's exactly."""
+    from sparkv.config import parse_press
+
+    p = parse_press(spec, key_ratio=0.5, token_ratio=0.4, backend="torch")
+    g = torch.Generator().manual_seed(3)
+    k, v, q = torch.randn(2, 2, 90, 16, generator=g), torch.randn(2, 2, 90, 16, generator=g), \
+        torch.randn(2, 4, 90, 16, generator=g)
+    mask = torch.ones(2, 1, 90, 90, dtype=torch.bool).tril()
+    mask[1, :, :, :7] = False
+    one = PressedLayer(p, 1, 2, config=SPARKV_CONFIG)
+    one.update(k, v)
+    one.finish_prefill(q, mask, 0.25)
+    chunked = PressedLayer(p, 1, 2, config=SPARKV_CONFIG)
+    chunked.expect_prefill(90)
+    for start, end in ((0, 40), (40, 85), (85, 90)):
+        chunked.update(k[:, :, start:end], v[:, :, start:end])
+        assert chunked.prompt_len == end and chunked.pending
+        chunked.finish_prefill(q[:, :, start:end], mask[:, :, start:end, :end], 0.25)
+        assert (chunked.prefix is None) == (end < 90) and not chunked.pending
+    assert chunked.window_queries is None and chunked.keys is None and chunked.prefill_tokens is None
+    want, got = _layer_state(one), _layer_state(chunked)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+
+
+def test_chunked_prefill_arguments_are_checked():
+    layer = PressedLayer(press(), 0, 2, config=SPARKV_CONFIG)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="tokens must be an integer >= 1"):
+            layer.expect_prefill(bad)
+    layer.expect_prefill(10)
+    layer.update(*kv(S=6))
+    with pytest.raises(RuntimeError, match="needs an empty pressing layer"):
+        layer.expect_prefill(10)
+    layer.finish_prefill(torch.randn(2, 4, 6, 16), None, 0.25)
+    with pytest.raises(ValueError, match="passed 12 prompt tokens, more than the 10 announced"):
+        layer.update(*kv(S=6))
+    assert layer.keys is None and layer.prefill_tokens is None  # left empty, not half-filled
+
+
 def test_crop_removes_decode_tail_tokens_only():
     """transformers' crop: negative removes that many, 0 none, positive is the legacy length to keep. Tail tokens go
     (decoding then continues where they were); the compressed prompt cannot be cut."""

@@ -263,7 +263,6 @@ def test_options_a_sparkv_cache_cannot_serve_are_refused_wherever_they_are_set(l
     from tests.utils import PAD, encode
 
     cases = [({"use_cache": False}, "use_cache=False"),
-             ({"generation_config": GenerationConfig(prefill_chunk_size=64)}, "prefill_chunk_size"),
              ({"generation_config": GenerationConfig(num_return_sequences=2, do_sample=True)}, "num_return_sequences"),
              ({"generation_config": GenerationConfig(use_cache=False)}, "use_cache=False"),
              ({"prompt_lookup_num_tokens": 4}, "prompt lookup are not supported"),
@@ -271,10 +270,24 @@ def test_options_a_sparkv_cache_cannot_serve_are_refused_wherever_they_are_set(l
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark", **kwargs)
+    with pytest.raises(ValueError, match="prefill_chunk_size is not supported by generate_many"):
+        sparkv.generate_many(llama, tok, CONTEXT, QUESTION, ["spark"],
+                             generation_config=GenerationConfig(prefill_chunk_size=64))
     ids, mask = encode(tok, [CONTEXT])
     press = Press("spark")
     with press(llama), pytest.raises(ValueError, match="use_cache=False"):
         llama.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=PAD, use_cache=False)
+
+
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
+def test_chunked_prefill_through_generate(llama, tok, spec):
+    """sparkv.generate(prefill_chunk_size=...) announces the prompt to the cache and answers as one prefill does."""
+    press = Press(spec, key_ratio=0.5, token_ratio=0.5) if "+" in spec else Press(spec, key_ratio=0.5)
+    one = sparkv.generate(llama, tok, [CONTEXT, CONTEXT[60:]], QUESTION, press, max_new_tokens=8)
+    chunked = sparkv.generate(llama, tok, [CONTEXT, CONTEXT[60:]], QUESTION, press, max_new_tokens=8,
+                              prefill_chunk_size=48)
+    assert chunked.token_ids == one.token_ids
+    assert chunked.memory.compressed_kv_bytes == one.memory.compressed_kv_bytes == chunked.memory.allocated_kv_bytes
 
 
 def test_generation_config_length_and_sampling_are_honoured(llama, tok):

@@ -387,6 +387,42 @@ def test_beam_search_equals_beam_search_over_the_materialised_recovered_keys(tok
     assert not torch.equal(got, model.generate(ids, **kwargs))  # the pruning shows: this test can tell
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark", "pyramidkv+think"])
+def test_chunked_prefill_equals_one_prefill(tok, arch, spec, monkeypatch):
+    """``prefill_chunk_size`` inside a press: the chunks accumulate densely and each layer compresses after the chunk
+    that completes the prompt, with the window of the last queries across chunks; the answer and the compressed
+    layers are one prefill's (left-padded batch; a last chunk of one token; Gemma3's sliding layers)."""
+    model = tiny_model(arch)
+    ids, mask = encode(tok, [CONTEXT + " " + CONTEXT[:80], CONTEXT])
+    press = Press(spec, key_ratio=0.5, **({"token_ratio": 0.5} if "+" in spec else {}))
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=PAD)
+    with press(model):
+        one = model.generate(ids, attention_mask=mask, **kwargs)
+        want = [layer.prefix for layer in press.last_cache.layers if isinstance(layer, PressedLayer)]
+    chunks = []
+    update = PressedLayer.update
+
+    def counting(layer, k, v, *args, **kw):
+        if layer.prefix is None:
+            chunks.append(k.shape[-2])
+        return update(layer, k, v, *args, **kw)
+
+    monkeypatch.setattr(PressedLayer, "update", counting)
+    for size in (64, ids.shape[1] - 1):
+        chunks.clear()
+        with press(model):
+            got = model.generate(ids, attention_mask=mask, prefill_chunk_size=size, **kwargs)
+        layers = [layer for layer in press.last_cache.layers if isinstance(layer, PressedLayer)]
+        assert len(chunks) == len(layers) * -(-ids.shape[1] // size)  # the prompt really came in chunks
+        assert torch.equal(got, one)
+        for w, layer in zip(want, layers):
+            g = layer.prefix
+            assert torch.equal(w.lengths, g.lengths) and w.num_tokens == g.num_tokens
+            torch.testing.assert_close(recover_ref(g.keys), recover_ref(w.keys), rtol=1e-5, atol=1e-5)
+            assert layer.window_queries is None and layer.keys is None  # scratch freed after compression
+
+
 def test_error_unsupported_generate_options(tok):
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="not supported by generate_many"):
