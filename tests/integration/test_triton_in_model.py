@@ -177,6 +177,30 @@ def test_gpu_reordered_pages_decode_as_the_reordered_batch(spec):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
+def test_gpu_chunked_prefill_compresses_as_one_prefill(spec):
+    """prefill_chunk_size on CUDA (bf16, pages for the CUDA kernel): the layers hold a prompt of the same shape and
+    lengths as one prefill's, the prefill's logits agree up to bf16 rounding of the chunked attention, and decoding
+    runs (exactness is the fp32 CPU tests')."""
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", dtype=torch.bfloat16, hidden_size=512, num_attention_heads=4, num_key_value_heads=2,
+                       num_hidden_layers=2, intermediate_size=1024, max_position_embeddings=4096).to("cuda")
+    ids, mask = encode(tok, [(CONTEXT + " ") * 8, (CONTEXT + " ") * 5], "cuda")
+    press = Press(spec, key_ratio=0.5, budget=300)
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=PAD, output_logits=True, return_dict_in_generate=True)
+    runs = []
+    for chunk in (None, 512):
+        with press(model):
+            out = model.generate(ids, attention_mask=mask, prefill_chunk_size=chunk, **kwargs)
+        assert out.sequences.shape == (2, ids.shape[1] + 6)
+        runs.append((out.logits[0].float(), [layer.prefix for layer in press.last_cache.layers]))
+    (want, one), (got, chunked) = runs
+    assert (got - want).abs().max().item() <= 5e-2 * max(want.abs().max().item(), 1.0)
+    for a, b in zip(one, chunked):
+        assert isinstance(b, SparKPages) and torch.equal(a.lengths, b.lengths) and a.num_tokens == b.num_tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["spark", "snapkv+spark"])
 def test_chunk_then_decode_after_compression_on_gpu(spec):
     """A second chat turn on CUDA: a multi-token chunk (PyTorch path) then one-token decode (Triton kernel) over the
     compressed cache, with the automatic backend, against the PyTorch backend throughout."""
