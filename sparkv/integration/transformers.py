@@ -316,11 +316,17 @@ class Press:
                     kwargs.pop("past_key_values", None)
                     kwargs[name] = self.make_cache(model)
                 cache = kwargs.get("cache", kwargs.get("past_key_values"))
+                if not hasattr(cache, "expect_prefill"):  # not a sparkv cache: transformers' own handling
+                    return bound(*args, **kwargs)
                 ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
-                if hasattr(cache, "expect_prefill"):
-                    announce_chunked_prefill(model, cache, kwargs,
-                                             ids.shape[-1] if isinstance(ids, torch.Tensor) else None)
-                return bound(*args, **kwargs)
+                empty = cache.get_seq_length() == 0
+                announce_chunked_prefill(model, cache, kwargs, ids.shape[-1] if isinstance(ids, torch.Tensor) else None)
+                try:
+                    return bound(*args, **kwargs)
+                except BaseException:
+                    if empty:  # a failed or refused prefill leaves the cache empty and reusable, not half-filled
+                        cache.reset()
+                    raise
 
             generate.__doc__ = bound.__doc__
             object.__setattr__(model, "generate", generate)
@@ -528,11 +534,28 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
                          "re-run the whole sequence densely (no compression); leave use_cache on")
 
 
+# transformers 5.21 feeds a chunked prefill from the cache's length on; 5.17-5.20 restart at position 0.
+CHUNKS_SKIP_THE_CACHE = "5.21"
+
+
 def announce_chunked_prefill(model, cache, kwargs: dict, prompt_tokens: int | None) -> None:
     """Under ``prefill_chunk_size``, tell an empty sparkv cache how long the prompt is, so that its layers compress
     after the chunk that completes it (``PressedLayer.expect_prefill``). A cache that already holds a prompt takes
-    the chunks into its decode tail, as any multi-token continuation."""
-    if _generation_option(model, kwargs, "prefill_chunk_size") is None or cache.get_seq_length() > 0:
+    the chunks into its decode tail, as any multi-token continuation (transformers >= 5.21; before, the chunks would
+    start over from the first token, so that is refused)."""
+    import transformers
+    from packaging.version import Version
+
+    chunk = _generation_option(model, kwargs, "prefill_chunk_size")
+    if chunk is None:
+        return
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+        raise ValueError(f"prefill_chunk_size must be an integer >= 1, got {chunk!r}")
+    if cache.get_seq_length() > 0:
+        if Version(transformers.__version__) < Version(CHUNKS_SKIP_THE_CACHE):
+            raise ValueError(f"prefill_chunk_size on a cache that already holds a prompt needs transformers >= "
+                             f"{CHUNKS_SKIP_THE_CACHE} (this is {transformers.__version__}, whose chunks start over "
+                             "from the first token)")
         return
     if prompt_tokens is None:
         raise ValueError("prefill_chunk_size with a sparkv cache needs the prompt as input_ids (its length is "
@@ -653,8 +676,7 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
                               if cuda_graph else None)
     _reset_peak(model)
     with press(model):
-        cache = press.make_cache(model)
-        announce_chunked_prefill(model, cache, kwargs, batch.input_ids.shape[1])
+        cache = press.make_cache(model)  # press(model)'s generate announces a chunked prefill to it
         with _decode_steps(model, cache, max_new_tokens - 1, cuda_graph):
             out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max_new_tokens,
                                  **{cache_kwarg(model): cache}, **kwargs)

@@ -423,6 +423,49 @@ def test_chunked_prefill_equals_one_prefill(tok, arch, spec, monkeypatch):
             assert layer.window_queries is None and layer.keys is None  # scratch freed after compression
 
 
+def test_chunked_prefill_failures_leave_the_cache_reusable(tok, monkeypatch):
+    """A chunked call refused by transformers after sparkv announced the prompt, or failing in its last chunk, leaves
+    the cache empty: the next call on it answers as a fresh cache. Bad chunk sizes name the parameter; a second turn
+    in chunks goes to the tail, refused on transformers < 5.21 whose chunks would start over."""
+    import transformers
+
+    model = tiny_model("llama")
+    press = Press("snapkv+spark", key_ratio=0.5, token_ratio=0.5)
+    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=PAD)
+    ids, mask = encode(tok, [CONTEXT])
+    short, short_mask = encode(tok, [CONTEXT[:150]])
+    with press(model):
+        fresh = model.generate(short, attention_mask=short_mask, **kwargs)
+        cache = press.make_cache(model)
+        with pytest.raises(ValueError, match="num_return_sequences"):  # transformers' own check, after the announce
+            model.generate(ids, attention_mask=mask, cache=cache, prefill_chunk_size=16, num_beams=2,
+                           num_return_sequences=3, **kwargs)
+        assert cache.get_seq_length() == 0 and all(layer.prefill_tokens is None for layer in cache.layers)
+        assert torch.equal(model.generate(short, attention_mask=short_mask, cache=cache, **kwargs), fresh)
+        tiny, tiny_mask = encode(tok, [CONTEXT, "too short a row"])  # row 1 is shorter than the press window
+        cache = press.make_cache(model)
+        with pytest.raises(ValueError, match="too short"):
+            model.generate(tiny, attention_mask=tiny_mask, cache=cache, prefill_chunk_size=64, **kwargs)
+        assert cache.get_seq_length() == 0 and all(layer.keys is None for layer in cache.layers)
+        assert torch.equal(model.generate(short, attention_mask=short_mask, cache=cache, **kwargs), fresh)
+        for bad in (0, -1, 2.5, True):
+            with pytest.raises(ValueError, match="prefill_chunk_size must be an integer >= 1"):
+                model.generate(ids, attention_mask=mask, prefill_chunk_size=bad, **kwargs)
+        # A second turn on a filled cache: chunks go to the decode tail, as one multi-token continuation does.
+        turns = []
+        for chunk in (None, 4):
+            cache = press.make_cache(model)
+            first = model.generate(ids, attention_mask=mask, cache=cache, **kwargs)
+            second = torch.cat([first, ids[:, 5:15]], 1)
+            turns.append(model.generate(second, attention_mask=torch.ones_like(second), cache=cache,
+                                        prefill_chunk_size=chunk, **kwargs))
+        assert torch.equal(turns[0], turns[1])
+        monkeypatch.setattr(transformers, "__version__", "5.20.2")
+        with pytest.raises(ValueError, match=r"needs transformers >= 5.21 \(this is 5.20.2"):
+            model.generate(second, attention_mask=torch.ones_like(second), cache=cache, prefill_chunk_size=4,
+                           **kwargs)
+
+
 def test_error_unsupported_generate_options(tok):
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="not supported by generate_many"):
