@@ -40,6 +40,10 @@ class SparkvCache(Cache):
         if index is not None and held:
             check_row_index(index, held[0].batch_rows(), held[0].device, name)
 
+    def prefilled(self) -> bool:
+        """Whether every sparkv layer holds its compressed prompt (the prefill is over)."""
+        return all(layer.prefix is not None for layer in self.layers if isinstance(layer, PressedLayer))
+
     def expect_prefill(self, tokens: int) -> None:
         """A chunked prefill of ``tokens`` prompt positions is coming (``PressedLayer.expect_prefill``)."""
         for layer in self.layers:

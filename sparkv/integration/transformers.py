@@ -324,8 +324,8 @@ class Press:
                 try:
                     return bound(*args, **kwargs)
                 except BaseException:
-                    if empty:  # a failed or refused prefill leaves the cache empty and reusable, not half-filled
-                        cache.reset()
+                    if empty and not cache.prefilled():  # a failed or refused prefill leaves the cache empty and
+                        cache.reset()                    # reusable, not half-filled (a decode error keeps it)
                     raise
 
             generate.__doc__ = bound.__doc__
