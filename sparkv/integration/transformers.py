@@ -538,24 +538,28 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
 CHUNKS_SKIP_THE_CACHE = "5.21"
 
 
+def chunks_skip_the_cache() -> bool:
+    """Whether the installed transformers starts a chunked prefill after what the cache holds (>= 5.21)."""
+    import transformers
+    from packaging.version import Version
+
+    return Version(transformers.__version__) >= Version(CHUNKS_SKIP_THE_CACHE)
+
+
 def announce_chunked_prefill(model, cache, kwargs: dict, prompt_tokens: int | None) -> None:
     """Under ``prefill_chunk_size``, tell an empty sparkv cache how long the prompt is, so that its layers compress
     after the chunk that completes it (``PressedLayer.expect_prefill``). A cache that already holds a prompt takes
     the chunks into its decode tail, as any multi-token continuation (transformers >= 5.21; before, the chunks would
     start over from the first token, so that is refused)."""
-    import transformers
-    from packaging.version import Version
-
     chunk = _generation_option(model, kwargs, "prefill_chunk_size")
     if chunk is None:
         return
     if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
         raise ValueError(f"prefill_chunk_size must be an integer >= 1, got {chunk!r}")
     if cache.get_seq_length() > 0:
-        if Version(transformers.__version__) < Version(CHUNKS_SKIP_THE_CACHE):
+        if not chunks_skip_the_cache():
             raise ValueError(f"prefill_chunk_size on a cache that already holds a prompt needs transformers >= "
-                             f"{CHUNKS_SKIP_THE_CACHE} (this is {transformers.__version__}, whose chunks start over "
-                             "from the first token)")
+                             f"{CHUNKS_SKIP_THE_CACHE} (earlier versions start the chunks over from the first token)")
         return
     if prompt_tokens is None:
         raise ValueError("prefill_chunk_size with a sparkv cache needs the prompt as input_ids (its length is "
