@@ -139,6 +139,7 @@ class PressedLayer(CacheLayerMixin):
         self.pending = False  # dense prompt stored, waiting for the attention function
         self.window_queries: torch.Tensor | None = None  # recording layers; the last chunks' queries (chunked)
         self.prefill_tokens: int | None = None  # chunked prefill: the prompt's length, compressed once all is in
+        self._prompt_buffers: tuple[torch.Tensor, torch.Tensor] | None = None  # ... and its keys' / values' room
         self.valid_mask: torch.Tensor | None = None
         self.scaling: float | None = None
         self.is_initialized = False
@@ -174,17 +175,11 @@ class PressedLayer(CacheLayerMixin):
                 "did not run for it (was the attention implementation changed in between?)")
         if self.prefix is None and not self.recording:
             # Prefill: keep the dense prompt until the attention function has used it and compresses it.
-            if self.prefill_tokens is not None and self.keys is not None:  # a later chunk of a chunked prefill
-                self.keys = torch.cat([self.keys, key_states], -2)
-                self.values = torch.cat([self.values, value_states], -2)
+            if self.prefill_tokens is not None:
+                self._store_chunk(key_states, value_states)
             else:
                 self.keys, self.values = key_states, value_states
             self.prompt_len = self.keys.shape[-2]
-            if self.prefill_tokens is not None and self.prompt_len > self.prefill_tokens:
-                got, announced = self.prompt_len, self.prefill_tokens
-                self._clear()
-                raise ValueError(f"layer {self.layer_idx}: the chunked prefill passed {got} prompt tokens, more than "
-                                 f"the {announced} announced (expect_prefill)")
             self.pending = True
         elif self.recording:
             if self.keys is not None:
@@ -212,6 +207,25 @@ class PressedLayer(CacheLayerMixin):
 
     def reset(self) -> None:
         self._clear()
+
+    def _store_chunk(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """A chunk of a chunked prefill, written into buffers sized for the whole prompt at its first chunk (no copy
+        of the earlier chunks, no second prompt-sized buffer); ``keys`` / ``values`` are views of the part filled."""
+        start = 0 if self.keys is None else self.keys.shape[-2]
+        end = start + key_states.shape[-2]
+        if end > self.prefill_tokens:
+            announced = self.prefill_tokens
+            self._clear()
+            raise ValueError(f"layer {self.layer_idx}: the chunked prefill passed {end} prompt tokens, more than the "
+                             f"{announced} announced (expect_prefill)")
+        if self.keys is None:
+            b, h, _, d = key_states.shape
+            self._prompt_buffers = (key_states.new_empty(b, h, self.prefill_tokens, d),
+                                    value_states.new_empty(b, h, self.prefill_tokens, value_states.shape[-1]))
+        k, v = self._prompt_buffers
+        k[:, :, start:end] = key_states
+        v[:, :, start:end] = value_states
+        self.keys, self.values = k[:, :, :end], v[:, :, :end]
 
     def expect_prefill(self, tokens: int) -> None:
         """Announce a chunked prefill of ``tokens`` prompt positions (transformers' ``prefill_chunk_size``): the
@@ -333,7 +347,7 @@ class PressedLayer(CacheLayerMixin):
             if s < self.prefill_tokens:  # more chunks to come: keep the last w queries, compress after the last
                 self.window_queries = query[:, :, query.shape[2] - min(w, query.shape[2]):].clone()
                 return
-            self.window_queries = self.prefill_tokens = None
+            self.window_queries = self.prefill_tokens = self._prompt_buffers = None
         valid = _mask_to_valid(attention_mask, b, s, self.keys.device)  # the last query row sees the whole prompt
         keys, values = self.keys, self.values
         self.keys = self.values = None

@@ -111,6 +111,10 @@ def test_chunked_prefill_compresses_as_one_prefill(spec):
     for start, end in ((0, 40), (40, 85), (85, 90)):
         chunked.update(k[:, :, start:end], v[:, :, start:end])
         assert chunked.prompt_len == end and chunked.pending
+        if start == 0:  # one buffer for the whole prompt, filled chunk by chunk (no copies of earlier chunks)
+            room = chunked.keys.untyped_storage().data_ptr()
+            assert chunked.keys.untyped_storage().nbytes() == k.untyped_storage().nbytes()
+        assert chunked.keys.untyped_storage().data_ptr() == room
         chunked.finish_prefill(q[:, :, start:end], mask[:, :, start:end, :end], 0.25)
         assert (chunked.prefix is None) == (end < 90) and not chunked.pending
     assert chunked.window_queries is None and chunked.keys is None and chunked.prefill_tokens is None
