@@ -104,6 +104,9 @@ def generate(
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     num_beams: int = typer.Option(1, "--num-beams", min=1, help="Beam search with this many beams (1: greedy); "
                                   "the cache holds one compressed copy of the prompt per beam."),
+    prefill_chunk_size: int | None = typer.Option(None, "--prefill-chunk-size", min=1, help="Prefill the prompt in "
+                                                  "chunks of this many tokens (less activation memory; the cache "
+                                                  "compresses after the last chunk, as after one prefill)."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
     device: str | None = typer.Option(None, "--device"),
     max_context: int | None = typer.Option(None, "--max-context", min=1, help="Refuse prompt + generation longer "
@@ -133,7 +136,7 @@ def generate(
     try:
         result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
                                  chat_template=chat_template, max_context=max_context, cuda_graph=cuda_graph,
-                                 num_beams=num_beams)
+                                 num_beams=num_beams, prefill_chunk_size=prefill_chunk_size)
     except ValueError as err:  # short context, unsupported model or option: say so without a traceback
         console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
@@ -148,6 +151,7 @@ def generate(
         "token_ratio": press_cfg.eviction.token_ratio if press_cfg.eviction is not None else None,
         "context_tokens": result.context_tokens,
         "num_beams": num_beams,
+        "prefill_chunk_size": prefill_chunk_size,
         **_memory_fields(result.memory),
     }
     if as_json:

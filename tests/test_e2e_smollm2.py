@@ -81,6 +81,15 @@ def test_cli_generate_json(tmp_path, smollm2):
     assert beams["num_beams"] == 3 and record["num_beams"] == 1 and beams["answer"].strip()
     # one compressed copy of the prompt per beam: three times the prefix, plus three rows of tail
     assert 3 * record["compressed_kv_bytes"] <= beams["compressed_kv_bytes"] == beams["allocated_kv_bytes"]
+    chunked = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "What is the code word?",
+                                       "--press", "snapkv+spark", "--key-ratio", "0.8", "--budget", "128",
+                                       "--max-new-tokens", "8", "--json", "--dtype", "float32", "--device", "cpu",
+                                       "--prefill-chunk-size", "100"])
+    assert chunked.exit_code == 0, chunked.output
+    chunked = json.loads(chunked.stdout.strip().splitlines()[-1])
+    assert chunked["prefill_chunk_size"] == 100 and record["prefill_chunk_size"] is None
+    assert chunked["answer"] == record["answer"]  # the cache compresses as after one prefill
+    assert chunked["compressed_kv_bytes"] == record["compressed_kv_bytes"] == chunked["allocated_kv_bytes"]
 
 
 def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):
