@@ -31,8 +31,9 @@ transformers versions (5.17 and 5.24 are tested)
   registered name in ``set_attn_implementation``; the sdpa functions are fetched from the interfaces' global
   mappings at call time, so whatever transformers registered as ``"sdpa"`` is what the dense paths use.
 
-Limits: prefill runs once per cache (a later multi-token forward is appended to the tail, attended causally);
-assisted decoding, ``output_attentions`` and offloading are not supported.
+Limits: prefill runs once per cache, in one forward or in announced chunks (``prefill_chunk_size``); a later
+multi-token forward is appended to the tail, attended causally. Assisted decoding, ``output_attentions`` and
+offloading are not supported.
 """
 
 from __future__ import annotations
