@@ -61,32 +61,27 @@ def test_cli_generate_json(tmp_path, smollm2):
     ctx = tmp_path / "ctx.txt"
     ctx.write_text("Alice keeps her bicycle in the blue shed behind the bakery. " * 20
                    + "The code word for the meeting is marmalade. " + "The weather was mild that week. " * 20)
-    result = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "What is the code word?",
-                                      "--press", "snapkv+spark", "--key-ratio", "0.8", "--budget", "128",
-                                      "--max-new-tokens", "8", "--json", "--dtype", "float32", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    record = json.loads(result.stdout.strip().splitlines()[-1])
+
+    def generate(*extra):
+        result = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question",
+                                          "What is the code word?", "--press", "snapkv+spark", "--key-ratio", "0.8",
+                                          "--budget", "128", "--max-new-tokens", "8", "--json", "--dtype", "float32",
+                                          "--device", "cpu", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    record = generate()
     for field in ("answer", "model", "press", "key_ratio", "budget", "context_tokens", "dense_kv_bytes",
                   "compressed_kv_bytes", "allocated_kv_bytes", "nominal_kv_bytes"):
         assert field in record
     assert record["press"] == "snapkv+spark" and record["key_ratio"] == 0.8 and record["budget"] == 128
     assert record["compressed_kv_bytes"] == record["allocated_kv_bytes"]
     assert record["compressed_kv_bytes"] < record["dense_kv_bytes"]
-    beams = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "What is the code word?",
-                                     "--press", "snapkv+spark", "--key-ratio", "0.8", "--budget", "128",
-                                     "--max-new-tokens", "8", "--json", "--dtype", "float32", "--device", "cpu",
-                                     "--num-beams", "3"])
-    assert beams.exit_code == 0, beams.output
-    beams = json.loads(beams.stdout.strip().splitlines()[-1])
+    beams = generate("--num-beams", "3")
     assert beams["num_beams"] == 3 and record["num_beams"] == 1 and beams["answer"].strip()
     # one compressed copy of the prompt per beam: three times the prefix, plus three rows of tail
     assert 3 * record["compressed_kv_bytes"] <= beams["compressed_kv_bytes"] == beams["allocated_kv_bytes"]
-    chunked = CliRunner().invoke(app, ["generate", "--context-file", str(ctx), "--question", "What is the code word?",
-                                       "--press", "snapkv+spark", "--key-ratio", "0.8", "--budget", "128",
-                                       "--max-new-tokens", "8", "--json", "--dtype", "float32", "--device", "cpu",
-                                       "--prefill-chunk-size", "100"])
-    assert chunked.exit_code == 0, chunked.output
-    chunked = json.loads(chunked.stdout.strip().splitlines()[-1])
+    chunked = generate("--prefill-chunk-size", "100")
     assert chunked["prefill_chunk_size"] == 100 and record["prefill_chunk_size"] is None
     assert chunked["answer"] == record["answer"]  # the cache compresses as after one prefill
     assert chunked["compressed_kv_bytes"] == record["compressed_kv_bytes"] == chunked["allocated_kv_bytes"]

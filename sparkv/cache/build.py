@@ -30,15 +30,20 @@ class SparkvCache(Cache):
     are refused. transformers applies these operations layer by layer, so they are checked here first, leaving a
     mixed cache (Gemma3's dense sliding layers) untouched when refused."""
 
-    def _check_rows_selectable(self, index=None, name: str = "index") -> None:
-        """Every check a row selection makes, before any layer changes: each sparkv layer's state, then ``index``
-        against the rows held."""
+    def _select_rows(self, index, name: str, others) -> None:
+        """Check every sparkv layer's state and ``index`` once, before any layer changes; then the sparkv layers
+        take the checked rows (no check, no read back per layer) and the others run ``others(layer)``."""
         pressed = [layer for layer in self.layers if isinstance(layer, PressedLayer)]
         for layer in pressed:
             layer.check_rows_selectable()
         held = [layer for layer in pressed if layer.batch_rows() is not None]
-        if index is not None and held:
-            check_row_index(index, held[0].batch_rows(), held[0].device, name)
+        rows = None if not held else check_row_index(index, held[0].batch_rows(), held[0].device, name)
+        for layer in self.layers:
+            if isinstance(layer, PressedLayer):
+                if rows is not None:
+                    layer.select_rows(rows, name, checked=True)
+            else:
+                others(layer)
 
     def prefilled(self) -> bool:
         """Whether every sparkv layer holds its compressed prompt (the prefill is over)."""
@@ -51,18 +56,20 @@ class SparkvCache(Cache):
                 layer.expect_prefill(tokens)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self._check_rows_selectable(beam_idx, "beam_idx")
-        super().reorder_cache(beam_idx)
+        self._select_rows(beam_idx, "beam_idx", lambda layer: layer.reorder_cache(beam_idx))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
             raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-        self._check_rows_selectable()
-        super().batch_repeat_interleave(repeats)
+        if repeats == 1:
+            return
+        held = [layer.batch_rows() for layer in self.layers if isinstance(layer, PressedLayer)]
+        rows = next((r for r in held if r is not None), 0)
+        self._select_rows(torch.arange(rows).repeat_interleave(repeats), "repeats",
+                          lambda layer: layer.batch_repeat_interleave(repeats))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._check_rows_selectable(indices, "indices")
-        super().batch_select_indices(indices)
+        self._select_rows(indices, "indices", lambda layer: layer.batch_select_indices(indices))
 
     def crop(self, tokens_to_remove: int) -> None:
         """Remove decode-tail tokens (assisted decoding and prompt lookup reject candidates this way); refused before

@@ -297,15 +297,16 @@ class PressedLayer(CacheLayerMixin):
         if why is not None:
             raise RuntimeError(f"layer {self.layer_idx}: its batch rows cannot be selected while {why}")
 
-    def select_rows(self, index: torch.Tensor, name: str = "index") -> None:
+    def select_rows(self, index: torch.Tensor, name: str = "index", checked: bool = False) -> None:
         """Keep batch rows ``index`` (1-D integers, any order, repeats allowed, or a boolean mask over the rows) of
         everything the layer holds: the compressed prompt (:func:`sparkv.cache.layout.select_rows`), the decode tail
-        and any recording. ``name``: the parameter the errors name."""
+        and any recording. ``name``: the parameter the errors name. ``checked``: ``index`` already came from
+        :func:`~sparkv.cache.layout.check_row_index` for these rows (the cache checks once for all its layers)."""
         self.check_rows_selectable()
         rows = self.batch_rows()
         if rows is None:
             return
-        index = check_row_index(index, rows, self.device, name)
+        index = index.to(self.device) if checked else check_row_index(index, rows, self.device, name)
         if self.prefix is not None:
             self.prefix = select_rows(self.prefix, index, checked=True)
         for name in ("tail_keys", "tail_values", "keys", "values", "window_queries", "valid_mask"):
