@@ -40,7 +40,7 @@ def test_generate_benchmark_refuses_without_cuda():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
 @pytest.mark.parametrize("script", ["decode_host_overhead.py", "cuda_decode_sweep.py", "combine_passes_ab.py",
                                     "stream_ceiling.py", "decode_host_profile.py", "cuda_source_ab.py",
-                                    "graph_decode.py"])
+                                    "graph_decode.py", "multi_token_steps.py"])
 def test_gpu_only_benchmarks_refuse_without_cuda(script, tmp_path):
     """They time a GPU against itself: without one they exit with a message and write nothing."""
     out = tmp_path / "out.json"

@@ -11,7 +11,7 @@ import torch
 
 from sparkv.cache.layout import CompressedKV, DenseKeys
 from sparkv.config import kept_channels
-from sparkv.kernels.decode_attn import decode_attn
+from sparkv.kernels.decode_attn import PER_QUERY_KERNEL_MAX, decode_attn, decode_attn_per_query
 from sparkv.kernels.decode_attn.fused import (
     EXPAND_GLOBAL,
     EXPAND_TILE,
@@ -227,6 +227,33 @@ def test_decode_dispatch_and_errors():
             decode_attn_ref(query, prefix, tail_k, tail_v, 0.125, block_size=bad)
 
 
+def _several_queries(b, h, g, s, st, q_len, d, dk, dtype, seed=0):
+    """A case with ``q_len`` new tokens: their queries and a tail whose last ``q_len`` tokens are theirs."""
+    _, prefix, tail_k, tail_v = make_case(b, h, g, s, st, d, dk, dtype, seed=seed)
+    query = torch.randn(b, h * g, q_len, d, generator=torch.Generator().manual_seed(seed + 1)).to(dtype).to(DEVICE)
+    return query, prefix, tail_k, tail_v
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", [(2, 2, 3, 63, 5, 5, 64, 13), (1, 2, 2, 40, 9, 4, 32, None),
+                                  (2, 1, 4, 0, 7, 3, 64, None)], ids=["spark", "dense", "tail-only"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_several_new_tokens_through_the_one_token_kernel(case, dtype, poison_empty):
+    """decode_attn_per_query (query i sees the tail up to its own token) equals the blockwise reference's causal
+    attention of all the queries at once; the dispatcher takes it for 2..PER_QUERY_KERNEL_MAX tokens."""
+    query, prefix, tail_k, tail_v = _several_queries(*case, dtype)
+    scaling = query.shape[-1] ** -0.5
+    want = reference(query, prefix, tail_k, tail_v, scaling)
+    got = decode_attn_per_query(query, prefix, tail_k, tail_v, scaling)
+    assert got.shape == query.shape and rel_err(got, want) < RTOL[dtype]
+    if dtype != torch.float32:  # fp32 runs the one-token kernels under the interpreter only: not dispatched there
+        got = decode_attn(query, prefix, tail_k, tail_v, scaling, backend="triton")
+        assert rel_err(got, want) < RTOL[dtype]
+    assert 2 <= case[5] <= PER_QUERY_KERNEL_MAX
+    with pytest.raises(ValueError, match="fewer than the"):
+        decode_attn_per_query(query, prefix, tail_k[:, :, :2], tail_v[:, :, :2], scaling)
+
+
 TAIL_LENGTH_CASES = [  # (B, H, G, S, tail capacity, valid tail tokens, D, DK): DK None = dense prefix, S 0 = none
     (2, 2, 3, 63, 9, 1, 64, 13),
     (2, 2, 3, 63, 9, 5, 64, 13),
@@ -309,6 +336,17 @@ def test_tail_length_on_the_gpu(lam, poison_empty):
     expected = reference(query, prefix, tail_k[:, :, :41], tail_v[:, :, :41], 128 ** -0.5)
     out = decode_attn_triton(query, prefix, tail_k, tail_v, 128 ** -0.5, tail_length=length)
     assert rel_err(out, expected) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lam", [0.5, 0.8])
+@pytest.mark.parametrize("q_len", [2, PER_QUERY_KERNEL_MAX])
+def test_several_new_tokens_on_the_gpu(lam, q_len, poison_empty):
+    """Assisted decoding's verification step on a full-size prefix (the CUDA kernel takes each query)."""
+    query, prefix, tail_k, tail_v = _several_queries(2, 8, 4, 16384, 40, q_len, 128, kept_channels(128, lam),
+                                                     torch.bfloat16)
+    want = reference(query, prefix, tail_k, tail_v, 128 ** -0.5)
+    assert rel_err(decode_attn(query, prefix, tail_k, tail_v, 128 ** -0.5), want) < 1e-2
 
 
 GPU_CONFIGS = SPARK_CONFIGS + SPARK_CONFIGS_SMALL_HEAD + OTHER_CONFIGS
