@@ -107,6 +107,9 @@ def generate(
     prefill_chunk_size: int | None = typer.Option(None, "--prefill-chunk-size", min=1, help="Prefill the prompt in "
                                                   "chunks of this many tokens (less activation memory; the cache "
                                                   "compresses after the last chunk, as after one prefill)."),
+    prompt_lookup: int | None = typer.Option(None, "--prompt-lookup", min=1, help="Prompt lookup decoding: each "
+                                             "step verifies up to this many tokens copied from the prompt (the same "
+                                             "answer as greedy decoding, in fewer steps where it quotes the text)."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16"),
     device: str | None = typer.Option(None, "--device"),
     max_context: int | None = typer.Option(None, "--max-context", min=1, help="Refuse prompt + generation longer "
@@ -136,7 +139,8 @@ def generate(
     try:
         result = sparkv.generate(lm, tokenizer, context, question, press_cfg, max_new_tokens=max_new_tokens,
                                  chat_template=chat_template, max_context=max_context, cuda_graph=cuda_graph,
-                                 num_beams=num_beams, prefill_chunk_size=prefill_chunk_size)
+                                 num_beams=num_beams, prefill_chunk_size=prefill_chunk_size,
+                                 **({"prompt_lookup_num_tokens": prompt_lookup} if prompt_lookup else {}))
     except ValueError as err:  # short context, unsupported model or option: say so without a traceback
         console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
@@ -152,6 +156,7 @@ def generate(
         "context_tokens": result.context_tokens,
         "num_beams": num_beams,
         "prefill_chunk_size": prefill_chunk_size,
+        "prompt_lookup": prompt_lookup,
         **_memory_fields(result.memory),
     }
     if as_json:

@@ -85,6 +85,10 @@ def test_cli_generate_json(tmp_path, smollm2):
     assert chunked["prefill_chunk_size"] == 100 and record["prefill_chunk_size"] is None
     assert chunked["answer"] == record["answer"]  # the cache compresses as after one prefill
     assert chunked["compressed_kv_bytes"] == record["compressed_kv_bytes"] == chunked["allocated_kv_bytes"]
+    lookup = generate("--prompt-lookup", "4")
+    assert lookup["prompt_lookup"] == 4 and record["prompt_lookup"] is None
+    assert lookup["answer"] == record["answer"]  # candidates verified, the greedy answer kept
+    assert lookup["compressed_kv_bytes"] == record["compressed_kv_bytes"]
 
 
 def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):

@@ -15,7 +15,7 @@ import copy
 import torch
 from transformers.cache_utils import Cache
 
-from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer
+from sparkv.cache.layer import DEFAULT_TAIL_CHUNK, DenseSlidingLayer, PressedLayer, crop_amount
 from sparkv.cache.layout import check_row_index
 from sparkv.config import PressConfig
 
@@ -74,6 +74,7 @@ class SparkvCache(Cache):
     def crop(self, tokens_to_remove: int) -> None:
         """Remove decode-tail tokens (assisted decoding and prompt lookup reject candidates this way); refused before
         any layer changes when it would cut into a compressed prompt."""
+        tokens_to_remove = crop_amount(tokens_to_remove)  # one read of a count given as a tensor, not one a layer
         for layer in self.layers:
             if isinstance(layer, PressedLayer):
                 layer.check_crop(tokens_to_remove)

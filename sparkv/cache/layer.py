@@ -40,6 +40,7 @@ Neither class sets ``_layer_type`` (that would replace transformers' global laye
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 from transformers.cache_utils import CacheLayerMixin, DynamicSlidingWindowLayer
@@ -82,6 +83,18 @@ def _mask_to_valid(attention_mask, batch: int, seq_len: int, device) -> torch.Te
     return row.expand(batch, seq_len).to(device)
 
 
+def crop_amount(tokens_to_remove) -> int:
+    """``crop``'s argument as a Python int: an integer, or a one-element integer tensor (transformers' assisted
+    decoding passes its count of rejected candidates as one; reading it is the sync its own caches make too)."""
+    if isinstance(tokens_to_remove, torch.Tensor) and tokens_to_remove.numel() == 1 \
+            and not tokens_to_remove.is_floating_point() and not tokens_to_remove.is_complex() \
+            and tokens_to_remove.dtype != torch.bool:
+        return int(tokens_to_remove.item())
+    if isinstance(tokens_to_remove, bool) or not isinstance(tokens_to_remove, numbers.Integral):
+        raise TypeError(f"tokens_to_remove must be an integer, got {tokens_to_remove!r}")
+    return int(tokens_to_remove)
+
+
 def crop_target(length: int, tokens_to_remove: int) -> int:
     """The tokens transformers' ``crop(tokens_to_remove)`` keeps of ``length``: a negative argument removes that many,
     0 none, a positive one is the legacy form (the length to keep; deprecated in 5.17, refused by 5.24's layers)."""
@@ -103,7 +116,7 @@ class PressedLayer(CacheLayerMixin):
 
     is_compileable = False
     is_sliding = False
-    is_croppable = False  # decode-tail tokens only (check_crop): not the rollback transformers' assisted decoding needs
+    is_croppable = True  # decode-tail tokens only (check_crop), which is what assisted decoding rolls back
 
     def __init__(self, press: PressConfig | None, layer_idx: int, num_layers: int,
                  tail_chunk: int = DEFAULT_TAIL_CHUNK, record_window: int = 0, config=None) -> None:
@@ -138,8 +151,11 @@ class PressedLayer(CacheLayerMixin):
         self.prompt_len = 0
         self.pending = False  # dense prompt stored, waiting for the attention function
         self.window_queries: torch.Tensor | None = None  # recording layers; the last chunks' queries (chunked)
-        self.prefill_tokens: int | None = None  # chunked prefill: the prompt's length, compressed once all is in
-        self._prompt_buffers: tuple[torch.Tensor, torch.Tensor] | None = None  # ... and its keys' / values' room
+        self.prefill_tokens: int | None = None  # an announced prompt's length (expect_prefill)
+        self._prompt_buffers: tuple[torch.Tensor, torch.Tensor] | None = None  # ... its keys' / values' room
+        # Tokens past the announced prompt in the forward that completes it (assisted decoding's first candidates):
+        # they join the decode tail once the prompt is compressed.
+        self.early_tail: tuple[torch.Tensor, torch.Tensor] | None = None
         self.valid_mask: torch.Tensor | None = None
         self.scaling: float | None = None
         self.is_initialized = False
@@ -176,7 +192,7 @@ class PressedLayer(CacheLayerMixin):
         if self.prefix is None and not self.recording:
             # Prefill: keep the dense prompt until the attention function has used it and compresses it.
             if self.prefill_tokens is not None:
-                self._store_chunk(key_states, value_states)
+                self._store_announced(key_states, value_states)
             else:
                 self.keys, self.values = key_states, value_states
             self.prompt_len = self.keys.shape[-2]
@@ -208,30 +224,44 @@ class PressedLayer(CacheLayerMixin):
     def reset(self) -> None:
         self._clear()
 
-    def _store_chunk(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        """A chunk of a chunked prefill, written into buffers sized for the whole prompt at its first chunk (no copy
-        of the earlier chunks, no second prompt-sized buffer); ``keys`` / ``values`` are views of the part filled."""
+    def _store_announced(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Tokens of an announced prompt (:meth:`expect_prefill`). The whole prompt in one forward is kept as it came;
+        a prompt in chunks is written into buffers sized for it at its first chunk (no copy of the earlier chunks, no
+        second prompt-sized buffer), ``keys`` / ``values`` being views of the part filled. Tokens past the prompt
+        become :attr:`early_tail`."""
         start = 0 if self.keys is None else self.keys.shape[-2]
-        end = start + key_states.shape[-2]
-        if end > self.prefill_tokens:
-            announced = self.prefill_tokens
-            self._clear()
-            raise ValueError(f"layer {self.layer_idx}: the chunked prefill passed {end} prompt tokens, more than the "
-                             f"{announced} announced (expect_prefill)")
-        if self.keys is None:
-            b, h, _, d = key_states.shape
-            self._prompt_buffers = (key_states.new_empty(b, h, self.prefill_tokens, d),
-                                    value_states.new_empty(b, h, self.prefill_tokens, value_states.shape[-1]))
-        k, v = self._prompt_buffers
-        k[:, :, start:end] = key_states
-        v[:, :, start:end] = value_states
-        self.keys, self.values = k[:, :, :end], v[:, :, :end]
+        take = min(key_states.shape[-2], self.prefill_tokens - start)
+        if start == 0 and take == self.prefill_tokens:
+            self.keys, self.values = key_states[:, :, :take], value_states[:, :, :take]
+        else:
+            if self.keys is None:
+                b, h, _, d = key_states.shape
+                self._prompt_buffers = (key_states.new_empty(b, h, self.prefill_tokens, d),
+                                        value_states.new_empty(b, h, self.prefill_tokens, value_states.shape[-1]))
+            k, v = self._prompt_buffers
+            k[:, :, start:start + take] = key_states[:, :, :take]
+            v[:, :, start:start + take] = value_states[:, :, :take]
+            self.keys, self.values = k[:, :, :start + take], v[:, :, :start + take]
+        if take < key_states.shape[-2]:
+            self.early_tail = (key_states[:, :, take:], value_states[:, :, take:])
+
+    @property
+    def early_tail_len(self) -> int:
+        """Tokens of the current forward that follow the announced prompt (0 but in the forward that completes it)."""
+        return 0 if self.early_tail is None else self.early_tail[0].shape[-2]
 
     def expect_prefill(self, tokens: int) -> None:
-        """Announce a chunked prefill of ``tokens`` prompt positions (transformers' ``prefill_chunk_size``): the
-        chunks' dense keys and values accumulate, each chunk attends densely over all so far, and the layer compresses
-        itself after the chunk that completes the prompt, with the window of the last queries across chunks. Peak
-        memory is then the dense prompt of every layer until the last chunk (unchunked, one layer's at a time)."""
+        """Announce a prompt of ``tokens`` positions, for a prefill in chunks or one whose forward carries more tokens.
+
+        Chunks (transformers' ``prefill_chunk_size``): their dense keys and values accumulate, each chunk attends
+        densely over all so far, and the layer compresses itself after the chunk that completes the prompt, with the
+        window of the last queries across chunks. Peak memory is then the dense prompt of every layer until the last
+        chunk (unchunked, one layer's at a time).
+
+        Tokens past the prompt in the forward that completes it (assisted decoding and prompt lookup verify their
+        first candidates in the prompt's forward) are not compressed: they become :attr:`early_tail`, and the
+        ``"sparkv"`` attention function gives their queries attention over the compressed prompt plus the decode
+        tail, as later decode steps get, after compressing."""
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
             raise ValueError(f"tokens must be an integer >= 1, got {tokens!r}")
         if self.recording or self.prefix is not None or self.keys is not None or self.pending:
@@ -242,14 +272,13 @@ class PressedLayer(CacheLayerMixin):
         """Remove the last ``-tokens_to_remove`` tokens (transformers' meaning: :func:`crop_target`). Only decode-tail
         tokens can go (the candidates assisted decoding and prompt lookup reject); the compressed prompt cannot be cut
         back."""
+        tokens_to_remove = crop_amount(tokens_to_remove)
         self.check_crop(tokens_to_remove)
         self.tail_len = crop_target(self.get_seq_length(), tokens_to_remove) - self.prompt_len
 
     def check_crop(self, tokens_to_remove: int) -> None:
         """Raise unless :meth:`crop` can take ``tokens_to_remove``."""
-        if isinstance(tokens_to_remove, bool) or not isinstance(tokens_to_remove, int):
-            raise TypeError(f"tokens_to_remove must be an integer, got {tokens_to_remove!r}")
-        keep = crop_target(self.get_seq_length(), tokens_to_remove)
+        keep = crop_target(self.get_seq_length(), crop_amount(tokens_to_remove))
         if keep == self.get_seq_length():
             return
         if keep < self.prompt_len:
@@ -326,7 +355,8 @@ class PressedLayer(CacheLayerMixin):
         """Called by the attention function right after dense prefill attention: compress (or record).
 
         Args:
-            query: ``[B, HQ, S, D]`` this layer's prompt queries, exactly as attention used them.
+            query: ``[B, HQ, S, D]`` this layer's prompt queries, exactly as attention used them (not those of
+                :attr:`early_tail`, which joins the decode tail here).
             attention_mask: the 4D mask attention used (None when transformers skipped it: no padding).
             scaling: the layer's attention scale.
         """
@@ -361,6 +391,9 @@ class PressedLayer(CacheLayerMixin):
         except Exception:
             self._clear()  # e.g. a prompt shorter than the press window: leave the layer empty, not half-filled
             raise
+        if self.early_tail is not None:
+            early, self.early_tail = self.early_tail, None
+            self._append_tail(*early)
 
     def fork(self, press: PressConfig, tail_chunk: int | None = None) -> PressedLayer:
         """A new layer holding this recording layer's prompt compressed with ``press`` (the prompt is not modified)."""

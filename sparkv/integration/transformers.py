@@ -32,8 +32,9 @@ transformers versions (5.17 and 5.24 are tested)
   mappings at call time, so whatever transformers registered as ``"sdpa"`` is what the dense paths use.
 
 Limits: prefill runs once per cache, in one forward or in announced chunks (``prefill_chunk_size``); a later
-multi-token forward is appended to the tail, attended causally. Assisted decoding, ``output_attentions`` and
-offloading are not supported.
+multi-token forward is appended to the tail, attended causally. Under assisted decoding and prompt lookup the prompt
+is announced too, and the candidates verified in its forward join the tail (``PressedLayer.early_tail``).
+``output_attentions`` and offloading are not supported.
 """
 
 from __future__ import annotations
@@ -127,11 +128,30 @@ def sparkv_attention_forward(module, query, key, value, attention_mask, dropout:
     layer = key.layer
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    if layer.pending:
+    if not layer.pending:
+        return _decode_attention(module, layer, query, attention_mask, scaling, dropout, kwargs), None
+    early = layer.early_tail_len
+    if not early:
         out, _ = _sdpa_attention()(module, query, layer.keys, layer.values, attention_mask, dropout=dropout,
                                    scaling=scaling, **kwargs)
         layer.finish_prefill(query, attention_mask, scaling)
         return out, None
+    # The forward that completes an announced prompt also carries the first tokens after it (assisted decoding's
+    # candidates): the prompt's queries attend densely and the layer compresses, then the later queries attend over
+    # the compressed prompt plus those tokens, as a decode step would.
+    prompt_query = query[:, :, :-early]
+    prompt_mask = attention_mask[:, :, :-early, :layer.prompt_len] if isinstance(attention_mask, torch.Tensor) \
+        else attention_mask  # None: causal over the whole forward, so over its prompt part too
+    out, _ = _sdpa_attention()(module, prompt_query, layer.keys, layer.values, prompt_mask, dropout=dropout,
+                               scaling=scaling, **kwargs)
+    layer.finish_prefill(prompt_query, prompt_mask, scaling)
+    rest = _decode_attention(module, layer, query[:, :, -early:], attention_mask, scaling, dropout, kwargs)
+    return torch.cat([out, rest], 1), None
+
+
+def _decode_attention(module, layer, query, attention_mask, scaling: float, dropout: float, kwargs: dict):
+    """Attention of ``query`` (the newest tokens, already in the layer's tail) over the compressed prompt plus the
+    tail: ``[B, Q, HQ, D]``."""
     if layer.prefix is None:
         raise RuntimeError(f"sparkv layer {layer.layer_idx} has no compressed prompt to attend to")
     from sparkv.kernels.decode_attn import decode_attn
@@ -140,16 +160,16 @@ def sparkv_attention_forward(module, query, key, value, attention_mask, dropout:
     if tail_length is not None:  # graph decoding: no padding after the prompt by construction, and no host syncs
         out = decode_attn(query, layer.prefix, tail_keys, tail_values, scaling, backend=layer.press.backend,
                           tail_length=tail_length)
-        return out.transpose(1, 2).contiguous(), None
+        return out.transpose(1, 2).contiguous()
     _check_tail_mask(attention_mask, layer)
     if resolve_backend(layer.press.backend, query.device) == "torch" and _is_plain_dense(layer.prefix, query):
         # Nothing pruned, no padding, one new token: the very computation a plain DynamicCache does, so full and
         # λ = 0 presses reproduce the dense model bit for bit on the PyTorch path.
         keys = layer.prefix.keys.keys if tail_keys is None else torch.cat([layer.prefix.keys.keys, tail_keys], 2)
         values = layer.prefix.values if tail_values is None else torch.cat([layer.prefix.values, tail_values], 2)
-        return _sdpa_attention()(module, query, keys, values, None, dropout=dropout, scaling=scaling, **kwargs)
+        return _sdpa_attention()(module, query, keys, values, None, dropout=dropout, scaling=scaling, **kwargs)[0]
     out = decode_attn(query, layer.prefix, tail_keys, tail_values, scaling, backend=layer.press.backend)
-    return out.transpose(1, 2).contiguous(), None
+    return out.transpose(1, 2).contiguous()
 
 
 _CHECKED_MASK: list = [None]  # the last mask found free of padding after the prompt (one check per forward)
@@ -252,7 +272,10 @@ class Press:
     pass ``press.make_cache(model)`` yourself, e.g. ``model(input_ids, past_key_values=cache)`` (``cache=`` on
     transformers >= 5.24). A plain forward without a cache runs dense. ``num_return_sequences=n`` and beam search
     work as in transformers: each prompt is copied n (or ``num_beams``) times before the prefill, so the cache holds
-    that many compressed copies, and beam search reorders them every step.
+    that many compressed copies, and beam search reorders them every step. Assisted decoding (``assistant_model``, a
+    separate model) and prompt lookup (``prompt_lookup_num_tokens``) give greedy decoding's tokens over the
+    compressed cache: the prompt's forward also verifies the first candidates, which are attended and cached as
+    decode tokens, and rejected candidates are cropped from the decode tail.
 
     Args:
         config: a ``PressConfig`` or a press spec (``"spark"``, ``"snapkv+spark"``, ...; see ``parse_press``).
@@ -308,7 +331,7 @@ class Press:
             name = cache_kwarg(model)
 
             def generate(*args, **kwargs):
-                check_generation_options(model, kwargs, several_sequences=True)  # beam search too
+                check_generation_options(model, kwargs, several_sequences=True)  # beams, assisted decoding too
                 use_cache_default_on(kwargs)
                 if "cache" in kwargs and kwargs["cache"] is None:
                     del kwargs["cache"]  # an explicit None would make transformers ignore past_key_values
@@ -321,7 +344,7 @@ class Press:
                     return bound(*args, **kwargs)
                 ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
                 empty = cache.get_seq_length() == 0
-                announce_chunked_prefill(model, cache, kwargs, ids.shape[-1] if isinstance(ids, torch.Tensor) else None)
+                announce_prompt(model, cache, kwargs, ids.shape[-1] if isinstance(ids, torch.Tensor) else None)
                 try:
                     return bound(*args, **kwargs)
                 except BaseException:
@@ -500,8 +523,16 @@ def _generation_option(model, kwargs: dict, name: str, default=None):
     return default
 
 
+ASSISTED_OPTIONS = ("assistant_model", "prompt_lookup_num_tokens")
+
+
+def _assisted(model, kwargs: dict) -> str | None:
+    """The option that makes ``model.generate`` verify candidates (assisted decoding, prompt lookup), if any."""
+    return next((o for o in ASSISTED_OPTIONS if _generation_option(model, kwargs, o) is not None), None)
+
+
 def check_generation_options(model, kwargs: dict, *, several_sequences: bool = False, beams: str | None = None,
-                             chunked: str | None = None) -> None:
+                             chunked: str | None = None, assisted: str | None = None) -> None:
     """Refuse ``model.generate`` options a sparkv cache cannot serve, wherever they are set (keywords, the
     ``generation_config`` passed, the model's own generation config).
 
@@ -510,7 +541,8 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
     ``sparkv.generate`` returns one answer per context and refuses it.
     ``beams``: None admits beam search (the cache reorders its rows: ``PressedLayer.select_rows``); else the reason
     the caller cannot run it. ``chunked``: likewise for ``prefill_chunk_size`` (the caller announces the prompt's
-    length: :func:`announce_chunked_prefill`).
+    length: :func:`announce_prompt`), and ``assisted`` for ``assistant_model`` / ``prompt_lookup_num_tokens``
+    (likewise announced: the candidates verified in the prompt's forward join the decode tail).
     """
     if beams is not None and _generation_option(model, kwargs, "num_beams", 1) != 1:
         raise ValueError(f"beam search (num_beams > 1) is not supported {beams}")
@@ -519,10 +551,14 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
         raise ValueError(f"num_return_sequences must be 1 in sparkv.generate and generate_many (one answer per "
                          f"context); got {n!r}. For several samples of one prompt run model.generate(..., "
                          "num_return_sequences=n) inside `with sparkv.Press(...)(model):`, or call generate again")
-    for option in ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit"):
-        if _generation_option(model, kwargs, option) is not None:
-            raise ValueError(f"{option}: assisted decoding and prompt lookup are not supported by sparkv caches (their "
-                             "first candidates are prefilled with the prompt and would be compressed with it)")
+    if _generation_option(model, kwargs, "assistant_early_exit") is not None:
+        raise ValueError("assistant_early_exit is not supported with a sparkv press: its assistant is the model "
+                         "itself, whose attention and generate the press has replaced; pass a separate assistant_model")
+    if kwargs.get("assistant_model") is model:
+        raise ValueError("assistant_model is the pressed model itself: pass a separate (smaller) model, or "
+                         "prompt_lookup_num_tokens")
+    if assisted is not None and (option := _assisted(model, kwargs)) is not None:
+        raise ValueError(f"{option} (assisted decoding, prompt lookup) is not supported {assisted}")
     if chunked is not None and _generation_option(model, kwargs, "prefill_chunk_size") is not None:
         raise ValueError(f"prefill_chunk_size is not supported {chunked}")
     # use_cache: a model's own default (many checkpoints ship use_cache=False) is overridden by sparkv's calls
@@ -547,24 +583,27 @@ def chunks_skip_the_cache() -> bool:
     return Version(transformers.__version__) >= Version(CHUNKS_SKIP_THE_CACHE)
 
 
-def announce_chunked_prefill(model, cache, kwargs: dict, prompt_tokens: int | None) -> None:
-    """Under ``prefill_chunk_size``, tell an empty sparkv cache how long the prompt is, so that its layers compress
-    after the chunk that completes it (``PressedLayer.expect_prefill``). A cache that already holds a prompt takes
-    the chunks into its decode tail, as any multi-token continuation (transformers >= 5.21; before, the chunks would
-    start over from the first token, so that is refused)."""
+def announce_prompt(model, cache, kwargs: dict, prompt_tokens: int | None) -> None:
+    """Tell an empty sparkv cache how long the prompt is when a forward will not hold exactly the prompt
+    (``PressedLayer.expect_prefill``): under ``prefill_chunk_size`` its layers compress after the chunk that completes
+    it; under assisted decoding or prompt lookup the first forward also verifies the first candidates, which join
+    the decode tail. A cache that already holds a prompt takes every new token into its decode tail, as any
+    multi-token continuation (chunks there need transformers >= 5.21; before, they would start over from the first
+    token, so that is refused)."""
     chunk = _generation_option(model, kwargs, "prefill_chunk_size")
-    if chunk is None:
+    assisted = _assisted(model, kwargs)
+    if chunk is None and assisted is None:
         return
-    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1):
         raise ValueError(f"prefill_chunk_size must be an integer >= 1, got {chunk!r}")
     if cache.get_seq_length() > 0:
-        if not chunks_skip_the_cache():
+        if chunk is not None and not chunks_skip_the_cache():
             raise ValueError(f"prefill_chunk_size on a cache that already holds a prompt needs transformers >= "
                              f"{CHUNKS_SKIP_THE_CACHE} (earlier versions start the chunks over from the first token)")
         return
     if prompt_tokens is None:
-        raise ValueError("prefill_chunk_size with a sparkv cache needs the prompt as input_ids (its length is "
-                         "announced to the cache)")
+        raise ValueError(f"{'prefill_chunk_size' if chunk is not None else assisted} with a sparkv cache needs the "
+                         "prompt as input_ids (its length is announced to the cache)")
     cache.expect_prefill(prompt_tokens)
 
 
@@ -594,13 +633,13 @@ def _resolve_length_and_sampling(gen_kwargs: dict, max_new_tokens: int | None, d
 
 
 def _generate_kwargs(batch: _Batch, do_sample: bool, gen_kwargs: dict, tokenizer, model=None,
-                     beams: str | None = None, chunked: str | None = None) -> dict:
+                     beams: str | None = None, chunked: str | None = None, assisted: str | None = None) -> dict:
     kwargs = dict(do_sample=do_sample, pad_token_id=batch.pad_token_id)
     kwargs.update(gen_kwargs)
     for bad in ("cache", "past_key_values"):
         if bad in kwargs:
             raise ValueError(f"sparkv.generate builds its own cache; do not pass {bad}")
-    check_generation_options(model, kwargs, beams=beams, chunked=chunked)
+    check_generation_options(model, kwargs, beams=beams, chunked=chunked, assisted=assisted)
     use_cache_default_on(kwargs)
     kwargs.setdefault("tokenizer", tokenizer)  # model.generate needs it for stop_strings
     return kwargs
@@ -650,7 +689,9 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
         press: a :class:`Press`, a ``PressConfig`` or a press spec string (``"snapkv+spark"``).
         max_new_tokens, do_sample, **gen_kwargs: passed to ``model.generate``. Unset, ``max_new_tokens`` and
             ``do_sample`` come from a ``generation_config`` passed in ``gen_kwargs``, else 32 tokens, greedy.
-            ``num_beams`` runs beam search (the answer is the best beam; not with ``cuda_graph``).
+            ``num_beams`` runs beam search (the answer is the best beam; not with ``cuda_graph``);
+            ``prompt_lookup_num_tokens`` / ``assistant_model`` verify candidates, one context at a time (not with
+            ``cuda_graph``).
         chat_template: use the tokenizer's chat template if it has one.
         answer_prefix: text that starts the reply (after the template's generation prompt); part of the prompt.
         max_context: refuse prompts whose tokens + ``max_new_tokens`` exceed this (default: the model's
@@ -678,10 +719,12 @@ def generate(model, tokenizer, context, question, press, max_new_tokens: int | N
                               beams="with cuda_graph=True (graph steps keep the batch rows in place)" if cuda_graph
                               else None,
                               chunked="with cuda_graph=True (a one-token last chunk would look like a decode step)"
-                              if cuda_graph else None)
+                              if cuda_graph else None,
+                              assisted="with cuda_graph=True (graph steps take one token, candidates come several at "
+                                       "a time)" if cuda_graph else None)
     _reset_peak(model)
     with press(model):
-        cache = press.make_cache(model)  # press(model)'s generate announces a chunked prefill to it
+        cache = press.make_cache(model)  # press(model)'s generate announces the prompt to it
         with _decode_steps(model, cache, max_new_tokens - 1, cuda_graph):
             out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max_new_tokens,
                                  **{cache_kwarg(model): cache}, **kwargs)
@@ -728,7 +771,9 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
                               beams="by generate_many (its first token is generated in a call of its own, which would "
                                     "end the beams there); use sparkv.generate per press",
                               chunked="by generate_many (its shared prefill records one dense prompt); use "
-                                      "sparkv.generate per press")
+                                      "sparkv.generate per press",
+                              assisted="by generate_many (its first token is generated in a call of its own); use "
+                                       "sparkv.generate per press")
     _refuse_step_dependent(kwargs)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -134,9 +134,41 @@ def test_chunked_prefill_arguments_are_checked():
     with pytest.raises(RuntimeError, match="needs an empty pressing layer"):
         layer.expect_prefill(10)
     layer.finish_prefill(torch.randn(2, 4, 6, 16), None, 0.25)
-    with pytest.raises(ValueError, match="passed 12 prompt tokens, more than the 10 announced"):
-        layer.update(*kv(S=6))
-    assert layer.keys is None and layer.prefill_tokens is None  # left empty, not half-filled
+    layer.update(*kv(S=4))
+    layer.finish_prefill(torch.randn(2, 4, 4, 16), None, 0.25)
+    assert layer.prefix is not None and layer.keys is None and layer.prefill_tokens is None
+
+
+@pytest.mark.parametrize("chunks", [(23,), (12, 11), (20, 3)])
+def test_tokens_past_an_announced_prompt_join_the_decode_tail(chunks):
+    """expect_prefill(20), then 23 tokens in one forward or in chunks (assisted decoding verifies its first
+    candidates in the prompt's forward): the 20 are compressed as one prefill of them, the 3 after are the decode
+    tail, as if they had been decoded after the prefill. A whole prompt in one forward is kept without a copy."""
+    k, v = kv(S=23)
+    q = torch.randn(2, 4, 23, 16, generator=torch.Generator().manual_seed(5))
+    one = PressedLayer(press(), 1, 2, config=SPARKV_CONFIG)
+    one.update(k[:, :, :20], v[:, :, :20])
+    one.finish_prefill(q[:, :, :20], None, 0.25)
+    one.update(k[:, :, 20:], v[:, :, 20:])
+    layer = PressedLayer(press(), 1, 2, config=SPARKV_CONFIG)
+    layer.expect_prefill(20)
+    start = 0
+    for n in chunks:
+        end = start + n
+        layer.update(k[:, :, start:end], v[:, :, start:end])
+        if start < 20:
+            assert layer.prompt_len == min(end, 20) and layer.early_tail_len == max(0, end - 20) and layer.pending
+            if n == 23:
+                assert layer.keys.data_ptr() == k.data_ptr()
+            layer.finish_prefill(q[:, :, start:min(end, 20)], None, 0.25)
+        else:  # the prompt was complete: a decode step
+            assert not layer.pending and layer.early_tail is None
+        start = end
+    assert layer.early_tail is None and layer.tail_len == 3 and layer.get_seq_length() == 23
+    want, got = _layer_state(one), _layer_state(layer)
+    assert want.keys() == got.keys()
+    for name in want:  # the tail's keys and values included
+        assert torch.equal(got[name], want[name]), name
 
 
 def test_crop_removes_decode_tail_tokens_only():
@@ -146,14 +178,15 @@ def test_crop_removes_decode_tail_tokens_only():
     for bad in (-1, 5):  # one prompt position; keep 5 of 20
         with pytest.raises(NotImplementedError, match="into its compressed prompt"):
             layer.crop(bad)
-    with pytest.raises(TypeError, match="tokens_to_remove must be an integer"):
-        layer.crop(1.0)
+    for bad in (1.0, True, torch.tensor(1.0), torch.tensor([1, 2])):
+        with pytest.raises(TypeError, match="tokens_to_remove must be an integer"):
+            layer.crop(bad)
     layer.crop(0)
     layer.crop(layer.get_seq_length())  # legacy form, removes nothing
     steps = [kv(S=1, seed=10 + i) for i in range(4)]
     for k, v in steps:
         layer.update(k, v)
-    layer.crop(-3)
+    layer.crop(torch.tensor(-3))  # assisted decoding passes its count of rejected candidates as a tensor
     assert layer.tail_len == 1 and layer.get_seq_length() == 21
     layer.update(*steps[3])  # the next token lands right after the kept one
     assert torch.equal(layer.tail()[0], torch.cat([steps[0][0], steps[3][0]], 2))

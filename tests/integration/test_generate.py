@@ -265,14 +265,17 @@ def test_options_a_sparkv_cache_cannot_serve_are_refused_wherever_they_are_set(l
     cases = [({"use_cache": False}, "use_cache=False"),
              ({"generation_config": GenerationConfig(num_return_sequences=2, do_sample=True)}, "num_return_sequences"),
              ({"generation_config": GenerationConfig(use_cache=False)}, "use_cache=False"),
-             ({"prompt_lookup_num_tokens": 4}, "prompt lookup are not supported"),
-             ({"assistant_model": llama}, "assisted decoding and prompt lookup are not supported")]
+             ({"assistant_early_exit": 1}, "assistant_early_exit is not supported"),
+             ({"assistant_model": llama}, "assistant_model is the pressed model itself")]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark", **kwargs)
     with pytest.raises(ValueError, match="prefill_chunk_size is not supported by generate_many"):
         sparkv.generate_many(llama, tok, CONTEXT, QUESTION, ["spark"],
                              generation_config=GenerationConfig(prefill_chunk_size=64))
+    with pytest.raises(ValueError, match="prompt_lookup_num_tokens .* not supported by generate_many"):
+        sparkv.generate_many(llama, tok, CONTEXT, QUESTION, ["spark"],
+                             generation_config=GenerationConfig(prompt_lookup_num_tokens=3))
     ids, mask = encode(tok, [CONTEXT])
     press = Press("spark")
     with press(llama), pytest.raises(ValueError, match="use_cache=False"):
@@ -288,6 +291,16 @@ def test_chunked_prefill_through_generate(llama, tok, spec):
                               prefill_chunk_size=48)
     assert chunked.token_ids == one.token_ids
     assert chunked.memory.compressed_kv_bytes == one.memory.compressed_kv_bytes == chunked.memory.allocated_kv_bytes
+
+
+def test_prompt_lookup_through_generate(llama, tok):
+    """sparkv.generate(prompt_lookup_num_tokens=...) announces the prompt, so the candidates verified in its forward
+    join the decode tail: the answer is greedy decoding's."""
+    press = Press("snapkv+spark", key_ratio=0.5, token_ratio=0.5)
+    greedy = sparkv.generate(llama, tok, CONTEXT, QUESTION, press, max_new_tokens=12)
+    lookup = sparkv.generate(llama, tok, CONTEXT, QUESTION, press, max_new_tokens=12, prompt_lookup_num_tokens=3)
+    assert lookup.token_ids == greedy.token_ids
+    assert lookup.memory.compressed_kv_bytes == greedy.memory.compressed_kv_bytes
 
 
 def test_generation_config_length_and_sampling_are_honoured(llama, tok):

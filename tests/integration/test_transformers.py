@@ -3,6 +3,8 @@ the attention/cache handshake, the context manager, and the errors."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import DynamicCache
@@ -385,6 +387,48 @@ def test_beam_search_equals_beam_search_over_the_materialised_recovered_keys(tok
         got = model.generate(ids, **{name: cache}, **kwargs)
     assert torch.equal(got, want)
     assert not torch.equal(got, model.generate(ids, **kwargs))  # the pruning shows: this test can tell
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+@pytest.mark.parametrize("spec", ["full", "spark", "snapkv+spark"])
+def test_assisted_decoding_and_prompt_lookup_equal_greedy_decoding(tok, arch, spec, monkeypatch):
+    """Assisted decoding and prompt lookup inside a press. The prompt's forward also verifies the first candidates:
+    the prompt is compressed, then those candidates join the decode tail (``PressedLayer.early_tail``) and attend as
+    decode steps do; rejected candidates are cropped from the tail. So the tokens are greedy decoding's over the same
+    compressed cache, and at λ = 0 plain transformers'. The assistant is the model's own weights over a dense cache:
+    at λ = 0 it proposes the right tokens, under pruning some are rejected. Gemma3 gets a Llama assistant: a Gemma3
+    assistant's own DynamicCache (no sparkv in it) failed inside transformers 5.17 on the H200 machine, its sliding
+    layers holding more tokens than their mask after rejections."""
+    model = tiny_model(arch)
+    assistant = copy.deepcopy(model) if arch == "llama" else tiny_model("llama", seed=1)
+    ids, mask = encode(tok, [CONTEXT])
+    kwargs = dict(max_new_tokens=24, do_sample=False, pad_token_id=PAD)
+    press = Press(spec, key_ratio=0.0 if spec == "full" else 0.8, **({"token_ratio": 0.5} if "+" in spec else {}))
+    with press(model):
+        want = model.generate(ids, attention_mask=mask, **kwargs)
+    plain = model.generate(ids, attention_mask=mask, **kwargs)
+    assert torch.equal(want, plain) == (spec == "full")  # the pruning shows: the rejections below are real
+    early, crops, forwards = [], [], []
+    finish, crop = PressedLayer.finish_prefill, PressedLayer.crop
+    monkeypatch.setattr(PressedLayer, "finish_prefill",
+                        lambda layer, *a: (early.append(layer.early_tail_len), finish(layer, *a))[1])
+    monkeypatch.setattr(PressedLayer, "crop", lambda layer, n: (crops.append(n), crop(layer, n))[1])
+    hook = model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        for extra in (dict(prompt_lookup_num_tokens=4), dict(assistant_model=assistant)):
+            early.clear(), crops.clear(), forwards.clear()
+            with press(model):
+                got = model.generate(ids, attention_mask=mask, **extra, **kwargs)
+            assert torch.equal(got, want), extra
+            cache = press.last_cache
+            assert cache.get_seq_length() == got.shape[1] - 1  # every accepted token but the last is cached
+            if "assistant_model" in extra:
+                assert early and min(early) > 0  # every pressed layer took candidates in the prompt's forward
+                assert min(crops) < 0 or (spec, arch) == ("full", "llama")  # candidates rejected, cropped
+                if arch == "llama" and spec == "full":
+                    assert len(forwards) < kwargs["max_new_tokens"]  # candidates accepted: fewer forwards than tokens
+    finally:
+        hook.remove()
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])

@@ -269,3 +269,41 @@ def test_model_split_over_two_gpus(spec):
     assert results[1].memory.compressed_kv_bytes == results[0].memory.compressed_kv_bytes
     assert results[1].memory.compressed_kv_bytes == results[1].memory.allocated_kv_bytes
     assert len(results[1].token_ids) == 2
+
+
+@pytest.mark.gpu
+def test_gpu_candidates_in_the_prompts_forward_attend_as_decode_steps():
+    """Assisted decoding on CUDA (bf16, pages, the CUDA kernel): a forward of the announced prompt plus five
+    candidates gives the candidates the logits of five decode steps over the compressed prompt (up to bf16 rounding:
+    the steps run the one-token kernel, the candidates the same kernel once each), and leaves the same cache; prompt
+    lookup and a separate assistant model then run end to end."""
+    from sparkv.integration.transformers import cache_kwarg
+
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", dtype=torch.bfloat16, hidden_size=512, num_attention_heads=4, num_key_value_heads=2,
+                       num_hidden_layers=2, intermediate_size=1024, max_position_embeddings=4096).to("cuda")
+    ids, _ = encode(tok, [(CONTEXT + " ") * 8], "cuda")
+    forced = torch.randint(5, 200, (1, 5), generator=torch.Generator().manual_seed(3)).to("cuda")
+    press, name, s = Press("snapkv+spark", key_ratio=0.5, budget=300), cache_kwarg(model), ids.shape[1]
+    with use_sparkv_attention(model), torch.no_grad():
+        steps = press.make_cache(model)
+        want = [model(ids, use_cache=True, **{name: steps}).logits[:, -1]]
+        for i in range(5):
+            want.append(model(forced[:, i:i + 1], use_cache=True, **{name: steps}).logits[:, -1])
+        once = press.make_cache(model)
+        once.expect_prefill(s)
+        got = model(torch.cat([ids, forced], 1), use_cache=True, **{name: once}).logits[:, s - 1:]
+    want = torch.stack(want, 1).float()
+    assert (got.float() - want).abs().max().item() <= 5e-2 * max(want.abs().max().item(), 1.0)
+    for a, b in zip(steps.layers, once.layers):
+        assert isinstance(b.prefix, SparKPages) and b.tail_len == a.tail_len == 5
+        assert torch.equal(a.prefix.lengths, b.prefix.lengths)
+    helper = tiny_model("llama", dtype=torch.bfloat16, seed=1, hidden_size=512, num_attention_heads=4,
+                        num_key_value_heads=2, num_hidden_layers=1, intermediate_size=1024,
+                        max_position_embeddings=4096).to("cuda")
+    for extra in (dict(prompt_lookup_num_tokens=4), dict(assistant_model=helper)):
+        with press(model):
+            out = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=PAD,
+                                 **extra)
+        assert out.shape == (1, s + 12)
+        assert press.last_cache.get_seq_length() == s + 11
