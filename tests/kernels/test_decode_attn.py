@@ -241,6 +241,8 @@ def _several_queries(b, h, g, s, st, q_len, d, dk, dtype, seed=0):
 def test_several_new_tokens_through_the_one_token_kernel(case, dtype, poison_empty):
     """decode_attn_per_query (query i sees the tail up to its own token) equals the blockwise reference's causal
     attention of all the queries at once; the dispatcher takes it for 2..PER_QUERY_KERNEL_MAX tokens."""
+    if dtype == torch.float32 and DEVICE == "cuda":
+        pytest.skip("the one-token kernels take fp32 under the interpreter only")
     query, prefix, tail_k, tail_v = _several_queries(*case, dtype)
     scaling = query.shape[-1] ** -0.5
     want = reference(query, prefix, tail_k, tail_v, scaling)
