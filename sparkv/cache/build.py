@@ -22,6 +22,10 @@ from sparkv.config import PressConfig
 __all__ = ["SparkvCache", "build_cache", "fork_cache", "layer_types", "text_config"]
 
 SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
+ASSISTED_NEEDS_AN_EMPTY_CACHE = (
+    "assisted decoding and prompt lookup need an empty sparkv cache: transformers feeds their first forward the whole "
+    "input again, which a cache holding a prompt would append after it; start from a fresh cache with the whole "
+    "conversation as the prompt")
 
 
 class SparkvCache(Cache):
@@ -54,6 +58,30 @@ class SparkvCache(Cache):
         for layer in self.layers:
             if isinstance(layer, PressedLayer):
                 layer.expect_prefill(tokens)
+
+    def activate_past_recording(self) -> None:
+        """transformers calls this before assisted decoding (and an assistant's own generate). A sparkv cache serves it
+        only empty and with the prompt's length announced (``expect_prefill``, which a press's ``generate`` does),
+        so that the candidates verified in the prompt's forward are not compressed with the prompt; refused before
+        anything changes otherwise."""
+        pressed = [layer for layer in self.layers if isinstance(layer, PressedLayer)]
+        if any(layer.prefix is not None or layer.keys is not None for layer in pressed):
+            raise ValueError(ASSISTED_NEEDS_AN_EMPTY_CACHE)
+        if any(layer.prefill_tokens is None for layer in pressed):
+            raise ValueError("assisted decoding and prompt lookup over a sparkv cache need the prompt's length "
+                             "announced before the first forward, so that the candidates verified with it are not "
+                             "compressed with it: run model.generate inside `with press(model):` (or "
+                             "sparkv.generate), or call cache.expect_prefill(prompt_tokens) first")
+        super().activate_past_recording()
+
+    def end_past_recording(self) -> None:
+        """Stop recording past states after a generation that turned it on (assisted decoding): the dense sliding
+        layers go back to holding their window (``DenseSlidingLayer.end_past_recording``)."""
+        for layer in self.layers:
+            if isinstance(layer, DenseSlidingLayer):
+                layer.end_past_recording()
+            elif hasattr(layer, "record_past"):
+                layer.record_past = False
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._select_rows(beam_idx, "beam_idx", lambda layer: layer.reorder_cache(beam_idx))

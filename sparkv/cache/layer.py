@@ -542,10 +542,27 @@ class DenseSlidingLayer(DynamicSlidingWindowLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         out = super().update(key_states, value_states, *args, **kwargs)
+        self._compact()
+        return out
+
+    def crop(self, tokens_to_remove) -> None:
+        super().crop(crop_amount(tokens_to_remove))
+        self._compact()  # transformers' crop keeps a slice of the buffer
+
+    def end_past_recording(self) -> None:
+        """Back to holding the window once a generation that recorded past states is over (transformers' assisted
+        decoding turns recording on and never off; left on, later turns would keep every token)."""
+        self.record_past = False
+        if self.keys is not None and self.keys.dim() == 4 and self.keys.shape[-2] > self.sliding_window - 1:
+            self.keys = self.keys[:, :, -self.sliding_window + 1:]
+            self.values = self.values[:, :, -self.sliding_window + 1:]
+        self._compact()
+
+    def _compact(self) -> None:
         from sparkv.methods.compose import compact
 
-        self.keys, self.values = compact(self.keys), compact(self.values)
-        return out
+        if self.keys is not None:
+            self.keys, self.values = compact(self.keys), compact(self.values)
 
     def copy(self) -> DenseSlidingLayer:
         """A deep copy (tensors cloned), so two caches can decode from one prefill."""

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sparkv.cache.build import build_cache, fork_cache, layer_types, text_config
+from sparkv.cache.build import ASSISTED_NEEDS_AN_EMPTY_CACHE, build_cache, fork_cache, layer_types, text_config
 from sparkv.cache.layer import ATTN_IMPLEMENTATION, DEFAULT_TAIL_CHUNK, AttentionHandle
 from sparkv.cache.layout import DenseKeys
 from sparkv.config import PressConfig, parse_press
@@ -351,7 +351,10 @@ class Press:
                     if empty and not cache.prefilled():  # a failed or refused prefill leaves the cache empty and
                         cache.reset()                    # reusable, not half-filled (a decode error keeps it)
                     raise
+                finally:
+                    cache.end_past_recording()  # assisted decoding turned it on: the next turn holds windows again
 
+            generate._sparkv_press = True  # an assistant_model inside a press is refused (check_generation_options)
             generate.__doc__ = bound.__doc__
             object.__setattr__(model, "generate", generate)
             try:
@@ -557,6 +560,9 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
     if kwargs.get("assistant_model") is model:
         raise ValueError("assistant_model is the pressed model itself: pass a separate (smaller) model, or "
                          "prompt_lookup_num_tokens")
+    if getattr(getattr(kwargs.get("assistant_model"), "generate", None), "_sparkv_press", False):
+        raise ValueError("assistant_model runs inside a sparkv press: transformers rolls an assistant's cache back "
+                         "into its prompt, which a compressed prompt cannot take; give the assistant its plain cache")
     if assisted is not None and (option := _assisted(model, kwargs)) is not None:
         raise ValueError(f"{option} (assisted decoding, prompt lookup) is not supported {assisted}")
     if chunked is not None and _generation_option(model, kwargs, "prefill_chunk_size") is not None:
@@ -587,16 +593,21 @@ def announce_prompt(model, cache, kwargs: dict, prompt_tokens: int | None) -> No
     """Tell an empty sparkv cache how long the prompt is when a forward will not hold exactly the prompt
     (``PressedLayer.expect_prefill``): under ``prefill_chunk_size`` its layers compress after the chunk that completes
     it; under assisted decoding or prompt lookup the first forward also verifies the first candidates, which join
-    the decode tail. A cache that already holds a prompt takes every new token into its decode tail, as any
-    multi-token continuation (chunks there need transformers >= 5.21; before, they would start over from the first
-    token, so that is refused)."""
+    the decode tail. A cache that already holds a prompt takes every new token of a chunked call into its decode
+    tail, as any multi-token continuation (transformers >= 5.21; before, the chunks would start over from the first
+    token, so that is refused); assisted decoding there is refused (transformers re-feeds the whole input)."""
     chunk = _generation_option(model, kwargs, "prefill_chunk_size")
     assisted = _assisted(model, kwargs)
     if chunk is None and assisted is None:
         return
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1):
         raise ValueError(f"prefill_chunk_size must be an integer >= 1, got {chunk!r}")
+    if assisted is not None and kwargs.get("inputs_embeds") is not None:
+        raise ValueError(f"{assisted} with inputs_embeds is not supported with a sparkv cache: the prompt's length "
+                         "is announced from input_ids; pass input_ids only")
     if cache.get_seq_length() > 0:
+        if assisted is not None:
+            raise ValueError(ASSISTED_NEEDS_AN_EMPTY_CACHE)
         if chunk is not None and not chunks_skip_the_cache():
             raise ValueError(f"prefill_chunk_size on a cache that already holds a prompt needs transformers >= "
                              f"{CHUNKS_SKIP_THE_CACHE} (earlier versions start the chunks over from the first token)")

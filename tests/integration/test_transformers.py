@@ -431,6 +431,55 @@ def test_assisted_decoding_and_prompt_lookup_equal_greedy_decoding(tok, arch, sp
         hook.remove()
 
 
+def test_assisted_decoding_is_refused_where_a_sparkv_cache_cannot_serve_it(tok):
+    """Refused before anything changes: an unannounced prompt (the candidates would be compressed with it), a cache
+    that already holds a prompt (transformers re-feeds the whole input to the first forward), inputs_embeds beside
+    input_ids, and an assistant that itself runs inside a press (its cache would be cropped into its prompt)."""
+    model = tiny_model("llama")
+    ids, mask = encode(tok, [CONTEXT])
+    name = cache_kwarg(model)
+    kwargs = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=PAD)
+    cache = Press("spark").make_cache(model)
+    with use_sparkv_attention(model), pytest.raises(ValueError, match="prompt's length announced"):
+        model.generate(ids, prompt_lookup_num_tokens=3, **{name: cache}, **kwargs)
+    assert cache.get_seq_length() == 0
+    press = Press("spark")
+    with press(model):
+        first = model.generate(ids, **kwargs)
+        filled = press.last_cache
+        length = filled.get_seq_length()
+        with pytest.raises(ValueError, match="need an empty sparkv cache"):
+            model.generate(first, prompt_lookup_num_tokens=3, **{name: filled}, **dict(kwargs, attention_mask=None))
+        assert filled.get_seq_length() == length
+        with pytest.raises(ValueError, match="inputs_embeds is not supported"):
+            model.generate(ids, inputs_embeds=model.get_input_embeddings()(ids), prompt_lookup_num_tokens=3,
+                           **kwargs)
+        helper = tiny_model("llama", seed=1)
+        with Press("spark")(helper), pytest.raises(ValueError, match="assistant_model runs inside a sparkv press"):
+            model.generate(ids, assistant_model=helper, **kwargs)
+
+
+def test_assisted_decoding_leaves_sliding_layers_holding_their_window(tok):
+    """transformers turns past recording on for assisted decoding and never off: after the call the press turns it
+    off, so Gemma3's dense sliding layers hold their window again, and the bytes held are the bytes counted."""
+    model = tiny_model("gemma3_text")
+    ids, mask = encode(tok, [CONTEXT])
+    press = Press("snapkv+spark", key_ratio=0.5, token_ratio=0.5)
+    with press(model):
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=PAD,
+                             prompt_lookup_num_tokens=3)
+        cache = press.last_cache
+        sliding = [layer for layer in cache.layers if not isinstance(layer, PressedLayer)]
+        assert sliding and not any(layer.record_past for layer in sliding)
+        report = press.memory()
+        assert report.allocated_kv_bytes == report.compressed_kv_bytes
+        turn = torch.full((1, 20), 7)
+        model.generate(torch.cat([out, turn], 1), max_new_tokens=4, do_sample=False, pad_token_id=PAD,
+                       **{cache_kwarg(model): cache})
+    window = model.config.sliding_window
+    assert all(layer.keys.shape[-2] == window - 1 for layer in sliding)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
 @pytest.mark.parametrize("spec", ["spark", "snapkv+spark", "pyramidkv+think"])
 def test_chunked_prefill_equals_one_prefill(tok, arch, spec, monkeypatch):

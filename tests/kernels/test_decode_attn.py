@@ -254,6 +254,9 @@ def test_several_new_tokens_through_the_one_token_kernel(case, dtype, poison_emp
     assert 2 <= case[5] <= PER_QUERY_KERNEL_MAX
     with pytest.raises(ValueError, match="fewer than the"):
         decode_attn_per_query(query, prefix, tail_k[:, :, :2], tail_v[:, :, :2], scaling)
+    many = query[:, :, :1].expand(-1, -1, PER_QUERY_KERNEL_MAX + 1, -1)
+    with pytest.raises(ValueError, match=f"at most PER_QUERY_KERNEL_MAX = {PER_QUERY_KERNEL_MAX} new tokens"):
+        decode_attn(many, prefix, tail_k, tail_v, scaling, backend="triton")
 
 
 TAIL_LENGTH_CASES = [  # (B, H, G, S, tail capacity, valid tail tokens, D, DK): DK None = dense prefix, S 0 = none

@@ -38,6 +38,10 @@ def decode_attn(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Ten
         raise ValueError("a batch row with prefix.lengths[b] = 0 and no tail has no token to attend to (its output "
                          "would be 0/0)")
     q_len = query.shape[2]
+    if backend == "triton" and q_len > PER_QUERY_KERNEL_MAX:
+        raise ValueError(f"backend='triton' takes at most PER_QUERY_KERNEL_MAX = {PER_QUERY_KERNEL_MAX} new tokens a "
+                         f"step (the one-token kernels once per token), got {q_len}; use 'auto' (the PyTorch path "
+                         "takes longer steps)")
     several = 1 < q_len <= PER_QUERY_KERNEL_MAX and tail_length is None and not no_tail \
         and tail_keys.shape[-2] >= q_len
     if resolve_backend(backend, query.device, supported=_fused_supports(query[:, :, :1] if several else query,
