@@ -22,10 +22,6 @@ from sparkv.config import PressConfig
 __all__ = ["SparkvCache", "build_cache", "fork_cache", "layer_types", "text_config"]
 
 SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
-ASSISTED_NEEDS_AN_EMPTY_CACHE = (
-    "assisted decoding and prompt lookup need an empty sparkv cache: transformers feeds their first forward the whole "
-    "input again, which a cache holding a prompt would append after it; start from a fresh cache with the whole "
-    "conversation as the prompt")
 
 
 class SparkvCache(Cache):
@@ -66,7 +62,9 @@ class SparkvCache(Cache):
         anything changes otherwise."""
         pressed = [layer for layer in self.layers if isinstance(layer, PressedLayer)]
         if any(layer.prefix is not None or layer.keys is not None for layer in pressed):
-            raise ValueError(ASSISTED_NEEDS_AN_EMPTY_CACHE)
+            raise ValueError("assisted decoding and prompt lookup need an empty sparkv cache: transformers feeds their "
+                             "first forward the whole input again, which a cache holding a prompt would append after "
+                             "it; start from a fresh cache with the whole conversation as the prompt")
         if any(layer.prefill_tokens is None for layer in pressed):
             raise ValueError("assisted decoding and prompt lookup over a sparkv cache need the prompt's length "
                              "announced before the first forward, so that the candidates verified with it are not "
@@ -80,8 +78,6 @@ class SparkvCache(Cache):
         for layer in self.layers:
             if isinstance(layer, DenseSlidingLayer):
                 layer.end_past_recording()
-            elif hasattr(layer, "record_past"):
-                layer.record_past = False
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._select_rows(beam_idx, "beam_idx", lambda layer: layer.reorder_cache(beam_idx))

@@ -265,7 +265,7 @@ class PressedLayer(CacheLayerMixin):
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
             raise ValueError(f"tokens must be an integer >= 1, got {tokens!r}")
         if self.recording or self.prefix is not None or self.keys is not None or self.pending:
-            raise RuntimeError(f"layer {self.layer_idx}: a chunked prefill needs an empty pressing layer")
+            raise RuntimeError(f"layer {self.layer_idx}: an announced prompt needs an empty pressing layer")
         self.prefill_tokens = tokens
 
     def crop(self, tokens_to_remove: int) -> None:
@@ -338,9 +338,9 @@ class PressedLayer(CacheLayerMixin):
         index = index.to(self.device) if checked else check_row_index(index, rows, self.device, name)
         if self.prefix is not None:
             self.prefix = select_rows(self.prefix, index, checked=True)
-        for name in ("tail_keys", "tail_values", "keys", "values", "window_queries", "valid_mask"):
-            if (t := getattr(self, name)) is not None:
-                setattr(self, name, t.index_select(0, index))
+        for field in ("tail_keys", "tail_values", "keys", "values", "window_queries", "valid_mask"):
+            if (t := getattr(self, field)) is not None:
+                setattr(self, field, t.index_select(0, index))
 
     def offload(self):
         raise NotImplementedError("sparkv caches do not support offloading")

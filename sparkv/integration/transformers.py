@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sparkv.cache.build import ASSISTED_NEEDS_AN_EMPTY_CACHE, build_cache, fork_cache, layer_types, text_config
+from sparkv.cache.build import build_cache, fork_cache, layer_types, text_config
 from sparkv.cache.layer import ATTN_IMPLEMENTATION, DEFAULT_TAIL_CHUNK, AttentionHandle
 from sparkv.cache.layout import DenseKeys
 from sparkv.config import PressConfig, parse_press
@@ -595,7 +595,8 @@ def announce_prompt(model, cache, kwargs: dict, prompt_tokens: int | None) -> No
     it; under assisted decoding or prompt lookup the first forward also verifies the first candidates, which join
     the decode tail. A cache that already holds a prompt takes every new token of a chunked call into its decode
     tail, as any multi-token continuation (transformers >= 5.21; before, the chunks would start over from the first
-    token, so that is refused); assisted decoding there is refused (transformers re-feeds the whole input)."""
+    token, so that is refused); assisted decoding there is refused by the cache
+    (``SparkvCache.activate_past_recording``: transformers re-feeds the whole input)."""
     chunk = _generation_option(model, kwargs, "prefill_chunk_size")
     assisted = _assisted(model, kwargs)
     if chunk is None and assisted is None:
@@ -605,10 +606,8 @@ def announce_prompt(model, cache, kwargs: dict, prompt_tokens: int | None) -> No
     if assisted is not None and kwargs.get("inputs_embeds") is not None:
         raise ValueError(f"{assisted} with inputs_embeds is not supported with a sparkv cache: the prompt's length "
                          "is announced from input_ids; pass input_ids only")
-    if cache.get_seq_length() > 0:
-        if assisted is not None:
-            raise ValueError(ASSISTED_NEEDS_AN_EMPTY_CACHE)
-        if chunk is not None and not chunks_skip_the_cache():
+    if cache.get_seq_length() > 0:  # assisted decoding here is refused by the cache (activate_past_recording)
+        if assisted is None and not chunks_skip_the_cache():
             raise ValueError(f"prefill_chunk_size on a cache that already holds a prompt needs transformers >= "
                              f"{CHUNKS_SKIP_THE_CACHE} (earlier versions start the chunks over from the first token)")
         return
