@@ -1,17 +1,20 @@
-"""Steps of several new tokens (assisted decoding's candidates, a continuation) over a compressed prompt: the
-one-token kernels once per token (``decode_attn_per_query``) against the blockwise PyTorch path (``decode_attn_ref``,
-all the tokens in one pass). Sets ``sparkv.kernels.decode_attn.PER_QUERY_KERNEL_MAX``.
+"""Steps of several new tokens (assisted decoding's candidates, a continuation) over a compressed prompt, three ways:
+one launch of the GPU kernels with each query a row of its own (``decode_attn_triton`` with ``Q`` queries: what the
+dispatcher runs for 2..``PER_QUERY_KERNEL_MAX`` tokens), the one-token kernels called once per token (session 38's
+path, kept here for comparison), and the blockwise PyTorch path (``decode_attn_ref``, all the tokens in one pass).
 
-    PYTHONPATH=. python benchmarks/multi_token_steps.py     # -> benchmarks/results/multi_token_steps_h200.json
+    PYTHONPATH=. python benchmarks/multi_token_steps.py     # -> benchmarks/results/multi_token_steps_h200.json + .png
+    PYTHONPATH=. python benchmarks/multi_token_steps.py --replot RUN.json          # the figure again, no GPU
 
 One attention call of one layer as a decode step makes it, eagerly (host time included: that is what an eager
 verification step pays), wall-clock medians after warm-up, the device synchronised after every call. Prefixes as a
 sparkv cache keeps them (``decode_storage``: pages where the CUDA kernel takes the case), bf16, batch 1, a 64-token
-tail whose last Q tokens are the queries'. Both paths are checked against the fp32 reference first.
+tail whose last Q tokens are the queries'. Every path is checked against the fp32 reference first.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -27,7 +30,7 @@ from common import (  # noqa: E402
     environment,
     fmt_ctx,
     markdown_table,
-    parse_gpu_args,
+    plot_after_run,
     rel_err,
     script_parser,
     wall_clock_us,
@@ -36,15 +39,28 @@ from common import (  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
-from sparkv.kernels.decode_attn import decode_attn_per_query, decode_storage  # noqa: E402
+from sparkv.kernels.decode_attn import decode_storage  # noqa: E402
+from sparkv.kernels.decode_attn.fused import decode_attn_triton  # noqa: E402
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
 
 MODELS = [{"model": "llama-3.1-8b", "q_heads": 32, "kv_heads": 8, "head_dim": 128},
           {"model": "smollm2", "q_heads": 9, "kv_heads": 3, "head_dim": 64}]
-TOKENS = (1, 2, 4, 8, 16, 32)
-TAIL = 64
+TOKENS = (1, 2, 4, 8, 16, 32, 64)
+TAIL = 96
 TOL = 1e-2
+PATHS = {"one_launch": "one launch, a row per query", "per_token": "one-token kernels once per token",
+         "blockwise": "blockwise PyTorch"}
+
+
+def per_token(q, prefix, tail_k, tail_v, scaling):
+    """Session 38's path: query i through the one-token kernels over the tail up to its own token."""
+    seen = tail_k.shape[2] - q.shape[2]
+    return torch.cat([decode_attn_triton(q[:, :, i:i + 1], prefix, tail_k[:, :, :seen + i + 1],
+                                         tail_v[:, :, :seen + i + 1], scaling) for i in range(q.shape[2])], 2)
+
+
+FUNCTIONS = {"one_launch": decode_attn_triton, "per_token": per_token, "blockwise": decode_attn_ref}
 
 
 def synchronised(fn):
@@ -54,11 +70,39 @@ def synchronised(fn):
     return call
 
 
+def plot(result: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = sorted({(r["model"], r["context"]) for r in result["rows"]})
+    fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.6), squeeze=False)
+    for ax, (model, context) in zip(axes[0], shapes):
+        rows = [r for r in result["rows"] if (r["model"], r["context"]) == (model, context) and "error" not in r]
+        for key, label in PATHS.items():
+            ax.plot([r["tokens"] for r in rows], [r[f"{key}_us"] / 1e3 for r in rows], marker="o", label=label)
+        ax.set(xscale="log", yscale="log", title=f"{model}, {context}", xlabel="new tokens a step",
+               ylabel="ms per layer (host included)")
+        ax.set_xticks([r["tokens"] for r in rows], [str(r["tokens"]) for r in rows])
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{result['device']}, {result['date']}, λ = {result['rows'][0]['key_ratio']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=130)
+    print(f"wrote {png}")
+
+
 def main() -> None:
     parser = script_parser(__doc__, default_out("multi_token_steps"))
     parser.add_argument("--contexts", default="8192,32768", help="prompt tokens, comma-separated")
     parser.add_argument("--key-ratio", type=float, default=0.5)
-    args = parse_gpu_args(parser, "multi_token_steps.py")
+    parser.add_argument("--replot", type=Path, metavar="JSON", help="draw the figure of a run's JSON, then exit")
+    args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
+        return
+    if not torch.cuda.is_available():
+        sys.exit("multi_token_steps.py needs a CUDA device")
     contexts = [int(c) for c in args.contexts.split(",")]
     rows = []
     for m, s in tqdm([(m, s) for m in MODELS for s in contexts], desc="shapes"):
@@ -76,27 +120,31 @@ def main() -> None:
             scaling = d ** -0.5
             want = decode_attn_ref(q.float(), arrays, tail_k, tail_v, scaling)
             row = dict(m, context=s, batch=1, key_ratio=args.key_ratio, tokens=q_len, layout=type(prefix).__name__)
-            row["per_query_rel_err"] = rel_err(decode_attn_per_query(q, prefix, tail_k, tail_v, scaling), want)
-            row["blockwise_rel_err"] = rel_err(decode_attn_ref(q, prefix, tail_k, tail_v, scaling), want)
-            if max(row["per_query_rel_err"], row["blockwise_rel_err"]) > TOL:
+            for key, fn in FUNCTIONS.items():
+                row[f"{key}_rel_err"] = rel_err(fn(q, prefix, tail_k, tail_v, scaling), want)
+            if max(row[f"{key}_rel_err"] for key in FUNCTIONS) > TOL:
                 row["error"] = "a path is off the fp32 reference"
                 tqdm.write(f"FAILED check: {row}")
             else:
-                row["per_query_us"] = wall_clock_us(synchronised(
-                    lambda: decode_attn_per_query(q, prefix, tail_k, tail_v, scaling)), warmup=3, rep=15)
-                row["blockwise_us"] = wall_clock_us(synchronised(
-                    lambda: decode_attn_ref(q, prefix, tail_k, tail_v, scaling)), warmup=2, rep=7)
-                row["per_query_speedup"] = row["blockwise_us"] / row["per_query_us"]
+                for key, fn in FUNCTIONS.items():
+                    slow = key == "blockwise"
+                    row[f"{key}_us"] = wall_clock_us(synchronised(lambda fn=fn: fn(q, prefix, tail_k, tail_v, scaling)),
+                                                     warmup=2 if slow else 3, rep=7 if slow else 15)
+                row["one_launch_vs_per_token"] = row["per_token_us"] / row["one_launch_us"]
+                row["one_launch_vs_blockwise"] = row["blockwise_us"] / row["one_launch_us"]
             rows.append(row)
     columns = [("model", "heads", ""), ("context", "context", ""), ("tokens", "new tokens", ""),
-               ("per_query_us", "per token (µs)", ".1f"), ("blockwise_us", "blockwise (µs)", ".1f"),
-               ("per_query_speedup", "per token / blockwise", ".2f"), ("per_query_rel_err", "err", ".1e")]
+               ("one_launch_us", "one launch (µs)", ".1f"), ("per_token_us", "per token (µs)", ".1f"),
+               ("blockwise_us", "blockwise (µs)", ".1f"), ("one_launch_vs_per_token", "vs per token", ".2f"),
+               ("one_launch_vs_blockwise", "vs blockwise", ".2f"), ("one_launch_rel_err", "err", ".1e")]
     for row in rows:
         row["context"] = fmt_ctx(row["context"])
-    write_json(args.out, {**environment(), "command": "PYTHONPATH=. python benchmarks/multi_token_steps.py",
-                          "rows": rows})
+    result = {**environment(), "command": "PYTHONPATH=. python benchmarks/multi_token_steps.py", "paths": PATHS,
+              "rows": rows}
+    write_json(args.out, result)
     print(markdown_table(rows, columns))
     print(f"(JSON: {args.out})")
+    plot_after_run(plot, result, args.out.with_suffix(".png"), args.out)
 
 
 if __name__ == "__main__":

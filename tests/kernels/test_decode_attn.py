@@ -11,7 +11,7 @@ import torch
 
 from sparkv.cache.layout import CompressedKV, DenseKeys
 from sparkv.config import kept_channels
-from sparkv.kernels.decode_attn import PER_QUERY_KERNEL_MAX, decode_attn, decode_attn_per_query
+from sparkv.kernels.decode_attn import PER_QUERY_KERNEL_MAX, decode_attn
 from sparkv.kernels.decode_attn.fused import (
     EXPAND_GLOBAL,
     EXPAND_TILE,
@@ -196,8 +196,11 @@ def test_decode_dispatch_and_errors():
     query, prefix, tail_k, tail_v = make_case(1, 1, 2, 10, 2, 64, 13, torch.bfloat16)
     out = decode_attn(query, prefix, tail_k, tail_v, 0.125, backend="triton")
     assert rel_err(out, reference(query, prefix, tail_k, tail_v, 0.125)) < 1e-2
-    with pytest.raises(ValueError, match="Q = 1|\\[B, HQ, 1, D\\]"):
-        decode_attn_triton(query.expand(-1, -1, 2, -1), prefix, tail_k, tail_v, 0.125)
+    with pytest.raises(ValueError, match="3 new tokens need their own keys as the tail's last 3 tokens; the tail "
+                                         "holds 2"):
+        decode_attn_triton(query.expand(-1, -1, 3, -1), prefix, tail_k, tail_v, 0.125)
+    with pytest.raises(ValueError, match="Q >= 1"):
+        decode_attn_triton(query[:, :, :0], prefix, tail_k, tail_v, 0.125)
     with pytest.raises(ValueError, match="prefix or a tail"):
         decode_attn_triton(query, None, None, None, 0.125)
     with pytest.raises(ValueError, match="tail_keys is on meta"):
@@ -227,36 +230,62 @@ def test_decode_dispatch_and_errors():
             decode_attn_ref(query, prefix, tail_k, tail_v, 0.125, block_size=bad)
 
 
-def _several_queries(b, h, g, s, st, q_len, d, dk, dtype, seed=0):
+def _several_queries(b, h, g, s, st, q_len, d, dk, dtype, seed=0, **kw):
     """A case with ``q_len`` new tokens: their queries and a tail whose last ``q_len`` tokens are theirs."""
-    _, prefix, tail_k, tail_v = make_case(b, h, g, s, st, d, dk, dtype, seed=seed)
+    _, prefix, tail_k, tail_v = make_case(b, h, g, s, st, d, dk, dtype, seed=seed, **kw)
     query = torch.randn(b, h * g, q_len, d, generator=torch.Generator().manual_seed(seed + 1)).to(dtype).to(DEVICE)
     return query, prefix, tail_k, tail_v
 
 
+SEVERAL_TOKEN_CASES = [  # (B, H, G, S, ST, Q, D, DK, recovery, prefix lengths): DK None = dense prefix, S 0 = none
+    (2, 2, 3, 63, 5, 5, 64, 13, "mean", [63, 20]),
+    (3, 1, 2, 70, 12, 4, 64, 40, "constant", None),
+    (1, 2, 4, 33, 2, 2, 32, 9, "zero", None),
+    (1, 2, 2, 40, 9, 4, 32, None, "mean", None),
+    (2, 1, 4, 0, 7, 3, 64, None, "mean", None),
+]
+
+
 @pytest.mark.interpret
-@pytest.mark.parametrize("case", [(2, 2, 3, 63, 5, 5, 64, 13), (1, 2, 2, 40, 9, 4, 32, None),
-                                  (2, 1, 4, 0, 7, 3, 64, None)], ids=["spark", "dense", "tail-only"])
+@pytest.mark.parametrize("case", SEVERAL_TOKEN_CASES, ids=["spark", "constant", "zero", "dense", "tail-only"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-def test_several_new_tokens_through_the_one_token_kernel(case, dtype, poison_empty):
-    """decode_attn_per_query (query i sees the tail up to its own token) equals the blockwise reference's causal
-    attention of all the queries at once; the dispatcher takes it for 2..PER_QUERY_KERNEL_MAX tokens."""
+def test_several_new_tokens_in_one_launch(case, dtype, poison_empty):
+    """Q new tokens as Q query rows of one launch (query i sees the tail up to its own token) equal the blockwise
+    reference's causal attention of all the queries at once, per row lengths included; the dispatcher takes them for
+    2..PER_QUERY_KERNEL_MAX tokens."""
     if dtype == torch.float32 and DEVICE == "cuda":
-        pytest.skip("the one-token kernels take fp32 under the interpreter only")
-    query, prefix, tail_k, tail_v = _several_queries(*case, dtype)
+        pytest.skip("the GPU kernels take fp32 under the interpreter only")
+    *shape, recovery, lengths = case
+    query, prefix, tail_k, tail_v = _several_queries(*shape, dtype, recovery=recovery, lengths=lengths)
     scaling = query.shape[-1] ** -0.5
     want = reference(query, prefix, tail_k, tail_v, scaling)
-    got = decode_attn_per_query(query, prefix, tail_k, tail_v, scaling)
-    assert got.shape == query.shape and rel_err(got, want) < RTOL[dtype]
-    if dtype != torch.float32:  # fp32 runs the one-token kernels under the interpreter only: not dispatched there
-        got = decode_attn(query, prefix, tail_k, tail_v, scaling, backend="triton")
-        assert rel_err(got, want) < RTOL[dtype]
-    assert 2 <= case[5] <= PER_QUERY_KERNEL_MAX
-    with pytest.raises(ValueError, match="fewer than the"):
-        decode_attn_per_query(query, prefix, tail_k[:, :, :2], tail_v[:, :, :2], scaling)
+    got = decode_attn_triton(query, prefix, tail_k, tail_v, scaling)
+    assert got.shape == query.shape and got.dtype == query.dtype and rel_err(got, want) < RTOL[dtype]
+    # Each query alone, over the tail up to its own token: the rows of one launch are the one-token steps.
+    q_len, seen = query.shape[2], tail_k.shape[2] - query.shape[2]
+    for i in (0, q_len - 1):
+        one = decode_attn_triton(query[:, :, i:i + 1], prefix, tail_k[:, :, :seen + i + 1], tail_v[:, :, :seen + i + 1],
+                                 scaling)
+        assert rel_err(got[:, :, i:i + 1], one) < RTOL[dtype]
+    if dtype != torch.float32:  # fp32 runs the GPU kernels under the interpreter only: not dispatched there
+        assert rel_err(decode_attn(query, prefix, tail_k, tail_v, scaling, backend="triton"), want) < RTOL[dtype]
+    assert 2 <= q_len <= PER_QUERY_KERNEL_MAX
     many = query[:, :, :1].expand(-1, -1, PER_QUERY_KERNEL_MAX + 1, -1)
     with pytest.raises(ValueError, match=f"at most PER_QUERY_KERNEL_MAX = {PER_QUERY_KERNEL_MAX} new tokens"):
         decode_attn(many, prefix, tail_k, tail_v, scaling, backend="triton")
+
+
+@pytest.mark.interpret
+def test_several_new_tokens_with_the_tail_length_on_the_device(poison_empty):
+    """A CUDA graph's tail (capacity + a device-side length) with several new tokens: the queries' keys are the last
+    ``Q`` of the valid tokens, garbage past them never reaches the output."""
+    dtype = torch.float32 if DEVICE == "cpu" else torch.bfloat16
+    query, prefix, tail_k, tail_v = _several_queries(2, 2, 3, 63, 12, 4, 64, 13, dtype)
+    tail_k[:, :, 9:], tail_v[:, :, 9:] = 1e4, float("nan")  # past the valid 9 tokens
+    length = torch.tensor([9], dtype=torch.int32, device=DEVICE)
+    want = reference(query, prefix, tail_k[:, :, :9], tail_v[:, :, :9], 0.125)
+    got = decode_attn_triton(query, prefix, tail_k, tail_v, 0.125, tail_length=length)
+    assert got.isfinite().all() and rel_err(got, want) < RTOL[dtype]
 
 
 TAIL_LENGTH_CASES = [  # (B, H, G, S, tail capacity, valid tail tokens, D, DK): DK None = dense prefix, S 0 = none
@@ -345,13 +374,25 @@ def test_tail_length_on_the_gpu(lam, poison_empty):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("lam", [0.5, 0.8])
-@pytest.mark.parametrize("q_len", [2, PER_QUERY_KERNEL_MAX])
-def test_several_new_tokens_on_the_gpu(lam, q_len, poison_empty):
-    """Assisted decoding's verification step on a full-size prefix (the CUDA kernel takes each query)."""
-    query, prefix, tail_k, tail_v = _several_queries(2, 8, 4, 16384, 40, q_len, 128, kept_channels(128, lam),
-                                                     torch.bfloat16)
-    want = reference(query, prefix, tail_k, tail_v, 128 ** -0.5)
-    assert rel_err(decode_attn(query, prefix, tail_k, tail_v, 128 ** -0.5), want) < 1e-2
+@pytest.mark.parametrize("q_len", [2, 7, PER_QUERY_KERNEL_MAX])
+@pytest.mark.parametrize("head", [(8, 4, 128), (3, 3, 64)], ids=["llama", "smollm2"])
+def test_several_new_tokens_on_the_gpu(lam, q_len, head, poison_empty):
+    """Assisted decoding's verification step on a full-size prefix, per-row lengths, arrays and pages (the CUDA
+    kernel's QROWS build takes the prefix, the Triton kernel the causal tail), against the fp32 reference and against
+    one-token steps."""
+    from sparkv.cache.layout import SparKPages
+    from sparkv.kernels.decode_attn import fused
+
+    h, g, d = head
+    query, prefix, tail_k, tail_v = _several_queries(2, h, g, 16384, 40, q_len, d, kept_channels(d, lam),
+                                                     torch.bfloat16, lengths=[16384, 9000])
+    scaling = d ** -0.5
+    want = reference(query, prefix, tail_k, tail_v, scaling)
+    last = decode_attn_triton(query[:, :, -1:], prefix, tail_k, tail_v, scaling)
+    for form in (prefix, SparKPages.from_compressed(prefix)):
+        got = decode_attn(query, form, tail_k, tail_v, scaling)
+        assert fused.LAST_LAUNCH.get("spark_kernel") == "cuda"  # the CUDA kernel took the prefix
+        assert rel_err(got, want) < 1e-2 and rel_err(got[:, :, -1:], last) < 1e-2
 
 
 GPU_CONFIGS = SPARK_CONFIGS + SPARK_CONFIGS_SMALL_HEAD + OTHER_CONFIGS

@@ -20,9 +20,11 @@ def _fused_supports(query: torch.Tensor, prefix: Prefix | None) -> bool:
     return not (isinstance(keys, SparKKeys) and keys.recovery in ("gaussian", "exponential"))
 
 
-# Up to this many new tokens a step (a continuation's, assisted decoding's candidates), the one-token kernels run
-# once per token; beyond, the blockwise PyTorch path takes all of them in one pass (benchmarks/multi_token_steps.py).
-PER_QUERY_KERNEL_MAX = 32
+# Up to this many new tokens a step (a continuation's, assisted decoding's candidates), the GPU kernels take them in
+# one launch, one query row each (the prefix read once per token); beyond, the blockwise PyTorch path takes all of
+# them in one pass. At 64 tokens one launch was 15-67x faster than that path on the H200 (the most measured:
+# benchmarks/multi_token_steps.py, BENCHMARKS.md "Session 39"); partials grow with the tokens.
+PER_QUERY_KERNEL_MAX = 64
 
 
 def decode_attn(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Tensor | None,
@@ -30,8 +32,9 @@ def decode_attn(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Ten
                 tail_length: torch.Tensor | None = None) -> torch.Tensor:
     """Dispatch to :func:`decode_attn_ref` or the Triton split-K kernel (see ``decode_attn_ref`` for arguments).
 
-    ``auto`` takes Triton on CUDA for one-token decode in fp16/bf16, and for up to ``PER_QUERY_KERNEL_MAX`` new
-    tokens (:func:`decode_attn_per_query`), and the PyTorch path otherwise.
+    ``auto`` takes the GPU kernels on CUDA for one-token decode in fp16/bf16, and for up to ``PER_QUERY_KERNEL_MAX``
+    new tokens whose keys end the tail (each query a row of its own:
+    :func:`~sparkv.kernels.decode_attn.fused.decode_attn_triton`), and the PyTorch path otherwise.
     """
     no_tail = tail_keys is None or tail_keys.shape[-2] == 0
     if prefix is not None and no_tail and prefix.lengths.numel() and prefix.min_length == 0:
@@ -40,31 +43,16 @@ def decode_attn(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Ten
     q_len = query.shape[2]
     if backend == "triton" and q_len > PER_QUERY_KERNEL_MAX:
         raise ValueError(f"backend='triton' takes at most PER_QUERY_KERNEL_MAX = {PER_QUERY_KERNEL_MAX} new tokens a "
-                         f"step (the one-token kernels once per token), got {q_len}; use 'auto' (the PyTorch path "
-                         "takes longer steps)")
+                         f"step (one query row per token), got {q_len}; use 'auto' (the PyTorch path takes longer "
+                         "steps)")
     several = 1 < q_len <= PER_QUERY_KERNEL_MAX and tail_length is None and not no_tail \
         and tail_keys.shape[-2] >= q_len
     if resolve_backend(backend, query.device, supported=_fused_supports(query[:, :, :1] if several else query,
                                                                         prefix)) == "triton":
-        if several:
-            return decode_attn_per_query(query, prefix, tail_keys, tail_values, scaling)
         from sparkv.kernels.decode_attn.fused import decode_attn_triton
 
         return decode_attn_triton(query, prefix, tail_keys, tail_values, scaling, tail_length=tail_length)
     return decode_attn_ref(query, prefix, tail_keys, tail_values, scaling, tail_length=tail_length)
-
-
-def decode_attn_per_query(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Tensor,
-                          tail_values: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Several new tokens through the one-token kernels, one call per token: query ``i`` of ``Q`` sees the prefix and
-    the tail up to its own token (the last ``Q`` tail tokens are the queries'), as in :func:`decode_attn_ref`."""
-    from sparkv.kernels.decode_attn.fused import decode_attn_triton
-
-    q_len, seen = query.shape[2], tail_keys.shape[-2] - query.shape[2]
-    if seen < 0:
-        raise ValueError(f"the tail holds {tail_keys.shape[-2]} tokens, fewer than the {q_len} queries' own")
-    return torch.cat([decode_attn_triton(query[:, :, i:i + 1], prefix, tail_keys[:, :, :seen + i + 1],
-                                         tail_values[:, :, :seen + i + 1], scaling) for i in range(q_len)], 2)
 
 
 def decode_storage(prefix: CompressedKV, query_heads: int, backend: str = "auto") -> Prefix:
@@ -87,4 +75,4 @@ def decode_storage(prefix: CompressedKV, query_heads: int, backend: str = "auto"
     return pages if cuda.build(pages, group, prefix.dtype) is None else prefix
 
 
-__all__ = ["decode_attn", "decode_attn_per_query", "decode_attn_ref", "decode_storage"]
+__all__ = ["decode_attn", "decode_attn_ref", "decode_storage"]

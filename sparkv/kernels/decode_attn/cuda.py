@@ -684,6 +684,7 @@ def try_plan(query: torch.Tensor, prefix: Prefix, scaling: float) -> tuple[Split
         if len(_PLANS) >= 4096:  # a server sees a new prompt length per request: bound the cache, not the cases
             _PLANS.clear()
         p, d, why = launch_params(prefix, query.shape[1] // prefix.num_heads, query.dtype)
+        d = with_query_rows(d, query, prefix)
         why = why or _built(d, prefix.device)
         chunk = None if why is not None else SplitPlan(query, prefix, scaling, _resolved=(p, d)).chunk
         _PLANS[case] = (p, d, why, chunk)
@@ -737,6 +738,25 @@ def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int, tile_
     return max(near)[4]
 
 
+def query_rows(query: torch.Tensor, prefix: Prefix) -> int:
+    """Query rows per prefix row (``R``): the kernel takes ``[B·R, HQ, 1, D]`` queries, row ``b·R + i`` reading prefix
+    row ``b`` (the ``R`` new tokens of a step of several, :func:`~sparkv.kernels.decode_attn.fused.decode_attn_triton`).
+    """
+    rows = query.shape[0]
+    if prefix.batch == 0 or rows % prefix.batch:
+        raise ValueError(f"the query's {rows} rows must be a multiple of the prefix's batch {prefix.batch}")
+    return rows // prefix.batch
+
+
+def with_query_rows(d: dict[str, int], query: torch.Tensor, prefix: Prefix) -> dict[str, int]:
+    """``d`` with QROWS where query rows outnumber prefix rows: a build of its own, so that the one-token build stays
+    instruction for instruction the measured one (spark_walk.cu, QROWS). Without the register cap (MAXNREG), which
+    was measured on the one-token build: with it the QROWS build spills at D = 128 (NVRTC 13.5, sm_90)."""
+    if query_rows(query, prefix) == 1:
+        return d
+    return {**{k: v for k, v in d.items() if k != "MAXNREG"}, "QROWS": 1}
+
+
 class SplitPlan:
     """The CUDA kernel's split of one decode step over a SparK prefix: ``splits`` partials, written by
     :meth:`launch` into split slots ``0 .. splits-1`` of buffers shaped like the Triton split kernel's
@@ -753,6 +773,7 @@ class SplitPlan:
         b, hq, _, dd = query.shape
         if _resolved is None:  # try_plan's callers (decode_attn_triton) have checked it already
             check_scaling(scaling)
+        self.rows_per_prefix_row = query_rows(query, prefix)
         self.query, self.prefix, self.scaling = query.contiguous(), prefix, float(scaling)
         self.h = prefix.num_heads
         self.group = hq // self.h
@@ -760,6 +781,7 @@ class SplitPlan:
             p, d = _resolved
         else:
             p, d, why = launch_params(prefix, self.group, query.dtype, **kw)
+            d = with_query_rows(d, query, prefix)
             why = why or _misaligned(prefix)
             if why is not None:
                 raise ValueError(f"the CUDA SparK kernel does not support this case: {why}")
@@ -770,7 +792,7 @@ class SplitPlan:
         tile = 32 * self.warps
         if chunk is None:
             sms = num_sms(query.device.index)
-            token_bytes = cdiv(prefix.nbytes(), b * self.h * s)  # the layout's bytes per token and row
+            token_bytes = cdiv(prefix.nbytes(), prefix.batch * self.h * s)  # the layout's bytes per token and row
             chunk = balanced_chunk(s, b * self.h, sms, p["waves"] * resident * sms, tile, tile * token_bytes)
         elif not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 32 or chunk % 32:
             raise ValueError(f"chunk must be a positive multiple of 32, got {chunk!r}")
@@ -813,7 +835,8 @@ class SplitPlan:
             _launch(self.kernel.func, (self.splits, b * self.h), 32 * self.warps, self.smem, dev,
                     [ctypes.c_void_p(t.data_ptr()) for t in pointers]
                     + [ctypes.c_double(self.scaling * LOG2E), ctypes.c_double(_kept(prefix)[2])]
-                    + [ctypes.c_int(x) for x in (prefix.num_tokens, self.chunk, ns, self.h, int(out is not None))])
+                    + [ctypes.c_int(x) for x in (prefix.num_tokens, self.chunk, ns, self.h, int(out is not None),
+                                                 self.rows_per_prefix_row)])
 
     def can_combine(self, slots: int) -> bool:
         """Whether :meth:`launch` can merge ``slots`` split slots in the kernel (its shared memory bounds them)."""

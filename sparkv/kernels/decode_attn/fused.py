@@ -1,8 +1,10 @@
-"""Triton split-K (flash-decoding) attention of one new token over a compressed prefix and a dense tail.
+"""Triton split-K (flash-decoding) attention of new tokens over a compressed prefix and a dense tail.
 
-Work split: one program per (split, b, KV head). A split is a run of ``CHUNK`` prefix tokens (or ``CHUNK_T`` tail
-tokens); each program walks its run in tiles of ``BS`` tokens with an online softmax (base 2) and writes a
-normalised partial output ``[G, D]`` plus its log-sum-exp; ``decode_attn_combine_kernel`` merges the splits.
+Work split: one program per (split, query row, KV head). A query row is one new token: ``R`` new tokens of a row (a
+step of several) are ``R`` query rows reading the same key row, each seeing the tail up to its own token. A split
+is a run of ``CHUNK`` prefix tokens (or ``CHUNK_T`` tail tokens); each program walks its run in tiles of ``BS``
+tokens with an online softmax (base 2) and writes a normalised partial output ``[G, D]`` plus its log-sum-exp;
+``decode_attn_combine_kernel`` merges the splits.
 The launcher picks the tile config and the number of splits together (``launch_candidates``): on the first call for
 a shape class it times each candidate as CUDA-graph replays and keeps the fastest.
 
@@ -245,7 +247,7 @@ def _dense_tiles(b_q, k, v, s_k, s_v, start, end, scale, b_m, b_l, b_acc,
 })
 @triton.jit(do_not_specialize=["S", "ST", "CHUNK", "CHUNK_T", "NSP", "NS"])
 def decode_attn_fwd_kernel(
-    q,  # [B, HQ, 1, D] contiguous
+    q,  # [B*R, HQ, 1, D] contiguous: R query rows per row of the keys (R new tokens of one sequence, in order)
     kd,  # DenseKeys prefix [B, H, S, D] (LAYOUT_DENSE)
     kv,  # kept_values [B, H, S, DK] (LAYOUT_SPARK)
     kb,  # kept_bits [B, H, S, NW]
@@ -262,6 +264,7 @@ def decode_attn_fwd_kernel(
     scale,  # softmax scale * log2(e)
     const,  # constant recovery magnitude
     S, ST, CHUNK, CHUNK_T, NSP, NS,
+    R,  # query rows per key row: query row i_b reads key row i_b // R and the tail up to its own token
     s_kd_b, s_kd_h, s_kd_s,
     s_v_b, s_v_h, s_v_s,
     s_tk_b, s_tk_h, s_tk_s,
@@ -286,9 +289,17 @@ def decode_attn_fwd_kernel(
     F32: tl.constexpr,
     BS: tl.constexpr,
 ):
-    i_s, i_bh = tl.program_id(0), tl.program_id(1)
+    i_s, i_bh = tl.program_id(0), tl.program_id(1)  # i_bh: a query row's KV head (outputs)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_h64, i_bh64 = i_b.to(tl.int64), i_h.to(tl.int64), i_bh.to(tl.int64)
+    # The keys' row i_d and its KV head i_kh64 (inputs). R = 1 is specialised by the JIT as a constant: that build
+    # is the one-token kernel's own, instruction for instruction.
+    if R == 1:
+        i_d, i_d64, i_kh64 = i_b, i_b64, i_bh64
+    else:
+        i_d = i_b // R
+        i_d64 = i_d.to(tl.int64)
+        i_kh64 = i_d64 * H + i_h64
 
     o_g = tl.arange(0, BG)
     o_j = tl.arange(0, BD)
@@ -307,15 +318,15 @@ def decode_attn_fwd_kernel(
 
     if i_s < NSP:
         start = i_s * CHUNK
-        end = tl.minimum(start + CHUNK, tl.load(lens + i_b))
-        p_v0 = v + i_b64 * s_v_b + i_h64 * s_v_h
+        end = tl.minimum(start + CHUNK, tl.load(lens + i_d))
+        p_v0 = v + i_d64 * s_v_b + i_h64 * s_v_h
         if LAYOUT == 1:
-            b_m, b_l, b_acc = _dense_tiles(b_q, kd + i_b64 * s_kd_b + i_h64 * s_kd_h, p_v0, s_kd_s, s_v_s, start, end,
+            b_m, b_l, b_acc = _dense_tiles(b_q, kd + i_d64 * s_kd_b + i_h64 * s_kd_h, p_v0, s_kd_s, s_v_s, start, end,
                                            scale, b_m, b_l, b_acc, D, BD, F32, BS)
         elif LAYOUT == 2:
             o_w = tl.arange(0, NWP)
             m_w = o_w < NW
-            p_kv0 = kv + i_bh64 * S * DK
+            p_kv0 = kv + i_kh64 * S * DK
             if EXPAND == 2:
                 # Channel order c = bit·NWP + word for channel j = word·32 + bit: the rebuilt tile is [32, BS, NWP]
                 # (bit, token, word), a shape for which Triton puts a warp's lanes on the channels of ONE token, so
@@ -330,7 +341,7 @@ def decode_attn_fwd_kernel(
                 m_jq = m_j
                 b_qs = b_q
             if RECOVERY == 0:
-                b_u = tl.load(u + i_bh64 * D + o_jq, mask=m_jq, other=0)
+                b_u = tl.load(u + i_kh64 * D + o_jq, mask=m_jq, other=0)
                 b_qu = (b_qs.to(tl.float32) * b_u[None, :])
             else:
                 b_qu = b_qs.to(tl.float32)
@@ -369,7 +380,7 @@ def decode_attn_fwd_kernel(
                     # of each word's first kept value.
                     if EXPAND == 2:
                         # [BS, NWP] words broadcast to the [32, BS, NWP] (bit, token, word) tile.
-                        p_w = i_bh64 * S * NW + o_t64[:, None] * NW + o_w[None, :]
+                        p_w = i_kh64 * S * NW + o_t64[:, None] * NW + o_w[None, :]
                         m_w2 = m_t[:, None] & m_w[None, :]
                         b_kw2 = tl.load(kb + p_w, mask=m_w2, other=0)
                         b_cnt = _popc(b_kw2, USE_POPC)
@@ -380,7 +391,7 @@ def decode_attn_fwd_kernel(
                             b_sw = tl.broadcast_to(tl.load(sb + p_w, mask=m_w2, other=0)[None, :, :], (32, BS, NWP))
                     else:
                         # [BS, NWP, 32] (token, word, bit) tile.
-                        p_w = i_bh64 * S * NW + o_t64[:, None, None] * NW + o_w[None, :, None]
+                        p_w = i_kh64 * S * NW + o_t64[:, None, None] * NW + o_w[None, :, None]
                         m_w3 = m_t[:, None, None] & m_w[None, :, None]
                         b_kw = tl.load(kb + p_w, mask=m_w3, other=0)
                         b_cnt = _popc(b_kw, USE_POPC)
@@ -403,7 +414,7 @@ def decode_attn_fwd_kernel(
                         b_k = tl.permute(b_k, (1, 0, 2))
                     b_k = tl.reshape(b_k, (BS, BD))
                 else:
-                    p_w = i_bh64 * S * NW + o_t64[:, None] * NW + o_w[None, :]
+                    p_w = i_kh64 * S * NW + o_t64[:, None] * NW + o_w[None, :]
                     b_kb = tl.load(kb + p_w, mask=m_t[:, None] & m_w[None, :], other=0)
                     b_kw = tl.gather(b_kb, b_jw, axis=1)
                     m_kept = ((b_kw >> b_jb) & 1) != 0
@@ -430,7 +441,7 @@ def decode_attn_fwd_kernel(
                 if RECOVERY != 1:
                     b_rec = tl.dot(b_qu, tl.trans(b_sgn))
                     if RECOVERY == 0:
-                        b_r = tl.load(r + i_bh64 * S + o_t, mask=m_t, other=0).to(tl.float32)
+                        b_r = tl.load(r + i_kh64 * S + o_t, mask=m_t, other=0).to(tl.float32)
                         b_s += b_rec * (b_r * scale)[None, :]
                     else:
                         b_s += b_rec * (const * scale)
@@ -440,9 +451,10 @@ def decode_attn_fwd_kernel(
         if HAS_TAIL:
             start = (i_s - NSP) * CHUNK_T
             # On the device (CUDA graphs): the buffers' capacity ST is fixed, the valid length grows each step.
-            st = tl.load(tail_len) if TAIL_ON_DEVICE else ST
-            b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_b64 * s_tk_b + i_h64 * s_tk_h,
-                                           tv + i_b64 * s_tv_b + i_h64 * s_tv_h,
+            # Query i_b % R of R sees the tail up to its own token: the last R valid tokens are the R queries'.
+            st = (tl.load(tail_len) if TAIL_ON_DEVICE else ST) - (R - 1 - i_b % R)
+            b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_d64 * s_tk_b + i_h64 * s_tk_h,
+                                           tv + i_d64 * s_tv_b + i_h64 * s_tv_h,
                                            s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), scale,
                                            b_m, b_l, b_acc, D, BD, F32, BS)
 
@@ -617,13 +629,16 @@ def decode_attn_triton(
     spark_kernel: str | None = None,
     tail_length: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One-token decode attention over a compressed prefix and a dense tail (GPU kernels, split-K).
+    """Decode attention of new tokens over a compressed prefix and a dense tail (GPU kernels, split-K).
 
-    Same contract as :func:`sparkv.kernels.decode_attn.reference.decode_attn_ref` with ``Q = 1`` (the new token
-    sees every tail token and each row's first ``prefix.lengths[b]`` prefix tokens).
+    Same contract as :func:`sparkv.kernels.decode_attn.reference.decode_attn_ref`: one new token sees every tail
+    token and each row's first ``prefix.lengths[b]`` prefix tokens; of ``Q > 1`` new tokens (a continuation, assisted
+    decoding's candidates), the last ``Q`` tail tokens are theirs and query ``i`` sees the tail up to its own token.
+    Each of the ``Q`` queries is a row of its own in one launch of the kernels (query ``i`` of row ``b`` is row
+    ``b·Q + i``), so the prefix is read ``Q`` times but the step costs one launch's host time.
 
     Args:
-        query: ``[B, HQ, 1, D]`` fp16 / bf16 (fp32 too under ``TRITON_INTERPRET=1``).
+        query: ``[B, HQ, Q, D]`` fp16 / bf16 (fp32 too under ``TRITON_INTERPRET=1``).
         prefix: :class:`CompressedKV` with :class:`DenseKeys` or :class:`SparKKeys` (recovery ``mean``,
             ``mean_linear``, ``zero`` or ``constant``) keys, :class:`SparKPages` (read by the CUDA kernel; any other
             path unpacks them every call, with a warning), or None.
@@ -648,18 +663,21 @@ def decode_attn_triton(
             stays valid as the tail grows (``sparkv.integration.graphs``); None: the whole tail.
 
     Returns:
-        ``[B, HQ, 1, D]`` in the query dtype.
+        ``[B, HQ, Q, D]`` in the query dtype.
     """
     spark_kernel = _spark_kernel_choice(spark_kernel)
-    if query.dim() != 4 or query.shape[2] != 1:
-        raise ValueError(f"query must be [B, HQ, 1, D], got {tuple(query.shape)}")
-    b, hq, _, d = query.shape
+    if query.dim() != 4 or query.shape[2] < 1:
+        raise ValueError(f"query must be [B, HQ, Q, D] with Q >= 1, got {tuple(query.shape)}")
+    b, hq, q_len, d = query.shape
     interp = interpreting()
     allowed = (torch.float16, torch.bfloat16, torch.float32) if interp else (torch.float16, torch.bfloat16)
     if query.dtype not in allowed:
         raise ValueError(f"query dtype must be one of {allowed}, got {query.dtype}")
     check_tail(query, prefix, tail_keys, tail_values, tail_length)
     check_scaling(scaling)
+    if q_len > 1 and (tail_keys is None or tail_keys.shape[-2] < q_len):
+        raise ValueError(f"{q_len} new tokens need their own keys as the tail's last {q_len} tokens; the tail holds "
+                         f"{0 if tail_keys is None else tail_keys.shape[-2]}")
     # A given chunk: whole 32-token tiles, as the CUDA kernel's (the kernel masks a split's last tile, so a chunk
     # that some BS does not divide is correct, only slower); the default is a multiple of CHUNK_ALIGN on a GPU.
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 32 or chunk % 32):
@@ -676,7 +694,8 @@ def decode_attn_triton(
                         ("tail_values", None if tail_values is None else tail_values.device)):
         if where is not None and where != dev:
             raise ValueError(f"{name} is on {where}, the query on {dev}: all inputs must be on one device")
-    q = query.contiguous()
+    rows = b * q_len  # query rows: row b·Q + i is query i of row b
+    q = query.contiguous() if q_len == 1 else query.transpose(1, 2).reshape(rows, hq, 1, d).contiguous()
     if interp and spark_kernel == "cuda" and (isinstance(prefix, SparKPages) or
                                               isinstance(getattr(prefix, "keys", None), SparKKeys)):
         raise ValueError("spark_kernel='cuda' needs a GPU (the CUDA kernel has no interpreter); use 'auto' or 'triton'")
@@ -735,25 +754,26 @@ def decode_attn_triton(
         plan = _cuda_spark_plan(q, prefix, scaling, spark_kernel)
     if plan is not None:  # the CUDA kernel takes the prefix; the Triton split kernel covers the tail only
         layout, s = LAYOUT_NONE, 0
-    chunk_t = _choose_chunk(st, b * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
-    work = size_class(b, h, s) if layout != LAYOUT_NONE else None  # None: a tail alone (the CUDA kernel has the prefix)
+    chunk_t = _choose_chunk(st, rows * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
+    # None: a tail alone (the CUDA kernel has the prefix)
+    work = size_class(rows, h, s) if layout != LAYOUT_NONE else None
 
     def prepare(launch: dict, per_sm: int, lead: int = 0):
         """The split kernel's launch for ``launch`` / ``per_sm`` as a closure, with its output buffers; ``lead``
         split slots in front of its own are left to the CUDA kernel (the kernel indexes partials by the total)."""
-        chunk_p = chunk or (_choose_chunk(s, b * h, dev, align, per_sm) if s > 0 else align)
+        chunk_p = chunk or (_choose_chunk(s, rows * h, dev, align, per_sm) if s > 0 else align)
         nsp = cdiv(s, chunk_p) if s > 0 else 0
         ns = nsp + (cdiv(st, chunk_t) if st > 0 else 0)
         total = lead + ns
-        o_part = torch.empty(b * h, total, g, d, dtype=torch.float32, device=dev)
-        lse_part = torch.empty(b * h, total, g, dtype=torch.float32, device=dev)
+        o_part = torch.empty(rows * h, total, g, d, dtype=torch.float32, device=dev)
+        lse_part = torch.empty(rows * h, total, g, dtype=torch.float32, device=dev)
         o_own, lse_own = o_part[:, lead:], lse_part[:, lead:]  # base pointers at slot `lead`
 
         def split_kernel():
-            decode_attn_fwd_kernel[(ns, b * h)](
+            decode_attn_fwd_kernel[(ns, rows * h)](
                 q, kd, kv, kb, sb, r, u, v, lens, tk, tv, tail_len, o_own, lse_own,
                 float(scaling) * LOG2E, const,
-                s, st, chunk_p, chunk_t, nsp, total,
+                s, st, chunk_p, chunk_t, nsp, total, q_len,
                 *s_kd, *s_v, *s_tk, *s_tv,
                 **shape_constexprs(h, g, d, dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
                 TAIL_ON_DEVICE=tail_length is not None, USE_POPC=not interp,
@@ -797,13 +817,15 @@ def decode_attn_triton(
             out = torch.empty_like(q)
             plan.launch(o_part, lse_part, out)
             LAST_LAUNCH["combine"] = "cuda"
-            return out
-        if plan is not None:
-            plan.launch(o_part, lse_part)
-        if run_triton:
-            split_kernel()
-        LAST_LAUNCH["combine"] = "triton"
-        return combine_partials(o_part, lse_part, q)
+        else:
+            if plan is not None:
+                plan.launch(o_part, lse_part)
+            if run_triton:
+                split_kernel()
+            LAST_LAUNCH["combine"] = "triton"
+            out = combine_partials(o_part, lse_part, q)
+    # [B·Q, HQ, 1, D] rows back to [B, HQ, Q, D]
+    return out if q_len == 1 else out.view(b, q_len, hq, d).transpose(1, 2).contiguous()
 
 
 __all__ = ["decode_attn_triton", "decode_attn_fwd_kernel", "decode_attn_combine_kernel", "launch_candidates"]

@@ -39,6 +39,10 @@
 #ifndef RECORDS
 #define RECORDS 0
 #endif
+// QROWS: query rows are R to a prefix row (see the kernel's start), for steps of several new tokens.
+#ifndef QROWS
+#define QROWS 0
+#endif
 #if RECORDS
 // 16-byte copies of V rows and kept-value chunks, copies of up to 16 bytes of word rows, all from the record.
 static_assert(REC_BYTES % 16 == 0 && RKV_OFF % 16 == 0 && RKB_OFF % 16 == 0 && RSB_OFF % 16 == 0,
@@ -615,7 +619,8 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
     float* __restrict__ lse_part,    // [B*H, NS, G]
     u16* __restrict__ out,           // [B, H*G, D] in the query dtype (written when COMBINE)
     int* __restrict__ counters,      // [B*H] zero before the launch, zero again after it (when COMBINE)
-    double scale_d, double const_d, int S, int CHUNK, int NS, int H, int COMBINE) {
+    double scale_d, double const_d, int S, int CHUNK, int NS, int H, int COMBINE,
+    int R) {                         // query rows per prefix row: row b (of B*R) reads prefix row b / R
   extern __shared__ __align__(128) unsigned char smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, i4 = lane & 3;
@@ -631,17 +636,24 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
   unsigned char* small0 = vbuf + V_BYTES;
 
   const int i_s = blockIdx.x, bh = blockIdx.y, b = bh / H;
+  // The prefix row this block reads. QROWS (a step of several new tokens): each query is a row of its own, R of them
+  // a prefix row; a build of its own, since the division changes the schedule of the one-token build.
+#if QROWS
+  const int bd = b / R, bhd = bh - (b - bd) * H;
+#else
+  const int bd = b, bhd = bh;
+#endif
   const float scale = (float)scale_d;
-  const u64 row0 = (u64)bh * (u64)S;
+  const u64 row0 = (u64)bhd * (u64)S;
 
   const int start = i_s * CHUNK;
-  const int end = min(start + CHUNK, lens[b]);
+  const int end = min(start + CHUNK, lens[bd]);
   const u16* kv_bh = kv + row0 * DK;
   const u32* kb_bh = kb + row0 * NW;
   const u32* sb_bh = sb + row0 * NW;
   const u16* v_bh = v + row0 * D;
 #if RECORDS
-  const unsigned char* rec_bh = (const unsigned char*)v + (u64)bh * (u64)((S + 31) / 32) * REC_BYTES;
+  const unsigned char* rec_bh = (const unsigned char*)v + (u64)bhd * (u64)((S + 31) / 32) * REC_BYTES;
 #define TILE(t) (rec_bh + (u64)((t) >> 5) * REC_BYTES)
 #define RS_AT(t) (((const u16*)(TILE(t) + RRS_OFF))[lane])
 #else
@@ -729,7 +741,7 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
 #pragma unroll
   for (int i = 0; i < NU; ++i) {
     const int c = tid + WARPS * 32 * i;
-    ux[i] = c < D ? u[(u64)bh * D + c] : 0.f;
+    ux[i] = c < D ? u[(u64)bhd * D + c] : 0.f;
   }
 #endif
   {
