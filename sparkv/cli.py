@@ -59,6 +59,27 @@ def _press_from_options(press: str, key_ratio: float, budget: int | None, token_
         raise typer.BadParameter(str(err)) from err
 
 
+def _warn_unused_options(ctx: typer.Context, press: str, cfg) -> None:
+    """Say which options given on the command line the press does not use: they change nothing, and a run that
+    silently ignored ``--key-ratio 0.8`` would be mistaken for one that pruned."""
+    from sparkv.config import SparKConfig
+
+    def given(name: str) -> bool:  # by name: typer >= 0.22 vendors click, with an enum of its own
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    unused = []
+    if cfg.eviction is None:
+        unused += [flag for flag, name in (("--budget", "budget"), ("--token-ratio", "token_ratio")) if given(name)]
+    if cfg.channels is None and given("key_ratio"):
+        unused.append("--key-ratio")
+    if not isinstance(cfg.channels, SparKConfig):
+        unused += [flag for flag, name in (("--recovery", "recovery"), ("--saliency", "saliency")) if given(name)]
+    if unused:
+        console.print(f"[yellow]warning:[/yellow] press {escape(press)!r} does not use {', '.join(unused)}, so "
+                      f"{'it changes' if len(unused) == 1 else 'they change'} nothing")
+
+
 def _load(model: str, dtype: str | None, device: str | None):
     """``sparkv.load_model`` with each bad option reported as a usage error naming it (no traceback)."""
     from sparkv.models import LoadOptionError, load_model_naming_the_option
@@ -89,6 +110,7 @@ def _memory_line(memory) -> str:
 
 @app.command()
 def generate(
+    ctx: typer.Context,
     context_file: Path = typer.Option(..., "--context-file", exists=True, dir_okay=False, help="Text file."),
     question: str = typer.Option(..., "--question", help="Question asked after the context."),
     model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
@@ -125,9 +147,10 @@ def generate(
     if budget is None and token_ratio is None and any(p in press for p in ("snapkv", "pyramidkv", "streamingllm")):
         budget = 512
     press_cfg = _press_from_options(press, key_ratio, budget, token_ratio, recovery, saliency, backend)
-    if press_cfg.eviction is None and (budget is not None or token_ratio is not None):
-        console.print(f"[yellow]warning:[/yellow] press {escape(press)!r} evicts no tokens, so "
-                      f"{'--budget' if budget is not None else '--token-ratio'} changes nothing")
+    _warn_unused_options(ctx, press, press_cfg)
+    if prompt_lookup is not None and num_beams > 1:
+        raise typer.BadParameter("prompt lookup needs greedy decoding (--num-beams 1): under beam search transformers "
+                                 "drops it", param_hint="--prompt-lookup / --num-beams")
     try:
         context = context_file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -196,7 +219,7 @@ def demo(
     import sparkv
     from sparkv.data import read_haystack
     from sparkv.eval.tasks.common import PromptFormat
-    from sparkv.eval.tasks.niah import HaystackTokens, fit_context
+    from sparkv.eval.tasks.niah import HaystackTokens, check_needle_test, fit_context
 
     if answer is None and not value.strip():
         raise typer.BadParameter("must not be empty (it is the answer looked for)", param_hint="--value")
@@ -209,17 +232,25 @@ def demo(
     if answer.lower() not in needle.lower():
         raise typer.BadParameter(f"{answer!r} does not occur in the needle {needle!r}, so the reply could not be "
                                  "checked; pass the fact the needle states", param_hint="--answer")
+    if not question.strip():
+        raise typer.BadParameter("must not be empty (the reply answers it)", param_hint="--question")
     try:
         text = read_haystack(haystack)
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err), param_hint="--haystack") from err
+    try:
+        check_needle_test(needle, question, answer, text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--answer") from err
     presses = {name: _press_from_options(name, key_ratio, budget, None, "mean", "code", backend)
                for name in ("full", "snapkv", "snapkv+spark", "spark")}
     lm, tokenizer = _load(model, dtype, device)
     try:
         hay = HaystackTokens(PromptFormat(tokenizer), text)
         haystack_tokens = len(hay.ids)  # before fit_context repeats a short haystack to the length asked for
-        context = fit_context(hay, needle, depth, context_tokens)[0]
+        # The needle goes in at a sentence boundary, so its depth and the context's length are the nearest a cut of
+        # this text allows: the title reports those.
+        context, actual_depth, actual_tokens = fit_context(hay, needle, depth, context_tokens)
     except ValueError as err:  # e.g. a needle longer than the context
         raise typer.BadParameter(str(err), param_hint="--needle / --context-tokens") from err
     try:
@@ -231,8 +262,10 @@ def demo(
     source = "Paul Graham" if not haystack else ", ".join(Path(h).name for h in haystack)
     if haystack_tokens < context_tokens:  # the text repeats: a fact in it appears more than once
         source += f", its {haystack_tokens} tokens repeated to fill"
-    title = (f"{model}: needle at depth {depth:.0%} of a {context_tokens}-token haystack ({source}); "
-             f"λ={key_ratio}, budget={budget}")
+    placed = f"depth {actual_depth:.0%}" + (f" (asked {depth:.0%})" if round(100 * actual_depth) != round(100 * depth)
+                                             else "")
+    length = f"{actual_tokens}-token" + (f" (asked {context_tokens})" if actual_tokens != context_tokens else "")
+    title = f"{model}: needle at {placed} of a {length} haystack ({source}); λ={key_ratio}, budget={budget}"
     table = Table(title=escape(title))
     for col in ("press", "found", "answer", "KV exact", "KV allocated", "vs dense", "nominal (paper)"):
         table.add_column(col, no_wrap=True, max_width=72 if col == "answer" else None)

@@ -6,6 +6,7 @@ A *press* is at most one token-eviction method followed by at most one key-chann
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -40,10 +41,13 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def kept_channels(head_dim: int, channel_prune_ratio: float) -> int:
-    """Channels kept per token: ``T = D - floor(λ·D)`` (spec §Notation)."""
-    # The small epsilon keeps e.g. 0.8 * 64 = 51.2 from flooring to 51 through float error in the other direction.
-    n_pruned = int(channel_prune_ratio * head_dim + 1e-9)
-    return head_dim - n_pruned
+    """Channels kept per token: ``T = D - floor(λ·D)`` (spec §Notation); at least 1 for any λ < 1, as in exact
+    arithmetic."""
+    # λ·D in floating point may land just below the integer it stands for (0.29 * 100 = 28.999999999999996): a
+    # tolerance relative to D (float error is ~1e-16 of it) absorbs that without moving a λ really below an integer
+    # boundary, such as 0.49999999999 at D = 64, across it.
+    n_pruned = math.floor(channel_prune_ratio * head_dim + 1e-12 * head_dim)
+    return head_dim - min(n_pruned, head_dim - 1)
 
 
 @dataclass

@@ -58,12 +58,19 @@ def read_haystack(files: Iterable[str | Path] | None = None) -> str:
     """Concatenate the given text files (a folder stands for its ``*.txt`` files), separated by blank lines.
 
     With no file at all, return :func:`paul_graham_essays`. Raises ``FileNotFoundError`` for a missing path and
-    ``ValueError`` when the text is empty.
+    ``ValueError`` when the text is empty or a file is not UTF-8 (its bytes are not replaced: a needle test on
+    garbled text would be judged on text the user never wrote).
     """
     paths = _expand(files or [])
     if not paths:
         return paul_graham_essays()
-    parts = [p.read_text(encoding="utf-8", errors="replace").strip() for p in paths]
+    parts = []
+    for path in paths:
+        try:
+            parts.append(path.read_text(encoding="utf-8").strip())
+        except UnicodeDecodeError as err:
+            raise ValueError(f"haystack file {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                             "convert it first, e.g. `iconv -f latin1 -t utf-8`") from err
     text = "\n\n".join(part for part in parts if part)
     if not text.strip():
         raise ValueError(f"the haystack files {[str(p) for p in paths]} hold no text")

@@ -103,7 +103,7 @@ def test_cli_short_context_is_a_clear_error(tmp_path, smollm2):
     assert result.exit_code == 2
     assert "window" in result.output and "Traceback" not in result.output
     # SparK alone evicts nothing: a budget given with it is pointed out, not silently dropped.
-    assert "press 'spark' evicts no tokens, so --budget changes nothing" in " ".join(result.output.split())
+    assert "press 'spark' does not use --budget, so it changes nothing" in " ".join(result.output.split())
 
 
 def test_cli_cuda_graph_off_cuda_is_a_clear_error(tmp_path, smollm2):
@@ -140,6 +140,20 @@ def test_cli_demo_rejects_bad_needle_and_haystack(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n")
     res = runner.invoke(app, ["demo", "--haystack", str(tmp_path / "empty.txt")])
     assert res.exit_code == 2 and "hold no text" in res.output
+    # A test that a reply could pass without retrieving the needle, and text read as what it is not.
+    flat = lambda r: " ".join(r.output.replace("│", " ").split())  # noqa: E731
+    res = runner.invoke(app, ["demo", "--needle", "The gate code is 7341.", "--question", "What is the gate code?",
+                              "--answer", "gate code"])
+    assert res.exit_code == 2 and "occurs in the question" in flat(res)
+    (tmp_path / "hay.txt").write_text("Cats sleep a lot. The orchard grows pears. " * 30)
+    res = runner.invoke(app, ["demo", "--haystack", str(tmp_path / "hay.txt"), "--needle", "The fruit is pears.",
+                              "--question", "What is the fruit?", "--answer", "pears"])
+    assert res.exit_code == 2 and "occurs in the haystack text itself" in flat(res)
+    (tmp_path / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me. ".encode("latin-1") * 30)
+    res = runner.invoke(app, ["demo", "--haystack", str(tmp_path / "latin1.txt")])
+    assert res.exit_code == 2 and "is not UTF-8 text" in flat(res)
+    res = runner.invoke(app, ["demo", "--question", " "])
+    assert res.exit_code == 2 and "--question" in flat(res) and "must not be empty" in flat(res)
 
 
 def test_cli_demo_and_generate_refuse_too_long_inputs(smollm2, tmp_path):
@@ -233,6 +247,7 @@ def test_cli_bad_options_are_usage_errors_naming_the_option(tmp_path):
         (["generate", "--context-file", str(latin), "--question", "Why?"], "not UTF-8"),
         (["memory", "--key-ratios", "0.5,abc"], "--key-ratios"),
         (["memory", "--key-ratios", "1.0"], "channel_prune_ratio"),
+        (base + ["--prompt-lookup", "3", "--num-beams", "2"], "prompt lookup needs greedy decoding"),
     ]
     if not torch.cuda.is_available():
         cases.append((base + ["--device", "cuda"], "no CUDA device"))
@@ -241,6 +256,32 @@ def test_cli_bad_options_are_usage_errors_naming_the_option(tmp_path):
         res = runner.invoke(app, args)
         flat = " ".join(res.output.replace("│", " ").split())
         assert res.exit_code == 2 and message in flat and "Traceback" not in flat, (args, res.output)
+
+
+def test_cli_options_the_press_does_not_use_are_pointed_out(tmp_path):
+    """An option given for a part the press lacks is named in a warning (printed before the model loads; a bad
+    --device then stops the run without loading one), while options the press uses, or left at their defaults,
+    raise none."""
+    from typer.testing import CliRunner
+
+    from sparkv.cli import app
+
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("Some report text. " * 50)
+    base = ["generate", "--context-file", str(ctx), "--question", "Why?", "--device", "gpu"]
+    cases = [
+        (["--press", "snapkv", "--key-ratio", "0.8", "--recovery", "zero"], "press 'snapkv' does not use "
+                                                                            "--key-ratio, --recovery, so they change"),
+        (["--press", "think", "--saliency", "paper"], "press 'think' does not use --saliency, so it changes"),
+        (["--press", "full", "--token-ratio", "0.5"], "press 'full' does not use --token-ratio"),
+        (["--press", "snapkv+spark", "--key-ratio", "0.8", "--recovery", "zero", "--budget", "128"], None),
+        (["--press", "snapkv"], None),
+    ]
+    for args, message in cases:
+        res = CliRunner().invoke(app, base + args)
+        flat = " ".join(res.output.replace("│", " ").split())
+        assert res.exit_code == 2 and "--device" in flat, (args, res.output)  # stopped at the device
+        assert (message in flat) if message else "does not use" not in flat, (args, res.output)
 
 
 def test_longbench_samsum_follows_the_official_generation_rule(smollm2, tmp_path):

@@ -263,7 +263,15 @@ def _validate_before_model(cfg: EvalConfig) -> str | dict[str, tuple[list, str]]
             raise EvalError(str(exc)) from None
     if cfg.benchmark in ("ruler", "niah"):
         try:
-            return read_haystack(cfg.haystack)
+            text = read_haystack(cfg.haystack)
+            if cfg.benchmark == "niah":  # the needle, question and answer too, before the model loads
+                from sparkv.eval.tasks import niah
+
+                given = {k: getattr(cfg, k) for k in ("needle", "question", "answer") if getattr(cfg, k) is not None}
+                test = {"needle": niah.DEFAULT_NEEDLE, "question": niah.DEFAULT_QUESTION,
+                        "answer": niah.DEFAULT_ANSWER, **given}
+                niah.check_needle_test(haystack_text=text, **test)
+            return text
         except (ValueError, FileNotFoundError) as exc:
             raise EvalError(str(exc)) from None
     return None

@@ -419,6 +419,10 @@ def _as_list(name: str, value, n: int | None = None) -> list[str]:
 def build_prompts(tokenizer, context, question, chat_template: bool = True, answer_prefix: str = "") -> list[str]:
     """Prompt texts: context then question, in the tokenizer's chat template when it has one and asked to;
     ``answer_prefix`` is appended after the template's generation prompt (the start of the reply)."""
+    if not isinstance(chat_template, bool):
+        raise TypeError(f"chat_template must be True or False, got {chat_template!r}")
+    if not isinstance(answer_prefix, str):
+        raise TypeError(f"answer_prefix must be a string ('' for none), got {type(answer_prefix).__name__}")
     contexts = _as_list("context", context)
     if not contexts or any(not c.strip() for c in contexts):
         raise ValueError("context must be a non-empty string (or a non-empty list of non-empty strings)")
@@ -547,8 +551,14 @@ def check_generation_options(model, kwargs: dict, *, several_sequences: bool = F
     length: :func:`announce_prompt`), and ``assisted`` for ``assistant_model`` / ``prompt_lookup_num_tokens``
     (likewise announced: the candidates verified in the prompt's forward join the decode tail).
     """
-    if beams is not None and _generation_option(model, kwargs, "num_beams", 1) != 1:
+    num_beams = _generation_option(model, kwargs, "num_beams", 1)
+    if isinstance(num_beams, bool) or not isinstance(num_beams, numbers.Integral) or num_beams < 1:
+        raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    if beams is not None and num_beams != 1:
         raise ValueError(f"beam search (num_beams > 1) is not supported {beams}")
+    if num_beams != 1 and (option := _assisted(model, kwargs)) is not None:
+        raise ValueError(f"{option} needs num_beams=1 (greedy search or sampling): under beam search transformers "
+                         f"drops it with a warning, got num_beams={num_beams}")
     n = _generation_option(model, kwargs, "num_return_sequences", 1)
     if n != 1 and not several_sequences:
         raise ValueError(f"num_return_sequences must be 1 in sparkv.generate and generate_many (one answer per "
@@ -639,6 +649,8 @@ def _resolve_length_and_sampling(gen_kwargs: dict, max_new_tokens: int | None, d
         max_new_tokens = int(max_new_tokens)
     if do_sample is None:
         do_sample = bool(getattr(config, "do_sample", False)) if config is not None else False
+    elif not isinstance(do_sample, bool):
+        raise TypeError(f"do_sample must be True, False or None, got {do_sample!r}")
     return max_new_tokens, do_sample
 
 
@@ -769,6 +781,9 @@ def generate_many(model, tokenizer, context, question, presses, max_new_tokens: 
     Returns:
         one :class:`GenerationResult` per press, in order.
     """
+    if isinstance(presses, (str, Press, PressConfig)) or not hasattr(presses, "__iter__"):
+        raise TypeError(f"presses must be a list of presses (specs, PressConfigs or Presses), got "
+                        f"{type(presses).__name__}; for one press use sparkv.generate, or pass [press]")
     presses = [_as_press(p) for p in presses]
     if not presses:
         raise ValueError("presses must hold at least one press")

@@ -28,3 +28,7 @@ def test_read_haystack_files_and_folders(tmp_path):
     blank.write_text("  \n")
     with pytest.raises(ValueError, match="no text"):
         read_haystack([blank])
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Caf\u00e9 au lait.".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt' is not UTF-8 text .* at byte 3"):  # not silently replaced
+        read_haystack([latin1])

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from sparkv.eval.tasks.common import sentence_boundaries
-from sparkv.eval.tasks.niah import DEFAULT_ANSWER, DEFAULT_NEEDLE, build_context, generate_niah, insert_needle
+from sparkv.eval.tasks.niah import (
+    DEFAULT_ANSWER,
+    DEFAULT_NEEDLE,
+    build_context,
+    check_needle_test,
+    generate_niah,
+    insert_needle,
+)
 
 LENGTHS = [64, 150, 333, 1000, 2500]
 DEPTHS = [0.0, 0.1, 0.5, 0.9, 1.0]
@@ -109,6 +116,19 @@ def test_answer_missing_from_the_needle_is_refused(fmt, haystack_text):
     """The metric looks for the answer in the prediction: an answer the needle lacks would score every sample 0."""
     with pytest.raises(ValueError, match="does not occur in the needle"):
         list(generate_niah(fmt, haystack_text, [400], [0.5], needle="The gate code is 7341.", answer="7314"))
+
+
+def test_an_answer_the_model_could_find_without_the_needle_is_refused(fmt, haystack_text):
+    """The metric looks for the answer in the reply: an answer the question or the haystack already holds would
+    score a reply that never retrieved the needle."""
+    with pytest.raises(ValueError, match="occurs in the question"):
+        list(generate_niah(fmt, haystack_text, [400], [0.5], needle="The gate code is 7341.",
+                           question="What is the gate code?", answer="Gate Code"))
+    word = next(w for w in haystack_text.split() if len(w) > 6 and w.isalpha())
+    with pytest.raises(ValueError, match="occurs in the haystack text itself"):
+        list(generate_niah(fmt, haystack_text, [400], [0.5], needle=f"The password is {word}.",
+                           question="What is the password?", answer=word.upper()))
+    check_needle_test("The gate code is 7341.", "What is the gate code?", "7341", haystack_text)  # a fair test
 
 
 def test_close_depths_get_distinct_ids_and_usual_ids_stay(fmt, haystack_text):

@@ -276,6 +276,20 @@ def test_options_a_sparkv_cache_cannot_serve_are_refused_wherever_they_are_set(l
     with pytest.raises(ValueError, match="prompt_lookup_num_tokens .* not supported by generate_many"):
         sparkv.generate_many(llama, tok, CONTEXT, QUESTION, ["spark"],
                              generation_config=GenerationConfig(prompt_lookup_num_tokens=3))
+    with pytest.raises(ValueError, match="prompt_lookup_num_tokens needs num_beams=1"):
+        sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark", prompt_lookup_num_tokens=3, num_beams=2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_beams must be an integer >= 1"):
+            sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark", num_beams=bad)
+    # Arguments of the wrong type are named, not read as truthy strings or failed on deep inside.
+    for kwargs, message in (({"do_sample": "yes"}, "do_sample must be True, False or None"),
+                            ({"chat_template": "no"}, "chat_template must be True or False"),
+                            ({"answer_prefix": None}, "answer_prefix must be a string")):
+        with pytest.raises(TypeError, match=message):
+            sparkv.generate(llama, tok, CONTEXT, QUESTION, "spark", **kwargs)
+    for one in ("spark", Press("spark")):
+        with pytest.raises(TypeError, match="presses must be a list of presses"):
+            sparkv.generate_many(llama, tok, CONTEXT, QUESTION, one)
     ids, mask = encode(tok, [CONTEXT])
     press = Press("spark")
     with press(llama), pytest.raises(ValueError, match="use_cache=False"):

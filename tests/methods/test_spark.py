@@ -16,6 +16,19 @@ def test_kept_channels_matches_spec_examples():
     assert kept_channels(128, 0.0) == 128
 
 
+def test_kept_channels_is_exact_floor_arithmetic():
+    """T = D - floor(λ·D) as with exact fractions: float error never moves a decimal λ across an integer, a λ just
+    below a boundary stays below it, and any λ < 1 keeps a channel."""
+    from fractions import Fraction
+
+    for d in (32, 64, 80, 128, 256):
+        for i in range(1000):
+            assert kept_channels(d, i / 1000) == d - int(Fraction(str(i / 1000)) * d), (d, i)
+    assert kept_channels(64, 0.49999999999) == 33  # floor(31.99999999936) = 31 pruned
+    assert kept_channels(64, 0.99999999999) == 1
+    assert kept_channels(64, 1 - 2 ** -53) == 1  # the largest float below 1
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5"])
 def test_ratio_outside_range_is_rejected(bad):
     with pytest.raises(ValueError, match="channel_prune_ratio"):

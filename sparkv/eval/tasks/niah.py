@@ -120,6 +120,26 @@ def fit_context(hay: HaystackTokens, needle: str, depth: float, length: int) -> 
     return best
 
 
+def check_needle_test(needle: str, question: str, answer: str, haystack_text: str | None = None) -> None:
+    """Refuse a needle test whose score could not tell retrieval from its absence. The metric looks for the answer in
+    the reply (ignoring case), so the answer must occur in the needle (else every sample scores 0) and nowhere else
+    the model sees: not in the question (a reply that repeats the question would score 1) and not in the haystack
+    (a cut of it could state the answer without the needle). ``ValueError`` says which."""
+    if not needle.strip() or not question.strip() or not answer.strip():
+        raise ValueError("needle, question and answer must be non-empty")
+    found = answer.strip().lower()
+    if found not in needle.lower():
+        raise ValueError(f"answer {answer.strip()!r} does not occur in the needle {needle.strip()!r}: every sample "
+                         "would score 0 (the metric checks that the prediction contains the answer)")
+    if found in question.lower():
+        raise ValueError(f"answer {answer.strip()!r} occurs in the question {question.strip()!r}: a reply that only "
+                         "repeats the question would count as found; pick an answer that only the needle states")
+    if haystack_text is not None and found in haystack_text.lower():
+        raise ValueError(f"answer {answer.strip()!r} occurs in the haystack text itself: a reply could contain it "
+                         "without the needle having been retrieved; pick an answer that the haystack does not "
+                         "contain")
+
+
 def generate_niah(
     fmt: PromptFormat,
     haystack_text: str,
@@ -131,13 +151,9 @@ def generate_niah(
     max_new_tokens: int = 32,
     chat_template: bool = True,
 ) -> Iterator[tuple[str, Callable[[], Sample]]]:
-    """Yield ``(sample_id, make)`` for every (length, depth) cell, lengths outermost."""
-    if not needle.strip() or not question.strip() or not answer.strip():
-        raise ValueError("needle, question and answer must be non-empty")
-    if answer.strip().lower() not in needle.lower():
-        # The metric looks for the answer in the prediction: an answer the needle does not contain scores 0.
-        raise ValueError(f"answer {answer.strip()!r} does not occur in the needle {needle.strip()!r}: every sample "
-                         "would score 0 (the metric checks that the prediction contains the answer)")
+    """Yield ``(sample_id, make)`` for every (length, depth) cell, lengths outermost (the test is checked first:
+    :func:`check_needle_test`)."""
+    check_needle_test(needle, question, answer, haystack_text)
     hay: HaystackTokens | None = None
 
     def make(length: int, depth: float) -> Sample:
