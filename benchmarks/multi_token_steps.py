@@ -76,7 +76,7 @@ def plot(result: dict, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shapes = sorted({(r["model"], r["context"]) for r in result["rows"]})
+    shapes = list(dict.fromkeys((r["model"], r["context"]) for r in result["rows"]))  # in the run's order
     fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.6), squeeze=False)
     for ax, (model, context) in zip(axes[0], shapes):
         rows = [r for r in result["rows"] if (r["model"], r["context"]) == (model, context) and "error" not in r]
