@@ -4,7 +4,7 @@ dispatcher runs for 2..``PER_QUERY_KERNEL_MAX`` tokens), the one-token kernels c
 path, kept here for comparison), and the blockwise PyTorch path (``decode_attn_ref``, all the tokens in one pass).
 
     PYTHONPATH=. python benchmarks/multi_token_steps.py     # -> benchmarks/results/multi_token_steps_h200.json + .png
-    PYTHONPATH=. python benchmarks/multi_token_steps.py --replot RUN.json          # the figure again, no GPU
+    PYTHONPATH=. python benchmarks/multi_token_steps.py --replot RUN.json [--png P]  # the figure again, no GPU
 
 One attention call of one layer as a decode step makes it, eagerly (host time included: that is what an eager
 verification step pays), wall-clock medians after warm-up, the device synchronised after every call. Prefixes as a
@@ -97,9 +97,10 @@ def main() -> None:
     parser.add_argument("--contexts", default="8192,32768", help="prompt tokens, comma-separated")
     parser.add_argument("--key-ratio", type=float, default=0.5)
     parser.add_argument("--replot", type=Path, metavar="JSON", help="draw the figure of a run's JSON, then exit")
+    parser.add_argument("--png", type=Path, default=None, help="plot path (default: the JSON's, with .png)")
     args = parser.parse_args()
     if args.replot:
-        plot(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
+        plot(json.loads(args.replot.read_text()), args.png or args.replot.with_suffix(".png"))
         return
     if not torch.cuda.is_available():
         sys.exit("multi_token_steps.py needs a CUDA device")
@@ -144,7 +145,7 @@ def main() -> None:
     write_json(args.out, result)
     print(markdown_table(rows, columns))
     print(f"(JSON: {args.out})")
-    plot_after_run(plot, result, args.out.with_suffix(".png"), args.out)
+    plot_after_run(plot, result, args.png or args.out.with_suffix(".png"), args.out)
 
 
 if __name__ == "__main__":
