@@ -9,7 +9,7 @@
 # Knobs (environment): MODEL (smollm2), DEVICE (cuda if available), LENGTH (4096), LIMIT (samples per RULER task,
 # 25), TASKS (RULER tasks, comma-separated; default all 11), BUDGET (SnapKV budget, 128), SEED (42), OUT
 # (runs/reproduce), LONGBENCH_DIR (LongBench data/ folder; the LongBench section runs only when it is set), SPARKV
-# (command; default `python -m sparkv.cli`), SHARDS (1: run each evaluation as that many processes, `--shard I/N`;
+# (command; default `PY -m sparkv.cli`, PY = .venv/bin/python where it exists, else python), SHARDS (1: run each evaluation as that many processes, `--shard I/N`;
 # one process of a small model leaves a GPU mostly idle; start `nvidia-cuda-mps-control -d` first to let the
 # shards' kernels overlap).
 #
@@ -19,9 +19,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SPARKV=${SPARKV:-python -m sparkv.cli}
+# The project's venv (make install) when there is one, so that the script works from a fresh shell.
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+SPARKV=${SPARKV:-$PY -m sparkv.cli}
 MODEL=${MODEL:-smollm2}
-DEVICE=${DEVICE:-$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
+DEVICE=${DEVICE:-$($PY -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
 LENGTH=${LENGTH:-4096}
 LIMIT=${LIMIT:-25}
 BUDGET=${BUDGET:-128}

@@ -136,9 +136,10 @@ def layer_types(config) -> list[str]:
             raise ValueError(f"layer {i} has attention type {t!r}; sparkv supports {', '.join(SUPPORTED_LAYER_TYPES)}")
     if "full_attention" not in types:
         raise ValueError(
-            f"every layer of this model uses sliding-window attention (sliding_window={config.sliding_window}); "
-            "sparkv compresses full-attention layers only. For Mistral checkpoints whose config sets a "
-            "sliding_window larger than your contexts, set config.sliding_window = None")
+            f"every layer of this model uses sliding-window attention (sliding_window={config.sliding_window}, no "
+            "layer_types: transformers' own cache slides every layer too); sparkv compresses full-attention layers "
+            "only. Where the model attends fully (Llama ignores the field; Mistral checkpoints whose window exceeds "
+            "your contexts), set config.sliding_window = None")
     return types
 
 

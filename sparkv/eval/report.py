@@ -242,7 +242,8 @@ def render_markdown(runs: list[dict[str, Any]], reference: str | None = None) ->
                 rows.append([f"`{label}`", _fmt(dense / 2**20 if dense else None)]
                             + [_fmt(mem.get(k)) for k in ("nominal_over_dense", "compressed_over_dense",
                                                            "allocated_over_dense")])
-            out.append("KV cache (mean over samples; ratios to the dense cache of the same prompt):\n")
+            out.append("KV cache (mean over samples; ratios to the dense cache of the same prompt and the press's own "
+                       "generated tokens; exact and allocated include the decode tail's reserved slots):\n")
             out.append(_table(["press", "dense MiB", "nominal", "exact layout", "allocated"], rows) + "\n")
         predictions = [p for run in runs if run["dir"] in g["dirs"] for p in run.get("predictions", [])]
         ref = reference or ("full" if "full" in g["presses"] else (labels[0] if labels else None))
