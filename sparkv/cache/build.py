@@ -163,13 +163,14 @@ def build_cache(model_or_config, press: PressConfig | None, *, tail_chunk: int =
     config = text_config(model_or_config)
     types = layer_types(config)
     n = len(types)
+    pressed = [i for i, t in enumerate(types) if t != "sliding_attention"]
     layers = []
     for i, t in enumerate(types):
         if t == "sliding_attention":
             layers.append(DenseSlidingLayer(sliding_window=config.sliding_window))
-        else:
+        else:  # PyramidKV's budget runs over the pressed layers only (PressedLayer, ``pressed``)
             layers.append(PressedLayer(press, i, n, tail_chunk=tail_chunk, record_window=record_window,
-                                       config=config))
+                                       config=config, pressed=(pressed.index(i), len(pressed))))
     return SparkvCache(layers=layers)
 
 

@@ -109,9 +109,12 @@ class PressedLayer(CacheLayerMixin):
     Args:
         press: the press, or None for a recording layer.
         layer_idx: index of this layer in the model.
-        num_layers: number of decoder layers (PyramidKV's per-layer budget).
+        num_layers: number of decoder layers.
         tail_chunk: tokens added to the decode tail buffer whenever it is full.
         record_window: recording layers only: how many last prompt queries to keep.
+        pressed: ``(position, count)`` of this layer among the model's pressed (full-attention) layers, which
+            PyramidKV's per-layer budget runs over (sliding layers stay dense, so a budget falling over every layer
+            would average below M over the compressed ones); default ``(layer_idx, num_layers)``.
     """
 
     is_compileable = False
@@ -119,7 +122,8 @@ class PressedLayer(CacheLayerMixin):
     is_croppable = True  # decode-tail tokens only (check_crop), which is what assisted decoding rolls back
 
     def __init__(self, press: PressConfig | None, layer_idx: int, num_layers: int,
-                 tail_chunk: int = DEFAULT_TAIL_CHUNK, record_window: int = 0, config=None) -> None:
+                 tail_chunk: int = DEFAULT_TAIL_CHUNK, record_window: int = 0, config=None,
+                 pressed: tuple[int, int] | None = None) -> None:
         super().__init__()
         if press is not None and not isinstance(press, PressConfig):
             raise TypeError(f"press must be a PressConfig or None, got {type(press).__name__}")
@@ -130,9 +134,15 @@ class PressedLayer(CacheLayerMixin):
         if not isinstance(num_layers, int) or num_layers < 1 or not isinstance(layer_idx, int) \
                 or not 0 <= layer_idx < num_layers:
             raise ValueError(f"layer_idx must be in [0, num_layers = {num_layers}), got {layer_idx!r}")
+        pressed = (layer_idx, num_layers) if pressed is None else pressed
+        if not (isinstance(pressed, tuple) and len(pressed) == 2 and all(isinstance(x, int) for x in pressed)
+                and 0 <= pressed[0] < pressed[1] <= num_layers):
+            raise ValueError(f"pressed must be (position, count) with 0 <= position < count <= num_layers = "
+                             f"{num_layers}, got {pressed!r}")
         self.press = press
         self.layer_idx = layer_idx
         self.num_layers = num_layers
+        self.pressed = pressed
         self.tail_chunk = tail_chunk
         self.record_window = record_window
         self.config = config  # the text config whose _attn_implementation must be "sparkv"
@@ -384,8 +394,7 @@ class PressedLayer(CacheLayerMixin):
         self.keys = self.values = None
         try:
             window = query[:, :, max(0, query.shape[2] - w):] if w else None
-            prefix = compress_layer(self.press, window, keys, values, valid, scaling, self.layer_idx,
-                                    self.num_layers)
+            prefix = compress_layer(self.press, window, keys, values, valid, scaling, *self.pressed)
             keys = values = None  # this frame's references (the attention module holds its own until it returns)
             self.prefix = decode_storage(prefix, query.shape[1], self.press.backend)
         except Exception:
@@ -405,13 +414,14 @@ class PressedLayer(CacheLayerMixin):
         if w > self.window_queries.shape[2] and self.window_queries.shape[2] < self.prompt_len:
             raise ValueError(f"press {press.name!r} needs {w} window queries but only {self.window_queries.shape[2]} "
                              "were recorded (record_window too small)")
-        new = PressedLayer(press, self.layer_idx, self.num_layers, tail_chunk or self.tail_chunk, config=self.config)
+        new = PressedLayer(press, self.layer_idx, self.num_layers, tail_chunk or self.tail_chunk, config=self.config,
+                           pressed=self.pressed)
         new.device, new.dtype, new.is_initialized = self.device, self.dtype, True
         new.prompt_len = self.prompt_len
         new.scaling = self.scaling
         s = self.window_queries.shape[2]
         prefix = compress_layer(press, self.window_queries[:, :, max(0, s - w):] if w else None, self.keys,
-                                self.values, self.valid_mask, self.scaling, self.layer_idx, self.num_layers)
+                                self.values, self.valid_mask, self.scaling, *self.pressed)
         new.prefix = decode_storage(prefix, self.window_queries.shape[1], press.backend)
         return new
 

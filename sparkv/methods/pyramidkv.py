@@ -19,7 +19,8 @@ Decisions (where published codes differ)
   (average ``M - w``, i.e. 64 tokens fewer than the nominal budget). We follow KVCache-Factory, which matches the
   spec's "budget counts the window" and SnapKV's accounting, so SnapKV and PyramidKV at the same budget hold the
   same number of tokens on average.
-- Arithmetic: exact (rational) ``min_num``, ``max_num`` and step, rounded half up per layer (KVCache-Factory floors
+- Arithmetic: exact (rational) ``min_num``, ``max_num`` and step, rounded half to even per layer, so that the budgets
+  total exactly ``L·M`` (:func:`pyramid_budgets`; KVCache-Factory floors
   ``min_num`` and the step, which makes the average drift below ``M``; newer kvpress uses floats and ``round``).
 - Fallback: the SparK fork keeps ``round(0.9 · P)`` tokens in every layer whenever
   ``not (P >= max_num >= min_num >= w)``, i.e. for every budget below ``w + 20·w = 1344`` at the defaults. That is

@@ -14,8 +14,8 @@ Limitations
 - Keys only: values are stored dense. The memory saved is ``floor(λ·D)`` key channels per token, minus one shared
   index list of ``DK`` channels per (layer, row, head); the saving only exists if the cache really stores ``DK``
   channels (kvpress' ThinKPress zeroes the channels in a dense tensor and saves nothing).
-- The selection is computed once, at prefill, from the prompt's window; tokens generated later are stored with the
-  same channels.
+- The selection is computed once, at prefill, from the prompt's window, and prunes the prompt only: tokens generated
+  later go to the dense decode tail, as with every press (kvpress prunes the prompt only as well).
 """
 
 from __future__ import annotations

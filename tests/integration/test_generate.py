@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sparkv
+from sparkv.cache.build import build_cache
 from sparkv.cache.layout import num_words
 from sparkv.config import EvictionConfig, PressConfig, SparKConfig, kept_channels, parse_press
 from sparkv.integration.transformers import GenerationResult, Press, build_prompts
@@ -79,6 +80,19 @@ def test_gemma3_sliding_layers_stay_dense(gemma, tok, spec):
     assert r.memory.compressed_kv_bytes == r.memory.allocated_kv_bytes
     # The sliding layers never hold more than window - 1 = 7 tokens per row.
     assert r.memory.per_layer[0]["kept_tokens"] == 2 * 7
+
+
+def test_pyramidkv_budgets_run_over_the_compressed_layers(gemma, tok):
+    """Gemma3's sliding layers stay dense, so PyramidKV's budget falls over its full-attention layers alone: they
+    keep the budget on average, as SnapKV's do, from more in the first of them to fewer in the last."""
+    from sparkv.methods.pyramidkv import pyramid_budgets
+
+    r = sparkv.generate(gemma, tok, CONTEXTS[0], QUESTION, Press("pyramidkv", budget=80), max_new_tokens=2)
+    kept = [row["kept_tokens"] for row in r.memory.per_layer if row["kind"] == "compressed"]
+    prompt = r.context_tokens  # one context: an int
+    assert prompt > 80 and kept == pyramid_budgets(80, 2, prompt_len=prompt) and sum(kept) == 2 * 80
+    assert kept[0] > kept[1]
+    assert [layer.pressed for layer in build_cache(gemma, None).layers[1::2]] == [(0, 2), (1, 2)]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen2"])
