@@ -229,16 +229,13 @@ def demo(
         raise typer.BadParameter("must not be empty", param_hint="--needle")
     if not answer:
         raise typer.BadParameter("must not be empty (every reply would contain it)", param_hint="--answer")
-    if answer.lower() not in needle.lower():
-        raise typer.BadParameter(f"{answer!r} does not occur in the needle {needle!r}, so the reply could not be "
-                                 "checked; pass the fact the needle states", param_hint="--answer")
     if not question.strip():
         raise typer.BadParameter("must not be empty (the reply answers it)", param_hint="--question")
     try:
         text = read_haystack(haystack)
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err), param_hint="--haystack") from err
-    try:
+    try:  # the answer in the needle, and nowhere else the model sees
         check_needle_test(needle, question, answer, text)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--answer") from err
