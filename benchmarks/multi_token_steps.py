@@ -1,19 +1,25 @@
-"""Steps of several new tokens (assisted decoding's candidates, a continuation) over a compressed prompt, three ways:
-one launch of the GPU kernels with each query a row of its own (``decode_attn_triton`` with ``Q`` queries: what the
-dispatcher runs for 2..``PER_QUERY_KERNEL_MAX`` tokens), the one-token kernels called once per token (session 38's
-path, kept here for comparison), and the blockwise PyTorch path (``decode_attn_ref``, all the tokens in one pass).
+"""Steps of several new tokens (assisted decoding's candidates, a continuation) over a compressed prompt, five ways:
+- ``folded``: what the dispatcher runs for 2..``PER_QUERY_KERNEL_MAX`` tokens, ``decode_attn_triton`` with ``Q``
+  queries: ``F`` new tokens folded into each query row's head group (2 with the CUDA kernel at these heads), so the
+  prefix is read ``ceil(Q / F)`` times;
+- ``folded_triton``: the same with the Triton kernel on the prefix (``spark_kernel="triton"``), whose rows take up to
+  32 query heads (``F`` = 8 at these heads): the prefix read fewer times, by a slower kernel;
+- ``rows``: one launch with one query row per token (``fold=False``, session 39's path): the prefix read ``Q`` times;
+- ``per_token``: the one-token kernels called once per token (session 38's path);
+- ``blockwise``: the blockwise PyTorch path (``decode_attn_ref``, all the tokens in one pass).
 
     PYTHONPATH=. python benchmarks/multi_token_steps.py     # -> benchmarks/results/multi_token_steps_h200.json + .png
     PYTHONPATH=. python benchmarks/multi_token_steps.py --replot RUN.json [--png P]  # the figure again, no GPU
 
 One attention call of one layer as a decode step makes it, eagerly (host time included: that is what an eager
 verification step pays), wall-clock medians after warm-up, the device synchronised after every call. Prefixes as a
-sparkv cache keeps them (``decode_storage``: pages where the CUDA kernel takes the case), bf16, batch 1, a 64-token
+sparkv cache keeps them (``decode_storage``: pages where the CUDA kernel takes the case), bf16, batch 1, a 96-token
 tail whose last Q tokens are the queries'. Every path is checked against the fp32 reference first.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -39,7 +45,7 @@ from common import (  # noqa: E402
 
 from sparkv.cache.layout import CompressedKV  # noqa: E402
 from sparkv.config import kept_channels  # noqa: E402
-from sparkv.kernels.decode_attn import decode_storage  # noqa: E402
+from sparkv.kernels.decode_attn import decode_storage, fused  # noqa: E402
 from sparkv.kernels.decode_attn.fused import decode_attn_triton  # noqa: E402
 from sparkv.kernels.decode_attn.reference import decode_attn_ref  # noqa: E402
 from sparkv.kernels.select_pack.fused import select_pack_triton  # noqa: E402
@@ -49,7 +55,8 @@ MODELS = [{"model": "llama-3.1-8b", "q_heads": 32, "kv_heads": 8, "head_dim": 12
 TOKENS = (1, 2, 4, 8, 16, 32, 64)
 TAIL = 96
 TOL = 1e-2
-PATHS = {"one_launch": "one launch, a row per query", "per_token": "one-token kernels once per token",
+PATHS = {"folded": "tokens folded into head groups (dispatched)", "folded_triton": "folded, Triton kernel",
+         "rows": "one launch, a row per token", "per_token": "one-token kernels once per token",
          "blockwise": "blockwise PyTorch"}
 
 
@@ -60,7 +67,10 @@ def per_token(q, prefix, tail_k, tail_v, scaling):
                                          tail_v[:, :, :seen + i + 1], scaling) for i in range(q.shape[2])], 2)
 
 
-FUNCTIONS = {"one_launch": decode_attn_triton, "per_token": per_token, "blockwise": decode_attn_ref}
+FUNCTIONS = {"folded": decode_attn_triton,
+             "folded_triton": functools.partial(decode_attn_triton, spark_kernel="triton"),
+             "rows": functools.partial(decode_attn_triton, fold=False), "per_token": per_token,
+             "blockwise": decode_attn_ref}
 
 
 def synchronised(fn):
@@ -80,7 +90,7 @@ def plot(result: dict, png: Path) -> None:
     fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.6), squeeze=False)
     for ax, (model, context) in zip(axes[0], shapes):
         rows = [r for r in result["rows"] if (r["model"], r["context"]) == (model, context) and "error" not in r]
-        for key, label in PATHS.items():
+        for key, label in result["paths"].items():  # a run's own paths (earlier runs measured fewer)
             ax.plot([r["tokens"] for r in rows], [r[f"{key}_us"] / 1e3 for r in rows], marker="o", label=label)
         ax.set(xscale="log", yscale="log", title=f"{model}, {context}", xlabel="new tokens a step",
                ylabel="ms per layer (host included)")
@@ -123,6 +133,8 @@ def main() -> None:
             row = dict(m, context=s, batch=1, key_ratio=args.key_ratio, tokens=q_len, layout=type(prefix).__name__)
             for key, fn in FUNCTIONS.items():
                 row[f"{key}_rel_err"] = rel_err(fn(q, prefix, tail_k, tail_v, scaling), want)
+                if key.startswith("folded"):
+                    row[f"{key}_fold"] = fused.LAST_LAUNCH["fold"]
             if max(row[f"{key}_rel_err"] for key in FUNCTIONS) > TOL:
                 row["error"] = "a path is off the fp32 reference"
                 tqdm.write(f"FAILED check: {row}")
@@ -131,13 +143,15 @@ def main() -> None:
                     slow = key == "blockwise"
                     row[f"{key}_us"] = wall_clock_us(synchronised(lambda fn=fn: fn(q, prefix, tail_k, tail_v, scaling)),
                                                      warmup=2 if slow else 3, rep=7 if slow else 15)
-                row["one_launch_vs_per_token"] = row["per_token_us"] / row["one_launch_us"]
-                row["one_launch_vs_blockwise"] = row["blockwise_us"] / row["one_launch_us"]
+                for key in ("folded_triton", "rows", "per_token", "blockwise"):
+                    row[f"folded_vs_{key}"] = row[f"{key}_us"] / row["folded_us"]
             rows.append(row)
     columns = [("model", "heads", ""), ("context", "context", ""), ("tokens", "new tokens", ""),
-               ("one_launch_us", "one launch (µs)", ".1f"), ("per_token_us", "per token (µs)", ".1f"),
-               ("blockwise_us", "blockwise (µs)", ".1f"), ("one_launch_vs_per_token", "vs per token", ".2f"),
-               ("one_launch_vs_blockwise", "vs blockwise", ".2f"), ("one_launch_rel_err", "err", ".1e")]
+               ("folded_fold", "F", ""), ("folded_us", "folded (µs)", ".1f"),
+               ("folded_triton_fold", "F Triton", ""), ("folded_triton_us", "folded Triton (µs)", ".1f"),
+               ("rows_us", "a row per token (µs)", ".1f"), ("per_token_us", "per token (µs)", ".1f"),
+               ("blockwise_us", "blockwise (µs)", ".1f"), ("folded_vs_rows", "vs a row per token", ".2f"),
+               ("folded_vs_blockwise", "vs blockwise", ".2f"), ("folded_rel_err", "err", ".1e")]
     for row in rows:
         row["context"] = fmt_ctx(row["context"])
     result = {**environment(), "command": "PYTHONPATH=. python benchmarks/multi_token_steps.py", "paths": PATHS,

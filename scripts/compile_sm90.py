@@ -176,7 +176,8 @@ def main() -> None:
         RECOVERY=fused._RECOVERY_IDS[args.recovery],
         HAS_TAIL=True, TAIL_ON_DEVICE=False, EXPAND=args.expand, PF=args.pf,
         NLK=fused.prefetch_lanes(args.bs, args.dk), USE_POPC=True,
-        F32=False, BS=args.bs, R=1)  # R: one query row per key row, which the JIT specialises as the constant 1
+        F32=False, BS=args.bs, FOLD=1,
+        R=1)  # R: one query row per key row, which the JIT specialises as the constant 1
     src = sm90_source(fn, POINTERS, constexprs, FLOATS, aligned=[n for n in fn.arg_names if n.startswith("s_")])
     options = dict(num_warps=args.warps, num_stages=args.stages)
     if args.maxnreg:

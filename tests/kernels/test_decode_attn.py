@@ -15,11 +15,15 @@ from sparkv.kernels.decode_attn import PER_QUERY_KERNEL_MAX, decode_attn
 from sparkv.kernels.decode_attn.fused import (
     EXPAND_GLOBAL,
     EXPAND_TILE,
+    LAST_LAUNCH,
     OTHER_CONFIGS,
     SPARK_CONFIGS,
     SPARK_CONFIGS_SMALL_HEAD,
     combine_partials,
     decode_attn_triton,
+    fold_queries,
+    fold_tokens,
+    unfold_output,
 )
 from sparkv.kernels.decode_attn.reference import combine_partials_ref, decode_attn_ref
 from sparkv.kernels.recover.reference import recover_ref
@@ -288,6 +292,57 @@ def test_several_new_tokens_with_the_tail_length_on_the_device(poison_empty):
     assert got.isfinite().all() and rel_err(got, want) < RTOL[dtype]
 
 
+@pytest.mark.parametrize("q_len,group,rows_max,want", [
+    (1, 4, 32, 1), (2, 4, 8, 2), (7, 4, 8, 2), (5, 3, 32, 8), (64, 4, 32, 8), (3, 9, 8, 1), (3, 16, 32, 2),
+    (40, 1, 32, 32), (2, 5, 8, 1)])
+def test_fold_tokens_fill_the_head_group_with_a_power_of_two(q_len, group, rows_max, want):
+    assert fold_tokens(q_len, group, rows_max) == want
+
+
+@pytest.mark.parametrize("fold", [1, 2, 4, 8])
+@pytest.mark.parametrize("b", [1, 2])
+def test_folded_query_rows_hold_each_token_once_and_unfold_back(fold, b):
+    """Row ``b·R + r`` holds tokens ``r·F + f`` as heads ``hq·F + f``, after zero queries in front, in a contiguous
+    tensor (one row's reshape alone can be a strided view)."""
+    hq, q_len, d = 6, 7, 4
+    query = torch.randn(b, hq, q_len, d, generator=torch.Generator().manual_seed(fold))
+    q, pad = fold_queries(query, fold)
+    r = -(-q_len // fold)
+    assert q.shape == (b * r, hq * fold, 1, d) and q.is_contiguous() and pad == r * fold - q_len
+    padded = torch.cat([torch.zeros(b, hq, pad, d), query], dim=2)
+    for bi, ri, hi, fi in ((0, 0, 0, 0), (b - 1, r - 1, hq - 1, fold - 1), (b - 1, 0, 2, fold // 2)):
+        assert torch.equal(q[bi * r + ri, hi * fold + fi, 0], padded[bi, hi, ri * fold + fi])
+    assert torch.equal(unfold_output(q, b, q_len, fold, pad), query)
+
+
+FOLD_CASES = [  # (B, H, G, S, ST, Q, D, DK, prefix lengths, fold): DK None = dense prefix, S 0 = none
+    (2, 1, 8, 70, 45, 7, 32, 9, [70, 33], 4),  # 2 rows a key row, 1 zero query in front; 2 tail splits
+    (1, 2, 3, 40, 40, 12, 32, None, None, 8),  # dense prefix: 2 rows, 4 zero queries
+    (2, 2, 1, 0, 50, 20, 32, None, None, 32),  # tail only: 1 row, 12 zero queries
+]
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", FOLD_CASES, ids=["spark", "dense", "tail-only"])
+def test_folded_new_tokens_equal_one_row_per_token(case, poison_empty):
+    """Folded steps that leave several query rows a key row, zero queries in front, and tail splits in which some
+    folded queries see no token (their rows stay empty, not NaN): equal to the reference and to one query row per
+    token."""
+    *shape, lengths, want_fold = case
+    dtype = torch.float32 if DEVICE == "cpu" else torch.bfloat16
+    query, prefix, tail_k, tail_v = _several_queries(*shape, dtype, lengths=lengths)
+    scaling = query.shape[-1] ** -0.5
+    want = reference(query, prefix, tail_k, tail_v, scaling)
+    got = decode_attn_triton(query, prefix, tail_k, tail_v, scaling, chunk=32)
+    assert LAST_LAUNCH["fold"] == want_fold
+    rows = decode_attn_triton(query, prefix, tail_k, tail_v, scaling, chunk=32, fold=False)
+    assert LAST_LAUNCH["fold"] == 1
+    assert got.shape == query.shape and rel_err(got, want) < RTOL[dtype] and rel_err(rows, want) < RTOL[dtype]
+    assert rel_err(got, rows) < RTOL[dtype]
+    with pytest.raises(ValueError, match="fold must be True or False"):
+        decode_attn_triton(query, prefix, tail_k, tail_v, scaling, fold=1)
+
+
 TAIL_LENGTH_CASES = [  # (B, H, G, S, tail capacity, valid tail tokens, D, DK): DK None = dense prefix, S 0 = none
     (2, 2, 3, 63, 9, 1, 64, 13),
     (2, 2, 3, 63, 9, 5, 64, 13),
@@ -378,8 +433,9 @@ def test_tail_length_on_the_gpu(lam, poison_empty):
 @pytest.mark.parametrize("head", [(8, 4, 128), (3, 3, 64)], ids=["llama", "smollm2"])
 def test_several_new_tokens_on_the_gpu(lam, q_len, head, poison_empty):
     """Assisted decoding's verification step on a full-size prefix, per-row lengths, arrays and pages (the CUDA
-    kernel's QROWS build takes the prefix, the Triton kernel the causal tail), against the fp32 reference and against
-    one-token steps."""
+    kernel takes the prefix with two new tokens folded into each query row, 6-8 query heads a KV head, the Triton
+    kernel the causal tail), against the fp32 reference, one-token steps, one query row per token, and the Triton
+    kernel's wider fold."""
     from sparkv.cache.layout import SparKPages
     from sparkv.kernels.decode_attn import fused
 
@@ -392,7 +448,13 @@ def test_several_new_tokens_on_the_gpu(lam, q_len, head, poison_empty):
     for form in (prefix, SparKPages.from_compressed(prefix)):
         got = decode_attn(query, form, tail_k, tail_v, scaling)
         assert fused.LAST_LAUNCH.get("spark_kernel") == "cuda"  # the CUDA kernel took the prefix
+        assert fused.LAST_LAUNCH["fold"] == 2
         assert rel_err(got, want) < 1e-2 and rel_err(got[:, :, -1:], last) < 1e-2
+        rows = decode_attn_triton(query, form, tail_k, tail_v, scaling, fold=False)
+        assert fused.LAST_LAUNCH["fold"] == 1 and rel_err(rows, want) < 1e-2
+    wide = decode_attn_triton(query, prefix, tail_k, tail_v, scaling, spark_kernel="triton")
+    assert fused.LAST_LAUNCH["fold"] == (2 if q_len == 2 else 8)  # 3-4 query heads a KV head: 8 tokens fill 32 rows
+    assert rel_err(wide, want) < 1e-2
 
 
 GPU_CONFIGS = SPARK_CONFIGS + SPARK_CONFIGS_SMALL_HEAD + OTHER_CONFIGS

@@ -21,9 +21,10 @@ def _fused_supports(query: torch.Tensor, prefix: Prefix | None) -> bool:
 
 
 # Up to this many new tokens a step (a continuation's, assisted decoding's candidates), the GPU kernels take them in
-# one launch, one query row each (the prefix read once per token); beyond, the blockwise PyTorch path takes all of
-# them in one pass. At 64 tokens one launch was 15-67x faster than that path on the H200 (the most measured:
-# benchmarks/multi_token_steps.py, BENCHMARKS.md "Session 39"); partials grow with the tokens.
+# one launch, folded into the kernels' head groups (the prefix read once per group of folded tokens); beyond, the
+# blockwise PyTorch path takes all of them in one pass. At 64 tokens one launch was 15-67x faster than that path on
+# the H200 with one query row per token (the most measured: benchmarks/multi_token_steps.py, BENCHMARKS.md
+# "Session 39"); partials grow with the tokens.
 PER_QUERY_KERNEL_MAX = 64
 
 
@@ -33,7 +34,7 @@ def decode_attn(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Ten
     """Dispatch to :func:`decode_attn_ref` or the Triton split-K kernel (see ``decode_attn_ref`` for arguments).
 
     ``auto`` takes the GPU kernels on CUDA for one-token decode in fp16/bf16, and for up to ``PER_QUERY_KERNEL_MAX``
-    new tokens whose keys end the tail (each query a row of its own:
+    new tokens whose keys end the tail (folded into the kernels' head groups:
     :func:`~sparkv.kernels.decode_attn.fused.decode_attn_triton`), and the PyTorch path otherwise.
     """
     no_tail = tail_keys is None or tail_keys.shape[-2] == 0
@@ -43,7 +44,7 @@ def decode_attn(query: torch.Tensor, prefix: Prefix | None, tail_keys: torch.Ten
     q_len = query.shape[2]
     if backend == "triton" and q_len > PER_QUERY_KERNEL_MAX:
         raise ValueError(f"backend='triton' takes at most PER_QUERY_KERNEL_MAX = {PER_QUERY_KERNEL_MAX} new tokens a "
-                         f"step (one query row per token), got {q_len}; use 'auto' (the PyTorch path takes longer "
+                         f"step, got {q_len}; use 'auto' (the PyTorch path takes longer "
                          "steps)")
     several = 1 < q_len <= PER_QUERY_KERNEL_MAX and tail_length is None and not no_tail \
         and tail_keys.shape[-2] >= q_len

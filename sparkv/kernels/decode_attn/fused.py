@@ -1,7 +1,8 @@
 """Triton split-K (flash-decoding) attention of new tokens over a compressed prefix and a dense tail.
 
-Work split: one program per (split, query row, KV head). A query row is one new token: ``R`` new tokens of a row (a
-step of several) are ``R`` query rows reading the same key row, each seeing the tail up to its own token. A split
+Work split: one program per (split, query row, KV head). A query row is one new token, or ``FOLD`` new tokens of a
+step of several whose queries share the row's head group (``G`` = query heads a KV head × ``FOLD``); the ``R`` query
+rows of a key row read that key row, each new token seeing the tail up to its own token. A split
 is a run of ``CHUNK`` prefix tokens (or ``CHUNK_T`` tail tokens); each program walks its run in tiles of ``BS``
 tokens with an online softmax (base 2) and writes a normalised partial output ``[G, D]`` plus its log-sum-exp;
 ``decode_attn_combine_kernel`` merges the splits.
@@ -137,6 +138,19 @@ def _absorb(b_s, b_v, b_m, b_l, b_acc):
     return b_mn, b_l, b_acc
 
 
+@triton.jit
+def _absorb_rows(b_s, b_v, b_m, b_l, b_acc):
+    """:func:`_absorb` for scores whose rows may all be -inf so far (folded new tokens see the tail up to their own
+    token, so a tile can hold nothing for some rows): such rows keep ``m = -inf``, ``l = 0`` and no NaN."""
+    b_mn = tl.maximum(b_m, tl.max(b_s, axis=1))
+    b_mz = tl.where(b_mn == float("-inf"), 0.0, b_mn)
+    b_p = tl.exp2(b_s - b_mz[:, None])
+    b_alpha = tl.exp2(b_m - b_mz)
+    b_l = b_l * b_alpha + tl.sum(b_p, axis=1)
+    b_acc = b_acc * b_alpha[:, None] + tl.dot(b_p.to(b_v.dtype), b_v)
+    return b_mn, b_l, b_acc
+
+
 def _config(bs: int, warps: int, stages: int, expand: int, pf: int = 1, maxnreg: int | None = None) -> triton.Config:
     return triton.Config({"BS": bs, "EXPAND": expand, "PF": pf}, num_warps=warps, num_stages=stages, maxnreg=maxnreg)
 
@@ -242,6 +256,27 @@ def _dense_tiles(b_q, k, v, s_k, s_v, start, end, scale, b_m, b_l, b_acc,
     return b_m, b_l, b_acc
 
 
+@triton.jit
+def _dense_tiles_causal(b_q, k, v, s_k, s_v, start, end, row_end, scale, b_m, b_l, b_acc,
+                        D: tl.constexpr, BD: tl.constexpr, F32: tl.constexpr, BS: tl.constexpr):
+    """:func:`_dense_tiles` where query row ``i`` sees tokens below ``row_end[i]`` only (and below ``end``)."""
+    o_j = tl.arange(0, BD)
+    m_j = o_j < D
+    for t0 in range(start, end, BS):
+        o_t = t0 + tl.arange(0, BS)
+        m_t = o_t < end
+        m_tj = m_t[:, None] & m_j[None, :]
+        b_k = tl.load(k + o_t[:, None].to(tl.int64) * s_k + o_j[None, :], mask=m_tj, other=0)
+        b_v = tl.load(v + o_t[:, None].to(tl.int64) * s_v + o_j[None, :], mask=m_tj, other=0)
+        if F32:
+            b_k = b_k.to(tl.float32)
+            b_v = b_v.to(tl.float32)
+        b_s = tl.dot(b_q, tl.trans(b_k)) * scale
+        b_s = tl.where(m_t[None, :] & (o_t[None, :] < row_end[:, None]), b_s, float("-inf"))
+        b_m, b_l, b_acc = _absorb_rows(b_s, b_v, b_m, b_l, b_acc)
+    return b_m, b_l, b_acc
+
+
 @triton.heuristics({
     "NLK": lambda args: prefetch_lanes(args["BS"], args["DK"]),
 })
@@ -288,6 +323,7 @@ def decode_attn_fwd_kernel(
     USE_POPC: tl.constexpr,
     F32: tl.constexpr,
     BS: tl.constexpr,
+    FOLD: tl.constexpr = 1,
 ):
     i_s, i_bh = tl.program_id(0), tl.program_id(1)  # i_bh: a query row's KV head (outputs)
     i_b, i_h = i_bh // H, i_bh % H
@@ -452,11 +488,21 @@ def decode_attn_fwd_kernel(
             start = (i_s - NSP) * CHUNK_T
             # On the device (CUDA graphs): the buffers' capacity ST is fixed, the valid length grows each step.
             # Query i_b % R of R sees the tail up to its own token: the last R valid tokens are the R queries'.
-            st = (tl.load(tail_len) if TAIL_ON_DEVICE else ST) - (R - 1 - i_b % R)
-            b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_d64 * s_tk_b + i_h64 * s_tk_h,
-                                           tv + i_d64 * s_tv_b + i_h64 * s_tv_h,
-                                           s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), scale,
-                                           b_m, b_l, b_acc, D, BD, F32, BS)
+            if FOLD == 1:
+                st = (tl.load(tail_len) if TAIL_ON_DEVICE else ST) - (R - 1 - i_b % R)
+                b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_d64 * s_tk_b + i_h64 * s_tk_h,
+                                               tv + i_d64 * s_tv_b + i_h64 * s_tv_h,
+                                               s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), scale,
+                                               b_m, b_l, b_acc, D, BD, F32, BS)
+            else:
+                # FOLD new tokens share a query row's head group: group row o_g = g·FOLD + f is token
+                # (i_b % R)·FOLD + f of the R·FOLD new tokens of its key row, each seeing the tail up to itself.
+                st = tl.load(tail_len) if TAIL_ON_DEVICE else ST
+                st_rows = st - (R * FOLD - 1 - ((i_b % R) * FOLD + o_g % FOLD))
+                b_m, b_l, b_acc = _dense_tiles_causal(b_q, tk + i_d64 * s_tk_b + i_h64 * s_tk_h,
+                                                      tv + i_d64 * s_tv_b + i_h64 * s_tv_h,
+                                                      s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), st_rows,
+                                                      scale, b_m, b_l, b_acc, D, BD, F32, BS)
 
     # Normalised partial output and its log-sum-exp (base 2); an empty split writes 0 and -inf.
     m_nonempty = b_l > 0
@@ -618,6 +664,47 @@ def _choose_chunk(tokens: int, parallel: int, device: torch.device, align: int, 
     return cdiv(cdiv(tokens, splits), align) * align
 
 
+# Query rows a program takes when a step's new tokens fold into the head group: the CUDA kernel's most query heads a
+# KV head (``cuda.supported``), and a Triton program's (its [rows, D] query tile and accumulator stay in registers).
+FOLD_ROWS_CUDA = 8
+FOLD_ROWS_TRITON = 32
+
+
+def fold_tokens(q_len: int, group: int, rows_max: int) -> int:
+    """How many of a step's ``q_len`` new tokens share a query row of the kernels, so that each key tile serves all of
+    them: ``group`` query heads a KV head times that many tokens fill the row's head group, at most ``rows_max``.
+    A power of two, so that a generation with varying steps (assisted decoding's candidates) builds few kernels; at
+    most ``q_len`` rounded up to one (the step is then front-padded with zero queries whose outputs are dropped)."""
+    f = 1
+    while f < q_len and group * f * 2 <= rows_max:
+        f *= 2
+    return f
+
+
+def fold_queries(query: torch.Tensor, fold: int) -> tuple[torch.Tensor, int]:
+    """``[B, HQ, Q, D]`` as the kernels' ``[B·R, HQ·F, 1, D]`` query rows (``F = fold``, ``R = ceil(Q / F)``): row
+    ``b·R + r`` holds tokens ``r·F .. r·F + F - 1`` of row ``b``, token ``f`` of them as head ``hq·F + f``, after
+    ``pad`` zero queries in front (returned) so that the last token stays the last."""
+    b, hq, q_len, d = query.shape
+    if q_len == 1:
+        return query.contiguous(), 0
+    pad = -q_len % fold
+    if pad:
+        query = torch.cat([query.new_zeros(b, hq, pad, d), query], dim=2)
+    r = (q_len + pad) // fold
+    # contiguous: the kernels index rows densely, and with one row a reshape can return a strided view
+    return query.reshape(b, hq, r, fold, d).transpose(1, 2).reshape(b * r, hq * fold, 1, d).contiguous(), pad
+
+
+def unfold_output(out: torch.Tensor, batch: int, q_len: int, fold: int, pad: int) -> torch.Tensor:
+    """The kernels' ``[B·R, HQ·F, 1, D]`` output rows back to ``[B, HQ, Q, D]`` (:func:`fold_queries`'s inverse)."""
+    if q_len == 1:
+        return out
+    rows, hqf, _, d = out.shape
+    hq, r = hqf // fold, rows // batch
+    return out.view(batch, r, hq, fold, d).transpose(1, 2).reshape(batch, hq, r * fold, d)[:, :, pad:].contiguous()
+
+
 def decode_attn_triton(
     query: torch.Tensor,
     prefix: CompressedKV | None,
@@ -628,14 +715,17 @@ def decode_attn_triton(
     config: dict | None = None,
     spark_kernel: str | None = None,
     tail_length: torch.Tensor | None = None,
+    fold: bool = True,
 ) -> torch.Tensor:
     """Decode attention of new tokens over a compressed prefix and a dense tail (GPU kernels, split-K).
 
     Same contract as :func:`sparkv.kernels.decode_attn.reference.decode_attn_ref`: one new token sees every tail
     token and each row's first ``prefix.lengths[b]`` prefix tokens; of ``Q > 1`` new tokens (a continuation, assisted
     decoding's candidates), the last ``Q`` tail tokens are theirs and query ``i`` sees the tail up to its own token.
-    Each of the ``Q`` queries is a row of its own in one launch of the kernels (query ``i`` of row ``b`` is row
-    ``b·Q + i``), so the prefix is read ``Q`` times but the step costs one launch's host time.
+    All of them run in one launch of the kernels. Every new token sees the whole prefix, so ``F`` of them fold into a
+    query row's head group (:func:`fold_tokens`: ``G·F`` up to 8 query heads a KV head where the CUDA kernel takes the
+    prefix, up to 32 where the Triton kernel does) and each key tile is read and decoded once for all ``F``; the
+    prefix is read ``ceil(Q / F)`` times. In the tail each folded query is masked to the tokens up to its own.
 
     Args:
         query: ``[B, HQ, Q, D]`` fp16 / bf16 (fp32 too under ``TRITON_INTERPRET=1``).
@@ -661,6 +751,7 @@ def decode_attn_triton(
         tail_length: ``[1]`` int32/int64 tensor on the query's device: only the tail's first ``tail_length`` tokens
             are attended, the rest of its buffers is capacity. Read by the kernel, so a step captured in a CUDA graph
             stays valid as the tail grows (``sparkv.integration.graphs``); None: the whole tail.
+        fold: False: one query row per new token (the prefix read once per token), for comparisons.
 
     Returns:
         ``[B, HQ, Q, D]`` in the query dtype.
@@ -694,11 +785,14 @@ def decode_attn_triton(
                         ("tail_values", None if tail_values is None else tail_values.device)):
         if where is not None and where != dev:
             raise ValueError(f"{name} is on {where}, the query on {dev}: all inputs must be on one device")
-    rows = b * q_len  # query rows: row b·Q + i is query i of row b
-    q = query.contiguous() if q_len == 1 else query.transpose(1, 2).reshape(rows, hq, 1, d).contiguous()
-    if interp and spark_kernel == "cuda" and (isinstance(prefix, SparKPages) or
-                                              isinstance(getattr(prefix, "keys", None), SparKKeys)):
+    if not isinstance(fold, bool):
+        raise ValueError(f"fold must be True or False, got {fold!r}")
+    spark_prefix = isinstance(prefix, SparKPages) or isinstance(getattr(prefix, "keys", None), SparKKeys)
+    if interp and spark_kernel == "cuda" and spark_prefix:
         raise ValueError("spark_kernel='cuda' needs a GPU (the CUDA kernel has no interpreter); use 'auto' or 'triton'")
+    cuda_may_take = spark_prefix and not interp and spark_kernel != "triton"
+    f = fold_tokens(q_len, g, FOLD_ROWS_CUDA if cuda_may_take else FOLD_ROWS_TRITON) if fold else 1
+    q, pad = fold_queries(query, f)
     plan = None
     if isinstance(prefix, SparKPages):
         plan = None if interp else _cuda_spark_plan(q, prefix, scaling, spark_kernel)
@@ -754,6 +848,10 @@ def decode_attn_triton(
         plan = _cuda_spark_plan(q, prefix, scaling, spark_kernel)
     if plan is not None:  # the CUDA kernel takes the prefix; the Triton split kernel covers the tail only
         layout, s = LAYOUT_NONE, 0
+    elif cuda_may_take and fold:  # the Triton kernel takes the prefix after all: its wider fold
+        f = fold_tokens(q_len, g, FOLD_ROWS_TRITON)
+        q, pad = fold_queries(query, f)
+    rows, gq = q.shape[0], g * f  # query rows, and query heads a KV head in each
     chunk_t = _choose_chunk(st, rows * h, dev, align, PROGRAMS_PER_SM["dense"]) if st > 0 else align
     # None: a tail alone (the CUDA kernel has the prefix)
     work = size_class(rows, h, s) if layout != LAYOUT_NONE else None
@@ -765,19 +863,19 @@ def decode_attn_triton(
         nsp = cdiv(s, chunk_p) if s > 0 else 0
         ns = nsp + (cdiv(st, chunk_t) if st > 0 else 0)
         total = lead + ns
-        o_part = torch.empty(rows * h, total, g, d, dtype=torch.float32, device=dev)
-        lse_part = torch.empty(rows * h, total, g, dtype=torch.float32, device=dev)
+        o_part = torch.empty(rows * h, total, gq, d, dtype=torch.float32, device=dev)
+        lse_part = torch.empty(rows * h, total, gq, dtype=torch.float32, device=dev)
         o_own, lse_own = o_part[:, lead:], lse_part[:, lead:]  # base pointers at slot `lead`
 
         def split_kernel():
             decode_attn_fwd_kernel[(ns, rows * h)](
                 q, kd, kv, kb, sb, r, u, v, lens, tk, tv, tail_len, o_own, lse_own,
                 float(scaling) * LOG2E, const,
-                s, st, chunk_p, chunk_t, nsp, total, q_len,
+                s, st, chunk_p, chunk_t, nsp, total, cdiv(q_len, f),
                 *s_kd, *s_v, *s_tk, *s_tv,
-                **shape_constexprs(h, g, d, dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
+                **shape_constexprs(h, gq, d, dk), LAYOUT=layout, RECOVERY=rec, HAS_TAIL=has_tail,
                 TAIL_ON_DEVICE=tail_length is not None, USE_POPC=not interp,
-                F32=interp or query.dtype == torch.float32, **launch,
+                F32=interp or query.dtype == torch.float32, FOLD=f, **launch,
             )
 
         return split_kernel, o_part, lse_part, total
@@ -793,7 +891,7 @@ def decode_attn_triton(
         elif interp:
             launch, per_sm = launch_kwargs(INTERPRET_CONFIG), PROGRAMS_PER_SM["dense"]
         elif run_triton:
-            key = (layout, rec, g, d, dk, q.dtype, has_tail, work, dev.index)
+            key = (layout, rec, gq, f, d, dk, q.dtype, has_tail, work, dev.index)
             if key not in _TUNED:
                 _TUNED[key] = _choose_launch(prepare, launch_candidates(layout, d))
             launch, per_sm = _TUNED[key]
@@ -824,8 +922,8 @@ def decode_attn_triton(
                 split_kernel()
             LAST_LAUNCH["combine"] = "triton"
             out = combine_partials(o_part, lse_part, q)
-    # [B·Q, HQ, 1, D] rows back to [B, HQ, Q, D]
-    return out if q_len == 1 else out.view(b, q_len, hq, d).transpose(1, 2).contiguous()
+    LAST_LAUNCH["fold"] = f
+    return unfold_output(out, b, q_len, f, pad)
 
 
 __all__ = ["decode_attn_triton", "decode_attn_fwd_kernel", "decode_attn_combine_kernel", "launch_candidates"]
