@@ -11,8 +11,10 @@
     PYTHONPATH=. python benchmarks/multi_token_steps.py     # -> benchmarks/results/multi_token_steps_h200.json + .png
     PYTHONPATH=. python benchmarks/multi_token_steps.py --replot RUN.json [--png P]  # the figure again, no GPU
 
-One attention call of one layer as a decode step makes it, eagerly (host time included: that is what an eager
-verification step pays), wall-clock medians after warm-up, the device synchronised after every call. Prefixes as a
+One attention call of one layer as a decode step makes it, timed twice: eagerly (host time included: that is what an
+eager verification step pays), wall-clock medians after warm-up, the device synchronised after every call; and, for
+the GPU paths, as GPU time (``*_gpu_us``: CUDA-graph replays timed by events, L2 flushed by a read before each,
+``common.bench_us``), which is what the kernels themselves cost and what a captured step would pay. Prefixes as a
 sparkv cache keeps them (``decode_storage``: pages where the CUDA kernel takes the case), bf16, batch 1, a 96-token
 tail whose last Q tokens are the queries'. Every path is checked against the fp32 reference first.
 """
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     DEVICE,
+    bench_us,
     default_out,
     environment,
     fmt_ctx,
@@ -67,6 +70,7 @@ def per_token(q, prefix, tail_k, tail_v, scaling):
                                          tail_v[:, :, :seen + i + 1], scaling) for i in range(q.shape[2])], 2)
 
 
+GPU_PATHS = ("folded", "folded_triton", "rows", "per_token")  # also timed as GPU time
 FUNCTIONS = {"folded": decode_attn_triton,
              "folded_triton": functools.partial(decode_attn_triton, spark_kernel="triton"),
              "rows": functools.partial(decode_attn_triton, fold=False), "per_token": per_token,
@@ -145,13 +149,22 @@ def main() -> None:
                                                      warmup=2 if slow else 3, rep=7 if slow else 15)
                 for key in ("folded_triton", "rows", "per_token", "blockwise"):
                     row[f"folded_vs_{key}"] = row[f"{key}_us"] / row["folded_us"]
+                for key in GPU_PATHS:
+                    row[f"{key}_gpu_us"] = bench_us(lambda fn=FUNCTIONS[key]: fn(q, prefix, tail_k, tail_v, scaling),
+                                                    flush="read")
+                for key in ("folded_triton", "rows", "per_token"):
+                    row[f"folded_vs_{key}_gpu"] = row[f"{key}_gpu_us"] / row["folded_gpu_us"]
             rows.append(row)
     columns = [("model", "heads", ""), ("context", "context", ""), ("tokens", "new tokens", ""),
                ("folded_fold", "F", ""), ("folded_us", "folded (µs)", ".1f"),
                ("folded_triton_fold", "F Triton", ""), ("folded_triton_us", "folded Triton (µs)", ".1f"),
                ("rows_us", "a row per token (µs)", ".1f"), ("per_token_us", "per token (µs)", ".1f"),
                ("blockwise_us", "blockwise (µs)", ".1f"), ("folded_vs_rows", "vs a row per token", ".2f"),
-               ("folded_vs_blockwise", "vs blockwise", ".2f"), ("folded_rel_err", "err", ".1e")]
+               ("folded_vs_blockwise", "vs blockwise", ".2f"), ("folded_gpu_us", "folded GPU (µs)", ".1f"),
+               ("folded_triton_gpu_us", "folded Triton GPU (µs)", ".1f"), ("rows_gpu_us", "a row per token GPU (µs)",
+                                                                             ".1f"),
+               ("per_token_gpu_us", "per token GPU (µs)", ".1f"), ("folded_vs_rows_gpu", "GPU vs a row per token",
+                                                                     ".2f"), ("folded_rel_err", "err", ".1e")]
     for row in rows:
         row["context"] = fmt_ctx(row["context"])
     result = {**environment(), "command": "PYTHONPATH=. python benchmarks/multi_token_steps.py", "paths": PATHS,

@@ -440,12 +440,13 @@ def test_several_new_tokens_on_the_gpu(lam, q_len, head, poison_empty):
     from sparkv.kernels.decode_attn import fused
 
     h, g, d = head
-    query, prefix, tail_k, tail_v = _several_queries(2, h, g, 16384, 40, q_len, d, kept_channels(d, lam),
+    query, prefix, tail_k, tail_v = _several_queries(2, h, g, 16384, q_len + 40, q_len, d, kept_channels(d, lam),
                                                      torch.bfloat16, lengths=[16384, 9000])
     scaling = d ** -0.5
     want = reference(query, prefix, tail_k, tail_v, scaling)
     last = decode_attn_triton(query[:, :, -1:], prefix, tail_k, tail_v, scaling)
     for form in (prefix, SparKPages.from_compressed(prefix)):
+        fused.LAST_LAUNCH.clear()  # the dispatcher must launch the kernels, not leave the last call's record
         got = decode_attn(query, form, tail_k, tail_v, scaling)
         assert fused.LAST_LAUNCH.get("spark_kernel") == "cuda"  # the CUDA kernel took the prefix
         assert fused.LAST_LAUNCH["fold"] == 2
