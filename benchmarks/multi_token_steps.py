@@ -95,9 +95,11 @@ def plot(result: dict, png: Path) -> None:
     for ax, (model, context) in zip(axes[0], shapes):
         rows = [r for r in result["rows"] if (r["model"], r["context"]) == (model, context) and "error" not in r]
         for key, label in result["paths"].items():  # a run's own paths (earlier runs measured fewer)
-            ax.plot([r["tokens"] for r in rows], [r[f"{key}_us"] / 1e3 for r in rows], marker="o", label=label)
+            # GPU time where the run has it (session 40 on), else the eager wall clock
+            field, what = (f"{key}_gpu_us", "GPU") if f"{key}_gpu_us" in rows[0] else (f"{key}_us", "host incl.")
+            ax.plot([r["tokens"] for r in rows], [r[field] / 1e3 for r in rows], marker="o", label=f"{label} ({what})")
         ax.set(xscale="log", yscale="log", title=f"{model}, {context}", xlabel="new tokens a step",
-               ylabel="ms per layer (host included)")
+               ylabel="ms per layer")
         ax.set_xticks([r["tokens"] for r in rows], [str(r["tokens"]) for r in rows])
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{result['device']}, {result['date']}, λ = {result['rows'][0]['key_ratio']}", fontsize=9)

@@ -172,6 +172,7 @@ def test_stream_ceiling_kernels_compile_for_sm90(mechanism, benchmarks_on_path):
     ("decode_attention.py", ["decode_attention_h200.json"]),
     ("graph_decode.py", ["graph_decode_128k_b1_generate_h200.json", "graph_decode_32k_b4_h200.json"]),
     ("multi_token_steps.py", ["multi_token_steps_h200_s39.json"]),
+    ("multi_token_steps.py", ["multi_token_steps_h200_s40.json"]),
 ])
 def test_plots_redraw_from_committed_results_without_a_gpu(script, results, tmp_path):
     """``--replot``: the figure comes from the committed JSON alone (no GPU, nothing re-measured)."""
