@@ -254,9 +254,9 @@ SEVERAL_TOKEN_CASES = [  # (B, H, G, S, ST, Q, D, DK, recovery, prefix lengths):
 @pytest.mark.parametrize("case", SEVERAL_TOKEN_CASES, ids=["spark", "constant", "zero", "dense", "tail-only"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_several_new_tokens_in_one_launch(case, dtype, poison_empty):
-    """Q new tokens as Q query rows of one launch (query i sees the tail up to its own token) equal the blockwise
-    reference's causal attention of all the queries at once, per row lengths included; the dispatcher takes them for
-    2..PER_QUERY_KERNEL_MAX tokens."""
+    """Q new tokens in one launch (folded into head groups; query i sees the tail up to its own token) equal the
+    blockwise reference's causal attention of all the queries at once, per row lengths included; the dispatcher takes
+    them for 2..PER_QUERY_KERNEL_MAX tokens."""
     if dtype == torch.float32 and DEVICE == "cuda":
         pytest.skip("the GPU kernels take fp32 under the interpreter only")
     *shape, recovery, lengths = case
@@ -341,6 +341,21 @@ def test_folded_new_tokens_equal_one_row_per_token(case, poison_empty):
     assert rel_err(got, rows) < RTOL[dtype]
     with pytest.raises(ValueError, match="fold must be True or False"):
         decode_attn_triton(query, prefix, tail_k, tail_v, scaling, fold=1)
+
+
+@pytest.mark.interpret
+def test_padding_queries_of_a_tail_only_step_see_a_token(poison_empty):
+    """A tail-only step whose tail is just its Q new tokens, padded in front to a multiple of F: the padding queries
+    see the first token (no 0/0 anywhere, not even in rows that are dropped), the real ones their own prefix of it."""
+    import warnings
+
+    dtype = torch.float32 if DEVICE == "cpu" else torch.bfloat16
+    query, prefix, tail_k, tail_v = _several_queries(1, 1, 3, 0, 6, 6, 32, None, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the interpreter warns on a 0/0 in the combine
+        got = decode_attn_triton(query, None, tail_k, tail_v, 0.2)
+    assert LAST_LAUNCH["fold"] == 8  # 2 zero queries in front of the 6
+    assert rel_err(got, reference(query, None, tail_k, tail_v, 0.2)) < RTOL[dtype]
 
 
 TAIL_LENGTH_CASES = [  # (B, H, G, S, tail capacity, valid tail tokens, D, DK): DK None = dense prefix, S 0 = none

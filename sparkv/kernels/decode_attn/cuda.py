@@ -740,7 +740,8 @@ def balanced_chunk(tokens: int, rows: int, sms: int, wave: int, tile: int, tile_
 
 def query_rows(query: torch.Tensor, prefix: Prefix) -> int:
     """Query rows per prefix row (``R``): the kernel takes ``[B·R, HQ, 1, D]`` queries, row ``b·R + i`` reading prefix
-    row ``b`` (the ``R`` new tokens of a step of several, :func:`~sparkv.kernels.decode_attn.fused.decode_attn_triton`).
+    row ``b`` (the ``R`` query rows of a step of several new tokens, each one token or several folded into its heads:
+    :func:`~sparkv.kernels.decode_attn.fused.decode_attn_triton`).
     """
     rows = query.shape[0]
     if prefix.batch == 0 or rows % prefix.batch:

@@ -282,7 +282,7 @@ def _dense_tiles_causal(b_q, k, v, s_k, s_v, start, end, row_end, scale, b_m, b_
 })
 @triton.jit(do_not_specialize=["S", "ST", "CHUNK", "CHUNK_T", "NSP", "NS"])
 def decode_attn_fwd_kernel(
-    q,  # [B*R, HQ, 1, D] contiguous: R query rows per row of the keys (R new tokens of one sequence, in order)
+    q,  # [B*R, HQ*FOLD, 1, D] contiguous: R query rows per row of the keys, each FOLD new tokens (in order)
     kd,  # DenseKeys prefix [B, H, S, D] (LAYOUT_DENSE)
     kv,  # kept_values [B, H, S, DK] (LAYOUT_SPARK)
     kb,  # kept_bits [B, H, S, NW]
@@ -498,7 +498,8 @@ def decode_attn_fwd_kernel(
                 # FOLD new tokens share a query row's head group: group row o_g = g·FOLD + f is token
                 # (i_b % R)·FOLD + f of the R·FOLD new tokens of its key row, each seeing the tail up to itself.
                 st = tl.load(tail_len) if TAIL_ON_DEVICE else ST
-                st_rows = st - (R * FOLD - 1 - ((i_b % R) * FOLD + o_g % FOLD))
+                # (at least 1: the zero queries padding the step in front then see a token, so no row is 0/0)
+                st_rows = tl.maximum(st - (R * FOLD - 1 - ((i_b % R) * FOLD + o_g % FOLD)), 1)
                 b_m, b_l, b_acc = _dense_tiles_causal(b_q, tk + i_d64 * s_tk_b + i_h64 * s_tk_h,
                                                       tv + i_d64 * s_tv_b + i_h64 * s_tv_h,
                                                       s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), st_rows,

@@ -636,8 +636,8 @@ extern "C" __global__ void KERNEL_BOUNDS spark_walk_split(
   unsigned char* small0 = vbuf + V_BYTES;
 
   const int i_s = blockIdx.x, bh = blockIdx.y, b = bh / H;
-  // The prefix row this block reads. QROWS (a step of several new tokens): each query is a row of its own, R of them
-  // a prefix row; a build of its own, since the division changes the schedule of the one-token build.
+  // The prefix row this block reads. QROWS (a step of several new tokens): each query row is a row of its own, R of
+  // them a prefix row; a build of its own, since the division changes the schedule of the one-token build.
 #if QROWS
   const int bd = b / R, bhd = bh - (b - bd) * H;
 #else
