@@ -236,9 +236,10 @@ def _prefetch_lines_l1(addr, lo, hi, o_l):
 
 @triton.jit
 def _dense_tiles(b_q, k, v, s_k, s_v, start, end, scale, b_m, b_l, b_acc,
-                 D: tl.constexpr, BD: tl.constexpr, F32: tl.constexpr, BS: tl.constexpr):
+                 D: tl.constexpr, BD: tl.constexpr, F32: tl.constexpr, BS: tl.constexpr, row_end=None,
+                 ROWS: tl.constexpr = False):
     """Absorb dense tokens ``start .. end-1`` of one (b, h): ``k``, ``v`` point at its token 0, ``s_*`` = row
-    strides."""
+    strides. ``ROWS``: query row ``i`` sees tokens below ``row_end[i]`` only (folded new tokens in the tail)."""
     o_j = tl.arange(0, BD)
     m_j = o_j < D
     for t0 in range(start, end, BS):
@@ -251,29 +252,12 @@ def _dense_tiles(b_q, k, v, s_k, s_v, start, end, scale, b_m, b_l, b_acc,
             b_k = b_k.to(tl.float32)
             b_v = b_v.to(tl.float32)
         b_s = tl.dot(b_q, tl.trans(b_k)) * scale
-        b_s = tl.where(m_t[None, :], b_s, float("-inf"))
-        b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
-    return b_m, b_l, b_acc
-
-
-@triton.jit
-def _dense_tiles_causal(b_q, k, v, s_k, s_v, start, end, row_end, scale, b_m, b_l, b_acc,
-                        D: tl.constexpr, BD: tl.constexpr, F32: tl.constexpr, BS: tl.constexpr):
-    """:func:`_dense_tiles` where query row ``i`` sees tokens below ``row_end[i]`` only (and below ``end``)."""
-    o_j = tl.arange(0, BD)
-    m_j = o_j < D
-    for t0 in range(start, end, BS):
-        o_t = t0 + tl.arange(0, BS)
-        m_t = o_t < end
-        m_tj = m_t[:, None] & m_j[None, :]
-        b_k = tl.load(k + o_t[:, None].to(tl.int64) * s_k + o_j[None, :], mask=m_tj, other=0)
-        b_v = tl.load(v + o_t[:, None].to(tl.int64) * s_v + o_j[None, :], mask=m_tj, other=0)
-        if F32:
-            b_k = b_k.to(tl.float32)
-            b_v = b_v.to(tl.float32)
-        b_s = tl.dot(b_q, tl.trans(b_k)) * scale
-        b_s = tl.where(m_t[None, :] & (o_t[None, :] < row_end[:, None]), b_s, float("-inf"))
-        b_m, b_l, b_acc = _absorb_rows(b_s, b_v, b_m, b_l, b_acc)
+        if ROWS:
+            b_s = tl.where(m_t[None, :] & (o_t[None, :] < row_end[:, None]), b_s, float("-inf"))
+            b_m, b_l, b_acc = _absorb_rows(b_s, b_v, b_m, b_l, b_acc)
+        else:
+            b_s = tl.where(m_t[None, :], b_s, float("-inf"))
+            b_m, b_l, b_acc = _absorb(b_s, b_v, b_m, b_l, b_acc)
     return b_m, b_l, b_acc
 
 
@@ -500,10 +484,10 @@ def decode_attn_fwd_kernel(
                 st = tl.load(tail_len) if TAIL_ON_DEVICE else ST
                 # (at least 1: the zero queries padding the step in front then see a token, so no row is 0/0)
                 st_rows = tl.maximum(st - (R * FOLD - 1 - ((i_b % R) * FOLD + o_g % FOLD)), 1)
-                b_m, b_l, b_acc = _dense_tiles_causal(b_q, tk + i_d64 * s_tk_b + i_h64 * s_tk_h,
-                                                      tv + i_d64 * s_tv_b + i_h64 * s_tv_h,
-                                                      s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), st_rows,
-                                                      scale, b_m, b_l, b_acc, D, BD, F32, BS)
+                b_m, b_l, b_acc = _dense_tiles(b_q, tk + i_d64 * s_tk_b + i_h64 * s_tk_h,
+                                               tv + i_d64 * s_tv_b + i_h64 * s_tv_h,
+                                               s_tk_s, s_tv_s, start, tl.minimum(start + CHUNK_T, st), scale,
+                                               b_m, b_l, b_acc, D, BD, F32, BS, st_rows, True)
 
     # Normalised partial output and its log-sum-exp (base 2); an empty split writes 0 and -inf.
     m_nonempty = b_l > 0
